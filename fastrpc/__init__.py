@@ -1,0 +1,3 @@
+"""fastrpc: oslo.messaging-style RPC over RabbitMQ with a compiled hot path."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Compiled modules built from ext/*.pyx (see fastrpc._impl for the selection)."""
