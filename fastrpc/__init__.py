@@ -1,3 +1,60 @@
 """fastrpc: oslo.messaging-style RPC over RabbitMQ with a compiled hot path."""
 
+from fastrpc.client import RPCClient, get_rpc_client
+from fastrpc.dispatcher import (
+    DefaultRPCAccessPolicy,
+    ExplicitRPCAccessPolicy,
+    LegacyRPCAccessPolicy,
+    RPCAccessPolicyBase,
+    RPCDispatcher,
+    expected_exceptions,
+    expose,
+)
+from fastrpc.exceptions import (
+    ClientSendError,
+    ConfigurationError,
+    DriverLoadFailure,
+    ExecutorLoadFailure,
+    ExpectedException,
+    InvalidTarget,
+    InvalidTransportURL,
+    MessageDeliveryFailure,
+    MessageUndeliverable,
+    MessagingException,
+    MessagingServerError,
+    MessagingTimeout,
+    NoSuchMethod,
+    RemoteError,
+    RPCDispatcherError,
+    RPCVersionCapError,
+    ServerListenError,
+    TransportDriverError,
+    UnsupportedVersion,
+)
+from fastrpc.options import Options
+from fastrpc.serializer import JsonPayloadSerializer, NoOpSerializer, RequestContextSerializer, Serializer
+from fastrpc.server import RPCServer, get_rpc_server
+from fastrpc.target import Target
+from fastrpc.transport import (
+    RPCTransport,
+    Transport,
+    TransportHost,
+    TransportURL,
+    get_rpc_transport,
+    get_transport,
+)
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "ClientSendError", "ConfigurationError", "DefaultRPCAccessPolicy", "DriverLoadFailure",
+    "ExecutorLoadFailure", "ExpectedException", "ExplicitRPCAccessPolicy", "InvalidTarget",
+    "InvalidTransportURL", "JsonPayloadSerializer", "LegacyRPCAccessPolicy", "MessageDeliveryFailure",
+    "MessageUndeliverable", "MessagingException", "MessagingServerError", "MessagingTimeout",
+    "NoOpSerializer", "NoSuchMethod", "Options", "RPCAccessPolicyBase", "RPCClient", "RPCDispatcher",
+    "RPCDispatcherError", "RPCServer", "RPCTransport", "RPCVersionCapError", "RemoteError",
+    "RequestContextSerializer", "Serializer", "ServerListenError", "Target", "Transport",
+    "TransportDriverError", "TransportHost", "TransportURL", "UnsupportedVersion", "__version__",
+    "expected_exceptions", "expose", "get_rpc_client", "get_rpc_server", "get_rpc_transport",
+    "get_transport",
+]

@@ -22,3 +22,17 @@ if not NO_EXTENSIONS:
 
 if not COMPILED:
     from fastrpc.amqp.codec_py import FrameReader, FrameWriter  # noqa: F401
+
+# The envelope codec is chosen the same way; ``envelope`` is a module exposing
+# encode_request / encode_reply / decode_request / decode_reply / content_type.
+ENVELOPE_COMPILED = False
+if not NO_EXTENSIONS:
+    try:
+        from fastrpc._ext import envelope
+
+        ENVELOPE_COMPILED = True
+    except ImportError:
+        pass
+
+if not ENVELOPE_COMPILED:
+    from fastrpc import envelope_py as envelope  # type: ignore[no-redef]  # noqa: F401

@@ -245,3 +245,42 @@ class Heartbeat(NamedTuple):
 
 
 Event = Delivery | Returned | ContentMethod | Method | Heartbeat
+
+
+# ---- FrameError conventions shared by both readers ---------------------------
+#
+# Offsets are absolute: counted from the first byte ever fed to the reader.
+# "frame start" is the offset of the frame's type octet; "payload" starts 7
+# bytes later.  Each malformed case reports the offset below and a reason that
+# contains the phrase in quotes (tests match it case-insensitively):
+#
+#   bad frame-end octet            end octet itself        "frame-end"
+#   frame larger than frame_max    frame start             "frame_max"
+#     (size + FRAME_OVERHEAD > frame_max; detected from the 7-byte frame
+#     header alone, before the payload arrives, so nothing is allocated)
+#   unknown frame type             frame start             "unknown frame type"
+#   broker sent a protocol header  frame start             "protocol header"
+#     (channel is None: the bytes after "AMQP" are not a channel number)
+#   truncated field                position of the read    "truncated"
+#     that overran its bound: the payload end for method/header fields, the
+#     enclosing table/array end for values inside it (for a string, the read
+#     of its bytes starts right after the length prefix)
+#   unknown class / method         payload start           "unknown method"
+#   bad table/array field type     the type octet          "field type"
+#   table nesting too deep         type octet of the       "nesting"
+#     ('F'/'A') container that would be level MAX_TABLE_DEPTH + 1; the
+#     outermost table of a method argument or property is level 1
+#   header body size over          the body-size field     "max_message_size"
+#     max_message_size               (payload start + 4)
+#   body frames exceeding the      frame start of the      "body size"
+#     header's body size             offending body frame
+#   content header / body with     frame start             "without"
+#     no content method pending
+#   body frame before the header,  frame start             "unexpected"
+#     or a second header
+#   method frame while content     frame start             "middle of content"
+#     is pending on that channel
+#
+# Channel is the frame's channel in every case except the protocol header.
+
+MAX_SHORTSTR = 255  # bytes of a shortstr

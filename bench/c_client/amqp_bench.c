@@ -1,0 +1,393 @@
+/*
+ * amqp_bench: the C reference client for fastrpc's benchmarks.
+ *
+ * Built on rabbitmq-c (librabbitmq 0.11, Debian) so that fastrpc can be
+ * compared with a plain C client on the same broker in the same run.
+ *
+ *   amqp_bench publish    HOST PORT QUEUE N SIZE
+ *   amqp_bench consume    HOST PORT QUEUE N
+ *   amqp_bench rpc-server HOST PORT QUEUE
+ *   amqp_bench rpc-call   HOST PORT QUEUE N SIZE [MAX_SECONDS]
+ *
+ * Credentials and vhost come from AMQP_BENCH_USER, AMQP_BENCH_PASSWORD and
+ * AMQP_BENCH_VHOST (default guest / guest / "/"), never from argv, so they do
+ * not show up in process listings. Results are one JSON object on stdout.
+ *
+ * Exit codes: 0 ok, 2 usage, 3 cannot connect, 4 login refused,
+ * 5 protocol or channel error, 6 timed out waiting for the broker.
+ */
+
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#define EXIT_USAGE 2
+#define EXIT_CONNECT 3
+#define EXIT_LOGIN 4
+#define EXIT_PROTOCOL 5
+#define EXIT_TIMEOUT 6
+
+#define CHANNEL 1
+#define CONSUME_PREFETCH 1000
+#define ACK_EVERY 100
+#define RPC_SERVER_PREFETCH 256
+/* Silence longer than this while waiting for a message is a failure, not a hang. */
+#define WAIT_SECONDS 30
+
+static const char *mode_name = "?";
+
+static double now_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void fail(int code, const char *what, const char *detail) {
+  fprintf(stderr, "amqp_bench %s: %s: %s\n", mode_name, what, detail);
+  exit(code);
+}
+
+/* Turn a synchronous reply into a readable error and the matching exit code. */
+static void check_reply(amqp_rpc_reply_t r, const char *what) {
+  char buf[512];
+  switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+      return;
+    case AMQP_RESPONSE_NONE:
+      fail(EXIT_PROTOCOL, what, "missing reply from broker");
+      break;
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+      if (r.library_error == AMQP_STATUS_TIMEOUT || r.library_error == AMQP_STATUS_HEARTBEAT_TIMEOUT) {
+        fail(EXIT_TIMEOUT, what, amqp_error_string2(r.library_error));
+      }
+      fail(EXIT_PROTOCOL, what, amqp_error_string2(r.library_error));
+      break;
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+      if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        amqp_connection_close_t *m = (amqp_connection_close_t *)r.reply.decoded;
+        snprintf(buf, sizeof buf, "broker closed the connection: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        /* 403 ACCESS_REFUSED during login means bad credentials or vhost. */
+        fail(m->reply_code == 403 ? EXIT_LOGIN : EXIT_PROTOCOL, what, buf);
+      } else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_t *m = (amqp_channel_close_t *)r.reply.decoded;
+        snprintf(buf, sizeof buf, "broker closed the channel: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+        fail(EXIT_PROTOCOL, what, buf);
+      }
+      snprintf(buf, sizeof buf, "unexpected server method 0x%08X", r.reply.id);
+      fail(EXIT_PROTOCOL, what, buf);
+      break;
+  }
+  fail(EXIT_PROTOCOL, what, "unknown reply type");
+}
+
+static const char *env_or(const char *name, const char *fallback) {
+  const char *v = getenv(name);
+  return (v && *v) ? v : fallback;
+}
+
+static long parse_long(const char *s, const char *what, long min) {
+  char *end = NULL;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || end == s || *end || v < min) {
+    char buf[128];
+    snprintf(buf, sizeof buf, "expected an integer >= %ld, got '%s'", min, s);
+    fail(EXIT_USAGE, what, buf);
+  }
+  return v;
+}
+
+static amqp_connection_state_t open_connection(const char *host, int port) {
+  amqp_connection_state_t conn = amqp_new_connection();
+  if (!conn) fail(EXIT_CONNECT, "connection", "out of memory");
+  amqp_socket_t *sock = amqp_tcp_socket_new(conn);
+  if (!sock) fail(EXIT_CONNECT, "connection", "cannot create TCP socket");
+  struct timeval tv = {10, 0};
+  int rc = amqp_socket_open_noblock(sock, host, port, &tv);
+  if (rc != AMQP_STATUS_OK) {
+    char buf[256];
+    snprintf(buf, sizeof buf, "cannot connect to %s:%d: %s", host, port, amqp_error_string2(rc));
+    fail(EXIT_CONNECT, "connection", buf);
+  }
+  /* No heartbeat: rabbitmq-c only sends them inside library calls, and a
+   * benchmark run is short. */
+  amqp_rpc_reply_t r = amqp_login(conn, env_or("AMQP_BENCH_VHOST", "/"), 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
+                                  env_or("AMQP_BENCH_USER", "guest"), env_or("AMQP_BENCH_PASSWORD", "guest"));
+  if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_CONNECTION_CLOSED) {
+    /* RabbitMQ drops the socket on a failed PLAIN login. */
+    fail(EXIT_LOGIN, "login", "broker refused the credentials or the virtual host");
+  }
+  check_reply(r, "login");
+  amqp_channel_open(conn, CHANNEL);
+  check_reply(amqp_get_rpc_reply(conn), "channel.open");
+  return conn;
+}
+
+static void close_connection(amqp_connection_state_t conn) {
+  check_reply(amqp_channel_close(conn, CHANNEL, AMQP_REPLY_SUCCESS), "channel.close");
+  check_reply(amqp_connection_close(conn, AMQP_REPLY_SUCCESS), "connection.close");
+  amqp_destroy_connection(conn);
+}
+
+/* Durable, not exclusive, no arguments: the same declaration the Python side makes,
+ * and one RabbitMQ 4.x accepts by default. */
+static uint32_t declare_queue(amqp_connection_state_t conn, const char *queue) {
+  amqp_queue_declare_ok_t *ok =
+      amqp_queue_declare(conn, CHANNEL, amqp_cstring_bytes(queue), 0, 1, 0, 0, amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "queue.declare");
+  return ok->message_count;
+}
+
+static amqp_bytes_t make_payload(size_t size) {
+  amqp_bytes_t b = amqp_bytes_malloc(size ? size : 1);
+  if (!b.bytes) fail(EXIT_PROTOCOL, "payload", "out of memory");
+  memset(b.bytes, 'x', b.len);
+  b.len = size;
+  return b;
+}
+
+static void print_rate(const char *mode, long n, double seconds) {
+  printf("{\"mode\": \"%s\", \"n\": %ld, \"seconds\": %.6f, \"rate\": %.1f}\n", mode, n, seconds,
+         seconds > 0 ? (double)n / seconds : 0.0);
+}
+
+static int cmd_publish(const char *host, int port, const char *queue, long n, long size) {
+  amqp_connection_state_t conn = open_connection(host, port);
+  declare_queue(conn, queue);
+  amqp_bytes_t body = make_payload((size_t)size);
+  amqp_basic_properties_t props;
+  props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
+  props.delivery_mode = 1; /* transient */
+  amqp_bytes_t exchange = amqp_cstring_bytes("");
+  amqp_bytes_t rkey = amqp_cstring_bytes(queue);
+
+  double t0 = now_seconds();
+  for (long i = 0; i < n; i++) {
+    int rc = amqp_basic_publish(conn, CHANNEL, exchange, rkey, 0, 0, &props, body);
+    if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "basic.publish", amqp_error_string2(rc));
+  }
+  /* A synchronous round trip on the same channel: the broker has taken every
+   * publish before it answers, so the clock covers delivery to the broker. */
+  declare_queue(conn, queue);
+  double dt = now_seconds() - t0;
+  print_rate("publish", n, dt);
+  amqp_bytes_free(body);
+  close_connection(conn);
+  return 0;
+}
+
+/* Wait for the next delivery; other frames (e.g. basic.ack) are read and dropped. */
+static void next_delivery(amqp_connection_state_t conn, amqp_envelope_t *env, const char *what) {
+  struct timeval tv = {WAIT_SECONDS, 0};
+  for (;;) {
+    amqp_maybe_release_buffers(conn);
+    amqp_rpc_reply_t r = amqp_consume_message(conn, env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) return;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+      amqp_frame_t frame;
+      int rc = amqp_simple_wait_frame_noblock(conn, &frame, &tv);
+      if (rc != AMQP_STATUS_OK) fail(rc == AMQP_STATUS_TIMEOUT ? EXIT_TIMEOUT : EXIT_PROTOCOL, what, amqp_error_string2(rc));
+      if (frame.frame_type == AMQP_FRAME_METHOD) {
+        if (frame.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD || frame.payload.method.id == AMQP_CONNECTION_CLOSE_METHOD) {
+          amqp_rpc_reply_t closed;
+          closed.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION;
+          closed.reply = frame.payload.method;
+          closed.library_error = 0;
+          check_reply(closed, what);
+        }
+        if (frame.payload.method.id == AMQP_BASIC_CANCEL_METHOD) fail(EXIT_PROTOCOL, what, "consumer cancelled by broker");
+      }
+      continue;
+    }
+    check_reply(r, what);
+  }
+}
+
+static int cmd_consume(const char *host, int port, const char *queue, long n) {
+  amqp_connection_state_t conn = open_connection(host, port);
+  declare_queue(conn, queue);
+  amqp_basic_qos(conn, CHANNEL, 0, CONSUME_PREFETCH, 0);
+  check_reply(amqp_get_rpc_reply(conn), "basic.qos");
+  double t0 = now_seconds();
+  amqp_basic_consume(conn, CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "basic.consume");
+  uint64_t last_tag = 0, acked = 0;
+  for (long i = 0; i < n; i++) {
+    amqp_envelope_t env;
+    next_delivery(conn, &env, "waiting for delivery");
+    last_tag = env.delivery_tag;
+    amqp_destroy_envelope(&env);
+    if (last_tag - acked >= ACK_EVERY) {
+      int rc = amqp_basic_ack(conn, CHANNEL, last_tag, 1);
+      if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "basic.ack", amqp_error_string2(rc));
+      acked = last_tag;
+    }
+  }
+  if (last_tag > acked) {
+    int rc = amqp_basic_ack(conn, CHANNEL, last_tag, 1);
+    if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "basic.ack", amqp_error_string2(rc));
+  }
+  double dt = now_seconds() - t0;
+  print_rate("consume", n, dt);
+  close_connection(conn);
+  return 0;
+}
+
+static int cmd_rpc_server(const char *host, int port, const char *queue) {
+  amqp_connection_state_t conn = open_connection(host, port);
+  declare_queue(conn, queue);
+  amqp_basic_qos(conn, CHANNEL, 0, RPC_SERVER_PREFETCH, 0);
+  check_reply(amqp_get_rpc_reply(conn), "basic.qos");
+  amqp_basic_consume(conn, CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "basic.consume");
+  printf("{\"mode\": \"rpc-server\", \"ready\": true}\n");
+  fflush(stdout);
+
+  long served = 0;
+  int stop = 0;
+  while (!stop) {
+    amqp_envelope_t env;
+    struct timeval tv = {3600, 0};
+    amqp_maybe_release_buffers(conn);
+    amqp_rpc_reply_t r = amqp_consume_message(conn, &env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+      amqp_frame_t frame;
+      int rc = amqp_simple_wait_frame(conn, &frame);
+      if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "rpc-server", amqp_error_string2(rc));
+      continue;
+    }
+    check_reply(r, "waiting for request");
+    amqp_bytes_t req = env.message.body;
+    stop = req.len == 4 && memcmp(req.bytes, "stop", 4) == 0;
+    amqp_basic_properties_t *in = &env.message.properties;
+    if (in->_flags & AMQP_BASIC_REPLY_TO_FLAG) {
+      amqp_basic_properties_t out;
+      out._flags = AMQP_BASIC_DELIVERY_MODE_FLAG;
+      out.delivery_mode = 1;
+      if (in->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) {
+        out._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        out.correlation_id = in->correlation_id;
+      }
+      /* Echo the request body: the reply is as large as the request. */
+      int rc = amqp_basic_publish(conn, CHANNEL, amqp_cstring_bytes(""), in->reply_to, 0, 0, &out, req);
+      if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "reply publish", amqp_error_string2(rc));
+    }
+    int rc = amqp_basic_ack(conn, CHANNEL, env.delivery_tag, 0);
+    if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "basic.ack", amqp_error_string2(rc));
+    amqp_destroy_envelope(&env);
+    if (!stop) served++;
+  }
+  printf("{\"mode\": \"rpc-server\", \"served\": %ld}\n", served);
+  close_connection(conn);
+  return 0;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double percentile(const double *sorted, long n, double p) {
+  if (n <= 0) return 0.0;
+  long idx = (long)(p * (double)(n - 1) + 0.5);
+  return sorted[idx];
+}
+
+static int cmd_rpc_call(const char *host, int port, const char *queue, long n, long size, double max_seconds) {
+  amqp_connection_state_t conn = open_connection(host, port);
+  /* Private reply queue: server-named, exclusive, gone with the connection. */
+  amqp_queue_declare_ok_t *ok = amqp_queue_declare(conn, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "reply queue.declare");
+  amqp_bytes_t reply_q = amqp_bytes_malloc_dup(ok->queue);
+  amqp_basic_consume(conn, CHANNEL, reply_q, amqp_empty_bytes, 0, 1, 1, amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "basic.consume");
+
+  double *lat = malloc(sizeof(double) * (size_t)(n ? n : 1));
+  if (!lat) fail(EXIT_PROTOCOL, "latencies", "out of memory");
+  amqp_bytes_t body = make_payload((size_t)size);
+  amqp_bytes_t exchange = amqp_cstring_bytes("");
+  amqp_bytes_t rkey = amqp_cstring_bytes(queue);
+  char corr[32];
+
+  long done = 0;
+  double t0 = now_seconds();
+  for (long i = 0; i < n; i++) {
+    snprintf(corr, sizeof corr, "%ld", i);
+    amqp_basic_properties_t props;
+    props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG;
+    props.delivery_mode = 1;
+    props.reply_to = reply_q;
+    props.correlation_id = amqp_cstring_bytes(corr);
+    double c0 = now_seconds();
+    int rc = amqp_basic_publish(conn, CHANNEL, exchange, rkey, 0, 0, &props, body);
+    if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "request publish", amqp_error_string2(rc));
+    for (;;) {
+      amqp_envelope_t env;
+      next_delivery(conn, &env, "waiting for reply");
+      amqp_basic_properties_t *p = &env.message.properties;
+      int match = (p->_flags & AMQP_BASIC_CORRELATION_ID_FLAG) && p->correlation_id.len == strlen(corr) &&
+                  memcmp(p->correlation_id.bytes, corr, p->correlation_id.len) == 0;
+      amqp_destroy_envelope(&env);
+      if (match) break; /* anything else is a stale reply: drop it */
+    }
+    double c1 = now_seconds();
+    lat[done++] = c1 - c0;
+    if (max_seconds > 0 && c1 - t0 >= max_seconds) break;
+  }
+  double dt = now_seconds() - t0;
+  qsort(lat, (size_t)done, sizeof(double), cmp_double);
+  printf("{\"mode\": \"rpc-call\", \"n\": %ld, \"seconds\": %.6f, \"rate\": %.1f, \"p50_ms\": %.4f, \"p99_ms\": %.4f}\n",
+         done, dt, dt > 0 ? (double)done / dt : 0.0, percentile(lat, done, 0.50) * 1e3,
+         percentile(lat, done, 0.99) * 1e3);
+  free(lat);
+  amqp_bytes_free(body);
+  amqp_bytes_free(reply_q);
+  close_connection(conn);
+  return 0;
+}
+
+static void usage(void) {
+  fprintf(stderr,
+          "usage:\n"
+          "  amqp_bench publish    HOST PORT QUEUE N SIZE\n"
+          "  amqp_bench consume    HOST PORT QUEUE N\n"
+          "  amqp_bench rpc-server HOST PORT QUEUE\n"
+          "  amqp_bench rpc-call   HOST PORT QUEUE N SIZE [MAX_SECONDS]\n"
+          "credentials: AMQP_BENCH_USER, AMQP_BENCH_PASSWORD, AMQP_BENCH_VHOST (default guest/guest, /)\n");
+  exit(EXIT_USAGE);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 5) usage();
+  mode_name = argv[1];
+  const char *host = argv[2];
+  int port = (int)parse_long(argv[3], "PORT", 1);
+  if (port > 65535) fail(EXIT_USAGE, "PORT", "must be at most 65535");
+  const char *queue = argv[4];
+  if (strlen(queue) > 255) fail(EXIT_USAGE, "QUEUE", "name longer than 255 bytes");
+
+  if (strcmp(mode_name, "publish") == 0 && argc == 7) {
+    return cmd_publish(host, port, queue, parse_long(argv[5], "N", 0), parse_long(argv[6], "SIZE", 0));
+  }
+  if (strcmp(mode_name, "consume") == 0 && argc == 6) {
+    return cmd_consume(host, port, queue, parse_long(argv[5], "N", 0));
+  }
+  if (strcmp(mode_name, "rpc-server") == 0 && argc == 5) {
+    return cmd_rpc_server(host, port, queue);
+  }
+  if (strcmp(mode_name, "rpc-call") == 0 && (argc == 7 || argc == 8)) {
+    double max_seconds = argc == 8 ? (double)parse_long(argv[7], "MAX_SECONDS", 0) : 0.0;
+    return cmd_rpc_call(host, port, queue, parse_long(argv[5], "N", 1), parse_long(argv[6], "SIZE", 0), max_seconds);
+  }
+  usage();
+  return EXIT_USAGE;
+}

@@ -1,0 +1,470 @@
+"""RPC scenarios: fastrpc against oslo.messaging (rabbit driver) and the C client.
+
+One run, one broker. Scenarios, each bounded by ``--seconds``:
+
+* ``sequential``: one caller, calls with a ~150-byte payload, one after another
+  (fastrpc, oslo.messaging, C ``rpc-call`` against C ``rpc-server``);
+* ``concurrent-16`` / ``concurrent-8``: that many threads calling through one
+  client (fastrpc, oslo.messaging);
+* ``casts``: casts end to end, from the first cast published until the server
+  has dispatched the last one (fastrpc, oslo.messaging).
+
+Servers and clients each run in their own process, servers with the threading
+executor. fastrpc's memory per connection and per in-flight call are measured
+in a separate process with tracemalloc (Python heap) and RSS deltas.
+
+    python bench/rpc_scenarios.py [--seconds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+
+PAYLOAD = "x" * 150
+CALL_TIMEOUT = 30
+READY_TIMEOUT = 60.0
+MAX_CASTS = 200_000
+MEMORY_CONNECTIONS = 20
+MEMORY_CALLS = 400
+LIBS = ("fastrpc", "oslo")
+
+
+# -- library glue (runs in the server and client processes) ----------------------
+
+def _quiet_logging() -> None:
+    logging.basicConfig(level=logging.ERROR)
+    warnings.simplefilter("ignore", DeprecationWarning)
+
+
+def make_transport(lib: str, url: str) -> tuple[Any, Any]:
+    """(library module, transport) for fastrpc or oslo.messaging."""
+    if lib == "oslo":
+        import oslo_messaging as om
+        from oslo_config import cfg
+
+        # The global CONF, as services use it: oslo registers some options
+        # (e.g. tracing) only there.
+        cfg.CONF([], project="fastrpc-bench")
+        return om, om.get_rpc_transport(cfg.CONF, url=url)
+    import fastrpc
+
+    return fastrpc, fastrpc.get_rpc_transport(url=url)
+
+
+class BenchEndpoint:
+    """What the benchmark servers expose."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._hits = 0
+        self._first = 0.0
+        self._last = 0.0
+
+    def echo(self, ctxt: Any, payload: str) -> str:
+        return payload
+
+    def reset(self, ctxt: Any) -> int:
+        with self._cond:
+            self._hits, self._first, self._last = 0, 0.0, 0.0
+        return 0
+
+    def hit(self, ctxt: Any, i: int) -> None:
+        now = time.monotonic()
+        with self._cond:
+            self._hits += 1
+            if self._hits == 1:
+                self._first = now
+            self._last = now
+            self._cond.notify_all()
+
+    def wait_hits(self, ctxt: Any, n: int, timeout: float) -> dict[str, Any]:
+        # CLOCK_MONOTONIC is system-wide on Linux, so the caller can compare times.
+        with self._cond:
+            self._cond.wait_for(lambda: self._hits >= n, timeout=timeout)
+            return {"hits": self._hits, "first": self._first, "last": self._last}
+
+
+def serve(lib: str, url: str, topic: str) -> int:
+    """Run an RPC server until stdin closes."""
+    _quiet_logging()
+    mod, transport = make_transport(lib, url)
+    target = mod.Target(topic=topic, server="bench-server")
+    server = mod.get_rpc_server(transport, target, [BenchEndpoint()], executor="threading")
+    server.start()
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.read()  # the parent closes our stdin to stop us
+    server.stop()
+    server.wait()
+    transport.cleanup()
+    print(json.dumps({"stopped": True}), flush=True)
+    return 0
+
+
+def make_client(mod: Any, transport: Any, topic: str) -> Any:
+    return mod.get_rpc_client(transport, mod.Target(topic=topic), timeout=CALL_TIMEOUT)
+
+
+def client_calls(lib: str, url: str, topic: str, threads: int, seconds: float) -> dict[str, Any]:
+    _quiet_logging()
+    mod, transport = make_transport(lib, url)
+    client = make_client(mod, transport, topic)
+    for _ in range(20):  # warm up: reply queue, connection pool, code paths
+        if client.call({}, "echo", payload=PAYLOAD) != PAYLOAD:
+            raise common.BenchError("echo returned a different payload")
+    per_thread: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+    deadline = [0.0]
+
+    def caller(out: list[float]) -> None:
+        try:
+            start.wait(timeout=30)
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= deadline[0]:
+                    return
+                if client.call({}, "echo", payload=PAYLOAD) != PAYLOAD:
+                    raise common.BenchError("echo returned a different payload")
+                out.append(time.perf_counter() - t0)
+        except BaseException as exc:  # reported by the parent
+            errors.append(exc)
+
+    workers = [threading.Thread(target=caller, args=(per_thread[i],), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    deadline[0] = time.perf_counter() + seconds
+    t_start = time.perf_counter()
+    start.wait(timeout=30)
+    for w in workers:
+        w.join(timeout=seconds + CALL_TIMEOUT + 5)
+    elapsed = time.perf_counter() - t_start
+    if errors:
+        raise common.BenchError(f"{len(errors)} caller(s) failed: {errors[0]!r}")
+    if any(w.is_alive() for w in workers):
+        raise common.BenchError("a caller thread did not finish")
+    transport.cleanup()
+    return common.latency_summary([x for lat in per_thread for x in lat], elapsed)
+
+
+def client_casts(lib: str, url: str, topic: str, seconds: float) -> dict[str, Any]:
+    _quiet_logging()
+    mod, transport = make_transport(lib, url)
+    client = make_client(mod, transport, topic)
+    client.call({}, "reset")
+    t_first = time.monotonic()
+    n = 0
+    publish_deadline = t_first + seconds
+    while n < MAX_CASTS and (n % 100 or time.monotonic() < publish_deadline):
+        client.cast({}, "hit", i=n)
+        n += 1
+    t_published = time.monotonic()
+    wait_budget = max(30.0, 6 * seconds)
+    got = client.prepare(timeout=wait_budget + 10).call({}, "wait_hits", n=n, timeout=wait_budget)
+    if got["hits"] != n:
+        raise common.BenchError(f"server dispatched {got['hits']} of {n} casts within {wait_budget:.0f} s")
+    transport.cleanup()
+    elapsed = got["last"] - t_first
+    return {"n": n, "seconds": elapsed, "rate": n / elapsed, "publish_rate": n / (t_published - t_first)}
+
+
+def client_memory(url: str, topic: str) -> dict[str, Any]:
+    """fastrpc's memory per connection and per in-flight call (this process only)."""
+    import gc
+    import tracemalloc
+
+    import fastrpc
+    from fastrpc.amqp.connection import Connection
+    from fastrpc.drivers.topology import Topology
+
+    _quiet_logging()
+    result: dict[str, Any] = {}
+    amqp_url = "amqp" + url[url.index("://"):]  # the connection layer speaks amqp:// only
+
+    # Per connection: K connections with one channel each.
+    tracemalloc.start()
+    gc.collect()
+    rss0, heap0 = common.rss_bytes(), tracemalloc.get_traced_memory()[0]
+    conns = []
+    for _ in range(MEMORY_CONNECTIONS):
+        c = Connection(amqp_url)
+        c.connect()
+        c.channel()
+        conns.append(c)
+    gc.collect()
+    rss1, heap1 = common.rss_bytes(), tracemalloc.get_traced_memory()[0]
+    result["connection_heap_bytes"] = (heap1 - heap0) / MEMORY_CONNECTIONS
+    result["connection_rss_bytes"] = (rss1 - rss0) / MEMORY_CONNECTIONS
+    for c in conns[1:]:
+        c.close()
+    probe = conns[0]
+
+    # Per in-flight call: requests go to a queue with no consumer and wait there,
+    # so every call stays in flight until we have measured.
+    topo = Topology()
+    ex, q = topo.topic_exchange(topo.control_exchange), topo.topic_queue(topic)
+    ch = probe.channel()
+    ch.exchange_declare(ex.name, ex.type, durable=ex.durable, auto_delete=ex.auto_delete)
+    ch.queue_declare(q.name, durable=q.durable, auto_delete=q.auto_delete, arguments=q.arguments)
+    ch.queue_bind(q.name, ex.name, topo.routing_key(topic))
+
+    transport = fastrpc.get_rpc_transport(url=url)
+    hold_timeout = 8
+    client = fastrpc.get_rpc_client(transport, fastrpc.Target(topic=topic), timeout=hold_timeout)
+    go = threading.Event()
+    outcomes: list[str] = []
+
+    def caller() -> None:
+        go.wait(30)
+        try:
+            client.call({}, "echo", payload=PAYLOAD)
+            outcomes.append("answered")
+        except Exception as exc:  # the expected end is a timeout
+            outcomes.append(type(exc).__name__)
+
+    # Warm up the reply path with one call that times out, like the others will.
+    warm = fastrpc.get_rpc_client(transport, fastrpc.Target(topic=topic), timeout=1)
+    try:
+        warm.call({}, "echo", payload=PAYLOAD)
+    except Exception:
+        pass
+    ch.queue_purge(q.name)
+    threads = [threading.Thread(target=caller, daemon=True) for _ in range(MEMORY_CALLS)]
+    for t in threads:
+        t.start()
+    gc.collect()
+    rss0, heap0 = common.rss_bytes(), tracemalloc.get_traced_memory()[0]
+    go.set()
+    deadline = time.monotonic() + hold_timeout - 2
+    depth = 0
+    while time.monotonic() < deadline:  # broker state has no event to wait on: poll, bounded
+        depth = ch.queue_declare(q.name, passive=True)[1]
+        if depth >= MEMORY_CALLS:
+            break
+        time.sleep(0.02)
+    if depth < MEMORY_CALLS:
+        raise common.BenchError(f"only {depth} of {MEMORY_CALLS} calls reached the broker")
+    gc.collect()
+    rss1, heap1 = common.rss_bytes(), tracemalloc.get_traced_memory()[0]
+    result["inflight_heap_bytes"] = (heap1 - heap0) / MEMORY_CALLS
+    result["inflight_rss_bytes"] = (rss1 - rss0) / MEMORY_CALLS
+    for t in threads:
+        t.join(hold_timeout + 10)
+    if len(outcomes) != MEMORY_CALLS or "answered" in outcomes:
+        raise common.BenchError(f"unexpected in-flight call outcomes: {sorted(set(outcomes))}")
+    ch.queue_delete(q.name)
+    transport.cleanup()
+    probe.close()
+    tracemalloc.stop()
+    result["connections"] = MEMORY_CONNECTIONS
+    result["inflight_calls"] = MEMORY_CALLS
+    return result
+
+
+# -- orchestration -----------------------------------------------------------------
+
+class ServerProcess:
+    """A benchmark server in a subprocess; stops when its stdin closes."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], what: str, stop: Any = None) -> None:
+        self.what = what
+        self._stop = stop
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)
+        line = self._readline(READY_TIMEOUT)
+        if '"ready"' not in line:
+            self.kill()
+            raise common.BenchError(f"{what} did not start: {line!r} {self._stderr()}")
+
+    def _readline(self, timeout: float) -> str:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()  # type: ignore[union-attr]
+                                                           ), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        return box[0] if box else ""
+
+    def _stderr(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        return (self.proc.stderr.read() if self.proc.stderr else "")[-2000:]
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._stop is not None:
+            self._stop()
+        try:
+            self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise common.BenchError(f"{self.what} did not stop within {timeout:.0f} s") from None
+        if self.proc.returncode != 0:
+            raise common.BenchError(f"{self.what} exited with {self.proc.returncode}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def publish_stop(url: str, queue: str) -> None:
+    from fastrpc.amqp.connection import Connection
+
+    conn = Connection(url)
+    conn.connect()
+    try:
+        conn.channel().basic_publish("", queue, b"stop")
+    finally:
+        conn.close()
+
+
+def delete_queue(url: str, queue: str) -> None:
+    from fastrpc.amqp.connection import Connection
+
+    conn = Connection(url)
+    conn.connect()
+    try:
+        conn.channel().queue_delete(queue)
+    finally:
+        conn.close()
+
+
+def run_c(b: common.Broker, seconds: float) -> dict[str, Any]:
+    exe = str(common.c_client())
+    queue = f"bench.rpc.c.{uuid.uuid4().hex[:12]}"
+    env = b.c_env()
+    server = ServerProcess([exe, "rpc-server", b.host, str(b.port), queue], env, "C rpc-server",
+                           stop=lambda: publish_stop(b.url, queue))
+    try:
+        res = common.run_json([exe, "rpc-call", b.host, str(b.port), queue, "100000000", str(len(PAYLOAD)),
+                               str(max(1, round(seconds)))], env=env, what="C rpc-call", timeout=seconds + 60)
+        server.stop()
+    finally:
+        server.kill()
+        delete_queue(b.url, queue)
+    return res
+
+
+def run_lib(lib: str, b: common.Broker, seconds: float, scenarios: list[tuple[str, int]]) -> dict[str, Any]:
+    url = b.transport_url("fastrpc" if lib == "fastrpc" else "rabbit")
+    topic = f"bench_{lib}_{uuid.uuid4().hex[:8]}"
+    env = common.python_env()
+    server = ServerProcess(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic),
+                           env, f"{lib} server")
+    out: dict[str, Any] = {}
+    try:
+        for name, threads in scenarios:
+            common.info(f"  {lib}: {name}")
+            base = ["--url", url, "--topic", topic, "--seconds", str(seconds)]
+            if name == "casts":
+                cmd = common.python_cmd("rpc_scenarios.py", "--client", lib, "--scenario", "casts", *base)
+            else:
+                cmd = common.python_cmd("rpc_scenarios.py", "--client", lib, "--scenario", "calls",
+                                        "--threads", str(threads), *base)
+            out[name] = common.run_json(cmd, env=env, what=f"{lib} {name}", timeout=seconds * 8 + 120)
+        server.stop()
+    finally:
+        server.kill()
+    return out
+
+
+def run_memory(b: common.Broker) -> dict[str, Any]:
+    topic = f"bench_mem_{uuid.uuid4().hex[:8]}"
+    return common.run_json(common.python_cmd("rpc_scenarios.py", "--client", "fastrpc", "--scenario", "memory",
+                                             "--url", b.transport_url("fastrpc"), "--topic", topic),
+                           env=common.python_env(), what="fastrpc memory", timeout=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seconds", type=float, default=5.0, help="duration of each scenario (default 5)")
+    p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out")
+    p.add_argument("--skip-memory", action="store_true", help="leave the memory measurements out")
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--serve", choices=LIBS, help=argparse.SUPPRESS)
+    p.add_argument("--client", choices=LIBS, help=argparse.SUPPRESS)
+    p.add_argument("--scenario", choices=("calls", "casts", "memory"), help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--topic", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.serve:
+        return serve(args.serve, args.url, args.topic)
+    if args.client:
+        if args.scenario == "calls":
+            res = client_calls(args.client, args.url, args.topic, args.threads, args.seconds)
+        elif args.scenario == "casts":
+            res = client_casts(args.client, args.url, args.topic, args.seconds)
+        else:
+            res = client_memory(args.url, args.topic)
+        print(json.dumps(res), flush=True)
+        # Leftover non-daemon threads of a library must not keep a finished client alive.
+        sys.stdout.flush()
+        os._exit(0)
+
+    if args.seconds <= 0:
+        p.error("--seconds must be positive")
+    scenarios = [("sequential", 1), ("concurrent-16", 16), ("concurrent-8", 8), ("casts", 0)]
+    libs = [lib for lib in LIBS if not (args.skip_oslo and lib == "oslo")]
+    results: dict[str, dict[str, Any]] = {}
+    memory: dict[str, Any] = {}
+    with common.broker() as b:
+        common.info("C client: sequential")
+        results["C (librabbitmq)"] = {"sequential": run_c(b, args.seconds)}
+        for lib in libs:
+            results[lib] = run_lib(lib, b, args.seconds, scenarios)
+        if not args.skip_memory:
+            common.info("fastrpc: memory")
+            memory = run_memory(b)
+
+    headers = ["scenario", "client", "calls/s", "p50 ms", "p99 ms", "vs oslo", "vs C"]
+    rows = []
+    names = {"fastrpc": "fastrpc", "oslo": "oslo.messaging", "C (librabbitmq)": "C (librabbitmq)"}
+    for scenario, _ in scenarios:
+        oslo_rate = results.get("oslo", {}).get(scenario, {}).get("rate")
+        c_rate = results["C (librabbitmq)"].get(scenario, {}).get("rate")
+        for client in ("fastrpc", "oslo", "C (librabbitmq)"):
+            res = results.get(client, {}).get(scenario)
+            if not res:
+                continue
+            rows.append([scenario, names[client], common.fmt_rate(res["rate"]),
+                         common.fmt_ms(res.get("p50_ms")), common.fmt_ms(res.get("p99_ms")),
+                         common.fmt_ratio(res["rate"], oslo_rate), common.fmt_ratio(res["rate"], c_rate)])
+    fmt = common.format_markdown if args.markdown else common.format_table
+    print(f"RPC scenarios, {args.seconds:g} s each, payload {len(PAYLOAD)} bytes (casts: calls/s = casts/s end to end)")
+    print(fmt(headers, rows))
+    if memory:
+        print()
+        print(fmt(["fastrpc memory", "Python heap (tracemalloc)", "RSS delta"], [
+            [f"per connection ({memory['connections']} opened)", f"{memory['connection_heap_bytes'] / 1024:.1f} KiB",
+             f"{memory['connection_rss_bytes'] / 1024:.1f} KiB"],
+            [f"per in-flight call ({memory['inflight_calls']} waiting)", f"{memory['inflight_heap_bytes'] / 1024:.2f} KiB",
+             f"{memory['inflight_rss_bytes'] / 1024:.2f} KiB"],
+        ]))
+    common.write_json(args.json, {"benchmark": "rpc_scenarios", "seconds": args.seconds, "payload": len(PAYLOAD),
+                                  "results": results, "memory": memory})
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except common.BenchError as exc:
+        print(f"rpc_scenarios: {exc}", file=sys.stderr)
+        sys.exit(1)

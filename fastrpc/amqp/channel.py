@@ -1,0 +1,702 @@
+"""AMQP channels: synchronous methods, publishing with confirms, consumers.
+
+A Channel is safe to share between threads. Synchronous methods are
+serialised per channel (AMQP allows one outstanding request per channel) and
+wait for their reply with a timeout. Everything the broker sends to the channel
+is handled in the connection's reader thread: consumer callbacks
+(``on_message``), confirm future callbacks and ``on_return`` run there and
+must stay short.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, InvalidStateError
+from typing import TYPE_CHECKING, Any
+
+from fastrpc.amqp import spec
+from fastrpc.amqp.exceptions import (
+    AMQPError,
+    ChannelClosed,
+    ConnectionClosed,
+    ConnectionLost,
+    MessageReturned,
+    OperationTimeout,
+    PublishBlocked,
+    PublishNacked,
+)
+
+if TYPE_CHECKING:
+    from fastrpc.amqp.connection import Connection
+
+LOG = logging.getLogger("fastrpc.amqp")
+
+OnMessage = Callable[[spec.Delivery], None]
+OnCancel = Callable[[str], None]
+OnReturn = Callable[[spec.Returned], None]
+ChannelCloseCallback = Callable[["Channel", BaseException], None]
+
+PublishItem = Sequence[Any] | dict[str, Any]
+
+
+def _fresh(exc: BaseException) -> BaseException:
+    from fastrpc.amqp.connection import fresh_error
+
+    return fresh_error(exc)
+
+
+def _settle(future: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
+    try:
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+    except InvalidStateError:
+        pass  # cancelled by its owner meanwhile
+
+
+class _Waiter:
+    """One synchronous request waiting for its reply."""
+
+    __slots__ = ("expect", "event", "result", "error")
+
+    def __init__(self, expect: tuple[str, ...]) -> None:
+        self.expect = expect
+        self.event = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.event.is_set():
+            self.error = exc
+            self.event.set()
+
+
+class Channel:
+    """One AMQP channel. Obtain with ``Connection.channel()``."""
+
+    def __init__(self, connection: Connection, channel_id: int) -> None:
+        self._conn = connection
+        self.channel_id = channel_id
+        self.on_return: OnReturn | None = None
+        self.on_close: list[ChannelCloseCallback] = []
+        self._closed: BaseException | None = None
+        self._rpc_lock = threading.Lock()
+        self._waiter: _Waiter | None = None
+        self._consumers: dict[str, OnMessage] = {}
+        self._cancel_callbacks: dict[str, OnCancel] = {}
+        self._flow = threading.Event()
+        self._flow.set()
+        # publisher confirms: tag -> future; tags below _low_tag are settled
+        self._confirm = False
+        self._next_tag = 1
+        self._low_tag = 1
+        self._pending: dict[int, Future[Any]] = {}
+        self._mandatory: dict[int, tuple[str, str]] = {}
+        self._returned: dict[int, MessageReturned] = {}
+
+    # ---- state -----------------------------------------------------------
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    @property
+    def is_open(self) -> bool:
+        return self._closed is None
+
+    @property
+    def closed_reason(self) -> BaseException | None:
+        return self._closed
+
+    @property
+    def confirm_mode(self) -> bool:
+        return self._confirm
+
+    @property
+    def pending_confirms(self) -> int:
+        return len(self._pending)
+
+    def __repr__(self) -> str:
+        state = "open" if self._closed is None else "closed"
+        return f"<Channel {self.channel_id} {state} on {self._conn.params.address}>"
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise _fresh(self._closed)
+
+    # ---- sending ---------------------------------------------------------
+
+    def _encode(self, name: str, fields: dict[str, Any]) -> bytes:
+        w = self._conn.writer()
+        try:
+            w.method(self.channel_id, name, **fields)
+        except BaseException:
+            w.take()  # never leave half a frame for the next caller
+            raise
+        return w.take()
+
+    def _send(self, data: bytes) -> None:
+        """Send frames of this channel; refuses once the channel is closed.
+
+        The closed check happens under the send lock, the same lock under which
+        the channel is marked closed when close-ok goes out, so no frame can
+        reach a channel id after it was given back (and maybe reused).
+        """
+        conn = self._conn
+        with conn._send_lock:
+            if self._closed is not None:
+                err: BaseException | None = _fresh(self._closed)
+            else:
+                err = conn._send_locked(data)
+        if err is not None:
+            conn._send_failed(err)
+            raise err
+
+    def _call(self, name: str, expect: tuple[str, ...], timeout: float | None, **fields: Any) -> Any:
+        conn = self._conn
+        if conn.in_reader_thread():
+            raise RuntimeError(f"{name} cannot wait for its reply inside the reader thread (callbacks must hand off)")
+        data = self._encode(name, fields)
+        if timeout is None:
+            timeout = conn.params.operation_timeout
+        with self._rpc_lock:
+            self._check_open()
+            waiter = _Waiter(expect)
+            self._waiter = waiter
+            try:
+                # Re-check after publishing the waiter: a close racing with us
+                # either sees the waiter or is seen here.
+                self._check_open()
+                self._send(data)
+                if not waiter.event.wait(timeout):
+                    exc = OperationTimeout(
+                        f"{name} on channel {self.channel_id} of {conn.params.address} got no reply in {timeout:g}s"
+                    )
+                    self._waiter = None
+                    self._abandon(name, exc)
+                    raise exc
+            finally:
+                self._waiter = None
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    def _abandon(self, name: str, exc: OperationTimeout) -> None:
+        """After a timeout the reply stream is out of step: close the channel.
+
+        The id is given back only when the broker's close-ok arrives.
+        """
+        reason = ChannelClosed(0, f"channel abandoned: {exc}")
+        conn = self._conn
+        data = None if name == "channel.close" else self._encode(
+            "channel.close", {"reply_code": spec.REPLY_SUCCESS, "reply_text": "timeout"}
+        )
+        with conn._send_lock:
+            if self._closed is not None:
+                return
+            self._closed = reason
+            err = conn._send_locked(data) if data is not None else None
+        if err is not None:
+            conn._send_failed(err)
+        self._shutdown(reason)
+
+    # ---- lifecycle -------------------------------------------------------
+
+    def _open(self, timeout: float | None) -> None:
+        try:
+            self._call("channel.open", ("channel.open-ok",), timeout)
+        except OperationTimeout:
+            raise
+        except BaseException:
+            self._closed = self._closed or ChannelClosed(0, "channel open failed")
+            self._conn._release_channel(self)
+            raise
+
+    def close(self, timeout: float | None = None) -> None:
+        """Close the channel (idempotent). Later calls on it raise ChannelClosed."""
+        if self._closed is not None:
+            return
+        try:
+            self._call(
+                "channel.close", ("channel.close-ok",), timeout, reply_code=spec.REPLY_SUCCESS, reply_text="Normal close"
+            )
+        except OperationTimeout:
+            return  # abandoned; the id comes back if close-ok ever arrives
+        except (ChannelClosed, ConnectionClosed, ConnectionLost):
+            return  # already closed under us
+        reason = ChannelClosed(spec.REPLY_SUCCESS, "channel closed by client")
+        with self._conn._send_lock:
+            mine = self._closed is None
+            if mine:
+                self._closed = reason
+        if mine:
+            self._shutdown(reason)
+        self._conn._release_channel(self)
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _shutdown(self, exc: BaseException) -> None:
+        """Fail everything that waits on this channel (``_closed`` already set)."""
+        self._flow.set()  # wake publishers held by channel.flow
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.fail(_fresh(exc))
+        pending = self._pending
+        while pending:
+            try:
+                _, future = pending.popitem()
+            except KeyError:
+                break
+            _settle(future, exc=_fresh(exc))
+        self._mandatory.clear()
+        self._returned.clear()
+        self._consumers = {}
+        self._cancel_callbacks = {}
+        for callback in list(self.on_close):
+            try:
+                callback(self, exc)
+            except Exception:
+                LOG.exception("channel on_close callback failed")
+
+    def _connection_failed(self, exc: BaseException) -> None:
+        if self._closed is None:
+            self._closed = exc
+        self._shutdown(exc)
+
+    # ---- events from the reader thread -------------------------------------
+
+    def _on_delivery(self, delivery: spec.Delivery) -> None:
+        callback = self._consumers.get(delivery.consumer_tag)
+        if callback is None:
+            LOG.warning("delivery for unknown consumer %r on channel %d", delivery.consumer_tag, self.channel_id)
+            return
+        try:
+            callback(delivery)
+        except Exception:
+            LOG.exception("on_message callback of consumer %r failed", delivery.consumer_tag)
+
+    def _on_method(self, event: spec.Method) -> None:
+        name = event.name
+        if name == "basic.ack":
+            self._on_confirm(event.args, None)
+            return
+        if name == "basic.nack":
+            self._on_confirm(event.args, PublishNacked)
+            return
+        waiter = self._waiter
+        if name == "channel.close":
+            self._on_broker_close(event.args, waiter)
+        elif waiter is not None and name in waiter.expect:
+            waiter.result = event.args
+            waiter.event.set()
+        elif name == "basic.cancel":
+            self._on_broker_cancel(event.args)
+        elif name == "channel.flow":
+            self._on_flow(bool(event.args.get("active")))
+        elif name == "channel.close-ok" and self._closed is not None:
+            self._conn._release_channel(self)  # close-ok of an abandoned channel
+        else:
+            LOG.warning("unexpected %s on channel %d ignored", name, self.channel_id)
+
+    def _on_content(self, event: Any) -> None:
+        if type(event) is spec.Returned:
+            self._on_return(event)
+            return
+        waiter = self._waiter
+        if waiter is not None and event.name in waiter.expect:
+            waiter.result = event
+            waiter.event.set()
+        else:
+            LOG.warning("unexpected %s on channel %d ignored", event.name, self.channel_id)
+
+    def _on_broker_close(self, args: dict[str, Any], waiter: _Waiter | None) -> None:
+        exc = ChannelClosed(
+            args.get("reply_code", 0), args.get("reply_text", ""), args.get("class_id", 0), args.get("method_id", 0)
+        )
+        conn = self._conn
+        data = self._encode("channel.close-ok", {})
+        with conn._send_lock:
+            already = self._closed is not None
+            if not already:
+                self._closed = exc
+            err = conn._send_locked(data)
+        if err is not None:
+            conn._send_failed(err)
+        if waiter is not None and "channel.close-ok" in waiter.expect:
+            waiter.event.set()  # our close crossed the broker's: closed either way
+        elif exc.reply_code != spec.REPLY_SUCCESS:
+            LOG.warning("channel %d of %s closed by broker: %s", self.channel_id, conn.params.address, exc)
+        if not already:
+            self._shutdown(exc)
+        conn._release_channel(self)
+
+    def _on_broker_cancel(self, args: dict[str, Any]) -> None:
+        tag = args.get("consumer_tag", "")
+        self._consumers.pop(tag, None)
+        on_cancel = self._cancel_callbacks.pop(tag, None)
+        LOG.info("broker cancelled consumer %r on channel %d", tag, self.channel_id)
+        if not args.get("nowait"):
+            try:
+                self._send(self._encode("basic.cancel-ok", {"consumer_tag": tag}))
+            except AMQPError:
+                pass
+        if on_cancel is not None:
+            try:
+                on_cancel(tag)
+            except Exception:
+                LOG.exception("on_cancel callback of consumer %r failed", tag)
+
+    def _on_flow(self, active: bool) -> None:
+        if active:
+            self._flow.set()
+        else:
+            self._flow.clear()
+        try:
+            self._send(self._encode("channel.flow-ok", {"active": active}))
+        except AMQPError:
+            pass
+
+    def _on_confirm(self, args: dict[str, Any], error: type[PublishNacked] | None) -> None:
+        tag = args["delivery_tag"]
+        pending = self._pending
+        if args.get("multiple"):
+            low = self._low_tag
+            if tag >= low:
+                self._low_tag = tag + 1
+            tags: Iterable[int] = range(low, tag + 1)
+        else:
+            tags = (tag,)
+        special = self._mandatory or self._returned
+        for t in tags:
+            future = pending.pop(t, None)
+            if future is None:
+                continue
+            if special:
+                self._mandatory.pop(t, None)
+                returned = self._returned.pop(t, None)
+                if returned is not None:
+                    _settle(future, exc=returned)
+                    continue
+            if error is None:
+                _settle(future, True)
+            else:
+                _settle(future, exc=error(f"broker nacked publish {t} on channel {self.channel_id}"))
+
+    def _on_return(self, event: spec.Returned) -> None:
+        exc = MessageReturned(
+            event.reply_code, event.reply_text, event.exchange, event.routing_key, event.properties, event.body
+        )
+        if self._confirm and self._mandatory:
+            # The broker sends basic.return before the ack of the same message;
+            # the oldest unconfirmed mandatory publish to that address is it.
+            for tag, address in list(self._mandatory.items()):
+                if address == (event.exchange, event.routing_key):
+                    self._mandatory.pop(tag, None)
+                    self._returned[tag] = exc
+                    break
+        callback = self.on_return
+        if callback is not None:
+            try:
+                callback(event)
+            except Exception:
+                LOG.exception("on_return callback failed")
+        elif not self._confirm:
+            LOG.warning("%s (no on_return handler on channel %d)", exc, self.channel_id)
+
+    # ---- synchronous methods ---------------------------------------------
+
+    def exchange_declare(
+        self,
+        exchange: str,
+        type: str = "direct",
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._call(
+            "exchange.declare", ("exchange.declare-ok",), timeout, exchange=exchange, type=type, passive=passive,
+            durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments or {},
+        )
+
+    def exchange_delete(self, exchange: str, if_unused: bool = False, timeout: float | None = None) -> None:
+        self._call("exchange.delete", ("exchange.delete-ok",), timeout, exchange=exchange, if_unused=if_unused)
+
+    def exchange_bind(
+        self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._call("exchange.bind", ("exchange.bind-ok",), timeout, destination=destination, source=source,
+                   routing_key=routing_key, arguments=arguments or {})
+
+    def exchange_unbind(
+        self, destination: str, source: str, routing_key: str = "", arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._call("exchange.unbind", ("exchange.unbind-ok",), timeout, destination=destination, source=source,
+                   routing_key=routing_key, arguments=arguments or {})
+
+    def queue_declare(
+        self,
+        queue: str = "",
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> tuple[str, int, int]:
+        """Declare a queue; returns (name, message count, consumer count)."""
+        ok = self._call(
+            "queue.declare", ("queue.declare-ok",), timeout, queue=queue, passive=passive, durable=durable,
+            exclusive=exclusive, auto_delete=auto_delete, arguments=arguments or {},
+        )
+        return ok["queue"], ok["message_count"], ok["consumer_count"]
+
+    def queue_bind(
+        self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._call("queue.bind", ("queue.bind-ok",), timeout, queue=queue, exchange=exchange,
+                   routing_key=routing_key, arguments=arguments or {})
+
+    def queue_unbind(
+        self, queue: str, exchange: str, routing_key: str = "", arguments: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._call("queue.unbind", ("queue.unbind-ok",), timeout, queue=queue, exchange=exchange,
+                   routing_key=routing_key, arguments=arguments or {})
+
+    def queue_purge(self, queue: str, timeout: float | None = None) -> int:
+        return int(self._call("queue.purge", ("queue.purge-ok",), timeout, queue=queue)["message_count"])
+
+    def queue_delete(
+        self, queue: str, if_unused: bool = False, if_empty: bool = False, timeout: float | None = None
+    ) -> int:
+        ok = self._call("queue.delete", ("queue.delete-ok",), timeout, queue=queue, if_unused=if_unused,
+                        if_empty=if_empty)
+        return int(ok["message_count"])
+
+    def basic_qos(
+        self, prefetch_count: int = 0, prefetch_size: int = 0, global_: bool = False, timeout: float | None = None
+    ) -> None:
+        self._call("basic.qos", ("basic.qos-ok",), timeout, prefetch_size=prefetch_size,
+                   prefetch_count=prefetch_count, global_=global_)
+
+    def basic_consume(
+        self,
+        queue: str,
+        on_message: OnMessage,
+        no_ack: bool = False,
+        exclusive: bool = False,
+        arguments: dict[str, Any] | None = None,
+        consumer_tag: str = "",
+        on_cancel: OnCancel | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Start a consumer; returns its tag.
+
+        ``on_message(delivery)`` runs in the reader thread. ``on_cancel(tag)``
+        is called when the broker cancels the consumer (e.g. queue deleted).
+        """
+        self._check_open()
+        # The tag is chosen here so the consumer is registered before the
+        # broker can deliver anything to it.
+        tag = consumer_tag or f"fastrpc.{self.channel_id}.{uuid.uuid4().hex}"
+        if tag in self._consumers:
+            raise ValueError(f"consumer tag {tag!r} already in use on channel {self.channel_id}")
+        self._consumers[tag] = on_message
+        if on_cancel is not None:
+            self._cancel_callbacks[tag] = on_cancel
+        try:
+            self._call("basic.consume", ("basic.consume-ok",), timeout, queue=queue, consumer_tag=tag,
+                       no_ack=no_ack, exclusive=exclusive, arguments=arguments or {})
+        except BaseException:
+            self._consumers.pop(tag, None)
+            self._cancel_callbacks.pop(tag, None)
+            raise
+        return tag
+
+    def basic_cancel(self, consumer_tag: str, timeout: float | None = None) -> None:
+        """Stop a consumer; deliveries already sent still reach its callback."""
+        try:
+            self._call("basic.cancel", ("basic.cancel-ok",), timeout, consumer_tag=consumer_tag)
+        finally:
+            self._consumers.pop(consumer_tag, None)
+            self._cancel_callbacks.pop(consumer_tag, None)
+
+    def basic_get(self, queue: str, no_ack: bool = False, timeout: float | None = None) -> spec.ContentMethod | None:
+        """Fetch one message (basic.get-ok as a ContentMethod) or None if the queue is empty."""
+        result = self._call("basic.get", ("basic.get-ok", "basic.get-empty"), timeout, queue=queue, no_ack=no_ack)
+        return result if isinstance(result, spec.ContentMethod) else None
+
+    def confirm_select(self, timeout: float | None = None) -> None:
+        """Turn on publisher confirms: basic_publish then returns futures."""
+        if self._confirm:
+            return
+        self._call("confirm.select", ("confirm.select-ok",), timeout)
+        self._confirm = True
+
+    # ---- publishing --------------------------------------------------------
+
+    def _wait_publish_allowed(self) -> None:
+        conn = self._conn
+        limit = conn.params.blocked_timeout
+        deadline = time.monotonic() + limit
+        while conn.blocked or not self._flow.is_set():
+            self._check_open()
+            conn._check_open()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or conn.in_reader_thread():
+                # The reader thread cannot wait: only it could see the unblock.
+                why = f"connection blocked by broker ({conn.blocked_reason})" if conn.blocked else "channel flow off"
+                raise PublishBlocked(f"publishing to {conn.params.address} not allowed for {limit:g}s: {why}")
+            if conn.blocked:
+                conn.wait_unblocked(remaining)
+            else:
+                self._flow.wait(remaining)
+
+    def basic_publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any] | None = None,
+        mandatory: bool = False,
+        immediate: bool = False,
+    ) -> Future[Any] | None:
+        """Publish one message.
+
+        With confirms on, returns a Future resolved True on ack, failed with
+        PublishNacked / MessageReturned / ChannelClosed / ConnectionLost;
+        otherwise None. Future callbacks run in the reader thread.
+        """
+        conn = self._conn
+        if self._closed is not None:
+            raise _fresh(self._closed)
+        if conn.blocked or not self._flow.is_set():
+            self._wait_publish_allowed()
+        w = conn.writer()
+        try:
+            w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, immediate)
+        except BaseException:
+            w.take()
+            raise
+        data = w.take()
+        if not self._confirm:
+            self._send(data)
+            return None
+        future: Future[Any] = Future()
+        with conn._send_lock:
+            if self._closed is not None:
+                err: BaseException | None = _fresh(self._closed)
+            else:
+                tag = self._next_tag
+                self._next_tag = tag + 1
+                self._pending[tag] = future
+                if mandatory:
+                    self._mandatory[tag] = (exchange, routing_key)
+                err = conn._send_locked(data)
+                if err is not None:
+                    self._pending.pop(tag, None)
+        if err is not None:
+            conn._send_failed(err)
+            raise err
+        return future
+
+    def publish_many(self, items: Iterable[PublishItem]) -> list[Future[Any] | None]:
+        """Publish several messages with one send.
+
+        Each item is ``(exchange, routing_key, body[, properties[, mandatory]])``
+        or a dict with those keys. Returns one future per item (None entries
+        without confirms).
+        """
+        conn = self._conn
+        if self._closed is not None:
+            raise _fresh(self._closed)
+        if conn.blocked or not self._flow.is_set():
+            self._wait_publish_allowed()
+        w = conn.writer()
+        addresses: list[tuple[bool, str, str]] = []
+        try:
+            for item in items:
+                if isinstance(item, dict):
+                    exchange = item["exchange"]
+                    routing_key = item["routing_key"]
+                    mandatory = bool(item.get("mandatory", False))
+                    w.publish(self.channel_id, exchange, routing_key, item["body"], item.get("properties"), mandatory)
+                else:
+                    exchange, routing_key = item[0], item[1]
+                    mandatory = bool(item[4]) if len(item) > 4 else False
+                    w.publish(self.channel_id, exchange, routing_key, item[2], item[3] if len(item) > 3 else None,
+                              mandatory)
+                addresses.append((mandatory, exchange, routing_key))
+        except BaseException:
+            w.take()
+            raise
+        data = w.take()
+        if not addresses:
+            return []
+        if not self._confirm:
+            self._send(data)
+            return [None] * len(addresses)
+        futures: list[Future[Any] | None] = []
+        with conn._send_lock:
+            if self._closed is not None:
+                err: BaseException | None = _fresh(self._closed)
+            else:
+                first = tag = self._next_tag
+                pending = self._pending
+                for mandatory, exchange, routing_key in addresses:
+                    future: Future[Any] = Future()
+                    pending[tag] = future
+                    if mandatory:
+                        self._mandatory[tag] = (exchange, routing_key)
+                    futures.append(future)
+                    tag += 1
+                self._next_tag = tag
+                err = conn._send_locked(data)
+                if err is not None:
+                    for t in range(first, tag):
+                        pending.pop(t, None)
+        if err is not None:
+            conn._send_failed(err)
+            raise err
+        return futures
+
+    # ---- acknowledgements --------------------------------------------------
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        w = self._conn.writer()
+        w.ack(self.channel_id, delivery_tag, multiple)
+        self._send(w.take())
+
+    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        w = self._conn.writer()
+        w.nack(self.channel_id, delivery_tag, multiple, requeue)
+        self._send(w.take())
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        w = self._conn.writer()
+        w.reject(self.channel_id, delivery_tag, requeue)
+        self._send(w.take())
+
+    def ack_many(self, delivery_tags: Iterable[int]) -> None:
+        """Acknowledge several deliveries with one send (one ack frame each)."""
+        w = self._conn.writer()
+        for tag in delivery_tags:
+            w.ack(self.channel_id, tag, False)
+        data = w.take()
+        if data:
+            self._send(data)

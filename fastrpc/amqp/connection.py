@@ -1,0 +1,573 @@
+"""One AMQP 0-9-1 connection: handshake, reader thread, heartbeat timer, sends.
+
+Threads and locks:
+- the caller's thread runs the handshake, then starts one reader thread and
+  (when heartbeats are negotiated) one heartbeat thread;
+- the reader blocks in recv (GIL released), feeds the FrameReader and hands
+  every event of the batch to its channel, in stream order;
+- every send is a pre-encoded buffer written with one sendall under
+  ``_send_lock``; encoding happens before the lock, in a FrameWriter owned by
+  the sending thread;
+- ``_lock`` guards connection state and channel id allocation only, and is
+  never held while doing I/O or calling user code.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import platform
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import fastrpc
+from fastrpc import _impl
+from fastrpc.amqp import spec
+from fastrpc.amqp.channel import Channel
+from fastrpc.amqp.exceptions import (
+    AMQPError,
+    AuthenticationFailed,
+    ChannelsExhausted,
+    ConnectionClosed,
+    ConnectionLost,
+    HandshakeTimeout,
+    HeartbeatTimeout,
+    VirtualHostError,
+)
+from fastrpc.amqp.transport import PlainTransport, open_transport
+from fastrpc.amqp.url import ConnectionParams, make_params
+
+LOG = logging.getLogger("fastrpc.amqp")
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "consumer_cancel_notify": True,
+    "basic.nack": True,
+    "connection.blocked": True,
+    "authentication_failure_close": True,
+    "exchange_exchange_bindings": True,
+    "per_consumer_qos": True,
+}
+
+CloseCallback = Callable[["Connection", BaseException], None]
+
+_Delivery = spec.Delivery
+_Method = spec.Method
+_Heartbeat = spec.Heartbeat
+
+
+def fresh_error(exc: BaseException) -> BaseException:
+    """A new instance equal to ``exc``, so one failure can be raised in many
+    threads without them sharing (and rewriting) one traceback."""
+    try:
+        rebuild, args = exc.__reduce__()[:2]  # type: ignore[misc]
+        new = rebuild(*args)
+    except Exception:
+        return exc
+    if isinstance(new, BaseException):
+        new.__cause__ = exc.__cause__
+        return new
+    return exc
+
+
+def _negotiate(client: int, server: int) -> int:
+    """Lower of two limits where 0 means "no preference"."""
+    if client == 0:
+        return server
+    if server == 0:
+        return client
+    return min(client, server)
+
+
+class Connection:
+    """An AMQP connection shared by many channels and many threads."""
+
+    def __init__(self, params_or_url: ConnectionParams | str | None = None, **overrides: Any) -> None:
+        self.params: ConnectionParams = make_params(params_or_url, **overrides)
+        self.server_properties: dict[str, Any] = {}
+        self.frame_max: int = self.params.frame_max
+        self.channel_max: int = self.params.channel_max
+        self.heartbeat: int = 0
+        self.on_close: list[CloseCallback] = []
+        self.blocked = False
+        self.blocked_reason = ""
+
+        self._transport: PlainTransport | None = None
+        self._frame_reader: Any = None
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # replaced by the transport's lock on connect
+        self._channels: dict[int, Channel] = {}
+        self._free_ids: list[int] = []
+        self._next_id = 1
+        self._dead: BaseException | None = None
+        self._dead_event = threading.Event()
+        self._closing = False
+        self._unblocked = threading.Event()
+        self._unblocked.set()
+        self._local = threading.local()
+        self._reader_thread: threading.Thread | None = None
+        self._reader_ident: int | None = None
+        self._heartbeat_thread: threading.Thread | None = None
+        # monotonic time the reader entered recv; None while it is dispatching
+        self._recv_since: float | None = None
+
+    # ---- public state --------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._transport is not None and self._dead is None and not self._closing
+
+    @property
+    def closed_reason(self) -> BaseException | None:
+        """Why the connection ended (None while open or never opened)."""
+        return self._dead
+
+    def __repr__(self) -> str:
+        if self._dead is not None:
+            state = "closed"
+        elif self._transport is None:
+            state = "new"
+        else:
+            state = "open"
+        return f"<Connection {self.params} {state} channels={len(self._channels)}>"
+
+    def __enter__(self) -> Connection:
+        if self._transport is None:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- handshake -----------------------------------------------------
+
+    def connect(self) -> Connection:
+        """Open the socket, run the AMQP handshake and start the I/O threads."""
+        if self._transport is not None:
+            raise AMQPError("connection already opened (create a new Connection to reconnect)")
+        params = self.params
+        deadline = time.monotonic() + params.connect_timeout
+        try:
+            transport = open_transport(params, params.connect_timeout)
+        except TimeoutError:
+            raise HandshakeTimeout(
+                f"TLS handshake with {params.address} not completed within {params.connect_timeout:g}s"
+            ) from None
+        try:
+            leftover = self._handshake(transport, deadline)
+            transport.sock.settimeout(None)
+        except BaseException:
+            transport.shutdown()
+            raise
+        self._transport = transport
+        self._send_lock = transport.send_lock
+        self._reader_thread = threading.Thread(
+            target=self._read_loop, args=(leftover,), name=f"fastrpc-reader-{params.address}", daemon=True
+        )
+        self._reader_thread.start()
+        if self.heartbeat:
+            self._heartbeat_thread = threading.Thread(
+                target=self._heartbeat_loop, name=f"fastrpc-heartbeat-{params.address}", daemon=True
+            )
+            self._heartbeat_thread.start()
+        LOG.debug("connected to %s (frame_max=%d, channel_max=%d, heartbeat=%d)",
+                  params.address, self.frame_max, self.channel_max, self.heartbeat)
+        return self
+
+    def _client_properties(self) -> dict[str, Any]:
+        props: dict[str, Any] = {
+            "product": "fastrpc",
+            "version": fastrpc.__version__,
+            "platform": f"Python {platform.python_version()}",
+            "information": "oslo.messaging-compatible RPC over AMQP 0-9-1",
+            "capabilities": dict(CAPABILITIES),
+        }
+        if self.params.connection_name:
+            props["connection_name"] = self.params.connection_name
+        return props
+
+    def _handshake(self, transport: PlainTransport, deadline: float) -> list[Any]:
+        params = self.params
+        address = params.address
+        reader = _impl.FrameReader(spec.DEFAULT_FRAME_MAX)
+        writer = _impl.FrameWriter(spec.DEFAULT_FRAME_MAX)
+        events: deque[Any] = deque()
+        stage = "start"
+
+        def send() -> None:
+            try:
+                transport.sendall(writer.take())
+            except TimeoutError:
+                raise HandshakeTimeout(f"AMQP handshake with {address} timed out") from None
+            except OSError as exc:
+                raise ConnectionLost(f"connection to {address} failed during handshake: {exc.strerror}") from None
+
+        def closed_by_broker(args: dict[str, Any]) -> AMQPError:
+            writer.method(0, "connection.close-ok")
+            try:
+                transport.sendall(writer.take())
+            except OSError:
+                pass
+            code, text = args.get("reply_code", 0), args.get("reply_text", "")
+            if stage == "auth" and code == spec.ACCESS_REFUSED:
+                return AuthenticationFailed(
+                    f"authentication failed for user {params.username!r} at {address}: {code} {text}"
+                )
+            if stage == "open" and code in (spec.NOT_ALLOWED, spec.ACCESS_REFUSED, spec.INVALID_PATH):
+                return VirtualHostError(f"cannot open virtual host {params.virtual_host!r} at {address}: {code} {text}")
+            return ConnectionClosed(code, text, args.get("class_id", 0), args.get("method_id", 0))
+
+        def next_method(expected: str) -> dict[str, Any]:
+            while True:
+                while not events:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise HandshakeTimeout(
+                            f"AMQP handshake with {address} not completed within {params.connect_timeout:g}s "
+                            f"(waiting for {expected})"
+                        )
+                    transport.sock.settimeout(remaining)
+                    try:
+                        data = transport.recv()
+                    except TimeoutError:
+                        continue  # the deadline check above raises
+                    except OSError as exc:
+                        raise ConnectionLost(f"connection to {address} failed during handshake: {exc.strerror}") from None
+                    if data is None:
+                        if stage == "auth":
+                            # Brokers without authentication_failure_close just hang up.
+                            raise AuthenticationFailed(
+                                f"broker at {address} closed the connection during login of user {params.username!r}"
+                            )
+                        raise ConnectionLost(f"broker at {address} closed the connection during handshake ({stage})")
+                    try:
+                        events.extend(reader.feed(data))
+                    except spec.FrameError as exc:
+                        raise ConnectionLost(f"invalid data from {address} during handshake: {exc}") from exc
+                event = events.popleft()
+                if type(event) is _Heartbeat:
+                    continue
+                if type(event) is not _Method or event.channel != 0:
+                    raise ConnectionLost(f"unexpected frame from {address} during handshake: {type(event).__name__}")
+                if event.name == "connection.close":
+                    raise closed_by_broker(event.args)
+                if event.name != expected:
+                    raise ConnectionLost(f"unexpected {event.name} from {address} during handshake (wanted {expected})")
+                return dict(event.args)
+
+        transport.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        writer.protocol_header()
+        send()
+        start = next_method("connection.start")
+        if (start.get("version_major"), start.get("version_minor")) != (0, 9):
+            raise ConnectionLost(f"broker at {address} speaks AMQP {start.get('version_major')}-{start.get('version_minor')}")
+        self.server_properties = dict(start.get("server_properties") or {})
+        mechanisms = start.get("mechanisms") or b""
+        if isinstance(mechanisms, str):
+            mechanisms = mechanisms.encode()
+        mechanism = params.auth_mechanism.upper()
+        if mechanism.encode() not in mechanisms.split():
+            raise AuthenticationFailed(
+                f"broker at {address} does not offer SASL {mechanism} (offers {mechanisms.decode(errors='replace')})"
+            )
+        if mechanism == "PLAIN":
+            response = b"\x00" + params.username.encode() + b"\x00" + params.password.encode()
+        else:
+            response = b""
+        writer.method(
+            0,
+            "connection.start-ok",
+            client_properties=self._client_properties(),
+            mechanism=mechanism,
+            response=response,
+            locale="en_US",
+        )
+        del response
+        stage = "auth"
+        send()
+        tune = next_method("connection.tune")
+        stage = "tune"
+        self.channel_max = _negotiate(params.channel_max, tune.get("channel_max", 0)) or 65535
+        self.frame_max = _negotiate(params.frame_max, tune.get("frame_max", 0)) or spec.DEFAULT_FRAME_MAX
+        # Lower non-zero of both proposals.
+        self.heartbeat = _negotiate(params.heartbeat, tune.get("heartbeat", 0))
+        writer.method(0, "connection.tune-ok", channel_max=self.channel_max, frame_max=self.frame_max,
+                      heartbeat=self.heartbeat)
+        writer.method(0, "connection.open", virtual_host=params.virtual_host)
+        stage = "open"
+        send()
+        reader.frame_max = self.frame_max
+        next_method("connection.open-ok")
+        self._frame_reader = reader
+        return list(events)
+
+    # ---- sending -------------------------------------------------------
+
+    def writer(self) -> Any:
+        """The calling thread's FrameWriter for this connection (created on first use)."""
+        try:
+            return self._local.writer
+        except AttributeError:
+            w = self._local.writer = _impl.FrameWriter(self.frame_max)
+            return w
+
+    def _send_locked(self, data: bytes) -> BaseException | None:
+        """Write under ``_send_lock`` (held by the caller); return the error instead of raising."""
+        if self._dead is not None:
+            return fresh_error(self._dead)
+        transport = self._transport
+        if transport is None:
+            return ConnectionLost("connection is not open")
+        try:
+            transport.sendall(data)
+        except OSError as exc:
+            if self._dead is not None:
+                return fresh_error(self._dead)
+            return ConnectionLost(f"send to {self.params.address} failed: {exc.strerror or exc}")
+        return None
+
+    def _send_failed(self, err: BaseException) -> None:
+        if self._dead is None and isinstance(err, ConnectionLost):
+            self._fail(err)
+
+    def send(self, data: bytes) -> None:
+        """Write pre-encoded frames as one sendall under the send lock."""
+        with self._send_lock:
+            err = self._send_locked(data)
+        if err is not None:
+            self._send_failed(err)
+            raise err
+
+    # ---- channels ------------------------------------------------------
+
+    def channel(self, timeout: float | None = None) -> Channel:
+        """Open a new channel (ids of closed channels are reused)."""
+        self._check_open()
+        with self._lock:
+            if self._free_ids:
+                cid = heapq.heappop(self._free_ids)
+            elif self._next_id <= self.channel_max:
+                cid = self._next_id
+                self._next_id += 1
+            else:
+                raise ChannelsExhausted(f"all {self.channel_max} channels of {self.params.address} are in use")
+            ch = Channel(self, cid)
+            self._channels[cid] = ch
+        ch._open(timeout)
+        return ch
+
+    def _release_channel(self, ch: Channel) -> None:
+        """Give a channel id back once the broker has confirmed the close."""
+        with self._lock:
+            if self._channels.get(ch.channel_id) is ch:
+                del self._channels[ch.channel_id]
+                if self._dead is None:
+                    heapq.heappush(self._free_ids, ch.channel_id)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
+
+    def _check_open(self) -> None:
+        if self._dead is not None:
+            raise fresh_error(self._dead)
+        if self._transport is None:
+            raise ConnectionLost("connection is not open (call connect() first)")
+        if self._closing:
+            raise ConnectionClosed(spec.REPLY_SUCCESS, "connection is closing")
+
+    def in_reader_thread(self) -> bool:
+        return threading.get_ident() == self._reader_ident
+
+    # ---- reader thread -------------------------------------------------
+
+    def _read_loop(self, leftover: list[Any]) -> None:
+        self._reader_ident = threading.get_ident()
+        transport = self._transport
+        assert transport is not None
+        reader = self._frame_reader
+        dispatch = self._dispatch
+        monotonic = time.monotonic
+        address = self.params.address
+        error: BaseException
+        try:
+            if leftover:
+                dispatch(leftover)
+            while True:
+                self._recv_since = monotonic()
+                data = transport.recv()
+                self._recv_since = None
+                if data is None:
+                    error = ConnectionLost(f"connection to {address} closed by the broker without connection.close")
+                    break
+                if data:
+                    dispatch(reader.feed(data))
+        except spec.FrameError as exc:
+            error = ConnectionLost(f"invalid data from {address}: {exc}")
+            error.__cause__ = exc
+        except OSError as exc:
+            error = ConnectionLost(f"connection to {address} lost: {exc.strerror or exc}")
+        except AMQPError as exc:
+            error = exc
+        except BaseException as exc:  # a bug must not leave waiters hanging
+            LOG.exception("reader thread of %s crashed", address)
+            error = ConnectionLost(f"reader thread of {address} crashed: {type(exc).__name__}")
+            error.__cause__ = exc
+        finally:
+            self._recv_since = None
+        self._fail(error)
+
+    def _dispatch(self, events: list[Any]) -> None:
+        channels = self._channels
+        for event in events:
+            kind = type(event)
+            if kind is _Delivery:
+                ch = channels.get(event.channel)
+                if ch is not None:
+                    ch._on_delivery(event)
+                else:
+                    LOG.debug("delivery for unknown channel %d dropped", event.channel)
+            elif kind is _Method:
+                if event.channel == 0:
+                    self._on_connection_method(event)
+                else:
+                    ch = channels.get(event.channel)
+                    if ch is not None:
+                        ch._on_method(event)
+                    else:
+                        LOG.debug("%s for unknown channel %d ignored", event.name, event.channel)
+            elif kind is _Heartbeat:
+                pass
+            else:
+                ch = channels.get(event.channel)
+                if ch is not None:
+                    ch._on_content(event)
+                else:
+                    LOG.debug("%s for unknown channel %d ignored", kind.__name__, event.channel)
+
+    def _on_connection_method(self, event: spec.Method) -> None:
+        name = event.name
+        args = event.args
+        if name == "connection.close":
+            w = self.writer()
+            w.method(0, "connection.close-ok")
+            with self._send_lock:
+                self._send_locked(w.take())
+            raise ConnectionClosed(
+                args.get("reply_code", 0), args.get("reply_text", ""), args.get("class_id", 0), args.get("method_id", 0)
+            )
+        if name == "connection.close-ok":
+            self._fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
+            raise ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client")
+        if name == "connection.blocked":
+            self.blocked_reason = str(args.get("reason", ""))
+            self.blocked = True
+            self._unblocked.clear()
+            LOG.warning("broker %s blocked publishing: %s", self.params.address, self.blocked_reason)
+        elif name == "connection.unblocked":
+            self.blocked = False
+            self.blocked_reason = ""
+            self._unblocked.set()
+            LOG.info("broker %s unblocked publishing", self.params.address)
+        else:
+            LOG.warning("unexpected %s from %s ignored", name, self.params.address)
+
+    def wait_unblocked(self, timeout: float) -> bool:
+        """Wait until the broker lifts connection.blocked (or the connection dies)."""
+        return self._unblocked.wait(timeout)
+
+    # ---- heartbeat timer -----------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = float(self.heartbeat)
+        send_every = interval / 2
+        check_every = max(0.05, min(interval / 4, 1.0))
+        limit = 2 * interval
+        transport = self._transport
+        assert transport is not None
+        lock = self._send_lock
+        frame = _impl.FrameWriter(self.frame_max)
+        frame.heartbeat()
+        beat = frame.take()
+        next_send = time.monotonic() + send_every
+        stop = self._dead_event
+        while not stop.wait(check_every):
+            now = time.monotonic()
+            # Silence counts only while the reader waits in recv: time spent
+            # in slow callbacks is not the broker's fault.
+            since = self._recv_since
+            if since is not None and now - since >= limit:
+                self._fail(HeartbeatTimeout(
+                    f"no data from {self.params.address} for {now - since:.1f}s (heartbeat {self.heartbeat}s)"
+                ))
+                return
+            if now >= next_send:
+                next_send = now + send_every
+                # A held send lock means bytes are going out anyway; never
+                # queue behind it, or a stuck sender would stop this check.
+                if lock.acquire(blocking=False):
+                    try:
+                        transport.try_send(beat)
+                    except OSError as exc:
+                        err = ConnectionLost(f"heartbeat to {self.params.address} failed: {exc.strerror or exc}")
+                        lock.release()
+                        self._fail(err)
+                        return
+                    lock.release()
+
+    # ---- shutdown ------------------------------------------------------
+
+    def _fail(self, exc: BaseException) -> None:
+        """Mark the connection dead once: close the socket, fail every waiter."""
+        with self._lock:
+            if self._dead is not None:
+                return
+            self._dead = exc
+            channels = list(self._channels.values())
+            self._channels.clear()
+            self._free_ids.clear()
+        self._dead_event.set()
+        self._unblocked.set()  # blocked publishers wake up and see the failure
+        transport = self._transport
+        if transport is not None:
+            transport.shutdown()
+        clean = isinstance(exc, ConnectionClosed) and exc.reply_code == spec.REPLY_SUCCESS and self._closing
+        if clean:
+            LOG.debug("connection to %s closed", self.params.address)
+        else:
+            LOG.warning("connection to %s failed: %s", self.params.address, exc)
+        for ch in channels:
+            ch._connection_failed(exc)
+        for callback in list(self.on_close):
+            try:
+                callback(self, exc)
+            except Exception:
+                LOG.exception("on_close callback failed")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close politely (connection.close, wait for close-ok) and stop the threads."""
+        with self._lock:
+            if self._transport is None or self._dead is not None or self._closing:
+                already = True
+            else:
+                already = False
+                self._closing = True
+        if not already:
+            w = self.writer()
+            w.method(0, "connection.close", reply_code=spec.REPLY_SUCCESS, reply_text="Normal shutdown")
+            try:
+                self.send(w.take())
+            except AMQPError:
+                pass
+            if not self.in_reader_thread():
+                self._dead_event.wait(timeout)
+            self._fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
+        elif self._transport is not None and not self.in_reader_thread():
+            self._dead_event.wait(timeout)
+        current = threading.current_thread()
+        for thread in (self._reader_thread, self._heartbeat_thread):
+            if thread is not None and thread is not current:
+                thread.join(timeout)

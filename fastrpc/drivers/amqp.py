@@ -1,0 +1,449 @@
+"""AMQP 0-9-1 RPC driver, wire-compatible with oslo.messaging's rabbit driver.
+
+Layout (names and declare arguments in :mod:`fastrpc.drivers.topology`):
+
+* one *sender* connection per driver: requests and replies are published on it
+  from any thread, and it also carries the driver's reply queue consumer;
+* one reply queue ``reply_<uuid hex>`` per driver, declared on the first call;
+  the connection's reader thread decodes each reply and hands it to the waiter
+  registered under its ``_msg_id`` (no polling; many calls in flight);
+* one connection per listener, consuming ``<topic>``, ``<topic>.<server>`` and
+  ``<topic>_fanout_<uuid hex>``; requests are acked (or, when malformed,
+  rejected without requeue) before the RPC layer dispatches them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import Any
+
+from fastrpc import _impl
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.amqp import spec
+from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.url import ConnectionParams
+from fastrpc.drivers.base import BaseDriver, IncomingMessage, Listener
+from fastrpc.drivers.topology import ExchangeSpec, QueueSpec, Topology, publish_properties
+from fastrpc.envelope_py import DEFAULT_MAX_BODY, EnvelopeError, Reply
+from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
+from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
+
+LOG = logging.getLogger(__name__)
+
+envelope = _impl.envelope
+DEDUP_WINDOW = 8192  # request _unique_ids remembered per listener (oslo keeps 16)
+_STOP = object()
+
+
+def connection_params(conf: Any, url: Any) -> list[ConnectionParams]:
+    """One ConnectionParams per host of the transport URL, in failover order."""
+    vhost = url.virtual_host or "/" if url is not None else "/"
+    use_ssl = bool(getattr(conf, "ssl", False))
+    heartbeat = int(getattr(conf, "heartbeat_timeout_threshold", 60) or 0)
+    common: dict[str, Any] = {"virtual_host": vhost, "ssl": use_ssl, "heartbeat": heartbeat,
+                              "connection_name": f"{getattr(conf, 'processname', 'fastrpc')}:fastrpc"}
+    if use_ssl:
+        common["cafile"] = getattr(conf, "ssl_ca_file", "") or None
+        common["certfile"] = getattr(conf, "ssl_cert_file", "") or None
+        common["keyfile"] = getattr(conf, "ssl_key_file", "") or None
+    hosts = list(getattr(url, "hosts", None) or [])
+    if not hosts:
+        return [ConnectionParams(**common)]
+    result = []
+    for host in hosts:
+        values = dict(common)
+        values["host"] = host.hostname or "localhost"
+        values["port"] = host.port or (5671 if use_ssl else 5672)
+        if host.username is not None:
+            values["username"] = host.username
+        if host.password is not None:
+            values["password"] = host.password
+        result.append(ConnectionParams(**values))
+    return result
+
+
+def open_connection(params: list[ConnectionParams]) -> Connection:
+    """Connect to the first host that answers."""
+    last: Exception | None = None
+    for p in params:
+        conn = Connection(p)
+        try:
+            conn.connect()
+            return conn
+        except amqp_exc.AMQPError as exc:
+            LOG.warning("Cannot connect to %s: %s", p.address, exc)
+            last = exc
+    assert last is not None
+    raise last
+
+
+def _declare_exchange(ch: Any, ex: ExchangeSpec) -> None:
+    ch.exchange_declare(ex.name, ex.type, durable=ex.durable, auto_delete=ex.auto_delete)
+
+
+def _declare_queue(ch: Any, q: QueueSpec) -> None:
+    ch.queue_declare(q.name, durable=q.durable, auto_delete=q.auto_delete, exclusive=q.exclusive,
+                     arguments=q.arguments)
+
+
+class _Waiter:
+    """Replies for one call; filled by the reader thread, read by the caller."""
+
+    __slots__ = ("replies",)
+
+    def __init__(self) -> None:
+        self.replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+
+
+class AmqpIncomingMessage(IncomingMessage):
+    """A request taken from a queue (already acked, as oslo does)."""
+
+    def __init__(self, driver: AmqpDriver, ctxt: dict, message: dict, msg_id: str | None,
+                 reply_q: str | None, binary: bool) -> None:
+        super().__init__(ctxt, message, msg_id)
+        self._driver = driver
+        self.reply_q = reply_q
+        self.binary = binary
+
+    def acknowledge(self) -> None:
+        # Acked when it was taken from the queue (at most once, like oslo).
+        pass
+
+    def requeue(self) -> None:
+        pass
+
+    def reply(self, reply: Any = None, failure: BaseException | None = None) -> None:
+        if self.msg_id is None or self.reply_q is None:
+            return
+        data = serialize_remote_exception(failure) if failure is not None else None
+        self._driver._send_reply(self.reply_q, self.msg_id, reply, data, True, self.binary)
+
+    def heartbeat(self) -> None:
+        if self.msg_id is None or self.reply_q is None:
+            return
+        try:
+            self._driver._send_reply(self.reply_q, self.msg_id, None, None, False, self.binary)
+        except amqp_exc.AMQPError as exc:
+            raise MessageDeliveryFailure(f"heartbeat send failed: {exc}") from exc
+
+
+class AmqpListener(Listener):
+    """Consumes the three queues of one RPC target on its own connection."""
+
+    def __init__(self, driver: AmqpDriver, target: Any) -> None:
+        self._driver = driver
+        self._incoming: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._stopped = threading.Event()
+        self.bad_messages = 0
+        self.duplicates = 0
+        topo = driver.topology
+        exchange = topo.exchange_name(target.exchange, driver.default_exchange)
+        self._conn = open_connection(driver.params)
+        try:
+            ch = self._channel = self._conn.channel()
+            if topo.prefetch_count > 0:
+                ch.basic_qos(prefetch_count=topo.prefetch_count)
+            _declare_exchange(ch, topo.topic_exchange(exchange))
+            queues = []
+            for server in (None, target.server):
+                q = topo.topic_queue(target.topic, server)
+                _declare_queue(ch, q)
+                ch.queue_bind(q.name, exchange, q.name)
+                queues.append(q.name)
+            fanout_ex = topo.fanout_exchange(target.topic)
+            _declare_exchange(ch, fanout_ex)
+            fq = topo.fanout_queue(target.topic)
+            _declare_queue(ch, fq)
+            ch.queue_bind(fq.name, fanout_ex.name, target.topic)
+            queues.append(fq.name)
+            self.fanout_queue = fq.name
+            self.queues = queues
+            self._tags = [ch.basic_consume(name, self._incoming.put) for name in queues]
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- polling -------------------------------------------------------------
+
+    def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
+        result: list[IncomingMessage] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not result:
+            if self._stopped.is_set():
+                return []
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._incoming.get(timeout=wait)
+            except queue.Empty:
+                return []
+            while True:
+                if item is _STOP:
+                    # Leave the marker for any other poller, then stop.
+                    self._incoming.put(_STOP)
+                    return result
+                msg = self._take(item)
+                if msg is not None:
+                    result.append(msg)
+                if len(result) >= batch_size:
+                    break
+                try:
+                    item = self._incoming.get_nowait()
+                except queue.Empty:
+                    break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return result
+
+    def _take(self, delivery: spec.Delivery) -> AmqpIncomingMessage | None:
+        ch = self._channel
+        props = delivery.properties
+        try:
+            req = envelope.decode_request(delivery.body, props.get("content_type"), self._driver.max_body)
+        except EnvelopeError as exc:
+            self.bad_messages += 1
+            LOG.warning("Rejected malformed request from queue %s (exchange %r, routing key %r): %s",
+                        delivery.routing_key, delivery.exchange, delivery.routing_key, exc.reason)
+            ch.basic_reject(delivery.delivery_tag, requeue=False)
+            if exc.msg_id and exc.reply_q:
+                self._driver._send_error_reply(exc)
+            return None
+        ch.basic_ack(delivery.delivery_tag)
+        uid = req.unique_id
+        if uid is not None:
+            if uid in self._seen:
+                self.duplicates += 1
+                LOG.warning("Dropped duplicate request %s", uid)
+                return None
+            self._seen[uid] = None
+            if len(self._seen) > DEDUP_WINDOW:
+                self._seen.popitem(last=False)
+        return AmqpIncomingMessage(self._driver, req.ctxt, req.message, req.msg_id, req.reply_q, req.binary)
+
+    # -- shutdown ------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._incoming.put(_STOP)
+        if self._conn.is_open:
+            for tag in self._tags:
+                try:
+                    self._channel.basic_cancel(tag)
+                except amqp_exc.AMQPError as exc:
+                    LOG.debug("basic.cancel failed: %s", exc)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._conn.is_open:
+            try:
+                # Our uniquely named fanout queue has no other user: do not
+                # leave it collecting broadcasts until x-expires.
+                self._channel.queue_delete(self.fanout_queue)
+            except amqp_exc.AMQPError as exc:
+                LOG.debug("fanout queue delete failed: %s", exc)
+        self._conn.close()
+        self._driver._forget_listener(self)
+
+
+class AmqpDriver(BaseDriver):
+    """The ``rabbit://``, ``fastrpc://`` and ``amqp://`` transport."""
+
+    def __init__(self, conf: Any, url: Any, default_exchange: str | None = None,
+                 allowed_remote_exmods: list[str] | None = None) -> None:
+        super().__init__(conf, url, default_exchange or getattr(conf, "control_exchange", "openstack"),
+                         list(allowed_remote_exmods or []))
+        self.topology = Topology(conf)
+        self.params = connection_params(conf, url)
+        serialization = str(getattr(conf, "serialization", "json") or "json").lower()
+        if serialization not in ("json", "msgpack"):
+            raise ValueError(f"unknown serialization {serialization!r}")
+        self.binary = serialization == "msgpack"
+        self.max_body = DEFAULT_MAX_BODY
+        self._lock = threading.RLock()  # connection, channels, declarations
+        self._conn: Connection | None = None
+        self._pub_ch: Any = None
+        self._decl_ch: Any = None
+        self._declared: set[str] = set()
+        self._reply_q: str | None = None
+        self._waiters: dict[str, _Waiter] = {}
+        self._listeners: list[AmqpListener] = []
+        self.late_replies = 0  # replies that arrived after their caller gave up
+        self.bad_replies = 0
+
+    # -- connection ----------------------------------------------------------
+
+    def _connection(self) -> Connection:
+        with self._lock:
+            conn = self._conn
+            if conn is not None and conn.is_open:
+                return conn
+            # A previous connection died: everything bound to it is gone.
+            self._declared.clear()
+            self._pub_ch = self._decl_ch = None
+            if self._reply_q is not None:
+                self._reply_q = None
+                self._fail_waiters("connection to the broker was lost")
+            conn = self._conn = open_connection(self.params)
+            return conn
+
+    def _channels(self) -> tuple[Any, Any]:
+        with self._lock:
+            conn = self._connection()
+            if self._pub_ch is None or not self._pub_ch.is_open:
+                self._pub_ch = conn.channel()
+                self._pub_ch.on_return = self._on_returned
+            if self._decl_ch is None or not self._decl_ch.is_open:
+                self._decl_ch = conn.channel()
+            return self._pub_ch, self._decl_ch
+
+    def _ensure_exchange(self, ex: ExchangeSpec) -> Any:
+        pub, decl = self._channels()
+        if ex.name in self._declared:
+            return pub
+        with self._lock:
+            if ex.name not in self._declared:
+                try:
+                    _declare_exchange(decl, ex)
+                except amqp_exc.ChannelClosed:
+                    self._decl_ch = None
+                    raise
+                self._declared.add(ex.name)
+        return pub
+
+    def _ensure_reply_queue(self) -> str:
+        with self._lock:
+            self._connection()
+            if self._reply_q is not None:
+                return self._reply_q
+            _pub, decl = self._channels()
+            q = self.topology.reply_queue()
+            _declare_queue(decl, q)
+            decl.basic_consume(q.name, self._on_reply, no_ack=True)
+            self._reply_q = q.name
+            return q.name
+
+    def _fail_waiters(self, reason: str) -> None:
+        for waiter in list(self._waiters.values()):
+            waiter.replies.put(Reply("", None, None, None, True)._replace(failure=reason))
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, target: Any, ctxt: dict, message: dict, wait_for_reply: bool = False,
+             timeout: float | None = None, call_monitor_timeout: float | None = None,
+             retry: int | None = None) -> Any:
+        topo = self.topology
+        if target.fanout:
+            ex = topo.fanout_exchange(target.topic)
+            routing_key = target.topic
+        else:
+            ex = topo.topic_exchange(topo.exchange_name(target.exchange, self.default_exchange))
+            routing_key = topo.routing_key(target.topic, target.server)
+        ctype = envelope.content_type(self.binary)
+        unique_id = uuid.uuid4().hex
+        if not wait_for_reply:
+            body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
+            pub = self._ensure_exchange(ex)
+            pub.basic_publish(ex.name, routing_key, body, publish_properties(ctype))
+            return None
+
+        reply_q = self._ensure_reply_queue()
+        msg_id = uuid.uuid4().hex
+        body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
+                                       self.binary)
+        waiter = _Waiter()
+        self._waiters[msg_id] = waiter
+        try:
+            pub = self._ensure_exchange(ex)
+            pub.basic_publish(ex.name, routing_key, body, publish_properties(ctype, timeout))
+            return self._wait(waiter, msg_id, reply_q, timeout, call_monitor_timeout)
+        finally:
+            self._waiters.pop(msg_id, None)
+
+    def _wait(self, waiter: _Waiter, msg_id: str, reply_q: str, timeout: float | None,
+              call_monitor_timeout: float | None) -> Any:
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        monitor = None if not call_monitor_timeout else now + call_monitor_timeout
+        while True:
+            limits = [d for d in (deadline, monitor) if d is not None]
+            wait = None if not limits else max(0.0, min(limits) - time.monotonic())
+            try:
+                reply = waiter.replies.get(timeout=wait)
+            except queue.Empty:
+                raise MessagingTimeout(f"Timed out waiting for a reply to message ID {msg_id}") from None
+            if not reply.msg_id:
+                raise MessageDeliveryFailure(f"no reply to message ID {msg_id}: {reply.failure}")
+            if not reply.ending:
+                if call_monitor_timeout:
+                    monitor = time.monotonic() + call_monitor_timeout
+                continue
+            if reply.failure is not None:
+                raise deserialize_remote_exception(reply.failure, self.allowed_remote_exmods)
+            return reply.result
+
+    def _on_reply(self, delivery: spec.Delivery) -> None:
+        # Runs in the connection's reader thread: decode, hand over, return.
+        try:
+            reply = envelope.decode_reply(delivery.body, delivery.properties.get("content_type"),
+                                          self.max_body)
+        except EnvelopeError as exc:
+            self.bad_replies += 1
+            LOG.warning("Dropped malformed reply on %s: %s", delivery.routing_key, exc.reason)
+            return
+        waiter = self._waiters.get(reply.msg_id)
+        if waiter is None:
+            self.late_replies += 1
+            LOG.debug("Dropped reply to %s: its caller is no longer waiting", reply.msg_id)
+            return
+        waiter.replies.put(reply)
+
+    def _on_returned(self, event: spec.Returned) -> None:
+        # A mandatory reply whose queue is gone: the caller stopped waiting.
+        LOG.warning("Reply to %s was returned by the broker: %s %s", event.routing_key, event.reply_code,
+                    event.reply_text)
+
+    def _send_reply(self, reply_q: str, msg_id: str, result: Any, failure: str | None, ending: bool,
+                    binary: bool) -> None:
+        body = envelope.encode_reply(msg_id, uuid.uuid4().hex, result, failure, ending, binary)
+        pub, _decl = self._channels()
+        pub.basic_publish("", reply_q, body, publish_properties(envelope.content_type(binary)),
+                          mandatory=self.topology.mandatory_replies)
+
+    def _send_error_reply(self, exc: EnvelopeError) -> None:
+        assert exc.msg_id is not None and exc.reply_q is not None
+        data = serialize_remote_exception(EnvelopeError(f"malformed request rejected: {exc.reason}"))
+        try:
+            self._send_reply(exc.reply_q, exc.msg_id, None, data, True, exc.binary)
+        except amqp_exc.AMQPError as err:
+            LOG.warning("Could not send the error reply for %s: %s", exc.msg_id, err)
+
+    # -- listening -----------------------------------------------------------
+
+    def listen(self, target: Any, batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
+        listener = AmqpListener(self, target)
+        with self._lock:
+            self._listeners.append(listener)
+        return listener
+
+    def _forget_listener(self, listener: AmqpListener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def cleanup(self) -> None:
+        for listener in list(self._listeners):
+            listener.cleanup()
+        with self._lock:
+            conn, self._conn = self._conn, None
+            self._pub_ch = self._decl_ch = None
+            self._reply_q = None
+            self._declared.clear()
+        if conn is not None:
+            conn.close()

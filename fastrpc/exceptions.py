@@ -1,0 +1,176 @@
+"""Exception hierarchy, with oslo.messaging's names and constructor signatures."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "MessagingException", "MessagingTimeout", "MessageDeliveryFailure", "InvalidTarget",
+    "MessageUndeliverable", "ConfigurationError", "RemoteError", "RPCVersionCapError",
+    "ClientSendError", "MessagingServerError", "ExecutorLoadFailure", "ServerListenError",
+    "TaskTimeout", "RPCDispatcherError", "NoSuchMethod", "UnsupportedVersion",
+    "ExpectedException", "InvalidTransportURL", "DriverLoadFailure", "TransportDriverError",
+]
+
+
+class MessagingException(Exception):
+    """Base class for fastrpc's exceptions."""
+
+
+class MessagingTimeout(MessagingException):
+    """A call got no reply in time."""
+
+
+class MessageDeliveryFailure(MessagingException):
+    """The transport could not deliver a message within the allowed retries."""
+
+
+class TransportDriverError(MessagingException):
+    """A driver failed to send or listen."""
+
+
+class InvalidTarget(MessagingException, ValueError):
+    """A target does not meet the preconditions of the operation."""
+
+    def __init__(self, msg: str, target: Any) -> None:
+        super().__init__(msg + ":" + str(target))
+        self.target = target
+
+
+class MessageUndeliverable(Exception):
+    """A mandatory message could not be routed to any queue."""
+
+    def __init__(self, exception: BaseException | None, exchange: str, routing_key: str,
+                 message: Any) -> None:
+        super().__init__()
+        self.exception = exception
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.message = message
+
+
+class ConfigurationError(Exception):
+    """Messaging is not configured correctly."""
+
+
+class RemoteError(MessagingException):
+    """A remote endpoint raised an exception that could not be rebuilt locally.
+
+    ``exc_type`` is the remote class name, ``value`` its message and
+    ``traceback`` the remote traceback text.
+    """
+
+    def __init__(self, exc_type: str | None = None, value: str | None = None,
+                 traceback: Any = None) -> None:
+        self.exc_type = exc_type
+        self.value = value
+        self.traceback = traceback
+        super().__init__(f"Remote error: {exc_type} {value}\n{traceback}.")
+
+
+class RPCVersionCapError(MessagingException):
+    """The requested message version exceeds the client's version cap."""
+
+    def __init__(self, version: str | None, version_cap: str | None) -> None:
+        self.version = version
+        self.version_cap = version_cap
+        super().__init__(
+            f"Requested message version, {version} is incompatible.  It needs to be equal in "
+            f"major version and less than or equal in minor version as the specified version "
+            f"cap {version_cap}.")
+
+
+class ClientSendError(MessagingException):
+    """The client failed to send a message to a target."""
+
+    def __init__(self, target: Any, ex: BaseException) -> None:
+        super().__init__(f'Failed to send to target "{target}": {ex}')
+        self.target = target
+        self.ex = ex
+
+
+class MessagingServerError(MessagingException):
+    """Base class for server errors."""
+
+
+class ExecutorLoadFailure(MessagingServerError):
+    """The requested executor does not exist."""
+
+    def __init__(self, executor: str, ex: Any) -> None:
+        super().__init__(f'Failed to load executor "{executor}": {ex}')
+        self.executor = executor
+        self.ex = ex
+
+
+class ServerListenError(MessagingServerError):
+    """The server could not start listening on its target."""
+
+    def __init__(self, target: Any, ex: BaseException) -> None:
+        super().__init__(f'Failed to listen on target "{target}": {ex}')
+        self.target = target
+        self.ex = ex
+
+
+class TaskTimeout(MessagingServerError):
+    """A server operation waited longer than allowed."""
+
+
+class RPCDispatcherError(MessagingServerError):
+    """Base class for dispatcher errors."""
+
+
+class NoSuchMethod(RPCDispatcherError, AttributeError):
+    """No compatible endpoint exposes the requested method."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(f"Endpoint does not support RPC method {method}")
+        self.method = method
+
+
+class UnsupportedVersion(RPCDispatcherError):
+    """No endpoint implements the requested namespace and version."""
+
+    def __init__(self, version: str | None, method: str | None = None) -> None:
+        msg = f"Endpoint does not support RPC version {version}"
+        if method:
+            msg = f"{msg}. Attempted method: {method}"
+        super().__init__(msg)
+        self.version = version
+        self.method = method
+
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+class ExpectedException(Exception):
+    """Wraps an exception an endpoint declared as expected.
+
+    Created inside an ``except`` block, it records the exception being handled;
+    the server replies with that exception and does not log it as an error.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exc_info = sys.exc_info()
+
+
+class InvalidTransportURL(MessagingException):
+    """A transport URL could not be parsed."""
+
+    def __init__(self, url: Any, msg: str) -> None:
+        super().__init__(msg)
+        # The URL may carry a password: keep only a masked form.
+        from fastrpc.transport import mask_url
+
+        self.url = mask_url(url) if isinstance(url, str) else None
+
+
+class DriverLoadFailure(MessagingException):
+    """No driver could be loaded for a transport scheme."""
+
+    def __init__(self, driver: str, ex: BaseException) -> None:
+        super().__init__(f'Failed to load transport driver "{driver}": {ex}')
+        self.driver = driver
+        self.ex = ex

@@ -1,0 +1,210 @@
+"""Options: plain-Python configuration with oslo.messaging's names and defaults.
+
+``Options()`` gives the defaults; ``Options(conf)`` reads an oslo.config
+``ConfigOpts`` (groups ``DEFAULT`` and ``oslo_messaging_rabbit``, plus
+``fastrpc`` for fastrpc's own settings), keeping the default for any option the
+application did not register; keyword arguments override both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Any
+
+# name -> default, per oslo.config group.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "transport_url": "rabbit://",
+    "control_exchange": "openstack",
+    "rpc_response_timeout": 60,
+    "executor_thread_pool_size": 64,
+    "rpc_ping_enabled": False,
+}
+
+RABBIT_OPTIONS: dict[str, Any] = {
+    "rpc_conn_pool_size": 30,
+    "conn_pool_min_size": 2,
+    "conn_pool_ttl": 1200,
+    "ssl": False,
+    "ssl_version": "",
+    "ssl_key_file": "",
+    "ssl_cert_file": "",
+    "ssl_ca_file": "",
+    "ssl_enforce_hostname_verification": True,
+    "ssl_enforce_fips_mode": False,
+    "kombu_reconnect_delay": 1.0,
+    "kombu_reconnect_splay": 0.0,
+    "kombu_compression": None,
+    "kombu_missing_consumer_retry_timeout": 60,
+    "kombu_failover_strategy": "round-robin",
+    "rabbit_login_method": "AMQPLAIN",
+    "rabbit_retry_interval": 1,
+    "rabbit_retry_backoff": 2,
+    "rabbit_interval_max": 30,
+    "rabbit_ha_queues": False,
+    "rabbit_quorum_queue": False,
+    "rabbit_transient_quorum_queue": False,
+    "rabbit_quorum_delivery_limit": 0,
+    "rabbit_quorum_max_memory_length": 0,
+    "rabbit_quorum_max_memory_bytes": 0,
+    "rabbit_transient_queues_ttl": 1800,
+    "rabbit_qos_prefetch_count": 0,
+    "heartbeat_timeout_threshold": 60,
+    "heartbeat_rate": 3,
+    "direct_mandatory_flag": True,
+    "enable_cancel_on_failover": False,
+    "use_queue_manager": False,
+    "hostname": socket.gethostname(),
+    "processname": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+    "rabbit_stream_fanout": False,
+    "amqp_durable_queues": False,
+    "amqp_auto_delete": False,
+}
+
+FASTRPC_OPTIONS: dict[str, Any] = {
+    # Body encoding inside the oslo envelope: 'json' interoperates with oslo,
+    # 'msgpack' is faster but only fastrpc peers understand it.
+    "serialization": "json",
+}
+
+GROUPS: dict[str, dict[str, Any]] = {
+    "DEFAULT": DEFAULT_OPTIONS,
+    "oslo_messaging_rabbit": RABBIT_OPTIONS,
+    "fastrpc": FASTRPC_OPTIONS,
+}
+
+_ALL: dict[str, Any] = {**DEFAULT_OPTIONS, **RABBIT_OPTIONS, **FASTRPC_OPTIONS}
+_SERIALIZATIONS = ("json", "msgpack")
+
+
+def _mask(url: Any) -> Any:
+    from fastrpc.transport import mask_url
+
+    return mask_url(url) if isinstance(url, str) else url
+
+
+def _read_conf(conf: Any, group: str, name: str) -> tuple[bool, Any]:
+    """Return (found, value) for one option of an oslo.config object."""
+    try:
+        source = conf if group == "DEFAULT" else getattr(conf, group)
+        return True, getattr(source, name)
+    except Exception:  # noqa: BLE001 - unregistered option or group: keep our default
+        return False, None
+
+
+class Options:
+    """Every setting fastrpc reads, as plain attributes.
+
+    ``conf.oslo_messaging_rabbit.<name>`` also works (it is this object), so code
+    written against oslo.config's layout reads an ``Options`` unchanged.
+    """
+
+    transport_url: str
+    control_exchange: str
+    rpc_response_timeout: float
+    executor_thread_pool_size: int
+    rpc_ping_enabled: bool
+    rpc_conn_pool_size: int
+    conn_pool_min_size: int
+    conn_pool_ttl: int
+    ssl: bool
+    ssl_version: str
+    ssl_key_file: str
+    ssl_cert_file: str
+    ssl_ca_file: str
+    ssl_enforce_hostname_verification: bool
+    ssl_enforce_fips_mode: bool
+    kombu_reconnect_delay: float
+    kombu_reconnect_splay: float
+    kombu_compression: str | None
+    kombu_missing_consumer_retry_timeout: int
+    kombu_failover_strategy: str
+    rabbit_login_method: str
+    rabbit_retry_interval: int
+    rabbit_retry_backoff: int
+    rabbit_interval_max: int
+    rabbit_ha_queues: bool
+    rabbit_quorum_queue: bool
+    rabbit_transient_quorum_queue: bool
+    rabbit_quorum_delivery_limit: int
+    rabbit_quorum_max_memory_length: int
+    rabbit_quorum_max_memory_bytes: int
+    rabbit_transient_queues_ttl: int
+    rabbit_qos_prefetch_count: int
+    heartbeat_timeout_threshold: int
+    heartbeat_rate: int
+    direct_mandatory_flag: bool
+    enable_cancel_on_failover: bool
+    use_queue_manager: bool
+    hostname: str
+    processname: str
+    rabbit_stream_fanout: bool
+    amqp_durable_queues: bool
+    amqp_auto_delete: bool
+    serialization: str
+
+    def __init__(self, conf: Any = None, **overrides: Any) -> None:
+        unknown = set(overrides) - set(_ALL)
+        if unknown:
+            raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        for name, default in _ALL.items():
+            setattr(self, name, default)
+        if conf is not None:
+            if isinstance(conf, Options):
+                for name in _ALL:
+                    setattr(self, name, getattr(conf, name))
+            else:
+                for group, options in GROUPS.items():
+                    for name in options:
+                        found, value = _read_conf(conf, group, name)
+                        if found:
+                            setattr(self, name, value)
+        for name, value in overrides.items():
+            setattr(self, name, value)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError for values fastrpc cannot work with."""
+        if self.serialization not in _SERIALIZATIONS:
+            raise ValueError(f"serialization must be one of {_SERIALIZATIONS}, got {self.serialization!r}")
+        if int(self.executor_thread_pool_size) < 1:
+            raise ValueError("executor_thread_pool_size must be at least 1")
+        if float(self.rpc_response_timeout) <= 0:
+            raise ValueError("rpc_response_timeout must be positive")
+
+    @classmethod
+    def coerce(cls, conf: Any = None) -> Options:
+        """Return ``conf`` itself if it is an Options, else Options built from it."""
+        if isinstance(conf, Options):
+            return conf
+        return cls(conf)
+
+    def replace(self, **overrides: Any) -> Options:
+        """Return a copy with some values changed."""
+        return Options(self, **overrides)
+
+    @property
+    def oslo_messaging_rabbit(self) -> Options:
+        return self
+
+    @property
+    def fastrpc(self) -> Options:
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _ALL}
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Options):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self.as_dict().items() if v != _ALL[k]}
+        if "transport_url" in changed:
+            changed["transport_url"] = _mask(changed["transport_url"])
+        body = ", ".join(f"{k}={v!r}" for k, v in sorted(changed.items()))
+        return f"<Options {body}>"

@@ -1,0 +1,68 @@
+"""pytest fixtures that provide RabbitMQ brokers (registered through the pytest11 entry point).
+
+- ``broker`` (session): a private RabbitNode, or, when FASTRPC_TEST_URL is set, an
+  ExternalBroker for that URL (same ``url``/``host``/``port``).
+- ``tls_broker`` (session): a private RabbitNode with a TLS listener.
+- ``rabbit_node_factory`` (function): ``make(**kwargs) -> RabbitNode``; every node
+  made is stopped when the test ends. Use it for tests that pause, restart or
+  otherwise disturb a broker other tests share.
+
+Nodes start only when a test asks for them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .external import ExternalBroker
+from .node import RabbitNode
+
+TEST_URL_ENV = "FASTRPC_TEST_URL"
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[RabbitNode | ExternalBroker]:
+    url = os.environ.get(TEST_URL_ENV)
+    if url:
+        yield ExternalBroker(url)
+        return
+    node = RabbitNode()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_broker() -> Iterator[RabbitNode]:
+    node = RabbitNode(tls=True)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def rabbit_node_factory() -> Iterator[Callable[..., RabbitNode]]:
+    nodes: list[RabbitNode] = []
+
+    def make(**kwargs: Any) -> RabbitNode:
+        node = RabbitNode(**kwargs)
+        nodes.append(node)
+        return node
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for node in nodes:
+            try:
+                node.stop()
+            except Exception as exc:  # stop every node even if one fails
+                errors.append(exc)
+        if errors:
+            raise errors[0]

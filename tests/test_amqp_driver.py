@@ -1,0 +1,300 @@
+"""AmqpDriver against a real broker: topology, calls, casts, fanout, replies."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+
+import pytest
+
+from fastrpc import _impl
+from fastrpc.amqp.connection import Connection
+from fastrpc.drivers.amqp import DEDUP_WINDOW, AmqpDriver
+from fastrpc.drivers.topology import Topology, publish_properties
+from fastrpc.exceptions import MessagingTimeout, RemoteError
+from fastrpc.options import Options
+from fastrpc.target import Target
+from fastrpc.transport import TransportURL
+
+WAIT = 10.0
+
+
+def make_driver(broker, **options) -> AmqpDriver:
+    conf = Options(**options)
+    return AmqpDriver(conf, TransportURL.parse(conf, broker.url), "openstack", [])
+
+
+class Served:
+    """A listener polled by one thread; each request answered by ``handler``."""
+
+    def __init__(self, driver: AmqpDriver, target: Target, handler) -> None:
+        self.listener = driver.listen(target)
+        self.handler = handler
+        self.received: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self.listener.poll(timeout=0.5, batch_size=16)
+            if not batch and self.listener._stopped.is_set():
+                return
+            for msg in batch:
+                self.received.put(msg)
+                threading.Thread(target=self.handler, args=(msg,), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.stop()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        self.listener.cleanup()
+
+
+def echo(msg) -> None:
+    msg.reply({"method": msg.message["method"], "args": msg.message["args"], "ctxt": msg.ctxt})
+
+
+@pytest.fixture
+def topic(request):
+    return "t_" + request.node.name.replace("[", "_").replace("]", "").replace("-", "_")[:60]
+
+
+# ---- topology (no broker) -------------------------------------------------------
+
+
+def test_topology_defaults_match_oslo():
+    topo = Topology(Options())
+    assert topo.topic_exchange("openstack").__dict__ == {"name": "openstack", "type": "topic",
+                                                         "durable": False, "auto_delete": False}
+    assert topo.fanout_exchange("t").__dict__ == {"name": "t_fanout", "type": "fanout",
+                                                  "durable": False, "auto_delete": True}
+    q = topo.topic_queue("t", "s")
+    assert (q.name, q.durable, q.auto_delete, q.arguments, q.exclusive) == ("t.s", False, False, {}, False)
+    fq = topo.fanout_queue("t")
+    assert fq.name.startswith("t_fanout_") and len(fq.name) == len("t_fanout_") + 32
+    assert (fq.durable, fq.auto_delete, fq.arguments) == (False, False, {"x-expires": 1800000})
+    rq = topo.reply_queue()
+    assert rq.name.startswith("reply_") and rq.arguments == {"x-expires": 1800000}
+    assert publish_properties("application/json", 2.5) == {
+        "content_type": "application/json", "content_encoding": "utf-8", "delivery_mode": 2,
+        "priority": 0, "expiration": "2500"}
+
+
+def test_topology_quorum_and_ha_options():
+    topo = Topology(Options(rabbit_quorum_queue=True, rabbit_quorum_delivery_limit=3,
+                            rabbit_transient_queues_ttl=60))
+    q = topo.topic_queue("t")
+    assert q.durable is True
+    assert q.arguments == {"x-queue-type": "quorum", "x-delivery-limit": 3}
+    assert topo.fanout_queue("t").arguments == {"x-expires": 60000}
+    assert Topology(Options(rabbit_ha_queues=True)).reply_queue().arguments == {
+        "x-ha-policy": "all", "x-expires": 1800000}
+    with pytest.raises(ValueError):
+        Topology(Options(rabbit_ha_queues=True, rabbit_quorum_queue=True))
+
+
+# ---- against the broker ------------------------------------------------------------
+
+
+def test_declares_what_oslo_declares(broker, topic):
+    driver = make_driver(broker)
+    served = Served(driver, Target(topic=topic, server="s1"), echo)
+    try:
+        out = broker.ctl("list_queues", "name", "durable", "auto_delete", "exclusive", "arguments",
+                         "--formatter", "json")
+        rows = {row["name"]: row for row in json.loads(out)}
+        assert rows[topic]["durable"] is False and rows[topic]["auto_delete"] is False
+        assert rows[topic]["arguments"] in ({}, [])
+        assert f"{topic}.s1" in rows
+        fanout = [r for n, r in rows.items() if n.startswith(f"{topic}_fanout_")]
+        assert len(fanout) == 1
+        # 32-bit signed, as py-amqp (oslo) encodes it
+        assert fanout[0]["arguments"] == [["x-expires", "signedint", 1800000]]
+        exchanges = json.loads(broker.ctl("list_exchanges", "name", "type", "durable", "auto_delete",
+                                          "--formatter", "json"))
+        ex = {row["name"]: row for row in exchanges}
+        assert ex["openstack"]["type"] == "topic" and ex["openstack"]["durable"] is False
+        assert ex[f"{topic}_fanout"]["type"] == "fanout" and ex[f"{topic}_fanout"]["auto_delete"] is True
+    finally:
+        served.close()
+        driver.cleanup()
+
+
+@pytest.mark.parametrize("serialization", ["json", "msgpack"])
+def test_call_cast_fanout(broker, topic, serialization):
+    server_driver = make_driver(broker)
+    client = make_driver(broker, serialization=serialization)
+    served = Served(server_driver, Target(topic=topic, server="s1"), echo)
+    try:
+        result = client.send(Target(topic=topic), {"user": "u"}, {"method": "m", "args": {"a": [1, "x"]}},
+                             wait_for_reply=True, timeout=WAIT)
+        assert result == {"method": "m", "args": {"a": [1, "x"]}, "ctxt": {"user": "u"}}
+        msg = served.received.get(timeout=WAIT)
+        assert msg.binary is (serialization == "msgpack")  # replies follow the request's encoding
+
+        client.send(Target(topic=topic), {}, {"method": "cast1", "args": {}})
+        assert served.received.get(timeout=WAIT).message["method"] == "cast1"
+        client.send(Target(topic=topic, server="s1"), {}, {"method": "direct", "args": {}})
+        assert served.received.get(timeout=WAIT).message["method"] == "direct"
+        client.send(Target(topic=topic, fanout=True), {}, {"method": "fan", "args": {}})
+        got = served.received.get(timeout=WAIT)
+        assert got.message["method"] == "fan" and got.msg_id is None
+    finally:
+        served.close()
+        client.cleanup()
+        server_driver.cleanup()
+
+
+def test_many_concurrent_calls_share_one_reply_queue(broker, topic):
+    server_driver = make_driver(broker)
+    client = make_driver(broker)
+    served = Served(server_driver, Target(topic=topic, server="s1"), echo)
+    results: dict[int, object] = {}
+    errors: list[BaseException] = []
+
+    def caller(i: int) -> None:
+        try:
+            for j in range(20):
+                r = client.send(Target(topic=topic), {}, {"method": "m", "args": {"i": i, "j": j}},
+                                wait_for_reply=True, timeout=WAIT)
+                assert r["args"] == {"i": i, "j": j}
+            results[i] = True
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not errors, errors[:3]
+        assert len(results) == 8
+        assert client._reply_q is not None and client._reply_q.startswith("reply_")
+        assert client._waiters == {}
+    finally:
+        served.close()
+        client.cleanup()
+        server_driver.cleanup()
+
+
+def test_remote_exception_and_timeout_and_late_reply(broker, topic):
+    server_driver = make_driver(broker)
+    client = make_driver(broker)
+    release = threading.Event()
+
+    def handler(msg) -> None:
+        method = msg.message["method"]
+        if method == "fail":
+            try:
+                raise LookupError("no such thing")
+            except LookupError as exc:
+                msg.reply(failure=exc)
+        elif method == "custom":
+            msg.reply(failure=RuntimeErrorSubclass("x"))
+        elif method == "slow":
+            assert release.wait(WAIT)
+            msg.reply("late")
+
+    served = Served(server_driver, Target(topic=topic, server="s1"), handler)
+    try:
+        with pytest.raises(LookupError, match="no such thing"):
+            client.send(Target(topic=topic), {}, {"method": "fail", "args": {}}, wait_for_reply=True,
+                        timeout=WAIT)
+        with pytest.raises(RemoteError) as info:
+            client.send(Target(topic=topic), {}, {"method": "custom", "args": {}}, wait_for_reply=True,
+                        timeout=WAIT)
+        assert info.value.exc_type == "RuntimeErrorSubclass"
+        with pytest.raises(MessagingTimeout):
+            client.send(Target(topic=topic), {}, {"method": "slow", "args": {}}, wait_for_reply=True,
+                        timeout=0.5)
+        assert client.late_replies == 0
+        release.set()
+        deadline = time.monotonic() + WAIT
+        while client.late_replies == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.late_replies == 1
+    finally:
+        release.set()
+        served.close()
+        client.cleanup()
+        server_driver.cleanup()
+
+
+class RuntimeErrorSubclass(RuntimeError):
+    pass
+
+
+def test_call_monitor_keepalives_extend_the_wait(broker, topic):
+    server_driver = make_driver(broker)
+    client = make_driver(broker)
+    beats = 6
+
+    def handler(msg) -> None:
+        # Longer in total than the call-monitor timeout, but never silent
+        # for longer than it.
+        for _ in range(beats):
+            time.sleep(0.2)
+            msg.heartbeat()
+        msg.reply("done")
+
+    served = Served(server_driver, Target(topic=topic, server="s1"), handler)
+    try:
+        started = time.monotonic()
+        assert client.send(Target(topic=topic), {}, {"method": "m", "args": {}}, wait_for_reply=True,
+                           timeout=WAIT, call_monitor_timeout=0.6) == "done"
+        assert time.monotonic() - started >= 0.2 * beats
+        # without keepalives the monitor gives up before the overall timeout
+        silent = threading.Event()
+
+        def quiet(msg) -> None:
+            silent.wait(WAIT)
+            msg.reply("never seen")
+
+        served.handler = quiet
+        with pytest.raises(MessagingTimeout):
+            client.send(Target(topic=topic), {}, {"method": "m", "args": {}}, wait_for_reply=True,
+                        timeout=WAIT, call_monitor_timeout=0.5)
+        silent.set()
+    finally:
+        served.close()
+        client.cleanup()
+        server_driver.cleanup()
+
+
+def test_duplicate_unique_id_dispatched_once(broker, topic):
+    server_driver = make_driver(broker)
+    served = Served(server_driver, Target(topic=topic, server="s1"), lambda msg: None)
+    conn = Connection(broker.url)
+    conn.connect()
+    try:
+        ch = conn.channel()
+        env = _impl.envelope
+        body = env.encode_request({"method": "dup", "args": {}}, {}, "same-unique-id")
+        props = publish_properties("application/json")
+        for _ in range(3):
+            ch.basic_publish("openstack", topic, body, props)
+        ch.basic_publish("openstack", topic, env.encode_request({"method": "after", "args": {}}, {}, "u2"), props)
+        assert served.received.get(timeout=WAIT).message["method"] == "dup"
+        assert served.received.get(timeout=WAIT).message["method"] == "after"
+        assert served.received.empty()
+        assert served.listener.duplicates == 2
+        assert DEDUP_WINDOW >= 1000
+    finally:
+        conn.close()
+        served.close()
+        server_driver.cleanup()
+
+
+def test_cleanup_removes_fanout_queue(broker, topic):
+    driver = make_driver(broker)
+    listener = driver.listen(Target(topic=topic, server="s1"))
+    name = listener.fanout_queue
+    assert name in broker.ctl("list_queues", "name")
+    listener.stop()
+    assert listener.poll(timeout=0.1) == []
+    listener.cleanup()
+    driver.cleanup()
+    assert name not in broker.ctl("list_queues", "name")

@@ -1,0 +1,289 @@
+"""fastrpc and the real oslo.messaging rabbit driver on one real broker.
+
+oslo client -> fastrpc server, fastrpc client -> oslo server, and both kinds of
+server on one topic: calls, casts, fanout, server-targeted calls, namespaces
+and versions, remote exceptions (allow-listed or not), timeouts, contexts.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import oslo_messaging
+import pytest
+from oslo_config import cfg
+
+import fastrpc.exceptions as fexc
+from fastrpc.client import get_rpc_client
+from fastrpc.options import Options
+from fastrpc.server import get_rpc_server
+from fastrpc.target import Target
+from fastrpc.transport import get_rpc_transport
+
+WAIT = 15.0
+
+
+class CustomError(Exception):
+    pass
+
+
+THIS_MODULE = CustomError.__module__
+
+
+def oslo_conf() -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    # oslo.messaging 18.x reads some option groups (tracing, metrics) on every
+    # call but registers them only on the global CONF; register them all here.
+    from oslo_messaging import opts as oslo_opts
+
+    for group, options in oslo_opts.list_opts():
+        conf.register_opts(options, group=group)
+    return conf
+
+
+def rabbit_url(broker) -> str:
+    return "rabbit://" + broker.url.split("://", 1)[1]
+
+
+class Endpoint:
+    """The same endpoint served by both implementations."""
+
+    def __init__(self, name: str, target=None) -> None:
+        self.name = name
+        self.target = target
+        self.seen: queue.SimpleQueue = queue.SimpleQueue()
+        self.release = threading.Event()
+
+    def whoami(self, ctxt, **kwargs):
+        self.seen.put(("whoami", kwargs))
+        return self.name
+
+    def echo(self, ctxt, value):
+        self.seen.put(("echo", value))
+        return {"value": value, "ctxt": dict(ctxt), "server": self.name}
+
+    def note(self, ctxt, value):
+        self.seen.put(("note", value))
+
+    def fail_builtin(self, ctxt):
+        raise KeyError("missing-key")
+
+    def fail_custom(self, ctxt):
+        raise CustomError("custom failure")
+
+    def block(self, ctxt):
+        # Held until the test releases it, so a timeout is guaranteed.
+        self.release.wait(WAIT)
+        return "released"
+
+
+class Versioned:
+    def __init__(self, name: str, target) -> None:
+        self.name = name
+        self.target = target
+
+    def ns_method(self, ctxt, x):
+        return [self.name, x * 2]
+
+
+@pytest.fixture
+def topic(request):
+    return "interop_" + request.node.name.replace("[", "_").replace("]", "")[:60]
+
+
+@pytest.fixture
+def oslo_transport(broker):
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=rabbit_url(broker),
+                                                 allowed_remote_exmods=[THIS_MODULE])
+    yield transport
+    transport.cleanup()
+
+
+@pytest.fixture(params=["rabbit", "fastrpc"])
+def fast_transport(broker, request):
+    # Both URL schemes select fastrpc's driver.
+    url = request.param + "://" + broker.url.split("://", 1)[1]
+    transport = get_rpc_transport(Options(), url=url, allowed_remote_exmods=[THIS_MODULE])
+    yield transport
+    transport.cleanup()
+
+
+def start_oslo_server(transport, topic, server, endpoints):
+    target = oslo_messaging.Target(topic=topic, server=server)
+    srv = oslo_messaging.get_rpc_server(transport, target, endpoints, executor="threading")
+    srv.start()
+    return srv
+
+
+def start_fast_server(transport, topic, server, endpoints):
+    srv = get_rpc_server(transport, Target(topic=topic, server=server), endpoints, executor="threading")
+    srv.start()
+    return srv
+
+
+def stop(*servers):
+    for srv in servers:
+        srv.stop()
+        srv.wait()
+
+
+# ---- oslo client -> fastrpc server ---------------------------------------------------
+
+
+def test_oslo_client_to_fastrpc_server(oslo_transport, fast_transport, topic):
+    ep = Endpoint("fast")
+    srv = start_fast_server(fast_transport, topic, "fs1", [ep])
+    try:
+        client = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic), timeout=WAIT)
+        ctxt = {"user_id": "alice", "roles": ["admin", "reader"], "request_id": "req-1"}
+        assert client.call(ctxt, "echo", value={"n": [1, 2.5, "é"]}) == {
+            "value": {"n": [1, 2.5, "é"]}, "ctxt": ctxt, "server": "fast"}
+        client.cast({}, "note", value="cast-1")
+        assert ep.seen.get(timeout=WAIT) == ("echo", {"n": [1, 2.5, "é"]})
+        assert ep.seen.get(timeout=WAIT) == ("note", "cast-1")
+        assert client.prepare(server="fs1").call({}, "whoami") == "fast"
+        client.prepare(fanout=True).cast({}, "note", value="fan-1")
+        assert ep.seen.get(timeout=WAIT) == ("whoami", {})
+        assert ep.seen.get(timeout=WAIT) == ("note", "fan-1")
+
+        with pytest.raises(KeyError):
+            client.call({}, "fail_builtin")
+        with pytest.raises(CustomError) as info:
+            client.call({}, "fail_custom")
+        assert "custom failure" in str(info.value)
+        with pytest.raises(oslo_messaging.MessagingTimeout):
+            client.prepare(timeout=0.5).call({}, "block")
+        ep.release.set()
+    finally:
+        ep.release.set()
+        stop(srv)
+
+
+def test_oslo_client_not_allow_listed_gets_remote_error(broker, fast_transport, topic):
+    ep = Endpoint("fast")
+    srv = start_fast_server(fast_transport, topic, "fs1", [ep])
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=rabbit_url(broker))
+    try:
+        client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic=topic), timeout=WAIT)
+        with pytest.raises(oslo_messaging.RemoteError) as info:
+            client.call({}, "fail_custom")
+        assert info.value.exc_type == "CustomError"
+        with pytest.raises(oslo_messaging.RemoteError) as info:
+            client.call({}, "no_such_method")
+        assert info.value.exc_type == "NoSuchMethod"
+    finally:
+        transport.cleanup()
+        stop(srv)
+
+
+# ---- fastrpc client -> oslo server -----------------------------------------------------
+
+
+def test_fastrpc_client_to_oslo_server(oslo_transport, fast_transport, topic):
+    ep = Endpoint("oslo")
+    srv = start_oslo_server(oslo_transport, topic, "os1", [ep])
+    try:
+        client = get_rpc_client(fast_transport, Target(topic=topic), timeout=WAIT)
+        ctxt = {"user_id": "bob", "project_id": "p1", "is_admin": False}
+        assert client.call(ctxt, "echo", value=[1, None, "x"]) == {
+            "value": [1, None, "x"], "ctxt": ctxt, "server": "oslo"}
+        client.cast({}, "note", value="c")
+        assert ep.seen.get(timeout=WAIT) == ("echo", [1, None, "x"])
+        assert ep.seen.get(timeout=WAIT) == ("note", "c")
+        assert client.prepare(server="os1").call({}, "whoami") == "oslo"
+        client.prepare(fanout=True).cast({}, "note", value="f")
+        assert ep.seen.get(timeout=WAIT) == ("whoami", {})
+        assert ep.seen.get(timeout=WAIT) == ("note", "f")
+
+        with pytest.raises(KeyError):
+            client.call({}, "fail_builtin")
+        with pytest.raises(CustomError):
+            client.call({}, "fail_custom")
+        with pytest.raises(fexc.MessagingTimeout):
+            client.prepare(timeout=0.5).call({}, "block")
+        ep.release.set()
+    finally:
+        ep.release.set()
+        stop(srv)
+
+
+def test_fastrpc_client_not_allow_listed_gets_remote_error(broker, oslo_transport, topic):
+    ep = Endpoint("oslo")
+    srv = start_oslo_server(oslo_transport, topic, "os1", [ep])
+    transport = get_rpc_transport(Options(), url=broker.url)
+    try:
+        client = get_rpc_client(transport, Target(topic=topic), timeout=WAIT)
+        with pytest.raises(fexc.RemoteError) as info:
+            client.call({}, "fail_custom")
+        assert info.value.exc_type == "CustomError"
+        assert "custom failure" in str(info.value)
+    finally:
+        transport.cleanup()
+        stop(srv)
+
+
+def test_namespaces_and_versions_both_ways(oslo_transport, fast_transport, topic):
+    oslo_ep = Versioned("oslo", oslo_messaging.Target(namespace="ns", version="1.3"))
+    fast_ep = Versioned("fast", Target(namespace="ns", version="1.3"))
+    osrv = start_oslo_server(oslo_transport, topic + "_o", "s", [oslo_ep])
+    fsrv = start_fast_server(fast_transport, topic + "_f", "s", [fast_ep])
+    try:
+        fclient = get_rpc_client(fast_transport, Target(topic=topic + "_o"), timeout=WAIT)
+        assert fclient.prepare(namespace="ns", version="1.2").call({}, "ns_method", x=2) == ["oslo", 4]
+        with pytest.raises(fexc.RemoteError) as info:
+            fclient.prepare(namespace="ns", version="1.4").call({}, "ns_method", x=2)
+        assert info.value.exc_type == "UnsupportedVersion"
+        with pytest.raises(fexc.RemoteError) as info:
+            fclient.prepare(namespace="other", version="1.0").call({}, "ns_method", x=2)
+        assert info.value.exc_type == "UnsupportedVersion"
+
+        oclient = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic + "_f"),
+                                                timeout=WAIT)
+        assert oclient.prepare(namespace="ns", version="1.3").call({}, "ns_method", x=5) == ["fast", 10]
+        with pytest.raises(oslo_messaging.RemoteError) as info:
+            oclient.prepare(namespace="ns", version="2.0").call({}, "ns_method", x=5)
+        assert info.value.exc_type == "UnsupportedVersion"
+    finally:
+        stop(osrv, fsrv)
+
+
+# ---- both kinds of server on one topic ----------------------------------------------------
+
+
+def test_mixed_servers_on_one_topic(oslo_transport, fast_transport, topic):
+    oslo_ep, fast_ep = Endpoint("oslo"), Endpoint("fast")
+    # oslo declares first here; the reverse order is covered below
+    osrv = start_oslo_server(oslo_transport, topic, "os1", [oslo_ep])
+    fsrv = start_fast_server(fast_transport, topic, "fs1", [fast_ep])
+    try:
+        for client in (get_rpc_client(fast_transport, Target(topic=topic), timeout=WAIT),
+                       oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic),
+                                                     timeout=WAIT)):
+            # the shared queue is consumed by both servers in turn
+            answers = {client.call({}, "whoami") for _ in range(10)}
+            assert answers == {"oslo", "fast"}
+            assert client.prepare(server="os1").call({}, "whoami") == "oslo"
+            assert client.prepare(server="fs1").call({}, "whoami") == "fast"
+            client.prepare(fanout=True).cast({}, "note", value="all")
+            for ep in (oslo_ep, fast_ep):
+                while True:
+                    item = ep.seen.get(timeout=WAIT)
+                    if item[0] == "note":
+                        assert item == ("note", "all")
+                        break
+    finally:
+        stop(fsrv, osrv)
+
+
+def test_fastrpc_declares_first_then_oslo(oslo_transport, fast_transport, topic):
+    fast_ep, oslo_ep = Endpoint("fast"), Endpoint("oslo")
+    fsrv = start_fast_server(fast_transport, topic, "fs1", [fast_ep])
+    # would raise PRECONDITION_FAILED if any declare argument differed
+    osrv = start_oslo_server(oslo_transport, topic, "os1", [oslo_ep])
+    try:
+        oclient = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic), timeout=WAIT)
+        assert oclient.prepare(server="os1").call({}, "whoami") == "oslo"
+        assert oclient.prepare(server="fs1").call({}, "whoami") == "fast"
+    finally:
+        stop(fsrv, osrv)

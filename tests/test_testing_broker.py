@@ -1,0 +1,261 @@
+"""The throwaway RabbitMQ node used by tests, demo and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import stat
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fastrpc.testing import ExternalBroker, RabbitNode, RabbitNodeError
+
+PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+
+def read_connection_start(sock: socket.socket) -> bytes:
+    """Send the protocol header and return the whole first frame the broker sends."""
+    sock.sendall(PROTOCOL_HEADER)
+    data = b""
+    for _ in range(64):
+        if len(data) >= 7 and len(data) >= 7 + struct.unpack_from(">I", data, 3)[0] + 1:
+            break
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def assert_is_connection_start(frame: bytes) -> None:
+    frame_type, channel, size = struct.unpack_from(">BHI", frame)
+    assert frame_type == 1, frame[:16]
+    assert channel == 0
+    assert len(frame) >= 7 + size + 1
+    assert frame[7 + size] == 0xCE  # frame-end
+    class_id, method_id, major, minor = struct.unpack_from(">HHBB", frame, 7)
+    assert (class_id, method_id) == (10, 10)  # connection.start
+    assert (major, minor) == (0, 9)
+    # server-properties table, then the longstr mechanisms list offering PLAIN
+    table_len = struct.unpack_from(">I", frame, 13)[0]
+    assert b"product" in frame[17 : 17 + table_len]
+    mech_len = struct.unpack_from(">I", frame, 17 + table_len)[0]
+    mechanisms = frame[21 + table_len : 21 + table_len + mech_len].split()
+    assert b"PLAIN" in mechanisms
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) with a LISTEN socket on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":
+                found.add(address)
+    return found
+
+
+LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[RabbitNode]:
+    # A node of this module's own: these tests pause it, so not the shared broker.
+    n = RabbitNode()
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def test_node_answers_the_protocol_header(node: RabbitNode) -> None:
+    assert node.running
+    assert node.url == f"amqp://guest:guest@127.0.0.1:{node.port}/"
+    with socket.create_connection((node.host, node.port), timeout=10) as sock:
+        sock.settimeout(10)
+        assert_is_connection_start(read_connection_start(sock))
+
+
+def test_broker_fixture_answers(broker: RabbitNode | ExternalBroker) -> None:
+    assert broker.url.startswith("amqp")
+    with socket.create_connection((broker.host, broker.port), timeout=10) as sock:
+        sock.settimeout(10)
+        assert_is_connection_start(read_connection_start(sock))
+
+
+def test_node_is_private_and_loopback_only(node: RabbitNode) -> None:
+    cookie = node.workdir / "home" / ".erlang.cookie"
+    assert stat.S_IMODE(cookie.stat().st_mode) == 0o400
+    assert cookie.read_text() == node.cookie
+    assert node.epmd_port != 4369
+    assert len({node.port, node.dist_port, node.epmd_port}) == 3
+    for port in (node.port, node.dist_port, node.epmd_port):
+        addresses = listening_addresses(port)
+        assert addresses, f"nothing listens on {port}"
+        assert addresses <= LOOPBACK_HEX, (port, addresses)
+    # The management plugin is off: nothing enabled.
+    assert node.ctl("eval", "rabbit_plugins:active().").strip() == "[]"
+
+
+def test_two_nodes_side_by_side(node: RabbitNode, rabbit_node_factory: Callable[..., RabbitNode]) -> None:
+    other = rabbit_node_factory(config=["heartbeat = 7"])
+    assert other.port != node.port
+    assert other.nodename != node.nodename
+    assert other.workdir != node.workdir
+    assert node.amqp_answers() and other.amqp_answers()
+    # rabbitmqctl reaches the right node each time
+    assert node.ctl("eval", "node().").strip() == f"'{node.nodename}'"
+    assert other.ctl("eval", "node().").strip() == f"'{other.nodename}'"
+    # extra rabbitmq.conf lines apply to their node only
+    assert other.ctl("eval", "application:get_env(rabbit, heartbeat).").strip() == "{ok,7}"
+    assert node.ctl("eval", "application:get_env(rabbit, heartbeat).").strip() != "{ok,7}"
+
+
+def test_pause_stops_answering_and_resume_restores(node: RabbitNode) -> None:
+    beam = node.beam_pid()
+    node.pause()
+    try:
+        assert node.paused
+        state = Path(f"/proc/{beam}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        assert state == "T"  # stopped by SIGSTOP
+        with socket.create_connection((node.host, node.port), timeout=5) as sock:
+            # The kernel still completes the TCP handshake, but the VM cannot answer.
+            sock.settimeout(1.5)
+            sock.sendall(PROTOCOL_HEADER)
+            with pytest.raises(socket.timeout):
+                sock.recv(64)
+    finally:
+        node.resume()
+    assert not node.paused
+    assert wait_until(node.amqp_answers, timeout=30), "node did not answer after resume()"
+
+
+def test_ctl_manages_users_and_vhosts(node: RabbitNode) -> None:
+    node.add_vhost("fastrpc-test")
+    node.add_user("alice", "s3cret-pw", vhosts=["fastrpc-test"], tags=["monitoring"])
+    assert "fastrpc-test" in node.ctl("list_vhosts").split()
+    users = node.ctl("list_users")
+    assert "alice" in users and "monitoring" in users
+    perms = node.ctl("list_permissions", "-p", "fastrpc-test")
+    assert "alice" in perms
+    with pytest.raises(RabbitNodeError) as info:
+        node.add_user("alice", "s3cret-pw")
+    # the failure is reported, the password is not
+    assert "add_user" in str(info.value)
+    assert "s3cret-pw" not in str(info.value)
+
+
+def test_stop_frees_ports_and_directory(rabbit_node_factory: Callable[..., RabbitNode]) -> None:
+    n = rabbit_node_factory()
+    workdir, port, epmd_port = n.workdir, n.port, n.epmd_port
+    beam = n.beam_pid()
+    n.restart()  # same ports, answers again
+    assert n.port == port and n.amqp_answers()
+    beam = n.beam_pid()
+    n.stop()
+    assert not n.running
+    assert not workdir.exists()
+    with pytest.raises(ProcessLookupError):
+        os.kill(beam, 0)
+    for p in (port, epmd_port):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", p), timeout=5).close()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", p))
+    with pytest.raises(RabbitNodeError):
+        n.start()
+
+
+def test_start_failure_reports_the_log(tmp_path: Path) -> None:
+    with pytest.raises(RabbitNodeError) as info:
+        RabbitNode(tmp_path, config=["this is = not a setting"], start_timeout=60)
+    message = str(info.value)
+    assert "exited" in message or "did not accept" in message
+    assert "console.log" in message
+    assert "failed_to_parse_configuration_file" in message  # the node's own complaint
+    # the failed node cleaned up after itself
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tls_listener_verifies_with_generated_ca(tls_broker: RabbitNode) -> None:
+    assert tls_broker.tls_port is not None and tls_broker.ca_file and tls_broker.client_cert and tls_broker.client_key
+    assert tls_broker.tls_url == f"amqps://guest:guest@localhost:{tls_broker.tls_port}/"
+    ctx = ssl.create_default_context(cafile=tls_broker.ca_file)
+    ctx.load_cert_chain(tls_broker.client_cert, tls_broker.client_key)
+    for server_name in ("localhost", "127.0.0.1"):
+        with socket.create_connection(("127.0.0.1", tls_broker.tls_port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                tls.settimeout(10)
+                assert tls.getpeercert()["subject"] == ((("commonName", "localhost"),),)
+                assert_is_connection_start(read_connection_start(tls))
+    # a client that does not trust the generated CA refuses the server
+    untrusting = ssl.create_default_context()
+    with socket.create_connection(("127.0.0.1", tls_broker.tls_port), timeout=10) as raw:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            untrusting.wrap_socket(raw, server_hostname="localhost")
+    # the plain listener still speaks plain AMQP
+    assert tls_broker.amqp_answers()
+
+
+def test_external_broker_hides_password() -> None:
+    ext = ExternalBroker("amqp://user:hunter2@broker.example:5673/vh")
+    assert (ext.host, ext.port) == ("broker.example", 5673)
+    assert "hunter2" not in repr(ext)
+    with pytest.raises(RuntimeError, match="FASTRPC_TEST_URL"):
+        ext.pause()
+    assert ExternalBroker("amqps://h/").port == 5671
+    with pytest.raises(ValueError):
+        ExternalBroker("http://h/")
+
+
+def test_broker_fixture_uses_fastrpc_test_url(tmp_path: Path) -> None:
+    (tmp_path / "test_inner.py").write_text(
+        textwrap.dedent(
+            """
+            def test_inner(broker):
+                assert type(broker).__name__ == "ExternalBroker"
+                assert broker.url == "amqp://u:p@127.0.0.1:1/"
+                assert (broker.host, broker.port) == ("127.0.0.1", 1)
+            """
+        )
+    )
+    import fastrpc
+
+    root = str(Path(fastrpc.__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env = dict(
+        os.environ,
+        FASTRPC_TEST_URL="amqp://u:p@127.0.0.1:1/",
+        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
+        PYTHONPATH=pythonpath,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "fastrpc.testing.pytest_plugin", "-p", "no:cacheprovider",
+         "test_inner.py"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout
+    assert "1 passed" in proc.stdout
