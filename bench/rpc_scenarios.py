@@ -425,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     memory: dict[str, Any] = {}
     with common.broker() as b:
+        common.info("warming up the broker (C client, discarded)")
+        run_c(b, 2)
         common.info("C client: sequential")
         results["C (librabbitmq)"] = {"sequential": run_c(b, args.seconds)}
         for lib in libs:
@@ -440,12 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         oslo_rate = results.get("oslo", {}).get(scenario, {}).get("rate")
         c_rate = results["C (librabbitmq)"].get(scenario, {}).get("rate")
         for client in ("fastrpc", "oslo", "C (librabbitmq)"):
-            res = results.get(client, {}).get(scenario)
-            if not res:
+            found = results.get(client, {}).get(scenario)
+            if not found:
                 continue
-            rows.append([scenario, names[client], common.fmt_rate(res["rate"]),
-                         common.fmt_ms(res.get("p50_ms")), common.fmt_ms(res.get("p99_ms")),
-                         common.fmt_ratio(res["rate"], oslo_rate), common.fmt_ratio(res["rate"], c_rate)])
+            rows.append([scenario, names[client], common.fmt_rate(found["rate"]),
+                         common.fmt_ms(found.get("p50_ms")), common.fmt_ms(found.get("p99_ms")),
+                         common.fmt_ratio(found["rate"], oslo_rate), common.fmt_ratio(found["rate"], c_rate)])
     fmt = common.format_markdown if args.markdown else common.format_table
     print(f"RPC scenarios, {args.seconds:g} s each, payload {len(PAYLOAD)} bytes (casts: calls/s = casts/s end to end)")
     print(fmt(headers, rows))

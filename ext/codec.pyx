@@ -208,13 +208,57 @@ cdef inline int _need(Cursor* c, Py_ssize_t n, str what) except -1:
     return 0
 
 
+# Names repeat on every frame (consumer tags, exchanges, routing keys, header
+# keys, content types). A small direct-mapped cache of short ASCII strings
+# returns the same str object for the same bytes: no allocation, no decode, and
+# its hash is already computed when it becomes a dict key.
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object s)
+    void* PyUnicode_DATA(object s)
+    Py_ssize_t PyUnicode_GET_LENGTH(object s)
+
+DEF STR_CACHE_SLOTS = 512
+DEF STR_CACHE_MAX_LEN = 40
+cdef list _STR_CACHE = [None] * STR_CACHE_SLOTS
+
+
+cdef inline str _decode_str(const unsigned char* p, Py_ssize_t n, const char* errors):
+    """utf-8 -> str (errors as for bytes.decode), through the string cache."""
+    cdef uint64_t h
+    cdef uint64_t a, b
+    cdef Py_ssize_t i
+    cdef str s
+    if n > STR_CACHE_MAX_LEN:
+        return PyUnicode_DecodeUTF8(<const char*>p, n, errors)
+    # Slot from the length and the first and last 8 bytes: cheap, and a
+    # collision only costs a decode.
+    if n >= 8:
+        memcpy(&a, p, 8)
+        memcpy(&b, p + n - 8, 8)
+        h = (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ <uint64_t>n
+    else:
+        h = <uint64_t>n
+        for i in range(n):
+            h = h * 31 + p[i]
+        h *= 0x9E3779B97F4A7C15ULL
+    h = (h >> 40) % STR_CACHE_SLOTS
+    s = <str>_STR_CACHE[h]
+    if (s is not None and PyUnicode_GET_LENGTH(s) == n
+            and memcmp(PyUnicode_DATA(s), p, n) == 0):
+        return s
+    s = PyUnicode_DecodeUTF8(<const char*>p, n, errors)
+    if PyUnicode_IS_ASCII(s):
+        _STR_CACHE[h] = s
+    return s
+
+
 cdef inline str _read_shortstr(Cursor* c, str what):
     cdef Py_ssize_t n
     _need(c, 1, what)
     n = c.p[0]
     c.p += 1
     _need(c, n, what)
-    s = PyUnicode_DecodeUTF8(<const char*>c.p, n, "surrogateescape")
+    s = _decode_str(c.p, n, "surrogateescape")
     c.p += n
     return s
 
@@ -261,7 +305,7 @@ cdef object _read_value(Cursor* c, int depth, str what):
         raw = <const char*>c.p
         c.p += n
         try:
-            return PyUnicode_DecodeUTF8(raw, n, NULL)
+            return _decode_str(<const unsigned char*>raw, n, NULL)
         except UnicodeDecodeError:
             return PyBytes_FromStringAndSize(raw, n)
     elif t == b'I':
@@ -656,9 +700,11 @@ cdef class FrameReader:
             fpos = c.base + (p - data)
             if ftype != FRAME_METHOD and ftype != FRAME_HEADER and ftype != FRAME_BODY and ftype != FRAME_HEARTBEAT:
                 if memcmp(p, b"AMQP", 4) == 0:
+                    # Only the 7 header bytes are sure to be here; the reason
+                    # must not depend on how the stream was split.
                     raise _frame_error(
-                        "broker answered with a protocol header: it does not speak AMQP 0-9-1 (sent %r)"
-                        % (PyBytes_FromStringAndSize(<const char*>p, min(8, limit - p)),), None, fpos)
+                        "broker answered with a protocol header (protocol %d, version %d-%d): "
+                        "it does not speak AMQP 0-9-1" % (p[4], p[5], p[6]), None, fpos)
                 raise _frame_error("unknown frame type %d" % ftype, channel, fpos)
             if <long long>size > self.frame_max - 8:
                 raise _frame_error("frame of %d bytes exceeds frame_max %d" % (<long long>size + 8, self.frame_max),
@@ -728,8 +774,10 @@ cdef class FrameReader:
 
     cdef Py_ssize_t _deliver(self, Cursor* c, list events) except -1:
         """basic.deliver; when its header and single body frame are already here, finish it now."""
-        cdef list values = _read_args(c, _MI_DELIVER)
         cdef _Partial part
+        cdef str consumer_tag, exchange, routing_key
+        cdef object delivery_tag
+        cdef object redelivered
         cdef const unsigned char* h = c.end + 1    # the frame after this one
         cdef const unsigned char* b
         cdef const unsigned char* limit = self._limit
@@ -738,6 +786,16 @@ cdef class FrameReader:
         cdef Cursor hc
         cdef dict props
         cdef bytes body
+        # Field reads and their errors are the same as _read_args would do.
+        consumer_tag = _read_shortstr(c, "consumer_tag")
+        _need(c, 8, "delivery_tag")
+        delivery_tag = _u64(c.p)
+        c.p += 8
+        _need(c, 1, "redelivered")
+        redelivered = (c.p[0] & 1) == 1
+        c.p += 1
+        exchange = _read_shortstr(c, "exchange")
+        routing_key = _read_shortstr(c, "routing_key")
         # The fast path only takes input the generic path would accept without
         # complaint; anything unusual goes the slow way and fails there.
         if limit - h >= 7 + 14 and h[0] == FRAME_HEADER and _u16(h + 1) == c.channel:
@@ -754,8 +812,8 @@ cdef class FrameReader:
                     hc.channel = c.channel
                     if body_size == 0:
                         props = _read_properties(&hc, _u16(h + 19))
-                        events.append(_ev8(_Delivery, c.channel, values[0], values[1], values[2],
-                                           values[3], values[4], props, b""))
+                        events.append(_ev8(_Delivery, c.channel, consumer_tag, delivery_tag, redelivered,
+                                           exchange, routing_key, props, b""))
                         return hsize + 8
                     if limit - b >= 7 and b[0] == FRAME_BODY and _u16(b + 1) == c.channel:
                         bsize = _u32(b + 3)
@@ -763,12 +821,12 @@ cdef class FrameReader:
                                 and <long long>bsize <= self.frame_max - 8):
                             props = _read_properties(&hc, _u16(h + 19))
                             body = PyBytes_FromStringAndSize(<const char*>b + 7, bsize)
-                            events.append(_ev8(_Delivery, c.channel, values[0], values[1], values[2],
-                                               values[3], values[4], props, body))
+                            events.append(_ev8(_Delivery, c.channel, consumer_tag, delivery_tag, redelivered,
+                                               exchange, routing_key, props, body))
                             return hsize + 8 + bsize + 8
         part = _Partial.__new__(_Partial)
         part.mi = _MI_DELIVER
-        part.values = values
+        part.values = [consumer_tag, delivery_tag, redelivered, exchange, routing_key]
         self._partial[c.channel] = part
         return 0
 

@@ -21,7 +21,7 @@ if not NO_EXTENSIONS:
         pass
 
 if not COMPILED:
-    from fastrpc.amqp.codec_py import FrameReader, FrameWriter  # noqa: F401
+    from fastrpc.amqp.codec_py import FrameReader, FrameWriter  # type: ignore[assignment]  # noqa: F401
 
 # The envelope codec is chosen the same way; ``envelope`` is a module exposing
 # encode_request / encode_reply / decode_request / decode_reply / content_type.

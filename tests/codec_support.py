@@ -104,7 +104,9 @@ def table(entries: bytes) -> bytes:
     return struct.pack(">I", len(entries)) + entries
 
 
-def deliver_frame(channel: int = 1, tag: int = 1, consumer_tag: str = "c", exchange: str = "", routing_key: str = "q") -> bytes:
+def deliver_frame(
+    channel: int = 1, tag: int = 1, consumer_tag: str = "c", exchange: str = "", routing_key: str = "q"
+) -> bytes:
     args = shortstr(consumer_tag) + struct.pack(">QB", tag, 0) + shortstr(exchange) + shortstr(routing_key)
     return method_frame(channel, 60, 60, args)
 
@@ -149,7 +151,9 @@ def assert_same(actual: Any, expected: Any, path: str = "value") -> None:
         return
     if isinstance(expected, tuple) and not hasattr(expected, "_fields"):
         expected = list(expected)
-    assert type(actual) is type(expected), f"{path}: type {type(actual).__name__} != {type(expected).__name__} ({actual!r} vs {expected!r})"
+    assert type(actual) is type(expected), (
+        f"{path}: type {type(actual).__name__} != {type(expected).__name__} ({actual!r} vs {expected!r})"
+    )
     if isinstance(expected, dict):
         assert set(actual) == set(expected), f"{path}: keys {sorted(actual)} != {sorted(expected)}"
         for key in expected:
@@ -237,9 +241,7 @@ PROPERTY_STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
 }
 # keep headers small enough for one 4096-byte header frame
 PROPERTY_STRATEGIES["headers"] = st.dictionaries(short_texts, scalars, max_size=5)
-PROPERTY_STRATEGIES.update(
-    {name: short_texts for name, kind in spec.BASIC_PROPERTIES if kind == spec.SHORTSTR}
-)
+PROPERTY_STRATEGIES.update({name: short_texts for name, kind in spec.BASIC_PROPERTIES if kind == spec.SHORTSTR})
 properties_strategy = st.fixed_dictionaries({}, optional=PROPERTY_STRATEGIES)
 
 
@@ -255,10 +257,19 @@ def expected_args(mspec: spec.MethodSpec, args: dict[str, Any]) -> dict[str, Any
 def content_event(channel: int, name: str, args: dict[str, Any], props: dict[str, Any], body: bytes) -> Any:
     if name == "basic.deliver":
         return spec.Delivery(
-            channel, args["consumer_tag"], args["delivery_tag"], args["redelivered"], args["exchange"], args["routing_key"], props, body
+            channel,
+            args["consumer_tag"],
+            args["delivery_tag"],
+            args["redelivered"],
+            args["exchange"],
+            args["routing_key"],
+            props,
+            body,
         )
     if name == "basic.return":
-        return spec.Returned(channel, args["reply_code"], args["reply_text"], args["exchange"], args["routing_key"], props, body)
+        return spec.Returned(
+            channel, args["reply_code"], args["reply_text"], args["exchange"], args["routing_key"], props, body
+        )
     return spec.ContentMethod(channel, name, args, props, body)
 
 

@@ -130,7 +130,7 @@ def test_call_cast_fanout(broker, topic, serialization):
     try:
         result = client.send(Target(topic=topic), {"user": "u"}, {"method": "m", "args": {"a": [1, "x"]}},
                              wait_for_reply=True, timeout=WAIT)
-        assert result == {"method": "m", "args": {"a": [1, "x"]}, "ctxt": {"user": "u"}}
+        assert result == {"method": "m", "args": {"a": [1, "x"]}, "ctxt": {"user": "u", "client_timeout": None}}
         msg = served.received.get(timeout=WAIT)
         assert msg.binary is (serialization == "msgpack")  # replies follow the request's encoding
 
@@ -298,3 +298,48 @@ def test_cleanup_removes_fanout_queue(broker, topic):
     listener.cleanup()
     driver.cleanup()
     assert name not in broker.ctl("list_queues", "name")
+
+
+def test_survives_connections_closed_by_broker(broker, topic):
+    """Listener and caller reconnect; an in-flight call still gets its reply."""
+    server_driver = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
+    client = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
+    started = threading.Event()
+    proceed = threading.Event()
+
+    def handler(msg) -> None:
+        if msg.message["method"] == "hold":
+            started.set()
+            assert proceed.wait(WAIT)
+        msg.reply(msg.message["method"])
+
+    served = Served(server_driver, Target(topic=topic, server="s1"), handler)
+    result: dict[str, object] = {}
+
+    def in_flight() -> None:
+        try:
+            result["value"] = client.send(Target(topic=topic), {}, {"method": "hold", "args": {}},
+                                          wait_for_reply=True, timeout=WAIT * 2)
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    caller = threading.Thread(target=in_flight)
+    try:
+        assert client.send(Target(topic=topic), {}, {"method": "before", "args": {}}, wait_for_reply=True,
+                           timeout=WAIT) == "before"
+        reply_q = client._reply_q
+        caller.start()
+        assert started.wait(WAIT)
+        broker.ctl("close_all_connections", "test: simulated failover")
+        proceed.set()
+        caller.join(WAIT * 2)
+        assert result == {"value": "hold"}
+        assert client._reply_q == reply_q  # the same reply queue, consumed again
+        assert client.send(Target(topic=topic), {}, {"method": "after", "args": {}}, wait_for_reply=True,
+                           timeout=WAIT) == "after"
+        assert served.listener.reconnects >= 1
+    finally:
+        proceed.set()
+        served.close()
+        client.cleanup()
+        server_driver.cleanup()

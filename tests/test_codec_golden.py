@@ -465,7 +465,15 @@ def test_empty_body_has_no_body_frame(codec: ModuleType) -> None:
     )
     assert_events(
         codec.FrameReader().feed(data),
-        [ContentMethod(2, "basic.publish", {"ticket": 0, "exchange": "x", "routing_key": "", "mandatory": False, "immediate": False}, {}, b"")],
+        [
+            ContentMethod(
+                2,
+                "basic.publish",
+                {"ticket": 0, "exchange": "x", "routing_key": "", "mandatory": False, "immediate": False},
+                {},
+                b"",
+            )
+        ],
     )
 
 
@@ -520,7 +528,9 @@ def test_impl_selects_compiled_codec() -> None:
         assert impl.FrameReader is codec_py.FrameReader
         assert impl.FrameWriter is codec_py.FrameWriter
     else:
-        assert impl.COMPILED is True, "FASTRPC_NO_EXTENSIONS is not set but fastrpc._impl fell back to the pure-Python codec: build the extension"
+        assert impl.COMPILED is True, (
+            "FASTRPC_NO_EXTENSIONS is not set but fastrpc._impl fell back to the pure-Python codec: build the extension"
+        )
         compiled = load_codec("c")
         assert impl.FrameReader is compiled.FrameReader
         assert impl.FrameWriter is compiled.FrameWriter

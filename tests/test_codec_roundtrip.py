@@ -26,7 +26,9 @@ from hypothesis import strategies as st
 from fastrpc.amqp import spec
 from fastrpc.amqp.spec import Method
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 ALL_METHODS = sorted(spec.METHODS_BY_NAME)
 PLAIN_METHODS = [name for name in ALL_METHODS if not spec.METHODS_BY_NAME[name].has_content]
 CONTENT_METHODS = [name for name in ALL_METHODS if spec.METHODS_BY_NAME[name].has_content]
@@ -72,8 +74,15 @@ def test_method_round_trip(codec: ModuleType, channel: int, method: tuple[str, d
 
 
 @SETTINGS
-@given(channel=st.integers(min_value=1, max_value=65535), method=content_methods(), props=properties_strategy, body=st.binary(max_size=9000))
-def test_content_round_trip(codec: ModuleType, channel: int, method: tuple[str, dict[str, Any]], props: dict[str, Any], body: bytes) -> None:
+@given(
+    channel=st.integers(min_value=1, max_value=65535),
+    method=content_methods(),
+    props=properties_strategy,
+    body=st.binary(max_size=9000),
+)
+def test_content_round_trip(
+    codec: ModuleType, channel: int, method: tuple[str, dict[str, Any]], props: dict[str, Any], body: bytes
+) -> None:
     name, args = method
     writer = codec.FrameWriter(frame_max=4096)
     writer.content(channel, name, args, props, body)
@@ -90,7 +99,9 @@ def test_content_round_trip(codec: ModuleType, channel: int, method: tuple[str, 
     exchange=st.text(max_size=30),
     routing_key=st.text(max_size=60),
     props=properties_strategy,
-    body=st.one_of(st.binary(max_size=20000), st.integers(min_value=0, max_value=4).map(lambda k: b"\xab" * (4088 * k))),
+    body=st.one_of(
+        st.binary(max_size=20000), st.integers(min_value=0, max_value=4).map(lambda k: b"\xab" * (4088 * k))
+    ),
     mandatory=st.booleans(),
     immediate=st.booleans(),
     cuts=st.lists(st.integers(min_value=0, max_value=30000), max_size=8),
@@ -112,7 +123,13 @@ def test_publish_round_trip(
     frames = split_frames(data)
     assert all(len(payload) + 8 <= 4096 for _, _, payload in frames)
     assert len([f for f in frames if f[0] == spec.FRAME_BODY]) == -(-len(body) // 4088)
-    args = {"ticket": 0, "exchange": exchange, "routing_key": routing_key, "mandatory": mandatory, "immediate": immediate}
+    args = {
+        "ticket": 0,
+        "exchange": exchange,
+        "routing_key": routing_key,
+        "mandatory": mandatory,
+        "immediate": immediate,
+    }
     expected = spec.ContentMethod(channel, "basic.publish", args, props, body)
     assert_events(feed_chunks(codec.FrameReader(frame_max=4096), data, cuts), [expected])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import oslo_messaging
 import pytest
@@ -35,10 +36,11 @@ def oslo_conf() -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     # oslo.messaging 18.x reads some option groups (tracing, metrics) on every
     # call but registers them only on the global CONF; register them all here.
-    from oslo_messaging import opts as oslo_opts
+    from oslo_messaging._metrics import client as metrics_client
+    from oslo_messaging._tracing import client as tracing_client
 
-    for group, options in oslo_opts.list_opts():
-        conf.register_opts(options, group=group)
+    conf.register_opts(tracing_client.oslo_messaging_tracing, group="oslo_messaging_tracing")
+    conf.register_opts(metrics_client.oslo_messaging_metrics, group="oslo_messaging_metrics")
     return conf
 
 
@@ -71,6 +73,11 @@ class Endpoint:
 
     def fail_custom(self, ctxt):
         raise CustomError("custom failure")
+
+    def slow(self, ctxt, seconds):
+        # Real work that outlasts the caller's call-monitor timeout.
+        time.sleep(seconds)
+        return "finished"
 
     def block(self, ctxt):
         # Held until the test releases it, so a timeout is guaranteed.
@@ -111,7 +118,7 @@ def fast_transport(broker, request):
 
 def start_oslo_server(transport, topic, server, endpoints):
     target = oslo_messaging.Target(topic=topic, server=server)
-    srv = oslo_messaging.get_rpc_server(transport, target, endpoints, executor="threading")
+    srv = oslo_messaging.get_rpc_server(transport, target, endpoints)  # threading executor
     srv.start()
     return srv
 
@@ -137,8 +144,9 @@ def test_oslo_client_to_fastrpc_server(oslo_transport, fast_transport, topic):
     try:
         client = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic), timeout=WAIT)
         ctxt = {"user_id": "alice", "roles": ["admin", "reader"], "request_id": "req-1"}
+        # like oslo's servers, fastrpc adds the caller's call-monitor timeout
         assert client.call(ctxt, "echo", value={"n": [1, 2.5, "é"]}) == {
-            "value": {"n": [1, 2.5, "é"]}, "ctxt": ctxt, "server": "fast"}
+            "value": {"n": [1, 2.5, "é"]}, "ctxt": {**ctxt, "client_timeout": None}, "server": "fast"}
         client.cast({}, "note", value="cast-1")
         assert ep.seen.get(timeout=WAIT) == ("echo", {"n": [1, 2.5, "é"]})
         assert ep.seen.get(timeout=WAIT) == ("note", "cast-1")
@@ -187,7 +195,7 @@ def test_fastrpc_client_to_oslo_server(oslo_transport, fast_transport, topic):
         client = get_rpc_client(fast_transport, Target(topic=topic), timeout=WAIT)
         ctxt = {"user_id": "bob", "project_id": "p1", "is_admin": False}
         assert client.call(ctxt, "echo", value=[1, None, "x"]) == {
-            "value": [1, None, "x"], "ctxt": ctxt, "server": "oslo"}
+            "value": [1, None, "x"], "ctxt": {**ctxt, "client_timeout": None}, "server": "oslo"}
         client.cast({}, "note", value="c")
         assert ep.seen.get(timeout=WAIT) == ("echo", [1, None, "x"])
         assert ep.seen.get(timeout=WAIT) == ("note", "c")
@@ -287,3 +295,33 @@ def test_fastrpc_declares_first_then_oslo(oslo_transport, fast_transport, topic)
         assert oclient.prepare(server="fs1").call({}, "whoami") == "fast"
     finally:
         stop(fsrv, osrv)
+
+
+# ---- call-monitor keepalives across implementations ------------------------------------
+
+
+def test_call_monitor_heartbeats_both_ways(oslo_transport, fast_transport, topic):
+    # oslo's servers send a heartbeat every call_monitor_timeout / 2 and refuse
+    # intervals under 1 s, hence 2 s; the call runs well past it.
+    oslo_ep, fast_ep = Endpoint("oslo"), Endpoint("fast")
+    osrv = start_oslo_server(oslo_transport, topic + "_o", "s", [oslo_ep])
+    fsrv = start_fast_server(fast_transport, topic + "_f", "s", [fast_ep])
+    try:
+        fclient = get_rpc_client(fast_transport, Target(topic=topic + "_o"), timeout=WAIT,
+                                 call_monitor_timeout=2)
+        oclient = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic + "_f"),
+                                                timeout=WAIT, call_monitor_timeout=2)
+        results = {}
+
+        def run(name, client):
+            results[name] = client.call({}, "slow", seconds=3.5)
+
+        threads = [threading.Thread(target=run, args=("f2o", fclient)),
+                   threading.Thread(target=run, args=("o2f", oclient))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT + 5)
+        assert results == {"f2o": "finished", "o2f": "finished"}
+    finally:
+        stop(osrv, fsrv)

@@ -236,7 +236,7 @@ class Channel:
                 self._closed = reason
         if mine:
             self._shutdown(reason)
-        self._conn._release_channel(self)
+            self._conn._release_channel(self)
 
     def __enter__(self) -> Channel:
         return self
@@ -295,6 +295,12 @@ class Channel:
         waiter = self._waiter
         if name == "channel.close":
             self._on_broker_close(event.args, waiter)
+        elif name == "channel.close-ok" and self._closed is not None:
+            # Reply to a close that crossed the broker's, or of an abandoned
+            # channel: only now may the id be reused.
+            self._conn._release_channel(self)
+            if waiter is not None:
+                waiter.event.set()
         elif waiter is not None and name in waiter.expect:
             waiter.result = event.args
             waiter.event.set()
@@ -302,8 +308,6 @@ class Channel:
             self._on_broker_cancel(event.args)
         elif name == "channel.flow":
             self._on_flow(bool(event.args.get("active")))
-        elif name == "channel.close-ok" and self._closed is not None:
-            self._conn._release_channel(self)  # close-ok of an abandoned channel
         else:
             LOG.warning("unexpected %s on channel %d ignored", name, self.channel_id)
 
@@ -331,13 +335,18 @@ class Channel:
             err = conn._send_locked(data)
         if err is not None:
             conn._send_failed(err)
-        if waiter is not None and "channel.close-ok" in waiter.expect:
-            waiter.event.set()  # our close crossed the broker's: closed either way
+        crossing = waiter is not None and "channel.close-ok" in waiter.expect
+        if crossing:
+            # Our close crossed the broker's: closed either way, but the
+            # broker still answers our close; the id waits for that close-ok.
+            assert waiter is not None
+            waiter.event.set()
         elif exc.reply_code != spec.REPLY_SUCCESS:
             LOG.warning("channel %d of %s closed by broker: %s", self.channel_id, conn.params.address, exc)
         if not already:
             self._shutdown(exc)
-        conn._release_channel(self)
+        if not crossing and not already:
+            conn._release_channel(self)
 
     def _on_broker_cancel(self, args: dict[str, Any]) -> None:
         tag = args.get("consumer_tag", "")

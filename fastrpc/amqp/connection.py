@@ -53,6 +53,7 @@ CAPABILITIES = {
 }
 
 CloseCallback = Callable[["Connection", BaseException], None]
+BlockedCallback = Callable[["Connection", bool, str], None]
 
 _Delivery = spec.Delivery
 _Method = spec.Method
@@ -63,8 +64,8 @@ def fresh_error(exc: BaseException) -> BaseException:
     """A new instance equal to ``exc``, so one failure can be raised in many
     threads without them sharing (and rewriting) one traceback."""
     try:
-        rebuild, args = exc.__reduce__()[:2]  # type: ignore[misc]
-        new = rebuild(*args)
+        reduced: Any = exc.__reduce__()
+        new = reduced[0](*reduced[1])
     except Exception:
         return exc
     if isinstance(new, BaseException):
@@ -92,6 +93,8 @@ class Connection:
         self.channel_max: int = self.params.channel_max
         self.heartbeat: int = 0
         self.on_close: list[CloseCallback] = []
+        # called in the reader thread with (connection, blocked, reason)
+        self.on_blocked: list[BlockedCallback] = []
         self.blocked = False
         self.blocked_reason = ""
 
@@ -474,6 +477,12 @@ class Connection:
             LOG.info("broker %s unblocked publishing", self.params.address)
         else:
             LOG.warning("unexpected %s from %s ignored", name, self.params.address)
+            return
+        for callback in list(self.on_blocked):
+            try:
+                callback(self, self.blocked, self.blocked_reason)
+            except Exception:
+                LOG.exception("on_blocked callback failed")
 
     def wait_unblocked(self, timeout: float) -> bool:
         """Wait until the broker lifts connection.blocked (or the connection dies)."""

@@ -51,11 +51,18 @@ class PlainTransport:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.send_lock = threading.Lock()
+        # One receive buffer reused for every recv: the FrameReader copies
+        # what it keeps, so nothing is allocated per read.
+        self._rbuf = bytearray(RECV_SIZE)
+        self._rview = memoryview(self._rbuf)
 
-    def recv(self) -> bytes | None:
-        """Block for the next bytes; None on orderly EOF."""
-        data = self.sock.recv(RECV_SIZE)
-        return data or None
+    def recv(self) -> bytes | memoryview | None:
+        """Block for the next bytes; None on orderly EOF.
+
+        The returned view is valid only until the next call (reader thread only).
+        """
+        n = self.sock.recv_into(self._rbuf)
+        return self._rview[:n] if n else None
 
     def sendall(self, data: bytes) -> None:
         # caller holds send_lock
@@ -114,7 +121,7 @@ class TlsTransport(PlainTransport):
         if out:
             self.sock.sendall(out)
 
-    def recv(self) -> bytes | None:
+    def recv(self) -> bytes | memoryview | None:
         """Next decrypted bytes; b"" if only part of a record arrived; None on EOF."""
         data = self.sock.recv(RECV_SIZE)
         if not data:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import random
 import threading
 import time
 import uuid
@@ -91,6 +92,20 @@ def _declare_queue(ch: Any, q: QueueSpec) -> None:
                      arguments=q.arguments)
 
 
+class Backoff:
+    """Exponential reconnect delays with jitter (no synchronized storms)."""
+
+    def __init__(self, conf: Any) -> None:
+        self.delay = float(getattr(conf, "rabbit_retry_interval", 1) or 1)
+        self.step = float(getattr(conf, "rabbit_retry_backoff", 2) or 0)
+        self.limit = float(getattr(conf, "rabbit_interval_max", 30) or 30)
+
+    def next(self) -> float:
+        delay = min(self.delay, self.limit)
+        self.delay = min(self.delay + self.step, self.limit) if self.step else self.delay * 2
+        return delay * random.uniform(0.5, 1.0)
+
+
 class _Waiter:
     """Replies for one call; filled by the reader thread, read by the caller."""
 
@@ -104,11 +119,14 @@ class AmqpIncomingMessage(IncomingMessage):
     """A request taken from a queue (already acked, as oslo does)."""
 
     def __init__(self, driver: AmqpDriver, ctxt: dict, message: dict, msg_id: str | None,
-                 reply_q: str | None, binary: bool) -> None:
+                 reply_q: str | None, binary: bool, client_timeout: float | None = None) -> None:
         super().__init__(ctxt, message, msg_id)
         self._driver = driver
         self.reply_q = reply_q
         self.binary = binary
+        # The caller's call-monitor timeout: the dispatcher sends heartbeats
+        # more often than this while the call runs.
+        self.client_timeout = client_timeout
 
     def acknowledge(self) -> None:
         # Acked when it was taken from the queue (at most once, like oslo).
@@ -133,41 +151,88 @@ class AmqpIncomingMessage(IncomingMessage):
 
 
 class AmqpListener(Listener):
-    """Consumes the three queues of one RPC target on its own connection."""
+    """Consumes the three queues of one RPC target on its own connection.
+
+    When the connection dies the listener reconnects in the background (with
+    jittered exponential backoff) and declares and consumes the same queues
+    again; deliveries from the dead channel are dropped unacked, the broker
+    has already requeued them.
+    """
 
     def __init__(self, driver: AmqpDriver, target: Any) -> None:
         self._driver = driver
         self._incoming: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._stopped = threading.Event()
+        self._lock = threading.Lock()
         self.bad_messages = 0
         self.duplicates = 0
+        self.reconnects = 0
         topo = driver.topology
-        exchange = topo.exchange_name(target.exchange, driver.default_exchange)
-        self._conn = open_connection(driver.params)
+        self._target = target
+        self._exchange = topo.exchange_name(target.exchange, driver.default_exchange)
+        self.fanout_queue = topo.fanout_queue(target.topic).name
+        self.queues = [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server),
+                       self.fanout_queue]
+        self._gen = 0
+        self._conn: Connection | None = None
+        self._channel: Any = None
+        self._tags: list[str] = []
+        self._connect()
+
+    def _connect(self) -> None:
+        topo = self._driver.topology
+        target = self._target
+        conn = open_connection(self._driver.params)
         try:
-            ch = self._channel = self._conn.channel()
+            ch = conn.channel()
             if topo.prefetch_count > 0:
                 ch.basic_qos(prefetch_count=topo.prefetch_count)
-            _declare_exchange(ch, topo.topic_exchange(exchange))
-            queues = []
+            _declare_exchange(ch, topo.topic_exchange(self._exchange))
             for server in (None, target.server):
                 q = topo.topic_queue(target.topic, server)
                 _declare_queue(ch, q)
-                ch.queue_bind(q.name, exchange, q.name)
-                queues.append(q.name)
+                ch.queue_bind(q.name, self._exchange, q.name)
             fanout_ex = topo.fanout_exchange(target.topic)
             _declare_exchange(ch, fanout_ex)
             fq = topo.fanout_queue(target.topic)
-            _declare_queue(ch, fq)
-            ch.queue_bind(fq.name, fanout_ex.name, target.topic)
-            queues.append(fq.name)
-            self.fanout_queue = fq.name
-            self.queues = queues
-            self._tags = [ch.basic_consume(name, self._incoming.put) for name in queues]
+            _declare_queue(ch, QueueSpec(self.fanout_queue, fq.durable, fq.auto_delete, fq.arguments))
+            ch.queue_bind(self.fanout_queue, fanout_ex.name, target.topic)
+            gen = self._gen + 1
+            put = self._incoming.put
+
+            def on_message(delivery: spec.Delivery, gen: int = gen) -> None:
+                put((gen, delivery))
+
+            with self._lock:
+                self._gen = gen
+                self._conn, self._channel = conn, ch
+                if gen > 1:
+                    self.reconnects += 1
+            self._tags = [ch.basic_consume(name, on_message) for name in self.queues]
+            conn.on_close.append(self._on_connection_closed)
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
+
+    def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
+        if self._stopped.is_set() or conn is not self._conn:
+            return
+        LOG.warning("Listener for topic %s lost its connection: %s; reconnecting", self._target.topic, exc)
+        threading.Thread(target=self._reconnect, name="fastrpc-listener-reconnect", daemon=True).start()
+
+    def _reconnect(self) -> None:
+        backoff = Backoff(self._driver.conf)
+        while not self._stopped.is_set():
+            try:
+                self._connect()
+            except (amqp_exc.AMQPError, OSError) as exc:
+                delay = backoff.next()
+                LOG.warning("Listener reconnect failed: %s; next attempt in %.1fs", exc, delay)
+                self._stopped.wait(delay)
+                continue
+            LOG.info("Listener for topic %s reconnected", self._target.topic)
+            return
 
     # -- polling -------------------------------------------------------------
 
@@ -200,7 +265,10 @@ class AmqpListener(Listener):
                 break
         return result
 
-    def _take(self, delivery: spec.Delivery) -> AmqpIncomingMessage | None:
+    def _take(self, item: tuple[int, spec.Delivery]) -> AmqpIncomingMessage | None:
+        gen, delivery = item
+        if gen != self._gen:
+            return None  # from a dead channel: the broker requeued it
         ch = self._channel
         props = delivery.properties
         try:
@@ -209,11 +277,19 @@ class AmqpListener(Listener):
             self.bad_messages += 1
             LOG.warning("Rejected malformed request from queue %s (exchange %r, routing key %r): %s",
                         delivery.routing_key, delivery.exchange, delivery.routing_key, exc.reason)
-            ch.basic_reject(delivery.delivery_tag, requeue=False)
+            try:
+                ch.basic_reject(delivery.delivery_tag, requeue=False)
+            except amqp_exc.AMQPError as err:
+                LOG.debug("basic.reject failed: %s", err)
             if exc.msg_id and exc.reply_q:
                 self._driver._send_error_reply(exc)
             return None
-        ch.basic_ack(delivery.delivery_tag)
+        try:
+            ch.basic_ack(delivery.delivery_tag)
+        except amqp_exc.AMQPError as err:
+            # Not acked means the broker will deliver it again: do not run it twice.
+            LOG.warning("Discarding request after a failed acknowledge: %s", err)
+            return None
         uid = req.unique_id
         if uid is not None:
             if uid in self._seen:
@@ -223,7 +299,12 @@ class AmqpListener(Listener):
             self._seen[uid] = None
             if len(self._seen) > DEDUP_WINDOW:
                 self._seen.popitem(last=False)
-        return AmqpIncomingMessage(self._driver, req.ctxt, req.message, req.msg_id, req.reply_q, req.binary)
+        ctxt = req.ctxt
+        # oslo's servers hand endpoints the context with this key added; do
+        # the same so an endpoint sees one context whichever server runs it.
+        ctxt["client_timeout"] = req.timeout
+        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
+                                   req.timeout)
 
     # -- shutdown ------------------------------------------------------------
 
@@ -232,7 +313,7 @@ class AmqpListener(Listener):
             return
         self._stopped.set()
         self._incoming.put(_STOP)
-        if self._conn.is_open:
+        if self._conn is not None and self._conn.is_open:
             for tag in self._tags:
                 try:
                     self._channel.basic_cancel(tag)
@@ -241,14 +322,15 @@ class AmqpListener(Listener):
 
     def cleanup(self) -> None:
         self.stop()
-        if self._conn.is_open:
+        if self._conn is not None and self._conn.is_open:
             try:
                 # Our uniquely named fanout queue has no other user: do not
                 # leave it collecting broadcasts until x-expires.
                 self._channel.queue_delete(self.fanout_queue)
             except amqp_exc.AMQPError as exc:
                 LOG.debug("fanout queue delete failed: %s", exc)
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
         self._driver._forget_listener(self)
 
 
@@ -257,8 +339,8 @@ class AmqpDriver(BaseDriver):
 
     def __init__(self, conf: Any, url: Any, default_exchange: str | None = None,
                  allowed_remote_exmods: list[str] | None = None) -> None:
-        super().__init__(conf, url, default_exchange or getattr(conf, "control_exchange", "openstack"),
-                         list(allowed_remote_exmods or []))
+        exchange = default_exchange or str(getattr(conf, "control_exchange", None) or "openstack")
+        super().__init__(conf, url, exchange, list(allowed_remote_exmods or []))
         self.topology = Topology(conf)
         self.params = connection_params(conf, url)
         serialization = str(getattr(conf, "serialization", "json") or "json").lower()
@@ -272,6 +354,8 @@ class AmqpDriver(BaseDriver):
         self._decl_ch: Any = None
         self._declared: set[str] = set()
         self._reply_q: str | None = None
+        self._reply_consuming = False
+        self._closed = False
         self._waiters: dict[str, _Waiter] = {}
         self._listeners: list[AmqpListener] = []
         self.late_replies = 0  # replies that arrived after their caller gave up
@@ -284,14 +368,34 @@ class AmqpDriver(BaseDriver):
             conn = self._conn
             if conn is not None and conn.is_open:
                 return conn
-            # A previous connection died: everything bound to it is gone.
+            if self._closed:
+                raise MessageDeliveryFailure("the transport was cleaned up")
+            # A previous connection died: its channels and consumer are gone,
+            # but the reply queue outlives it (x-expires), so keep its name.
             self._declared.clear()
             self._pub_ch = self._decl_ch = None
-            if self._reply_q is not None:
-                self._reply_q = None
-                self._fail_waiters("connection to the broker was lost")
+            self._reply_consuming = False
             conn = self._conn = open_connection(self.params)
+            conn.on_close.append(self._on_connection_closed)
             return conn
+
+    def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
+        if self._closed or conn is not self._conn or not self._waiters:
+            return
+        # Calls are waiting: get their reply queue consumed again soon.
+        threading.Thread(target=self._recover, name="fastrpc-sender-reconnect", daemon=True).start()
+
+    def _recover(self) -> None:
+        backoff = Backoff(self.conf)
+        while self._waiters and not self._closed:
+            try:
+                self._ensure_reply_queue()
+                LOG.info("Reconnected; reply queue %s consumed again", self._reply_q)
+                return
+            except (amqp_exc.AMQPError, OSError) as exc:
+                delay = backoff.next()
+                LOG.warning("Reconnect failed: %s; next attempt in %.1fs", exc, delay)
+                time.sleep(delay)
 
     def _channels(self) -> tuple[Any, Any]:
         with self._lock:
@@ -320,18 +424,17 @@ class AmqpDriver(BaseDriver):
     def _ensure_reply_queue(self) -> str:
         with self._lock:
             self._connection()
-            if self._reply_q is not None:
+            if self._reply_q is not None and self._reply_consuming:
                 return self._reply_q
             _pub, decl = self._channels()
             q = self.topology.reply_queue()
+            if self._reply_q is not None:
+                q = QueueSpec(self._reply_q, q.durable, q.auto_delete, q.arguments)
             _declare_queue(decl, q)
             decl.basic_consume(q.name, self._on_reply, no_ack=True)
             self._reply_q = q.name
+            self._reply_consuming = True
             return q.name
-
-    def _fail_waiters(self, reason: str) -> None:
-        for waiter in list(self._waiters.values()):
-            waiter.replies.put(Reply("", None, None, None, True)._replace(failure=reason))
 
     # -- sending -------------------------------------------------------------
 
@@ -349,22 +452,53 @@ class AmqpDriver(BaseDriver):
         unique_id = uuid.uuid4().hex
         if not wait_for_reply:
             body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
-            pub = self._ensure_exchange(ex)
-            pub.basic_publish(ex.name, routing_key, body, publish_properties(ctype))
+            self._publish(ex, routing_key, body, publish_properties(ctype), retry, None)
             return None
 
-        reply_q = self._ensure_reply_queue()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        reply_q = self._with_retry(self._ensure_reply_queue, retry, deadline)
         msg_id = uuid.uuid4().hex
         body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
                                        self.binary)
         waiter = _Waiter()
         self._waiters[msg_id] = waiter
         try:
-            pub = self._ensure_exchange(ex)
-            pub.basic_publish(ex.name, routing_key, body, publish_properties(ctype, timeout))
+            self._publish(ex, routing_key, body, publish_properties(ctype, timeout), retry, deadline)
             return self._wait(waiter, msg_id, reply_q, timeout, call_monitor_timeout)
         finally:
             self._waiters.pop(msg_id, None)
+
+    def _publish(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+                 retry: int | None, deadline: float | None) -> None:
+        def attempt() -> None:
+            self._ensure_exchange(ex).basic_publish(ex.name, routing_key, body, props)
+
+        self._with_retry(attempt, retry, deadline)
+
+    def _with_retry(self, func: Any, retry: int | None, deadline: float | None) -> Any:
+        """Run ``func``, reconnecting after connection errors.
+
+        ``retry`` None retries until ``deadline`` (forever for casts, as oslo
+        does), 0 never retries, N retries N times.
+        """
+        backoff = Backoff(self.conf)
+        attempts = 0
+        while True:
+            try:
+                return func()
+            except (amqp_exc.ConnectionLost, amqp_exc.ConnectionRefused, amqp_exc.ConnectionClosed,
+                    amqp_exc.ChannelClosed, OSError) as exc:
+                if isinstance(exc, amqp_exc.ChannelClosed) and exc.reply_code not in (
+                        spec.CONNECTION_FORCED, spec.INTERNAL_ERROR):
+                    raise  # a refused declare or publish: retrying cannot help
+                attempts += 1
+                if retry is not None and attempts > retry:
+                    raise MessageDeliveryFailure(f"cannot reach the broker: {exc}") from exc
+                delay = backoff.next()
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    raise MessagingTimeout(f"broker unreachable until the call timed out: {exc}") from exc
+                LOG.warning("Broker connection problem (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
 
     def _wait(self, waiter: _Waiter, msg_id: str, reply_q: str, timeout: float | None,
               call_monitor_timeout: float | None) -> Any:
@@ -378,8 +512,6 @@ class AmqpDriver(BaseDriver):
                 reply = waiter.replies.get(timeout=wait)
             except queue.Empty:
                 raise MessagingTimeout(f"Timed out waiting for a reply to message ID {msg_id}") from None
-            if not reply.msg_id:
-                raise MessageDeliveryFailure(f"no reply to message ID {msg_id}: {reply.failure}")
             if not reply.ending:
                 if call_monitor_timeout:
                     monitor = time.monotonic() + call_monitor_timeout
@@ -438,6 +570,7 @@ class AmqpDriver(BaseDriver):
                 self._listeners.remove(listener)
 
     def cleanup(self) -> None:
+        self._closed = True
         for listener in list(self._listeners):
             listener.cleanup()
         with self._lock:

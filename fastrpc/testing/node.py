@@ -66,6 +66,16 @@ def _process_group_members(pgid: int) -> list[tuple[int, str]]:
     return members
 
 
+def _process_state(pid: int) -> str:
+    """Single-letter state of `pid` from /proc ("T" = stopped by a signal); "" if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return ""
+    return stat[stat.rindex(")") + 2 :].split()[0]
+
+
 class RabbitNode:
     """One RabbitMQ node in a private directory with private loopback ports.
 
@@ -281,15 +291,30 @@ class RabbitNode:
                 return pid
         raise RabbitNodeError(f"no beam.smp process found for {self.nodename}")
 
-    def pause(self) -> None:
-        """Freeze the Erlang VM (SIGSTOP): sockets stay open but nothing answers."""
-        os.kill(self.beam_pid(), signal.SIGSTOP)
-        self._paused = True
+    def pause(self, timeout: float = 10.0) -> None:
+        """Freeze the Erlang VM (SIGSTOP): sockets stay open but nothing answers.
 
-    def resume(self) -> None:
+        Returns once the kernel reports the process stopped (signals are delivered
+        asynchronously).
+        """
+        pid = self.beam_pid()
+        os.kill(pid, signal.SIGSTOP)
+        self._paused = True
+        self._wait_state(pid, stopped=True, timeout=timeout)
+
+    def resume(self, timeout: float = 10.0) -> None:
         """Undo :meth:`pause` (SIGCONT)."""
-        os.kill(self.beam_pid(), signal.SIGCONT)
+        pid = self.beam_pid()
+        os.kill(pid, signal.SIGCONT)
         self._paused = False
+        self._wait_state(pid, stopped=False, timeout=timeout)
+
+    def _wait_state(self, pid: int, stopped: bool, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while (_process_state(pid) in ("T", "t")) != stopped:
+            if time.monotonic() >= deadline:
+                raise RabbitNodeError(f"{self.nodename} (pid {pid}) did not {'stop' if stopped else 'continue'}")
+            time.sleep(0.01)
 
     def halt(self, graceful: bool = True, timeout: float = 30.0) -> None:
         """Stop the Erlang node but keep its directory, ports and data.

@@ -1,0 +1,118 @@
+# Two commands on a fresh Debian machine:  make test   /   make demo
+# (make bench runs the benchmarks, make lint the linters, make clean the cleanup.)
+# Every step is idempotent; stamp files inside .venv keep repeated runs quick.
+
+PYTHON  ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMPS  := $(VENV)/.fastrpc
+APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl
+
+EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h)
+NOEXT_TESTS := $(wildcard tests/test_codec*.py tests/test_connection*.py)
+C_BENCH     := bench/c_client/amqp_bench
+
+.PHONY: all setup system-deps test demo bench lint clean distclean
+
+all: test
+
+# --- system packages -------------------------------------------------------
+# Checks are cheap, so they run every time instead of being stamped: a package
+# removed later is noticed.
+system-deps:
+	@missing=""; \
+	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
+	[ -f /usr/include/amqp.h ] || missing="$$missing librabbitmq-dev"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ ! -x $(VPY) ]; then \
+	  $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	fi; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
+	inc=$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null); \
+	[ -n "$$inc" ] && [ -f "$$inc/Python.h" ] || missing="$$missing python3-dev"; \
+	if [ -n "$$missing" ]; then \
+	  pkgs="$(APT_PKGS_BASE)$$missing"; \
+	  pkgs=$$(echo $$pkgs | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	  cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkgs"; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing system packages:$$missing"; \
+	    sh -c "$$cmd" || exit 1; \
+	  else \
+	    echo "Missing system packages:$$missing"; \
+	    echo "Run as root:  $$cmd"; \
+	    exit 1; \
+	  fi; \
+	fi
+	@# The packaged broker service may be running; ours uses its own ports and
+	@# its own epmd, so it does not get in the way and is left alone.
+
+# --- virtualenv and package --------------------------------------------------
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Build tools first, then the package with its test/dev extras. No build
+# isolation: the venv's own Cython/setuptools build the extension, which also
+# works offline from a local wheel cache.
+$(STAMPS)/installed: pyproject.toml setup.py | $(VPY)
+	@mkdir -p $(STAMPS)
+	$(VPY) -m pip install -q --upgrade pip 'setuptools>=68' wheel 'Cython>=3.0,<3.3'
+	$(VPY) -m pip install -q --no-build-isolation -e '.[test,dev]'
+	@touch $@ $(STAMPS)/ext
+
+# Rebuild the compiled modules in place when their sources change.
+$(STAMPS)/ext: $(EXT_SOURCES) setup.py $(STAMPS)/installed
+	$(VPY) setup.py -q build_ext --inplace
+	@touch $@
+
+setup: system-deps $(STAMPS)/installed $(STAMPS)/ext
+
+# --- test --------------------------------------------------------------------
+# Every step runs even if an earlier one failed, so one run shows all problems;
+# the target fails if any did. pytest's exit status 5 (nothing collected) is a
+# failure like any other non-zero status.
+test: setup
+	@failed=""; \
+	run() { name=$$1; shift; echo "==> $$name"; "$$@" || failed="$$failed $$name"; }; \
+	run "pytest (compiled)" $(VPY) -m pytest tests -q; \
+	if [ -n "$(NOEXT_TESTS)" ]; then \
+	  run "pytest (pure Python)" env FASTRPC_NO_EXTENSIONS=1 $(VPY) -m pytest -q $(NOEXT_TESTS); \
+	else \
+	  echo "==> pytest (pure Python): no tests/test_codec*.py or tests/test_connection*.py found"; \
+	  failed="$$failed pytest-pure-python"; \
+	fi; \
+	run "ruff" $(VENV)/bin/ruff check fastrpc; \
+	run "mypy" $(VENV)/bin/mypy fastrpc; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi; \
+	echo "All checks passed."
+
+# --- demo --------------------------------------------------------------------
+demo: setup
+	$(VPY) -m fastrpc.demo
+
+# --- benchmarks ----------------------------------------------------------------
+$(C_BENCH): $(C_BENCH).c
+	cc -O2 -Wall -o $@ $< -lrabbitmq
+
+bench: setup
+	@set -e; \
+	if [ -f $(C_BENCH).c ]; then $(MAKE) --no-print-directory $(C_BENCH); fi; \
+	if [ -f bench/bench_codec.py ]; then $(VPY) -m pytest bench/bench_codec.py --benchmark-only -q; fi; \
+	if [ -f bench/raw_throughput.py ]; then $(VPY) bench/raw_throughput.py; fi; \
+	if [ -f bench/rpc_scenarios.py ]; then $(VPY) bench/rpc_scenarios.py; fi
+
+# --- lint ----------------------------------------------------------------------
+lint: setup
+	@failed=""; \
+	$(VENV)/bin/ruff check fastrpc tests $(wildcard bench) || failed="$$failed ruff"; \
+	$(VENV)/bin/mypy fastrpc || failed="$$failed mypy"; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi
+
+# --- clean ---------------------------------------------------------------------
+clean:
+	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -f fastrpc/_ext/*.so $(patsubst %.pyx,%.c,$(wildcard ext/*.pyx)) $(C_BENCH)
+	rm -rf $(STAMPS)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,151 @@
+"""Heartbeats, a frozen broker and memory alarms, on a private node.
+
+These tests freeze (SIGSTOP) or alarm the broker, so they use their own node
+instead of the shared ``broker`` fixture.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fastrpc.amqp import spec
+from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.exceptions import ConnectionLost, HeartbeatTimeout, OperationTimeout, PublishBlocked
+from fastrpc.testing.node import RabbitNode
+
+WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[RabbitNode]:
+    n = RabbitNode()
+    try:
+        yield n
+    finally:
+        n.stop()
+
+
+def test_silent_broker_detected_by_heartbeat(node: RabbitNode) -> None:
+    interval = 2
+    c = Connection(node.url, heartbeat=interval)
+    c.connect()
+    assert c.heartbeat == interval
+    ch = c.channel()
+    qname = ch.queue_declare("", exclusive=True)[0]
+    ch.confirm_select()
+    closed: queue.Queue[tuple[float, BaseException]] = queue.Queue()
+    c.on_close.append(lambda conn, exc: closed.put((time.monotonic(), exc)))
+    node.pause()
+    try:
+        paused_at = time.monotonic()
+        # The reader idles in recv since it handled the broker's last bytes
+        # (None: it is handling some right now).
+        idle_since = c._recv_since or time.monotonic()
+        future = ch.basic_publish("", qname, b"never confirmed")
+        waiting: queue.Queue[BaseException | None] = queue.Queue()
+
+        def sync_call() -> None:
+            try:
+                ch.queue_declare("", exclusive=True, timeout=120)
+                waiting.put(None)
+            except BaseException as exc:
+                waiting.put(exc)
+
+        threading.Thread(target=sync_call, daemon=True).start()
+        died_at, exc = closed.get(timeout=2 * interval + WAIT)
+        assert isinstance(exc, HeartbeatTimeout)
+        assert isinstance(exc, ConnectionLost)
+        # Never before two intervals of silence; soon after (check period
+        # plus scheduling margin).
+        assert died_at - idle_since >= 2 * interval
+        assert died_at - paused_at <= 2 * interval + 2.5
+        sync_exc = waiting.get(timeout=2)
+        assert isinstance(sync_exc, HeartbeatTimeout)
+        assert future is not None and isinstance(future.exception(timeout=2), HeartbeatTimeout)
+        assert not c.is_open
+        with pytest.raises(HeartbeatTimeout):
+            ch.basic_publish("", qname, b"x")
+    finally:
+        node.resume()
+    c.close()
+    # The broker recovers and serves new connections.
+    with Connection(node.url) as again:
+        assert again.channel().queue_declare("", exclusive=True)[0]
+
+
+def test_slow_consumer_is_not_a_dead_broker(node: RabbitNode) -> None:
+    """A callback that blocks the reader for 3 heartbeat intervals: our
+    heartbeats keep flowing (the broker does not drop us) and the broker's
+    queued heartbeats are not counted as silence."""
+    with Connection(node.url, heartbeat=1) as c:
+        assert c.heartbeat == 1
+        ch = c.channel()
+        qname = ch.queue_declare("", exclusive=True)[0]
+        done = threading.Event()
+
+        def slow(delivery: spec.Delivery) -> None:
+            time.sleep(3.0)  # simulated slow work, not synchronisation
+            done.set()
+
+        ch.basic_consume(qname, slow, no_ack=True)
+        ch.basic_publish("", qname, b"slow")
+        assert done.wait(WAIT)
+        assert c.is_open
+        # Still fully usable after the stall.
+        assert ch.queue_declare(qname, passive=True)[0] == qname
+        assert c.is_open
+
+
+def test_idle_connection_kept_alive_by_heartbeats(node: RabbitNode) -> None:
+    with Connection(node.url, heartbeat=1) as c:
+        closed = threading.Event()
+        c.on_close.append(lambda conn, exc: closed.set())
+        # The broker drops clients silent for 2 intervals; wait 4.
+        assert not closed.wait(4.0)
+        assert c.is_open
+        assert c.channel().queue_declare("", exclusive=True)[0]
+
+
+def test_operation_timeout_on_frozen_broker(node: RabbitNode) -> None:
+    with Connection(node.url, heartbeat=60) as c:
+        ch = c.channel()
+        node.pause()
+        try:
+            started = time.monotonic()
+            with pytest.raises(OperationTimeout):
+                ch.queue_declare("", exclusive=True, timeout=0.5)
+            assert time.monotonic() - started < 5
+            assert not ch.is_open
+        finally:
+            node.resume()
+        assert c.channel().queue_declare("", exclusive=True)[0]
+
+
+def test_memory_alarm_blocks_publishers(node: RabbitNode) -> None:
+    with Connection(node.url, blocked_timeout=1.0) as c:
+        ch = c.channel()
+        qname = ch.queue_declare("", exclusive=True)[0]
+        states: queue.Queue[bool] = queue.Queue()
+        c.on_blocked.append(lambda conn, blocked, reason: states.put(blocked))
+        node.set_memory_watermark(0.00001)
+        try:
+            # RabbitMQ blocks a connection once it publishes during the alarm.
+            ch.basic_publish("", qname, b"triggers the block")
+            assert states.get(timeout=WAIT) is True
+            assert c.blocked
+            started = time.monotonic()
+            with pytest.raises(PublishBlocked):
+                ch.basic_publish("", qname, b"refused")
+            assert time.monotonic() - started >= 0.9
+        finally:
+            node.set_memory_watermark(0.4)
+        assert states.get(timeout=WAIT) is False
+        assert not c.blocked
+        ch.basic_publish("", qname, b"after")
+        got = [ch.basic_get(qname, no_ack=True) for _ in range(2)]
+        assert [g.body for g in got if g is not None] == [b"triggers the block", b"after"]
