@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, annotation_typing=False
 """Compiled AMQP 0-9-1 frame codec: the same contract as ``fastrpc.amqp.codec_py``.
 
 ``FrameReader`` keeps one growable byte buffer with a read and a write offset;

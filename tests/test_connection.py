@@ -292,7 +292,14 @@ def test_channel_closed_by_broker(conn: Any) -> None:
     assert ch2.queue_declare(qname, passive=True)[0] == qname
 
 
-def test_channel_ids_reused_and_bounded(conn: Any) -> None:
+def _broker_channel_count(broker: Any, connection_name: str) -> int:
+    listing = broker.ctl("list_connections", "channels", "client_properties")
+    lines = [line for line in listing.splitlines() if connection_name in line]
+    assert len(lines) == 1, listing
+    return int(lines[0].split()[0])
+
+
+def test_channel_ids_reused_and_bounded(broker: Any, conn: Any) -> None:
     keep = conn.channel()
     seen = set()
     for _ in range(200):
@@ -312,6 +319,8 @@ def test_channel_ids_reused_and_bounded(conn: Any) -> None:
     assert conn.channel_count == 1
     assert conn.channel().channel_id == 2
     assert keep.is_open
+    # The broker agrees: no channel left behind by the cycles.
+    assert _broker_channel_count(broker, conn.params.connection_name) == 2
 
 
 def test_channel_max_honoured(broker: Any) -> None:

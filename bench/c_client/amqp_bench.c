@@ -311,7 +311,9 @@ static int cmd_rpc_call(const char *host, int port, const char *queue, long n, l
   amqp_basic_consume(conn, CHANNEL, reply_q, amqp_empty_bytes, 0, 1, 1, amqp_empty_table);
   check_reply(amqp_get_rpc_reply(conn), "basic.consume");
 
-  double *lat = malloc(sizeof(double) * (size_t)(n ? n : 1));
+  /* Grown on demand: with MAX_SECONDS, N is only an upper bound. */
+  size_t cap = 4096;
+  double *lat = malloc(sizeof(double) * cap);
   if (!lat) fail(EXIT_PROTOCOL, "latencies", "out of memory");
   amqp_bytes_t body = make_payload((size_t)size);
   amqp_bytes_t exchange = amqp_cstring_bytes("");
@@ -340,6 +342,12 @@ static int cmd_rpc_call(const char *host, int port, const char *queue, long n, l
       if (match) break; /* anything else is a stale reply: drop it */
     }
     double c1 = now_seconds();
+    if ((size_t)done == cap) {
+      cap *= 2;
+      double *grown = realloc(lat, sizeof(double) * cap);
+      if (!grown) fail(EXIT_PROTOCOL, "latencies", "out of memory");
+      lat = grown;
+    }
     lat[done++] = c1 - c0;
     if (max_seconds > 0 && c1 - t0 >= max_seconds) break;
   }

@@ -221,6 +221,11 @@ class Channel:
         """Close the channel (idempotent). Later calls on it raise ChannelClosed."""
         if self._closed is not None:
             return
+        if self._conn.in_reader_thread():
+            # A callback cannot wait for close-ok (only this thread reads it):
+            # close now, give the id back when close-ok arrives.
+            self._close_without_wait()
+            return
         try:
             self._call(
                 "channel.close", ("channel.close-ok",), timeout, reply_code=spec.REPLY_SUCCESS, reply_text="Normal close"
@@ -237,6 +242,19 @@ class Channel:
         if mine:
             self._shutdown(reason)
             self._conn._release_channel(self)
+
+    def _close_without_wait(self) -> None:
+        reason = ChannelClosed(spec.REPLY_SUCCESS, "channel closed by client")
+        conn = self._conn
+        data = self._encode("channel.close", {"reply_code": spec.REPLY_SUCCESS, "reply_text": "Normal close"})
+        with conn._send_lock:
+            if self._closed is not None:
+                return
+            err = conn._send_locked(data)
+            self._closed = reason
+        if err is not None:
+            conn._send_failed(err)
+        self._shutdown(reason)
 
     def __enter__(self) -> Channel:
         return self
@@ -277,7 +295,9 @@ class Channel:
     def _on_delivery(self, delivery: spec.Delivery) -> None:
         callback = self._consumers.get(delivery.consumer_tag)
         if callback is None:
-            LOG.warning("delivery for unknown consumer %r on channel %d", delivery.consumer_tag, self.channel_id)
+            # Normal for deliveries in flight when a consumer was cancelled;
+            # unacked ones return to the queue when the channel closes.
+            LOG.debug("delivery for unknown consumer %r on channel %d", delivery.consumer_tag, self.channel_id)
             return
         try:
             callback(delivery)
@@ -538,7 +558,16 @@ class Channel:
         return tag
 
     def basic_cancel(self, consumer_tag: str, timeout: float | None = None) -> None:
-        """Stop a consumer; deliveries already sent still reach its callback."""
+        """Stop a consumer; deliveries already sent still reach its callback.
+
+        From the reader thread (inside a callback) the cancel is sent without
+        waiting for the broker's reply, and the consumer is removed at once.
+        """
+        if self._conn.in_reader_thread():
+            self._consumers.pop(consumer_tag, None)
+            self._cancel_callbacks.pop(consumer_tag, None)
+            self._send(self._encode("basic.cancel", {"consumer_tag": consumer_tag, "nowait": True}))
+            return
         try:
             self._call("basic.cancel", ("basic.cancel-ok",), timeout, consumer_tag=consumer_tag)
         finally:

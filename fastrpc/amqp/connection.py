@@ -520,8 +520,8 @@ class Connection:
                 if lock.acquire(blocking=False):
                     try:
                         transport.try_send(beat)
-                    except OSError as exc:
-                        err = ConnectionLost(f"heartbeat to {self.params.address} failed: {exc.strerror or exc}")
+                    except (OSError, ValueError) as exc:  # ValueError: socket closed meanwhile
+                        err = ConnectionLost(f"heartbeat to {self.params.address} failed: {exc}")
                         lock.release()
                         self._fail(err)
                         return

@@ -38,6 +38,7 @@ LOG = logging.getLogger(__name__)
 
 envelope = _impl.envelope
 DEDUP_WINDOW = 8192  # request _unique_ids remembered per listener (oslo keeps 16)
+REPLY_RETRIES = 3  # reconnect attempts for one reply before giving up
 _STOP = object()
 
 
@@ -275,8 +276,8 @@ class AmqpListener(Listener):
             req = envelope.decode_request(delivery.body, props.get("content_type"), self._driver.max_body)
         except EnvelopeError as exc:
             self.bad_messages += 1
-            LOG.warning("Rejected malformed request from queue %s (exchange %r, routing key %r): %s",
-                        delivery.routing_key, delivery.exchange, delivery.routing_key, exc.reason)
+            LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
+                        self._target.topic, delivery.exchange, delivery.routing_key, exc.reason)
             try:
                 ch.basic_reject(delivery.delivery_tag, requeue=False)
             except amqp_exc.AMQPError as err:
@@ -352,6 +353,7 @@ class AmqpDriver(BaseDriver):
         self._conn: Connection | None = None
         self._pub_ch: Any = None
         self._decl_ch: Any = None
+        self._reply_ch: Any = None
         self._declared: set[str] = set()
         self._reply_q: str | None = None
         self._reply_consuming = False
@@ -373,7 +375,7 @@ class AmqpDriver(BaseDriver):
             # A previous connection died: its channels and consumer are gone,
             # but the reply queue outlives it (x-expires), so keep its name.
             self._declared.clear()
-            self._pub_ch = self._decl_ch = None
+            self._pub_ch = self._decl_ch = self._reply_ch = None
             self._reply_consuming = False
             conn = self._conn = open_connection(self.params)
             conn.on_close.append(self._on_connection_closed)
@@ -422,16 +424,22 @@ class AmqpDriver(BaseDriver):
         return pub
 
     def _ensure_reply_queue(self) -> str:
+        ch = self._reply_ch
+        if self._reply_q is not None and ch is not None and ch.is_open and self._reply_consuming:
+            return self._reply_q
         with self._lock:
-            self._connection()
-            if self._reply_q is not None and self._reply_consuming:
+            conn = self._connection()
+            ch = self._reply_ch
+            if self._reply_q is not None and ch is not None and ch.is_open and self._reply_consuming:
                 return self._reply_q
-            _pub, decl = self._channels()
+            # Its own channel: a refused declare elsewhere must not take the
+            # reply consumer down with it.
+            ch = self._reply_ch = conn.channel()
             q = self.topology.reply_queue()
             if self._reply_q is not None:
                 q = QueueSpec(self._reply_q, q.durable, q.auto_delete, q.arguments)
-            _declare_queue(decl, q)
-            decl.basic_consume(q.name, self._on_reply, no_ack=True)
+            _declare_queue(ch, q)
+            ch.basic_consume(q.name, self._on_reply, no_ack=True)
             self._reply_q = q.name
             self._reply_consuming = True
             return q.name
@@ -544,16 +552,23 @@ class AmqpDriver(BaseDriver):
     def _send_reply(self, reply_q: str, msg_id: str, result: Any, failure: str | None, ending: bool,
                     binary: bool) -> None:
         body = envelope.encode_reply(msg_id, uuid.uuid4().hex, result, failure, ending, binary)
-        pub, _decl = self._channels()
-        pub.basic_publish("", reply_q, body, publish_properties(envelope.content_type(binary)),
-                          mandatory=self.topology.mandatory_replies)
+        props = publish_properties(envelope.content_type(binary))
+        mandatory = self.topology.mandatory_replies
+
+        def attempt() -> None:
+            pub, _decl = self._channels()
+            pub.basic_publish("", reply_q, body, props, mandatory=mandatory)
+
+        # A few attempts ride out a reconnect; the caller's reply queue
+        # survives it, so the answer is still worth sending.
+        self._with_retry(attempt, REPLY_RETRIES, None)
 
     def _send_error_reply(self, exc: EnvelopeError) -> None:
         assert exc.msg_id is not None and exc.reply_q is not None
         data = serialize_remote_exception(EnvelopeError(f"malformed request rejected: {exc.reason}"))
         try:
             self._send_reply(exc.reply_q, exc.msg_id, None, data, True, exc.binary)
-        except amqp_exc.AMQPError as err:
+        except (amqp_exc.AMQPError, MessageDeliveryFailure) as err:
             LOG.warning("Could not send the error reply for %s: %s", exc.msg_id, err)
 
     # -- listening -----------------------------------------------------------
@@ -575,7 +590,7 @@ class AmqpDriver(BaseDriver):
             listener.cleanup()
         with self._lock:
             conn, self._conn = self._conn, None
-            self._pub_ch = self._decl_ch = None
+            self._pub_ch = self._decl_ch = self._reply_ch = None
             self._reply_q = None
             self._declared.clear()
         if conn is not None:
