@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import queue
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -451,3 +452,50 @@ def test_sync_call_from_reader_thread_refused(conn: Any) -> None:
     ch.basic_publish("", qname, b"x")
     assert isinstance(errors.get(timeout=WAIT), RuntimeError)
     assert ch.is_open and conn.is_open
+
+
+def test_cancel_and_close_from_callback(conn: Any) -> None:
+    ch = conn.channel()
+    qname = ch.queue_declare("", exclusive=True)[0]
+    for i in range(3):
+        ch.basic_publish("", qname, str(i).encode())
+    seen: queue.Queue[bytes] = queue.Queue()
+    outcome: queue.Queue[BaseException | None] = queue.Queue()
+
+    def on_message(delivery: spec.Delivery) -> None:
+        seen.put(delivery.body)
+        try:
+            ch.basic_cancel(delivery.consumer_tag)
+            ch.close()
+            outcome.put(None)
+        except BaseException as exc:
+            outcome.put(exc)
+
+    ch.basic_qos(prefetch_count=1)
+    ch.basic_consume(qname, on_message)
+    assert outcome.get(timeout=WAIT) is None
+    assert seen.get(timeout=WAIT) == b"0"
+    assert not ch.is_open
+    with pytest.raises(ChannelClosed):
+        ch.basic_publish("", qname, b"x")
+    # The unacked delivery went back to the queue; the connection is fine.
+    other = conn.channel()
+    # Requeueing happens in the queue process after the channel is gone; there
+    # is no event for it, so poll the broker (bounded).
+    deadline = time.monotonic() + WAIT
+    while other.queue_declare(qname, passive=True)[1] < 3:
+        assert time.monotonic() < deadline, "unacked delivery never returned to the queue"
+    got = other.basic_get(qname, no_ack=True)
+    assert got is not None and got.body == b"0" and got.args["redelivered"] is True
+    assert seen.empty()
+
+
+def test_no_thread_leak_over_connection_cycles(broker: Any) -> None:
+    threads: list[threading.Thread] = []
+    for _ in range(10):
+        with Connection(broker.url, heartbeat=5) as c:
+            c.channel().queue_declare("", exclusive=True)
+            mine = [t for t in (c._reader_thread, c._heartbeat_thread) if t is not None]
+            assert len(mine) == 2 and all(t.is_alive() for t in mine)
+            threads += mine
+    assert not any(t.is_alive() for t in threads)

@@ -7,7 +7,9 @@
   made is stopped when the test ends. Use it for tests that pause, restart or
   otherwise disturb a broker other tests share.
 
-Nodes start only when a test asks for them.
+Nodes start only when a test asks for them. A shared node that a test paused
+(and, failing, never resumed) is resumed after that test so later tests still
+have a broker.
 """
 
 from __future__ import annotations
@@ -22,28 +24,43 @@ from .external import ExternalBroker
 from .node import RabbitNode
 
 TEST_URL_ENV = "FASTRPC_TEST_URL"
+_SHARED_NODES = pytest.StashKey[list[RabbitNode]]()
+
+
+def _shared_nodes(config: pytest.Config) -> list[RabbitNode]:
+    return config.stash.setdefault(_SHARED_NODES, [])
+
+
+def _session_node(request: pytest.FixtureRequest, **kwargs: Any) -> Iterator[RabbitNode]:
+    node = RabbitNode(**kwargs)
+    shared = _shared_nodes(request.config)
+    shared.append(node)
+    try:
+        yield node
+    finally:
+        shared.remove(node)
+        node.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    for node in _shared_nodes(item.config):
+        if node.paused and node.running:
+            node.resume()
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[RabbitNode | ExternalBroker]:
+def broker(request: pytest.FixtureRequest) -> Iterator[RabbitNode | ExternalBroker]:
     url = os.environ.get(TEST_URL_ENV)
     if url:
         yield ExternalBroker(url)
         return
-    node = RabbitNode()
-    try:
-        yield node
-    finally:
-        node.stop()
+    yield from _session_node(request)
 
 
 @pytest.fixture(scope="session")
-def tls_broker() -> Iterator[RabbitNode]:
-    node = RabbitNode(tls=True)
-    try:
-        yield node
-    finally:
-        node.stop()
+def tls_broker(request: pytest.FixtureRequest) -> Iterator[RabbitNode]:
+    yield from _session_node(request, tls=True)
 
 
 @pytest.fixture
