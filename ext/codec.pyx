@@ -214,6 +214,7 @@ cdef inline int _need(Cursor* c, Py_ssize_t n, str what) except -1:
 # its hash is already computed when it becomes a dict key.
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object s)
+    bint PyUnicode_IS_COMPACT_ASCII(object s)
     void* PyUnicode_DATA(object s)
     Py_ssize_t PyUnicode_GET_LENGTH(object s)
 
@@ -906,12 +907,45 @@ cdef class FrameReader:
 # ---- writer ------------------------------------------------------------------
 
 cdef object _MISSING = object()
+cdef Py_ssize_t _U32_MAX = 0xFFFFFFFF
+
+cdef extern from *:
+    """
+    /* int -> C integer without a Python-level comparison: 1 = fits,
+       0 = out of range, -1 = error set (not an int). */
+    static int fastrpc_as_u64(PyObject* v, unsigned long long* out) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred()) return -1;
+        if (overflow == 0) {
+            if (x < 0) return 0;
+            *out = (unsigned long long)x;
+            return 1;
+        }
+        if (overflow < 0) return 0;
+        *out = PyLong_AsUnsignedLongLong(v);
+        if (*out == (unsigned long long)-1 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+            PyErr_Clear();
+            return 0;
+        }
+        return 1;
+    }
+    static int fastrpc_as_i64(PyObject* v, long long* out) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred()) return -1;
+        if (overflow) return 0;
+        *out = x;
+        return 1;
+    }
+    """
+    int _as_u64 "fastrpc_as_u64" (object v, unsigned long long* out) except -1
+    int _as_i64 "fastrpc_as_i64" (object v, long long* out) except -1
 cdef bytes _HEARTBEAT_FRAME = b"\x08\x00\x00\x00\x00\x00\x00\xce"
 cdef bytes _PROTOCOL_HEADER = _spec.PROTOCOL_HEADER
 cdef object _INT32_MIN = -(2 ** 31)
 cdef object _INT32_MAX = 2 ** 31 - 1
-cdef object _INT64_MIN = -(2 ** 63)
-cdef object _INT64_MAX = 2 ** 63 - 1
 cdef object _UINT64_MAX = 2 ** 64 - 1
 
 
@@ -996,7 +1030,7 @@ cdef class WriteBuffer:
     cdef Py_ssize_t end_frame(self) except -1:
         """Close the open frame; returns its payload size."""
         cdef Py_ssize_t size = self.len - self.frame_start - 7
-        if size > 0xFFFFFFFF:
+        if size > _U32_MAX:
             raise ValueError("frame payload too large")
         _p32(self.buf + self.frame_start + 3, <uint32_t>size)
         self.w8(FRAME_END)
@@ -1022,21 +1056,23 @@ cdef inline int _w_utf8(WriteBuffer wb, object s, bint short, str what) except -
     """str -> utf-8 (shortstr: surrogateescape so decoded names round-trip)."""
     cdef const char* data
     cdef Py_ssize_t n
-    try:
-        data = PyUnicode_AsUTF8AndSize(s, &n)
-        encoded = None
-    except UnicodeEncodeError:
-        if not short:
-            raise
+    encoded = None
+    if PyUnicode_IS_COMPACT_ASCII(s):
+        # ASCII is its own utf-8: copy straight from the str.
+        data = <const char*>PyUnicode_DATA(s)
+        n = PyUnicode_GET_LENGTH(s)
+    elif short:
         encoded = (<str>s).encode("utf-8", "surrogateescape")
         data = PyBytes_AS_STRING(encoded)
         n = len(encoded)
+    else:
+        data = PyUnicode_AsUTF8AndSize(s, &n)
     if short:
         if n > 255:
             raise ValueError("%s: shortstr is %d bytes, the limit is 255" % (what, n))
         wb.w8(<unsigned char>n)
     else:
-        if n > 0xFFFFFFFF:
+        if n > _U32_MAX:
             raise ValueError("%s too long" % what)
         wb.w32(<uint32_t>n)
     wb.wraw(data, n)
@@ -1064,7 +1100,7 @@ cdef int _w_bytes32(WriteBuffer wb, object b) except -1:
     cdef Py_buffer view
     PyObject_GetBuffer(b, &view, PyBUF_SIMPLE)
     try:
-        if view.len > 0xFFFFFFFF:
+        if view.len > _U32_MAX:
             raise ValueError("longstr too long")
         wb.w32(<uint32_t>view.len)
         wb.wraw(view.buf, view.len)
@@ -1164,12 +1200,13 @@ cdef int _w_value(WriteBuffer wb, object v, int depth) except -1:
 
 
 cdef int _w_int(WriteBuffer wb, object v) except -1:
-    if _INT32_MIN <= v <= _INT32_MAX:
-        wb.w8(b'I')
-        return wb.w32(<uint32_t><int32_t>v)
-    if _INT64_MIN <= v <= _INT64_MAX:
+    cdef long long x
+    if _as_i64(v, &x) == 1:
+        if -2147483648 <= x <= 2147483647:
+            wb.w8(b'I')
+            return wb.w32(<uint32_t><int32_t>x)
         wb.w8(b'l')
-        return wb.w64(<uint64_t><int64_t>v)
+        return wb.w64(<uint64_t>x)
     raise ValueError("integer %d does not fit a signed 64-bit table value" % v)
 
 
@@ -1206,7 +1243,7 @@ cdef int _w_array(WriteBuffer wb, object v, int depth) except -1:
     wb.w32(0)
     for item in v:
         _w_value(wb, item, depth + 1)
-    if wb.len - start - 4 > 0xFFFFFFFF:
+    if wb.len - start - 4 > _U32_MAX:
         raise ValueError("array too large")
     _p32(wb.buf + start, <uint32_t>(wb.len - start - 4))
     return 0
@@ -1225,14 +1262,15 @@ cdef int _w_table(WriteBuffer wb, object table, int depth) except -1:
             raise TypeError("table key %r is not a str" % (key,))
         _w_utf8(wb, key, True, "table key")
         _w_value(wb, value, depth)
-    if wb.len - start - 4 > 0xFFFFFFFF:
+    if wb.len - start - 4 > _U32_MAX:
         raise ValueError("table too large")
     _p32(wb.buf + start, <uint32_t>(wb.len - start - 4))
     return 0
 
 
 cdef int _w_uint(WriteBuffer wb, object v, int t, str name) except -1:
-    cdef object limit
+    cdef unsigned long long u
+    cdef unsigned long long limit
     if not isinstance(v, int):
         raise TypeError("%s: needs int, got %s" % (name, type(v).__name__))
     if t == T_OCTET:
@@ -1240,18 +1278,18 @@ cdef int _w_uint(WriteBuffer wb, object v, int t, str name) except -1:
     elif t == T_SHORT:
         limit = 0xFFFF
     elif t == T_LONG:
-        limit = 0xFFFFFFFF
+        limit = (<unsigned long long>1 << 32) - 1
     else:
-        limit = _UINT64_MAX
-    if v < 0 or v > limit:
+        limit = <unsigned long long>(-1)
+    if _as_u64(v, &u) != 1 or u > limit:
         raise ValueError("%s out of range for an AMQP %s" % (name, _spec_type_name(t)))
     if t == T_OCTET:
-        return wb.w8(<unsigned char>v)
+        return wb.w8(<unsigned char>u)
     if t == T_SHORT:
-        return wb.w16(<uint16_t>v)
+        return wb.w16(<uint16_t>u)
     if t == T_LONG:
-        return wb.w32(<uint32_t>v)
-    return wb.w64(<uint64_t>v)
+        return wb.w32(<uint32_t>u)
+    return wb.w64(<uint64_t>u)
 
 
 cdef str _spec_type_name(int t):
@@ -1310,39 +1348,67 @@ cdef int _w_args(WriteBuffer wb, _MethodInfo mi, dict fields) except -1:
     return 0
 
 
+cdef inline int _w_property(WriteBuffer wb, int i, object v) except -1:
+    cdef unsigned char t = _PROP_TYPES[i]
+    if t == T_SHORTSTR:
+        return _w_shortstr(wb, v, <str>_PROP_NAMES[i])
+    if t == T_TABLE:
+        return _w_table(wb, v, 0)
+    if t == T_OCTET:
+        return _w_uint(wb, v, T_OCTET, <str>_PROP_NAMES[i])
+    return wb.w64(_timestamp_seconds(v, <str>_PROP_NAMES[i]))
+
+
 cdef int _w_properties(WriteBuffer wb, object properties) except -1:
+    """Property flags + the properties present (None = absent), in wire order."""
     cdef Py_ssize_t flags_pos
     cdef uint16_t flags = 0
-    cdef int i
-    cdef unsigned char t
+    cdef int i, j, n
+    cdef int last = -1
+    cdef bint in_order = True
+    cdef unsigned char order[32]
     cdef list slots
     if not properties:
         return wb.w16(0)
     if not isinstance(properties, dict):
         raise TypeError("properties must be a dict, not %s" % type(properties).__name__)
-    slots = [None] * NPROPS
+    # Pass 1: reject unknown names before writing anything, note each key's
+    # wire position and whether the dict already lists them in wire order.
+    n = 0
     for key, value in (<dict>properties).items():
         idx = _PROP_INDEX.get(key)
         if idx is None:
             raise ValueError("unknown basic properties: %s" % ", ".join(sorted([
                 str(k) for k in properties if k not in _PROP_INDEX])))
-        slots[<int>idx] = value
+        i = idx
+        order[n] = <unsigned char>i
+        n += 1
+        if value is not None:
+            if i <= last:
+                in_order = False
+            last = i
     flags_pos = wb.len
     wb.w16(0)
-    for i in range(NPROPS):
-        v = slots[i]
-        if v is None:
-            continue
-        flags |= <uint16_t>(1 << (15 - i))
-        t = _PROP_TYPES[i]
-        if t == T_SHORTSTR:
-            _w_shortstr(wb, v, _PROP_NAMES[i])
-        elif t == T_TABLE:
-            _w_table(wb, v, 0)
-        elif t == T_OCTET:
-            _w_uint(wb, v, T_OCTET, _PROP_NAMES[i])
-        else:
-            wb.w64(_timestamp_seconds(v, _PROP_NAMES[i]))
+    if in_order:
+        # Usual case: encode straight from the dict, no reordering.
+        j = 0
+        for value in (<dict>properties).values():
+            i = order[j]
+            j += 1
+            if value is None:
+                continue
+            flags |= <uint16_t>(1 << (15 - i))
+            _w_property(wb, i, value)
+    else:
+        slots = [None] * NPROPS
+        for key, value in (<dict>properties).items():
+            slots[<int>_PROP_INDEX[key]] = value
+        for i in range(NPROPS):
+            v = slots[i]
+            if v is None:
+                continue
+            flags |= <uint16_t>(1 << (15 - i))
+            _w_property(wb, i, v)
     _p16(wb.buf + flags_pos, flags)
     return 0
 
@@ -1436,16 +1502,16 @@ cdef class FrameWriter:
         """basic.publish + content header + body frames, appended in one go."""
         cdef WriteBuffer wb = self._wb
         cdef Py_ssize_t mark = wb.len
-        _check_channel(channel)
+        cdef int ch = _check_channel(channel)
         try:
-            wb.start_frame(FRAME_METHOD, channel)
-            wb.w64(0x003C002800000000)      # basic.publish, ticket 0
-            wb.len -= 2                      # ticket is a short, not a long
+            wb.start_frame(FRAME_METHOD, ch)
+            wb.w32(0x003C0028)              # basic.publish
+            wb.w16(0)                       # ticket
             _w_shortstr(wb, exchange, "exchange")
             _w_shortstr(wb, routing_key, "routing_key")
             wb.w8((1 if mandatory else 0) | (2 if immediate else 0))
             self._end_checked(mark)
-            self._content_frames(channel, properties, body)
+            self._content_frames(ch, properties, body)
         except BaseException:
             wb.truncate(mark)
             raise
@@ -1473,16 +1539,17 @@ cdef class FrameWriter:
     cdef int _tag_method(self, object channel, uint32_t key, object delivery_tag, unsigned char bits) except -1:
         cdef WriteBuffer wb = self._wb
         cdef unsigned char* p
-        _check_channel(channel)
-        if not isinstance(delivery_tag, int) or delivery_tag < 0 or delivery_tag > _UINT64_MAX:
+        cdef unsigned long long tag
+        cdef int ch = _check_channel(channel)
+        if not isinstance(delivery_tag, int) or _as_u64(delivery_tag, &tag) != 1:
             raise ValueError("delivery_tag %r is not in 0..2**64-1" % (delivery_tag,))
         wb.ensure(21)
         p = wb.buf + wb.len
         p[0] = FRAME_METHOD
-        _p16(p + 1, <uint16_t>channel)
+        _p16(p + 1, <uint16_t>ch)
         _p32(p + 3, 13)
         _p32(p + 7, key)
-        _p64(p + 11, <uint64_t>delivery_tag)
+        _p64(p + 11, <uint64_t>tag)
         p[19] = bits
         p[20] = FRAME_END
         wb.len += 21
@@ -1499,6 +1566,8 @@ cdef class FrameWriter:
 
 
 cdef int _check_channel(object channel) except -1:
-    if not isinstance(channel, int) or not 0 <= channel <= 0xFFFF:
+    """Validate a channel number; returns it as a C int."""
+    cdef unsigned long long u
+    if not isinstance(channel, int) or _as_u64(channel, &u) != 1 or u > 0xFFFF:
         raise ValueError("channel %r is not in 0..65535" % (channel,))
-    return 0
+    return <int>u

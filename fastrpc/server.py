@@ -1,10 +1,15 @@
-"""RPC server: a listener thread feeding the dispatcher through an executor.
+"""RPC server: worker threads that poll the listener and dispatch what they take.
 
 Executors:
-- ``blocking``: the listener thread dispatches each message itself, one at a time.
-- ``threading``: a pool of ``executor_thread_pool_size`` workers; the listener
-  only takes a message off the transport when a worker is free, so a busy
-  server leaves work on the broker for its peers (backpressure).
+- ``blocking``: one thread polls and dispatches each message itself, one at a
+  time.
+- ``threading``: up to ``executor_thread_pool_size`` workers, each polling the
+  listener for one message when it is free and dispatching it on the spot. A
+  message goes from the transport straight to the thread that runs it (no
+  poller thread in between), and a busy server leaves work on the broker for
+  its peers (backpressure): nothing is taken while every worker is busy.
+  Workers are started lazily, only when a message arrives while no other
+  worker is waiting, so a server seeing one call at a time runs one or two.
 
 Requests are acknowledged before dispatch (at-most-once, as oslo's rabbit
 driver does), then answered through ``incoming.reply``.
@@ -14,8 +19,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastrpc.dispatcher import RPCAccessPolicyBase, RPCDispatcher
@@ -44,36 +47,6 @@ _POLL_TIMEOUT = 0.5
 _LOG_AFTER = 30.0
 
 
-class _Slots:
-    """Counts free workers; the listener takes messages only for free ones."""
-
-    def __init__(self, size: int) -> None:
-        self._free = size
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def acquire_some(self, most: int, timeout: float) -> int:
-        """Wait up to ``timeout`` for at least one slot; take up to ``most``."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._free > 0 or self._closed, timeout):
-                return 0
-            if self._closed:
-                return 0
-            taken = min(most, self._free)
-            self._free -= taken
-            return taken
-
-    def release(self, count: int = 1) -> None:
-        with self._cond:
-            self._free += count
-            self._cond.notify_all()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
 class RPCServer:
     """Serves the endpoints of one dispatcher on one target."""
 
@@ -91,9 +64,11 @@ class RPCServer:
         self._lock = threading.Lock()
         self._started = False
         self._stopped = threading.Event()
-        self._poller: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._slots: _Slots | None = None
+        # Workers of the current run; guarded by _workers_lock, which also
+        # guards the idle count used to decide when to start another.
+        self._workers: list[threading.Thread] = []
+        self._workers_lock = threading.Lock()
+        self._idle = 0
         self._pool_size = 1
 
     # -- lifecycle -----------------------------------------------------
@@ -104,7 +79,7 @@ class RPCServer:
             if self._started:
                 LOG.warning("The server has already been started. Ignoring the redundant call to start().")
                 return
-            if self._poller is not None:
+            if self._workers:
                 # stop() without wait(): finish the previous run first.
                 self._finish()
             try:
@@ -114,25 +89,19 @@ class RPCServer:
             self.listener = listener
             self._stopped.clear()
             if self.executor_type == "threading":
-                self._pool_size = int(override_pool_size or self.conf.executor_thread_pool_size)
-                self._pool = ThreadPoolExecutor(max_workers=self._pool_size,
-                                                thread_name_prefix="fastrpc-worker")
+                self._pool_size = max(1, int(override_pool_size or self.conf.executor_thread_pool_size))
             else:
                 self._pool_size = 1
-                self._pool = None
-            self._slots = _Slots(self._pool_size)
-            self._poller = threading.Thread(target=self._poll_loop, args=(listener, self._slots),
-                                            name=f"fastrpc-server-{self.target.topic}", daemon=True)
+            self._idle = 0
             self._started = True
-            self._poller.start()
+            with self._workers_lock:
+                self._spawn_locked(listener)
 
     def stop(self) -> None:
         """Stop taking new messages; messages being handled still finish (see wait)."""
         with self._lock:
             self._started = False
             self._stopped.set()
-            if self._slots is not None:
-                self._slots.close()
             if self.listener is not None:
                 self.listener.stop()
 
@@ -150,12 +119,19 @@ class RPCServer:
         """Service reset hook (SIGHUP); nothing to do."""
 
     def _finish(self) -> None:
-        if self._poller is not None:
-            self._poller.join()
-            self._poller = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        # New workers are started only while not stopped, so once stop() was
+        # called this list can only shrink to its final content.
+        while True:
+            with self._workers_lock:
+                workers = list(self._workers)
+            current = threading.current_thread()
+            for worker in workers:
+                if worker is not current:
+                    worker.join()
+            with self._workers_lock:
+                if len(self._workers) == len(workers):
+                    self._workers = []
+                    break
         if self.listener is not None:
             try:
                 self.listener.cleanup()
@@ -164,40 +140,44 @@ class RPCServer:
 
     # -- message flow --------------------------------------------------
 
-    def _poll_loop(self, listener: Listener, slots: _Slots) -> None:
-        while not self._stopped.is_set():
-            taken = slots.acquire_some(self._pool_size, _POLL_TIMEOUT)
-            if not taken:
-                continue
+    def _spawn_locked(self, listener: Listener) -> None:
+        """Start one more worker (``_workers_lock`` held)."""
+        index = len(self._workers)
+        if self.executor_type == "threading":
+            name = f"fastrpc-worker_{index}"
+        else:
+            name = f"fastrpc-server-{self.target.topic}"
+        worker = threading.Thread(target=self._work, args=(listener,), name=name, daemon=True)
+        self._workers.append(worker)
+        worker.start()
+
+    def _work(self, listener: Listener) -> None:
+        stopped = self._stopped
+        lock = self._workers_lock
+        pool_size = self._pool_size
+        process = self._process_incoming
+        while not stopped.is_set():
+            with lock:
+                self._idle += 1
             try:
-                messages = listener.poll(timeout=_POLL_TIMEOUT, batch_size=taken)
+                messages = listener.poll(timeout=_POLL_TIMEOUT, batch_size=1)
             except Exception:
                 LOG.exception("Listener poll failed for %s", self.target)
-                slots.release(taken)
+                with lock:
+                    self._idle -= 1
                 # Avoid a hot loop against a broken listener.
-                self._stopped.wait(_POLL_TIMEOUT)
+                stopped.wait(_POLL_TIMEOUT)
                 continue
-            if len(messages) > taken:
-                LOG.error("Listener returned %d messages for a batch of %d", len(messages), taken)
-            slots.release(max(0, taken - len(messages)))
+            with lock:
+                self._idle -= 1
+                # The message goes to this thread; if nobody else is left
+                # waiting for the next one, start a worker that will.
+                if messages and not self._idle and len(self._workers) < pool_size and not stopped.is_set():
+                    self._spawn_locked(listener)
             for incoming in messages:
-                if self._pool is None:
-                    try:
-                        self._process_incoming(incoming)
-                    finally:
-                        slots.release()
-                else:
-                    self._pool.submit(self._run_task, incoming, slots)
-
-    def _run_task(self, incoming: IncomingMessage, slots: _Slots) -> None:
-        try:
-            self._process_incoming(incoming)
-        finally:
-            slots.release()
+                process(incoming)
 
     def _process_incoming(self, incoming: IncomingMessage) -> None:
-        method = incoming.message.get("method")
-        start = time.monotonic()
         try:
             incoming.acknowledge()
         except Exception:
@@ -226,7 +206,6 @@ class RPCServer:
                 incoming.reply(result)
             else:
                 incoming.reply(failure=failure)
-            LOG.debug("Replied to %s (msg_id %s) in %.3fs", method, incoming.msg_id, time.monotonic() - start)
         except MessageUndeliverable as exc:
             LOG.error("Reply undeliverable (exchange %r, routing key %r): %s",
                       exc.exchange, exc.routing_key, exc.exception)

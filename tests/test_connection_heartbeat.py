@@ -149,3 +149,39 @@ def test_memory_alarm_blocks_publishers(node: RabbitNode) -> None:
         ch.basic_publish("", qname, b"after")
         got = [ch.basic_get(qname, no_ack=True) for _ in range(2)]
         assert [g.body for g in got if g is not None] == [b"triggers the block", b"after"]
+
+
+def test_stuck_sender_does_not_hide_a_dead_broker(node: RabbitNode) -> None:
+    """A publisher blocked in sendall (frozen broker, full socket buffers)
+    holds the send lock; the heartbeat timer must still detect the silence
+    and free the publisher with the failure."""
+    interval = 2
+    c = Connection(node.url, heartbeat=interval)
+    c.connect()
+    ch = c.channel()
+    qname = ch.queue_declare("", exclusive=True)[0]
+    closed: queue.Queue[BaseException] = queue.Queue()
+    c.on_close.append(lambda conn, exc: closed.put(exc))
+    publisher_error: queue.Queue[BaseException | None] = queue.Queue()
+    big = b"z" * (1024 * 1024)
+
+    def flood() -> None:
+        try:
+            for _ in range(500):  # far more than any socket buffer holds
+                ch.basic_publish("", qname, big)
+            publisher_error.put(None)
+        except BaseException as exc:
+            publisher_error.put(exc)
+
+    node.pause()
+    try:
+        started = time.monotonic()
+        threading.Thread(target=flood, daemon=True).start()
+        exc = closed.get(timeout=2 * interval + WAIT)
+        assert isinstance(exc, HeartbeatTimeout)
+        assert time.monotonic() - started <= 2 * interval + 2.5
+        err = publisher_error.get(timeout=5)
+        assert isinstance(err, ConnectionLost)
+    finally:
+        node.resume()
+    c.close()

@@ -231,31 +231,45 @@ def test_external_broker_hides_password() -> None:
         ExternalBroker("http://h/")
 
 
-def test_broker_fixture_uses_fastrpc_test_url(tmp_path: Path) -> None:
-    (tmp_path / "test_inner.py").write_text(
-        textwrap.dedent(
-            """
-            def test_inner(broker):
-                assert type(broker).__name__ == "ExternalBroker"
-                assert broker.url == "amqp://u:p@127.0.0.1:1/"
-                assert (broker.host, broker.port) == ("127.0.0.1", 1)
-            """
-        )
-    )
+def run_inner_pytest(directory: Path, source: str, **env_overrides: str) -> subprocess.CompletedProcess[str]:
+    """Run pytest on one test file in a child process with only this plugin loaded."""
     import fastrpc
 
+    (directory / "test_inner.py").write_text(textwrap.dedent(source))
     root = str(Path(fastrpc.__file__).resolve().parent.parent)
     pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    env = dict(
-        os.environ,
-        FASTRPC_TEST_URL="amqp://u:p@127.0.0.1:1/",
-        PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
-        PYTHONPATH=pythonpath,
-    )
-    proc = subprocess.run(
+    env = {k: v for k, v in os.environ.items() if k != "FASTRPC_TEST_URL"}
+    env.update(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", PYTHONPATH=pythonpath, **env_overrides)
+    return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "fastrpc.testing.pytest_plugin", "-p", "no:cacheprovider",
          "test_inner.py"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+        cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240,
     )  # fmt: skip
+
+
+def test_broker_fixture_uses_fastrpc_test_url(tmp_path: Path) -> None:
+    source = """
+        def test_inner(broker):
+            assert type(broker).__name__ == "ExternalBroker"
+            assert broker.url == "amqp://u:p@127.0.0.1:1/"
+            assert (broker.host, broker.port) == ("127.0.0.1", 1)
+        """
+    proc = run_inner_pytest(tmp_path, source, FASTRPC_TEST_URL="amqp://u:p@127.0.0.1:1/")
     assert proc.returncode == 0, proc.stdout
     assert "1 passed" in proc.stdout
+
+
+def test_shared_broker_left_paused_is_resumed_for_the_next_test(tmp_path: Path) -> None:
+    source = """
+        def test_pauses_and_fails(broker):
+            broker.pause()
+            assert not broker.amqp_answers(timeout=1.0)
+            raise AssertionError("failing before resume()")
+
+        def test_next_test_has_a_broker(broker):
+            assert not broker.paused
+            assert broker.amqp_answers(timeout=10.0)
+        """
+    proc = run_inner_pytest(tmp_path, source)
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout
+    assert "failing before resume()" in proc.stdout
