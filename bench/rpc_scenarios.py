@@ -9,8 +9,9 @@ One run, one broker. Scenarios, each bounded by ``--seconds``:
 * ``casts``: casts end to end, from the first cast published until the server
   has dispatched the last one (fastrpc, oslo.messaging).
 
-Servers and clients each run in their own process, servers with the threading
-executor. fastrpc's memory per connection and per in-flight call are measured
+Servers and clients each run in their own process; servers use the threading
+executor unless ``--executors`` names others for fastrpc (each gets its own
+rows, e.g. ``--executors threading,blocking``). fastrpc's memory per connection and per in-flight call are measured
 in a separate process with tracemalloc (Python heap) and RSS deltas.
 
     python bench/rpc_scenarios.py [--seconds 5] [--json out.json]
@@ -100,12 +101,12 @@ class BenchEndpoint:
             return {"hits": self._hits, "first": self._first, "last": self._last}
 
 
-def serve(lib: str, url: str, topic: str) -> int:
+def serve(lib: str, url: str, topic: str, executor: str = "threading") -> int:
     """Run an RPC server until stdin closes."""
     _quiet_logging()
     mod, transport = make_transport(lib, url)
     target = mod.Target(topic=topic, server="bench-server")
-    server = mod.get_rpc_server(transport, target, [BenchEndpoint()], executor="threading")
+    server = mod.get_rpc_server(transport, target, [BenchEndpoint()], executor=executor)
     server.start()
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.read()  # the parent closes our stdin to stop us
@@ -359,16 +360,18 @@ def run_c(b: common.Broker, seconds: float) -> dict[str, Any]:
     return res
 
 
-def run_lib(lib: str, b: common.Broker, seconds: float, scenarios: list[tuple[str, int]]) -> dict[str, Any]:
+def run_lib(lib: str, b: common.Broker, seconds: float, scenarios: list[tuple[str, int]],
+            executor: str = "threading") -> dict[str, Any]:
     url = b.transport_url("fastrpc" if lib == "fastrpc" else "rabbit")
     topic = f"bench_{lib}_{uuid.uuid4().hex[:8]}"
     env = common.python_env()
-    server = ServerProcess(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic),
-                           env, f"{lib} server")
+    server = ServerProcess(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic,
+                                             "--executor", executor),
+                           env, f"{lib} server ({executor})")
     out: dict[str, Any] = {}
     try:
         for name, threads in scenarios:
-            common.info(f"  {lib}: {name}")
+            common.info(f"  {lib} ({executor}): {name}")
             base = ["--url", url, "--topic", topic, "--seconds", str(seconds)]
             if name == "casts":
                 cmd = common.python_cmd("rpc_scenarios.py", "--client", lib, "--scenario", "casts", *base)
@@ -396,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-memory", action="store_true", help="leave the memory measurements out")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
+    p.add_argument("--scenarios", default="sequential,concurrent-16,concurrent-8,casts",
+                   help="comma-separated scenarios to run (default all)")
+    p.add_argument("--executors", default="threading",
+                   help="comma-separated fastrpc server executors to run (default threading)")
+    p.add_argument("--executor", default="threading", choices=("blocking", "threading"), help=argparse.SUPPRESS)
     p.add_argument("--serve", choices=LIBS, help=argparse.SUPPRESS)
     p.add_argument("--client", choices=LIBS, help=argparse.SUPPRESS)
     p.add_argument("--scenario", choices=("calls", "casts", "memory"), help=argparse.SUPPRESS)
@@ -405,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.serve:
-        return serve(args.serve, args.url, args.topic)
+        return serve(args.serve, args.url, args.topic, args.executor)
     if args.client:
         if args.scenario == "calls":
             res = client_calls(args.client, args.url, args.topic, args.threads, args.seconds)
@@ -420,28 +428,41 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.seconds <= 0:
         p.error("--seconds must be positive")
-    scenarios = [("sequential", 1), ("concurrent-16", 16), ("concurrent-8", 8), ("casts", 0)]
-    libs = [lib for lib in LIBS if not (args.skip_oslo and lib == "oslo")]
+    known = {"sequential": 1, "concurrent-16": 16, "concurrent-8": 8, "casts": 0}
+    chosen = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    if not chosen or any(name not in known for name in chosen):
+        p.error(f"--scenarios takes some of {', '.join(known)}")
+    scenarios = [(name, known[name]) for name in known if name in chosen]
+    executors = [e.strip() for e in args.executors.split(",") if e.strip()]
+    if not executors or any(e not in ("blocking", "threading") for e in executors):
+        p.error("--executors takes blocking and/or threading")
+    # (result key, library, executor); the first executor keeps the plain name.
+    runs = [("fastrpc" if i == 0 else f"fastrpc [{e}]", "fastrpc", e) for i, e in enumerate(executors)]
+    if not args.skip_oslo:
+        runs.append(("oslo", "oslo", "threading"))
     results: dict[str, dict[str, Any]] = {}
     memory: dict[str, Any] = {}
     with common.broker() as b:
         common.info("warming up the broker (C client, discarded)")
         run_c(b, 2)
-        common.info("C client: sequential")
-        results["C (librabbitmq)"] = {"sequential": run_c(b, args.seconds)}
-        for lib in libs:
-            results[lib] = run_lib(lib, b, args.seconds, scenarios)
+        if "sequential" in chosen:
+            common.info("C client: sequential")
+            results["C (librabbitmq)"] = {"sequential": run_c(b, args.seconds)}
+        for key, lib, executor in runs:
+            results[key] = run_lib(lib, b, args.seconds, scenarios, executor)
         if not args.skip_memory:
             common.info("fastrpc: memory")
             memory = run_memory(b)
 
     headers = ["scenario", "client", "calls/s", "p50 ms", "p99 ms", "vs oslo", "vs C"]
     rows = []
-    names = {"fastrpc": "fastrpc", "oslo": "oslo.messaging", "C (librabbitmq)": "C (librabbitmq)"}
+    names = {key: key for key, _, _ in runs}
+    names.update({"fastrpc": f"fastrpc [{executors[0]}]" if len(executors) > 1 else "fastrpc",
+                  "oslo": "oslo.messaging", "C (librabbitmq)": "C (librabbitmq)"})
     for scenario, _ in scenarios:
         oslo_rate = results.get("oslo", {}).get(scenario, {}).get("rate")
-        c_rate = results["C (librabbitmq)"].get(scenario, {}).get("rate")
-        for client in ("fastrpc", "oslo", "C (librabbitmq)"):
+        c_rate = results.get("C (librabbitmq)", {}).get(scenario, {}).get("rate")
+        for client in [key for key, _, _ in runs] + ["C (librabbitmq)"]:
             found = results.get(client, {}).get(scenario)
             if not found:
                 continue
@@ -460,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{memory['inflight_rss_bytes'] / 1024:.2f} KiB"],
         ]))
     common.write_json(args.json, {"benchmark": "rpc_scenarios", "seconds": args.seconds, "payload": len(PAYLOAD),
-                                  "results": results, "memory": memory})
+                                  "executors": executors, "results": results, "memory": memory})
     return 0
 
 

@@ -19,7 +19,7 @@ import decimal as _decimal
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy, memmove
@@ -43,13 +43,11 @@ cdef object _HEARTBEAT0 = _spec.Heartbeat(0)
 
 cdef object _Decimal = _decimal.Decimal
 cdef object _datetime = _dt.datetime
-cdef object _UTC = _dt.timezone.utc
 cdef object _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 cdef object _timedelta = _dt.timedelta
 cdef object _timegm = calendar.timegm
 
 cdef int MAX_TABLE_DEPTH = _spec.MAX_TABLE_DEPTH
-cdef Py_ssize_t MIN_FRAME_MAX = _spec.MIN_FRAME_MAX
 
 DEF FRAME_METHOD = 1
 DEF FRAME_HEADER = 2
@@ -164,7 +162,6 @@ cdef _load_methods():
 _load_methods()
 
 cdef _MethodInfo _MI_DELIVER = _BY_NAME["basic.deliver"]
-cdef _MethodInfo _MI_PUBLISH = _BY_NAME["basic.publish"]
 
 # Basic properties: names and type codes in wire order.
 cdef int NPROPS = len(_spec.BASIC_PROPERTIES)
