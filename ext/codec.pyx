@@ -1169,30 +1169,31 @@ cdef int _w_value(WriteBuffer wb, object v, int depth) except -1:
     if t is bytes or t is bytearray or t is memoryview:
         wb.w8(b'x')
         return _w_bytes32(wb, v)
-    # Subclasses take the slower path, in the same order of precedence.
+    # Subclasses and the rarer types: str, bool, int, dict, float, list/tuple,
+    # bytes-like, datetime, Decimal (the pure-Python codec's order).
+    if isinstance(v, str):
+        wb.w8(b'S')
+        return _w_utf8(wb, v, False, "table value")
     if isinstance(v, bool):
         wb.w8(b't')
         return wb.w8(1 if v else 0)
     if isinstance(v, int):
         return _w_int(wb, v)
+    if isinstance(v, dict):
+        return _w_nested_table(wb, v, depth)
     if isinstance(v, float):
         return _w_double(wb, v)
-    if isinstance(v, _Decimal):
-        wb.w8(b'D')
-        return _w_decimal(wb, v)
-    if isinstance(v, str):
-        wb.w8(b'S')
-        return _w_utf8(wb, v, False, "table value")
+    if isinstance(v, (list, tuple)):
+        return _w_array(wb, v, depth)
     if isinstance(v, (bytes, bytearray, memoryview)):
         wb.w8(b'x')
         return _w_bytes32(wb, v)
-    if isinstance(v, (list, tuple)):
-        return _w_array(wb, v, depth)
-    if isinstance(v, dict):
-        return _w_nested_table(wb, v, depth)
     if isinstance(v, _datetime):
         wb.w8(b'T')
         return wb.w64(_timestamp_seconds(v, "timestamp"))
+    if isinstance(v, _Decimal):
+        wb.w8(b'D')
+        return _w_decimal(wb, v)
     raise TypeError("cannot encode %s in a field table" % type(v).__name__)
 
 
