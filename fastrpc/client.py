@@ -53,10 +53,14 @@ class _CallContext:
         self.call_monitor_timeout = call_monitor_timeout
 
     def _make_message(self, ctxt: Any, method: str, args: dict[str, Any]) -> dict[str, Any]:
-        msg: dict[str, Any] = {
-            "method": method,
-            "args": {name: self.serializer.serialize_entity(ctxt, arg) for name, arg in args.items()},
-        }
+        if type(self.serializer) is NoOpSerializer:
+            # ``args`` is the caller's fresh **kwargs dict: nothing to convert.
+            msg: dict[str, Any] = {"method": method, "args": args}
+        else:
+            msg = {
+                "method": method,
+                "args": {name: self.serializer.serialize_entity(ctxt, arg) for name, arg in args.items()},
+            }
         if self.target.namespace is not None:
             msg["namespace"] = self.target.namespace
         if self.target.version is not None:

@@ -35,6 +35,10 @@ PING_METHOD = "oslo_rpc_server_ping"
 # A caller asking for heartbeats more often than this is ignored: it would
 # only flood its own reply queue.
 MIN_HEARTBEAT_INTERVAL = 0.05
+# (implemented, requested) version -> compatible; a handful of distinct pairs
+# in practice, parsed once instead of on every request.
+_COMPAT_CACHE_SIZE = 1024
+_compat_cache: dict[tuple[str, str], bool] = {}
 
 
 class RPCAccessPolicyBase(ABC):
@@ -137,12 +141,22 @@ class RPCDispatcher:
 
     @staticmethod
     def _is_compatible(target: Target, version: str) -> bool:
-        try:
-            return version_is_compatible(target.version or "1.0", version)
-        except (ValueError, AttributeError):
-            return False
+        key = (target.version or "1.0", version)
+        found = _compat_cache.get(key)
+        if found is None:
+            try:
+                found = version_is_compatible(key[0], version)
+            except (ValueError, AttributeError, TypeError):
+                found = False
+            if len(_compat_cache) >= _COMPAT_CACHE_SIZE:
+                _compat_cache.clear()
+            _compat_cache[key] = found
+        return found
 
     def _do_dispatch(self, endpoint: Any, method: str, ctxt: dict, args: dict) -> Any:
+        if type(self.serializer) is NoOpSerializer:
+            # Nothing to convert: skip the per-argument calls.
+            return getattr(endpoint, method)(ctxt, **args)
         context = self.serializer.deserialize_context(ctxt)
         new_args = {name: self.serializer.deserialize_entity(context, arg) for name, arg in args.items()}
         result = getattr(endpoint, method)(context, **new_args)
@@ -170,6 +184,9 @@ class RPCDispatcher:
                 continue
             found_compatible = True
             if callable(getattr(endpoint, method, None)) and self.access_policy.is_allowed(endpoint, method):
+                if incoming.msg_id is None or not getattr(incoming, "client_timeout", None):
+                    # No call-monitor asked for: no heartbeat thread to manage.
+                    return self._do_dispatch(endpoint, method, incoming.ctxt, args)
                 with _CallMonitor(incoming):
                     return self._do_dispatch(endpoint, method, incoming.ctxt, args)
 
