@@ -15,6 +15,7 @@ rows, e.g. ``--executors threading,blocking``). fastrpc's memory per connection 
 in a separate process with tracemalloc (Python heap) and RSS deltas.
 
     python bench/rpc_scenarios.py [--seconds 5] [--json out.json]
+        [--executors threading,blocking] [--scenarios sequential,casts]
 """
 
 from __future__ import annotations

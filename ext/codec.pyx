@@ -946,6 +946,10 @@ cdef object _INT32_MAX = 2 ** 31 - 1
 cdef object _UINT64_MAX = 2 ** 64 - 1
 
 
+# Largest buffer a WriteBuffer keeps between take() calls.
+DEF _KEEP_CAPACITY = 256 * 1024
+
+
 cdef class WriteBuffer:
     """Growable output buffer; a frame's size is filled in when it ends."""
 
@@ -1042,7 +1046,9 @@ cdef class WriteBuffer:
     cdef bytes take(self):
         cdef bytes out = PyBytes_FromStringAndSize(<const char*>self.buf, self.len)
         self.len = 0
-        if self.cap > 4 * 1024 * 1024:
+        # One writer lives per thread per connection: after a big message,
+        # give the memory back instead of keeping it for the next one.
+        if self.cap > _KEEP_CAPACITY:
             PyMem_Free(self.buf)
             self.buf = NULL
             self.cap = 0

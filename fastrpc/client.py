@@ -68,6 +68,8 @@ class _CallContext:
         return msg
 
     def _check_version_cap(self, version: str | None) -> None:
+        if self.version_cap is None:
+            return  # no cap: nothing to compare
         if not version_is_compatible(self.version_cap, version):
             raise RPCVersionCapError(version=version, version_cap=self.version_cap)
 

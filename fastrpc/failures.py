@@ -15,7 +15,7 @@ import json
 import logging
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from fastrpc.exceptions import RemoteError
@@ -78,7 +78,7 @@ def _remote_error(name: Any, message: Any, trace: list[str]) -> RemoteError:
                        message if isinstance(message, str) else None, trace)
 
 
-def _resolve_class(module: str, name: str, allowed: Iterable[str]) -> type[Exception] | None:
+def _resolve_class(module: str, name: str, allowed: Collection[str]) -> type[Exception] | None:
     """Find an allow-listed Exception class, or None (never imports anything else)."""
     if module in _BUILTIN_ALIASES:
         mod: Any = builtins
@@ -120,7 +120,9 @@ def deserialize_remote_exception(data: Any, allowed_remote_exmods: Iterable[str]
     if not (isinstance(name, str) and name.isidentifier() and isinstance(module, str)
             and isinstance(remote_message, str)):
         return _remote_error(name, remote_message, trace)
-    if module not in _BUILTIN_ALIASES and module not in set(allowed_remote_exmods):
+    # Built once: the caller may pass a one-shot iterator.
+    allowed = frozenset(allowed_remote_exmods)
+    if module not in _BUILTIN_ALIASES and module not in allowed:
         return _remote_error(name, remote_message, trace)
     if not isinstance(args, list) or not isinstance(kwargs, dict) or \
             not all(isinstance(key, str) for key in kwargs):
@@ -128,7 +130,7 @@ def deserialize_remote_exception(data: Any, allowed_remote_exmods: Iterable[str]
         return _remote_error(name, remote_message, trace)
 
     try:
-        klass = _resolve_class(module, name, allowed_remote_exmods)
+        klass = _resolve_class(module, name, allowed)
         if klass is None:
             LOG.warning("Remote exception %s.%s is not an exception class that can be rebuilt", module, name)
             return _remote_error(name, remote_message, trace)

@@ -1,8 +1,10 @@
 """RPC server: worker threads that poll the listener and dispatch what they take.
 
 Executors:
-- ``blocking``: one thread polls and dispatches each message itself, one at a
-  time.
+- ``blocking``: one message at a time. With a driver that can (AMQP), the
+  connection's reader thread dispatches each request as it arrives, so a
+  request reaches the endpoint without any thread handoff; otherwise one
+  thread polls and dispatches.
 - ``threading``: up to ``executor_thread_pool_size`` workers, each polling the
   listener for one message when it is free and dispatching it on the spot. A
   message goes from the transport straight to the thread that runs it (no
@@ -79,7 +81,7 @@ class RPCServer:
             if self._started:
                 LOG.warning("The server has already been started. Ignoring the redundant call to start().")
                 return
-            if self._workers:
+            if self._workers or self.listener is not None:
                 # stop() without wait(): finish the previous run first.
                 self._finish()
             try:
@@ -94,8 +96,12 @@ class RPCServer:
                 self._pool_size = 1
             self._idle = 0
             self._started = True
-            with self._workers_lock:
-                self._spawn_locked(listener)
+            inline = getattr(listener, "dispatch_inline", None)
+            if self.executor_type == "blocking" and inline is not None:
+                inline(self._process_incoming)
+            else:
+                with self._workers_lock:
+                    self._spawn_locked(listener)
 
     def stop(self) -> None:
         """Stop taking new messages; messages being handled still finish (see wait)."""
@@ -132,6 +138,9 @@ class RPCServer:
                 if len(self._workers) == len(workers):
                     self._workers = []
                     break
+        idle = getattr(self.listener, "wait_inline_idle", None)
+        if idle is not None:
+            idle()
         if self.listener is not None:
             try:
                 self.listener.cleanup()

@@ -1,8 +1,9 @@
 """Shared helpers for the codec test suite.
 
 ``CODECS`` lists the implementations under test ("py" always, "c" unless
-``FASTRPC_NO_EXTENSIONS=1``); ``load_codec`` imports one and fails the test,
-never skips it, when the compiled codec should be there and is not.
+``FASTRPC_NO_EXTENSIONS=1``, as read once by fastrpc._impl); ``load_codec``
+imports one and fails the test, never skips it, when the compiled codec should
+be there and is not. The ``codec`` fixture in conftest.py is built on these.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import importlib
-import os
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -20,9 +20,8 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
+from fastrpc._impl import NO_EXTENSIONS
 from fastrpc.amqp import spec
-
-NO_EXTENSIONS = os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0")
 
 _MODULES = {"py": "fastrpc.amqp.codec_py", "c": "fastrpc._ext.codec"}
 CODECS: list[str] = ["py"] if NO_EXTENSIONS else ["py", "c"]

@@ -1,25 +1,22 @@
 """Shared test configuration.
 
-The broker fixtures (``broker``, ``tls_broker``, ``rabbit_node_factory``) come from
-fastrpc.testing.pytest_plugin, registered by the package's pytest11 entry point;
-it is registered here too when the package is not installed (plain checkout).
+The broker fixtures (``broker``, ``tls_broker``, ``private_node``,
+``rabbit_node_factory``) come from fastrpc.testing.pytest_plugin, registered by
+the package's pytest11 entry point; it is registered here too when the package
+is not installed (plain checkout).
 
-``codec`` runs a test once per codec implementation: "py" (fastrpc.amqp.codec_py)
-always, "c" (fastrpc._ext.codec) unless FASTRPC_NO_EXTENSIONS=1. A missing
-extension fails the "c" cases instead of skipping them.
+``codec`` runs a test once per codec implementation (``codec_support.CODECS``):
+"py" (fastrpc.amqp.codec_py) always, "c" (fastrpc._ext.codec) unless
+FASTRPC_NO_EXTENSIONS=1 (as decided by fastrpc._impl). A missing extension fails
+the "c" cases instead of skipping them.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 from types import ModuleType
 
 import pytest
-
-NO_EXTENSIONS = os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0")
-CODEC_MODULES = {"py": "fastrpc.amqp.codec_py", "c": "fastrpc._ext.codec"}
-CODEC_IDS = ["py"] if NO_EXTENSIONS else ["py", "c"]
+from codec_support import CODECS, load_codec
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,12 +26,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(pytest_plugin, "fastrpc_broker")
 
 
-@pytest.fixture(params=CODEC_IDS)
+@pytest.fixture(params=CODECS, scope="module")
 def codec(request: pytest.FixtureRequest) -> ModuleType:
-    name = CODEC_MODULES[request.param]
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        if request.param == "c":
-            pytest.fail(f"compiled codec {name} is not built (run `make` or `pip install -e .`): {exc}")
-        raise
+    return load_codec(request.param)

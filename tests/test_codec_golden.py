@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import os
+import tracemalloc
 from types import ModuleType
 
 import pytest
 from codec_support import (
-    CODECS,
     HEARTBEAT,
     assert_events,
     assert_same,
@@ -24,11 +23,6 @@ from fastrpc.amqp import spec
 from fastrpc.amqp.spec import ContentMethod, Delivery, Heartbeat, Method
 
 UTC = datetime.timezone.utc
-
-
-@pytest.fixture(params=CODECS, scope="module")
-def codec(request: pytest.FixtureRequest) -> ModuleType:
-    return load_codec(request.param)
 
 
 def h(text: str) -> bytes:
@@ -518,10 +512,29 @@ def test_several_frames_accumulate_until_take(codec: ModuleType) -> None:
     assert writer.take() == HEARTBEAT + PUBLISH + ACK_MULTIPLE
 
 
+def test_writer_gives_back_big_buffers(codec: ModuleType) -> None:
+    """One writer lives per thread per connection: after a big message its
+    buffer must not stay allocated (at most ~256 KiB is kept)."""
+    writer = codec.FrameWriter()
+    tracemalloc.start()
+    try:
+        writer.publish(1, "", "q", b"x" * (2 << 20))
+        out = writer.take()
+        assert len(out) > 2 << 20
+        del out
+        kept = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert kept < 300 * 1024, kept
+    # and it still works afterwards
+    writer.heartbeat()
+    assert writer.take() == HEARTBEAT
+
+
 def test_impl_selects_compiled_codec() -> None:
     import fastrpc._impl as impl
 
-    if os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0"):
+    if impl.NO_EXTENSIONS:
         from fastrpc.amqp import codec_py
 
         assert impl.COMPILED is False

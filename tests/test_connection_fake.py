@@ -155,9 +155,9 @@ def test_handshake_fields(peer: Peer) -> None:
     for cap in ("publisher_confirms", "consumer_cancel_notify", "basic.nack", "connection.blocked",
                 "authentication_failure_close", "exchange_exchange_bindings"):
         assert props["capabilities"][cap] is True
-    # heartbeat 0 on our side: the broker's non-zero proposal wins; limits: lower of both
-    assert info["tune_ok"] == {"channel_max": 50, "frame_max": 8192, "heartbeat": 10}
-    assert (conn.heartbeat, conn.frame_max, conn.channel_max) == (10, 8192, 50)
+    # heartbeat 0 on our side disables heartbeats (as oslo/py-amqp do); limits: lower of both
+    assert info["tune_ok"] == {"channel_max": 50, "frame_max": 8192, "heartbeat": 0}
+    assert (conn.heartbeat, conn.frame_max, conn.channel_max) == (0, 8192, 50)
     assert info["open"]["virtual_host"] == "vh"
     assert conn.server_properties["product"] == "fake"
     conn._fail(ConnectionLost("test over"))

@@ -1,4 +1,4 @@
-"""Heartbeats, a frozen broker and memory alarms, on a private node.
+"""Heartbeats, a frozen broker and memory alarms, on a private private_node.
 
 These tests freeze (SIGSTOP) or alarm the broker, so they use their own node
 instead of the shared ``broker`` fixture.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,18 +20,9 @@ from fastrpc.testing.node import RabbitNode
 WAIT = 15.0
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[RabbitNode]:
-    n = RabbitNode()
-    try:
-        yield n
-    finally:
-        n.stop()
-
-
-def test_silent_broker_detected_by_heartbeat(node: RabbitNode) -> None:
+def test_silent_broker_detected_by_heartbeat(private_node: RabbitNode) -> None:
     interval = 2
-    c = Connection(node.url, heartbeat=interval)
+    c = Connection(private_node.url, heartbeat=interval)
     c.connect()
     assert c.heartbeat == interval
     ch = c.channel()
@@ -40,7 +30,7 @@ def test_silent_broker_detected_by_heartbeat(node: RabbitNode) -> None:
     ch.confirm_select()
     closed: queue.Queue[tuple[float, BaseException]] = queue.Queue()
     c.on_close.append(lambda conn, exc: closed.put((time.monotonic(), exc)))
-    node.pause()
+    private_node.pause()
     try:
         paused_at = time.monotonic()
         # The reader idles in recv since it handled the broker's last bytes
@@ -71,18 +61,18 @@ def test_silent_broker_detected_by_heartbeat(node: RabbitNode) -> None:
         with pytest.raises(HeartbeatTimeout):
             ch.basic_publish("", qname, b"x")
     finally:
-        node.resume()
+        private_node.resume()
     c.close()
     # The broker recovers and serves new connections.
-    with Connection(node.url) as again:
+    with Connection(private_node.url) as again:
         assert again.channel().queue_declare("", exclusive=True)[0]
 
 
-def test_slow_consumer_is_not_a_dead_broker(node: RabbitNode) -> None:
+def test_slow_consumer_is_not_a_dead_broker(private_node: RabbitNode) -> None:
     """A callback that blocks the reader for 3 heartbeat intervals: our
     heartbeats keep flowing (the broker does not drop us) and the broker's
     queued heartbeats are not counted as silence."""
-    with Connection(node.url, heartbeat=1) as c:
+    with Connection(private_node.url, heartbeat=1) as c:
         assert c.heartbeat == 1
         ch = c.channel()
         qname = ch.queue_declare("", exclusive=True)[0]
@@ -101,8 +91,8 @@ def test_slow_consumer_is_not_a_dead_broker(node: RabbitNode) -> None:
         assert c.is_open
 
 
-def test_idle_connection_kept_alive_by_heartbeats(node: RabbitNode) -> None:
-    with Connection(node.url, heartbeat=1) as c:
+def test_idle_connection_kept_alive_by_heartbeats(private_node: RabbitNode) -> None:
+    with Connection(private_node.url, heartbeat=1) as c:
         closed = threading.Event()
         c.on_close.append(lambda conn, exc: closed.set())
         # The broker drops clients silent for 2 intervals; wait 4.
@@ -111,10 +101,10 @@ def test_idle_connection_kept_alive_by_heartbeats(node: RabbitNode) -> None:
         assert c.channel().queue_declare("", exclusive=True)[0]
 
 
-def test_operation_timeout_on_frozen_broker(node: RabbitNode) -> None:
-    with Connection(node.url, heartbeat=60) as c:
+def test_operation_timeout_on_frozen_broker(private_node: RabbitNode) -> None:
+    with Connection(private_node.url, heartbeat=60) as c:
         ch = c.channel()
-        node.pause()
+        private_node.pause()
         try:
             started = time.monotonic()
             with pytest.raises(OperationTimeout):
@@ -122,17 +112,17 @@ def test_operation_timeout_on_frozen_broker(node: RabbitNode) -> None:
             assert time.monotonic() - started < 5
             assert not ch.is_open
         finally:
-            node.resume()
+            private_node.resume()
         assert c.channel().queue_declare("", exclusive=True)[0]
 
 
-def test_memory_alarm_blocks_publishers(node: RabbitNode) -> None:
-    with Connection(node.url, blocked_timeout=1.0) as c:
+def test_memory_alarm_blocks_publishers(private_node: RabbitNode) -> None:
+    with Connection(private_node.url, blocked_timeout=1.0) as c:
         ch = c.channel()
         qname = ch.queue_declare("", exclusive=True)[0]
         states: queue.Queue[bool] = queue.Queue()
         c.on_blocked.append(lambda conn, blocked, reason: states.put(blocked))
-        node.set_memory_watermark(0.00001)
+        private_node.set_memory_watermark(0.00001)
         try:
             # RabbitMQ blocks a connection once it publishes during the alarm.
             ch.basic_publish("", qname, b"triggers the block")
@@ -143,7 +133,7 @@ def test_memory_alarm_blocks_publishers(node: RabbitNode) -> None:
                 ch.basic_publish("", qname, b"refused")
             assert time.monotonic() - started >= 0.9
         finally:
-            node.set_memory_watermark(0.4)
+            private_node.set_memory_watermark(0.4)
         assert states.get(timeout=WAIT) is False
         assert not c.blocked
         ch.basic_publish("", qname, b"after")
@@ -151,12 +141,12 @@ def test_memory_alarm_blocks_publishers(node: RabbitNode) -> None:
         assert [g.body for g in got if g is not None] == [b"triggers the block", b"after"]
 
 
-def test_stuck_sender_does_not_hide_a_dead_broker(node: RabbitNode) -> None:
+def test_stuck_sender_does_not_hide_a_dead_broker(private_node: RabbitNode) -> None:
     """A publisher blocked in sendall (frozen broker, full socket buffers)
     holds the send lock; the heartbeat timer must still detect the silence
     and free the publisher with the failure."""
     interval = 2
-    c = Connection(node.url, heartbeat=interval)
+    c = Connection(private_node.url, heartbeat=interval)
     c.connect()
     ch = c.channel()
     qname = ch.queue_declare("", exclusive=True)[0]
@@ -173,7 +163,7 @@ def test_stuck_sender_does_not_hide_a_dead_broker(node: RabbitNode) -> None:
         except BaseException as exc:
             publisher_error.put(exc)
 
-    node.pause()
+    private_node.pause()
     try:
         started = time.monotonic()
         threading.Thread(target=flood, daemon=True).start()
@@ -183,5 +173,5 @@ def test_stuck_sender_does_not_hide_a_dead_broker(node: RabbitNode) -> None:
         err = publisher_error.get(timeout=5)
         assert isinstance(err, ConnectionLost)
     finally:
-        node.resume()
+        private_node.resume()
     c.close()

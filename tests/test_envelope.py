@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import msgpack
 import pytest
@@ -29,14 +28,12 @@ def env(request):
 
 
 def test_compiled_envelope_loaded():
-    if os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0"):
-        from fastrpc import _impl
+    from fastrpc import _impl
 
+    if _impl.NO_EXTENSIONS:
         assert _impl.envelope is envelope_py
         return
     assert envelope_ext is not None, "fastrpc._ext.envelope is not built (setup.py build_ext --inplace)"
-    from fastrpc import _impl
-
     assert _impl.ENVELOPE_COMPILED is True
     assert _impl.envelope is envelope_ext
 

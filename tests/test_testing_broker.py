@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,20 +80,10 @@ def listening_addresses(port: int) -> set[str]:
 LOOPBACK_HEX = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
 
 
-@pytest.fixture(scope="module")
-def node() -> Iterator[RabbitNode]:
-    # A node of this module's own: these tests pause it, so not the shared broker.
-    n = RabbitNode()
-    try:
-        yield n
-    finally:
-        n.stop()
-
-
-def test_node_answers_the_protocol_header(node: RabbitNode) -> None:
-    assert node.running
-    assert node.url == f"amqp://guest:guest@127.0.0.1:{node.port}/"
-    with socket.create_connection((node.host, node.port), timeout=10) as sock:
+def test_node_answers_the_protocol_header(private_node: RabbitNode) -> None:
+    assert private_node.running
+    assert private_node.url == f"amqp://guest:guest@127.0.0.1:{private_node.port}/"
+    with socket.create_connection((private_node.host, private_node.port), timeout=10) as sock:
         sock.settimeout(10)
         assert_is_connection_start(read_connection_start(sock))
 
@@ -105,63 +95,80 @@ def test_broker_fixture_answers(broker: RabbitNode | ExternalBroker) -> None:
         assert_is_connection_start(read_connection_start(sock))
 
 
-def test_node_is_private_and_loopback_only(node: RabbitNode) -> None:
-    cookie = node.workdir / "home" / ".erlang.cookie"
+def test_node_is_private_and_loopback_only(private_node: RabbitNode) -> None:
+    cookie = private_node.workdir / "home" / ".erlang.cookie"
     assert stat.S_IMODE(cookie.stat().st_mode) == 0o400
-    assert cookie.read_text() == node.cookie
-    assert node.epmd_port != 4369
-    assert len({node.port, node.dist_port, node.epmd_port}) == 3
-    for port in (node.port, node.dist_port, node.epmd_port):
+    assert cookie.read_text() == private_node.cookie
+    assert private_node.epmd_port != 4369
+    assert len({private_node.port, private_node.dist_port, private_node.epmd_port}) == 3
+    for port in (private_node.port, private_node.dist_port, private_node.epmd_port):
         addresses = listening_addresses(port)
         assert addresses, f"nothing listens on {port}"
         assert addresses <= LOOPBACK_HEX, (port, addresses)
     # The management plugin is off: nothing enabled.
-    assert node.ctl("eval", "rabbit_plugins:active().").strip() == "[]"
+    assert private_node.ctl("eval", "rabbit_plugins:active().").strip() == "[]"
 
 
-def test_two_nodes_side_by_side(node: RabbitNode, rabbit_node_factory: Callable[..., RabbitNode]) -> None:
+def test_two_nodes_side_by_side(private_node: RabbitNode, rabbit_node_factory: Callable[..., RabbitNode]) -> None:
     other = rabbit_node_factory(config=["heartbeat = 7"])
-    assert other.port != node.port
-    assert other.nodename != node.nodename
-    assert other.workdir != node.workdir
-    assert node.amqp_answers() and other.amqp_answers()
+    assert other.port != private_node.port
+    assert other.nodename != private_node.nodename
+    assert other.workdir != private_node.workdir
+    assert private_node.amqp_answers() and other.amqp_answers()
     # rabbitmqctl reaches the right node each time
-    assert node.ctl("eval", "node().").strip() == f"'{node.nodename}'"
+    assert private_node.ctl("eval", "node().").strip() == f"'{private_node.nodename}'"
     assert other.ctl("eval", "node().").strip() == f"'{other.nodename}'"
     # extra rabbitmq.conf lines apply to their node only
     assert other.ctl("eval", "application:get_env(rabbit, heartbeat).").strip() == "{ok,7}"
-    assert node.ctl("eval", "application:get_env(rabbit, heartbeat).").strip() != "{ok,7}"
+    assert private_node.ctl("eval", "application:get_env(rabbit, heartbeat).").strip() != "{ok,7}"
 
 
-def test_pause_stops_answering_and_resume_restores(node: RabbitNode) -> None:
-    beam = node.beam_pid()
-    node.pause()
+def test_pause_stops_answering_and_resume_restores(private_node: RabbitNode) -> None:
+    beam = private_node.beam_pid()
+    private_node.pause()
     try:
-        assert node.paused
+        assert private_node.paused
         state = Path(f"/proc/{beam}/stat").read_text().rsplit(")", 1)[1].split()[0]
         assert state == "T"  # stopped by SIGSTOP
-        with socket.create_connection((node.host, node.port), timeout=5) as sock:
+        with socket.create_connection((private_node.host, private_node.port), timeout=5) as sock:
             # The kernel still completes the TCP handshake, but the VM cannot answer.
             sock.settimeout(1.5)
             sock.sendall(PROTOCOL_HEADER)
             with pytest.raises(socket.timeout):
                 sock.recv(64)
     finally:
-        node.resume()
-    assert not node.paused
-    assert wait_until(node.amqp_answers, timeout=30), "node did not answer after resume()"
+        private_node.resume()
+    assert not private_node.paused
+    assert wait_until(private_node.amqp_answers, timeout=30), "node did not answer after resume()"
 
 
-def test_ctl_manages_users_and_vhosts(node: RabbitNode) -> None:
-    node.add_vhost("fastrpc-test")
-    node.add_user("alice", "s3cret-pw", vhosts=["fastrpc-test"], tags=["monitoring"])
-    assert "fastrpc-test" in node.ctl("list_vhosts").split()
-    users = node.ctl("list_users")
+def test_ctl_manages_users_and_vhosts(private_node: RabbitNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    private_node.add_vhost("fastrpc-test")
+    commands: list[list[str]] = []
+    real_run = subprocess.run
+
+    def recording_run(cmd: list[str], *args: object, **kwargs: object) -> object:
+        commands.append(list(cmd))
+        return real_run(cmd, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    private_node.add_user("alice", "s3cret-pw", vhosts=["fastrpc-test"], tags=["monitoring"])
+    monkeypatch.undo()
+    # The password never appears on a command line (readable by anyone in /proc).
+    assert any("add_user" in cmd for cmd in commands)
+    assert not any("s3cret-pw" in arg for cmd in commands for arg in cmd)
+    # ... yet it is the user's password: the broker accepts it.
+    from fastrpc.amqp.connection import Connection
+
+    with Connection(f"amqp://alice:s3cret-pw@127.0.0.1:{private_node.port}/fastrpc-test") as conn:
+        assert conn.is_open
+    assert "fastrpc-test" in private_node.ctl("list_vhosts").split()
+    users = private_node.ctl("list_users")
     assert "alice" in users and "monitoring" in users
-    perms = node.ctl("list_permissions", "-p", "fastrpc-test")
+    perms = private_node.ctl("list_permissions", "-p", "fastrpc-test")
     assert "alice" in perms
     with pytest.raises(RabbitNodeError) as info:
-        node.add_user("alice", "s3cret-pw")
+        private_node.add_user("alice", "s3cret-pw")
     # the failure is reported, the password is not
     assert "add_user" in str(info.value)
     assert "s3cret-pw" not in str(info.value)
@@ -273,3 +280,41 @@ def test_shared_broker_left_paused_is_resumed_for_the_next_test(tmp_path: Path) 
     proc = run_inner_pytest(tmp_path, source)
     assert "1 failed, 1 passed" in proc.stdout, proc.stdout
     assert "failing before resume()" in proc.stdout
+
+
+REAPER_CHILD = """
+import os, signal, sys
+from fastrpc.testing import reaper
+from fastrpc.testing.epmd import Epmd
+e = Epmd().start()
+print(e._proc.pid, reaper.guardian_pid(), flush=True)
+sys.stdin.readline()
+os.kill(os.getpid(), signal.SIGKILL)  # no finalizer, no atexit
+"""
+
+
+def test_processes_of_a_killed_owner_are_reaped() -> None:
+    """A test run killed outright must not leave epmd / beam.smp behind."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", REAPER_CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        epmd_pid, guardian_pid = (int(x) for x in child.stdout.readline().split())
+        os.kill(epmd_pid, 0)  # running while its owner lives
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(timeout=30) == -9
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=30)
+
+    def gone(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().split(")")[-1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    assert wait_until(lambda: gone(epmd_pid) and gone(guardian_pid), timeout=30), "epmd survived its owner"

@@ -41,6 +41,8 @@ OnReturn = Callable[[spec.Returned], None]
 ChannelCloseCallback = Callable[["Channel", BaseException], None]
 
 PublishItem = Sequence[Any] | dict[str, Any]
+# (mandatory, exchange, routing_key) of one publish awaiting its confirm
+_Address = tuple[bool, str, str]
 
 
 def _fresh(exc: BaseException) -> BaseException:
@@ -85,6 +87,9 @@ class Channel:
         self.on_return: OnReturn | None = None
         self.on_close: list[ChannelCloseCallback] = []
         self._closed: BaseException | None = None
+        # set (under the send lock) once close() sent channel.close: from then
+        # on nothing else may be sent on this channel
+        self._closing: BaseException | None = None
         self._rpc_lock = threading.Lock()
         self._waiter: _Waiter | None = None
         self._consumers: dict[str, OnMessage] = {}
@@ -107,7 +112,7 @@ class Channel:
 
     @property
     def is_open(self) -> bool:
-        return self._closed is None
+        return self._closed is None and self._closing is None
 
     @property
     def closed_reason(self) -> BaseException | None:
@@ -122,7 +127,7 @@ class Channel:
         return len(self._pending)
 
     def __repr__(self) -> str:
-        state = "open" if self._closed is None else "closed"
+        state = "closed" if self._closed is not None else "closing" if self._closing is not None else "open"
         return f"<Channel {self.channel_id} {state} on {self._conn.params.address}>"
 
     def _check_open(self) -> None:
@@ -140,22 +145,65 @@ class Channel:
             raise
         return w.take()
 
-    def _send(self, data: bytes) -> None:
-        """Send frames of this channel; refuses once the channel is closed.
+    def _write(
+        self,
+        data: bytes | None,
+        *,
+        end: BaseException | None = None,
+        answer: bool = False,
+        closing: bool = False,
+        register: Callable[[], Callable[[], None]] | None = None,
+    ) -> bool:
+        """The one place frames of this channel are written (under the send lock).
 
-        The closed check happens under the send lock, the same lock under which
-        the channel is marked closed when close-ok goes out, so no frame can
-        reach a channel id after it was given back (and maybe reused).
+        The open/closed decision is made under the same lock as the write, so
+        no frame can follow channel.close or reach a channel id after it was
+        given back (and maybe reused).
+
+        - default: refused (the closing/closed reason is raised) once close
+          began; a failed send fails the connection and is raised;
+        - ``closing``: these frames are our channel.close; later writes are refused;
+        - ``register``: run under the lock just before the send (confirm tags);
+          it returns an undo run if the send fails;
+        - ``end``: these frames end the channel, which is marked closed with
+          ``end`` in the same step. Returns False (nothing sent) if it already
+          was closed; after our own channel.close nothing more is sent. Send
+          errors only fail the connection: the channel is over anyway;
+        - ``answer`` (with ``end``): send even on a closed channel (close-ok
+          owed to the broker); returns whether this call closed the channel.
         """
         conn = self._conn
+        err: BaseException | None = None
         with conn._send_lock:
-            if self._closed is not None:
-                err: BaseException | None = _fresh(self._closed)
+            if end is not None:
+                first = self._closed is None
+                if not first and not answer:
+                    return False
+                if first:
+                    self._closed = end
+                if data is not None and (answer or self._closing is None):
+                    err = conn._send_locked(data)
             else:
-                err = conn._send_locked(data)
-        if err is not None:
-            conn._send_failed(err)
-            raise err
+                stopped = self._closed if self._closed is not None else self._closing
+                if stopped is not None:
+                    err = _fresh(stopped)
+                else:
+                    if closing:
+                        self._closing = ChannelClosed(spec.REPLY_SUCCESS, f"channel {self.channel_id} is closing")
+                    undo = register() if register is not None else None
+                    err = conn._send_locked(data) if data is not None else None
+                    if err is not None and undo is not None:
+                        undo()
+        if err is None:
+            return True
+        conn._send_failed(err)
+        if end is not None:
+            return first
+        raise err
+
+    def _send(self, data: bytes, closing: bool = False) -> None:
+        """Send frames of this channel; refused once the channel is closing or closed."""
+        self._write(data, closing=closing)
 
     def _call(self, name: str, expect: tuple[str, ...], timeout: float | None, **fields: Any) -> Any:
         conn = self._conn
@@ -172,7 +220,7 @@ class Channel:
                 # Re-check after publishing the waiter: a close racing with us
                 # either sees the waiter or is seen here.
                 self._check_open()
-                self._send(data)
+                self._send(data, closing=name == "channel.close")
                 if not waiter.event.wait(timeout):
                     exc = OperationTimeout(
                         f"{name} on channel {self.channel_id} of {conn.params.address} got no reply in {timeout:g}s"
@@ -192,18 +240,11 @@ class Channel:
         The id is given back only when the broker's close-ok arrives.
         """
         reason = ChannelClosed(0, f"channel abandoned: {exc}")
-        conn = self._conn
         data = None if name == "channel.close" else self._encode(
             "channel.close", {"reply_code": spec.REPLY_SUCCESS, "reply_text": "timeout"}
         )
-        with conn._send_lock:
-            if self._closed is not None:
-                return
-            self._closed = reason
-            err = conn._send_locked(data) if data is not None else None
-        if err is not None:
-            conn._send_failed(err)
-        self._shutdown(reason)
+        if self._write(data, end=reason):
+            self._shutdown(reason)
 
     # ---- lifecycle -------------------------------------------------------
 
@@ -235,26 +276,15 @@ class Channel:
         except (ChannelClosed, ConnectionClosed, ConnectionLost):
             return  # already closed under us
         reason = ChannelClosed(spec.REPLY_SUCCESS, "channel closed by client")
-        with self._conn._send_lock:
-            mine = self._closed is None
-            if mine:
-                self._closed = reason
-        if mine:
+        if self._write(None, end=reason):
             self._shutdown(reason)
             self._conn._release_channel(self)
 
     def _close_without_wait(self) -> None:
         reason = ChannelClosed(spec.REPLY_SUCCESS, "channel closed by client")
-        conn = self._conn
         data = self._encode("channel.close", {"reply_code": spec.REPLY_SUCCESS, "reply_text": "Normal close"})
-        with conn._send_lock:
-            if self._closed is not None:
-                return
-            err = conn._send_locked(data)
-            self._closed = reason
-        if err is not None:
-            conn._send_failed(err)
-        self._shutdown(reason)
+        if self._write(data, end=reason):
+            self._shutdown(reason)
 
     def __enter__(self) -> Channel:
         return self
@@ -347,14 +377,7 @@ class Channel:
             args.get("reply_code", 0), args.get("reply_text", ""), args.get("class_id", 0), args.get("method_id", 0)
         )
         conn = self._conn
-        data = self._encode("channel.close-ok", {})
-        with conn._send_lock:
-            already = self._closed is not None
-            if not already:
-                self._closed = exc
-            err = conn._send_locked(data)
-        if err is not None:
-            conn._send_failed(err)
+        already = not self._write(self._encode("channel.close-ok", {}), end=exc, answer=True)
         crossing = waiter is not None and "channel.close-ok" in waiter.expect
         if crossing:
             # Our close crossed the broker's: closed either way, but the
@@ -397,13 +420,8 @@ class Channel:
     def _on_confirm(self, args: dict[str, Any], error: type[PublishNacked] | None) -> None:
         tag = args["delivery_tag"]
         pending = self._pending
-        if args.get("multiple"):
-            low = self._low_tag
-            if tag >= low:
-                self._low_tag = tag + 1
-            tags: Iterable[int] = range(low, tag + 1)
-        else:
-            tags = (tag,)
+        low = self._low_tag
+        tags: Iterable[int] = range(low, tag + 1) if args.get("multiple") else (tag,)
         special = self._mandatory or self._returned
         for t in tags:
             future = pending.pop(t, None)
@@ -419,6 +437,14 @@ class Channel:
                 _settle(future, True)
             else:
                 _settle(future, exc=error(f"broker nacked publish {t} on channel {self.channel_id}"))
+        # Tags below _low_tag are settled: move it past every settled tag so a
+        # multiple ack walks only unsettled ones (single acks usually arrive in
+        # order, so this also keeps up without multiple acks). Publishers add
+        # to _pending before raising _next_tag.
+        limit = self._next_tag
+        while low < limit and low not in pending:
+            low += 1
+        self._low_tag = low
 
     def _on_return(self, event: spec.Returned) -> None:
         exc = MessageReturned(
@@ -635,23 +661,7 @@ class Channel:
         if not self._confirm:
             self._send(data)
             return None
-        future: Future[Any] = Future()
-        with conn._send_lock:
-            if self._closed is not None:
-                err: BaseException | None = _fresh(self._closed)
-            else:
-                tag = self._next_tag
-                self._next_tag = tag + 1
-                self._pending[tag] = future
-                if mandatory:
-                    self._mandatory[tag] = (exchange, routing_key)
-                err = conn._send_locked(data)
-                if err is not None:
-                    self._pending.pop(tag, None)
-        if err is not None:
-            conn._send_failed(err)
-            raise err
-        return future
+        return self._send_confirmed(data, ((mandatory, exchange, routing_key),))[0]
 
     def publish_many(self, items: Iterable[PublishItem]) -> list[Future[Any] | None]:
         """Publish several messages with one send.
@@ -666,7 +676,7 @@ class Channel:
         if conn.blocked or not self._flow.is_set():
             self._wait_publish_allowed()
         w = conn.writer()
-        addresses: list[tuple[bool, str, str]] = []
+        addresses: list[_Address] = []
         try:
             for item in items:
                 if isinstance(item, dict):
@@ -689,28 +699,37 @@ class Channel:
         if not self._confirm:
             self._send(data)
             return [None] * len(addresses)
-        futures: list[Future[Any] | None] = []
-        with conn._send_lock:
-            if self._closed is not None:
-                err: BaseException | None = _fresh(self._closed)
-            else:
-                first = tag = self._next_tag
-                pending = self._pending
-                for mandatory, exchange, routing_key in addresses:
-                    future: Future[Any] = Future()
-                    pending[tag] = future
-                    if mandatory:
-                        self._mandatory[tag] = (exchange, routing_key)
-                    futures.append(future)
-                    tag += 1
-                self._next_tag = tag
-                err = conn._send_locked(data)
-                if err is not None:
-                    for t in range(first, tag):
-                        pending.pop(t, None)
-        if err is not None:
-            conn._send_failed(err)
-            raise err
+        return list(self._send_confirmed(data, addresses))
+
+    def _send_confirmed(self, data: bytes, addresses: Sequence[_Address]) -> list[Future[Any]]:
+        """Send encoded publishes with one confirm future each, in tag order.
+
+        Tags are taken under the send lock, so their order is the order the
+        broker sees the publishes; they are given back if the send fails.
+        """
+        futures: list[Future[Any]] = []
+
+        def register() -> Callable[[], None]:
+            pending = self._pending
+            mandatory_tags = self._mandatory
+            first = tag = self._next_tag
+            for mandatory, exchange, routing_key in addresses:
+                future: Future[Any] = Future()
+                pending[tag] = future
+                if mandatory:
+                    mandatory_tags[tag] = (exchange, routing_key)
+                futures.append(future)
+                tag += 1
+            self._next_tag = tag
+
+            def undo() -> None:
+                for t in range(first, tag):
+                    pending.pop(t, None)
+                    mandatory_tags.pop(t, None)
+
+            return undo
+
+        self._write(data, register=register)
         return futures
 
     # ---- acknowledgements --------------------------------------------------

@@ -167,6 +167,10 @@ class Connection:
             raise
         self._transport = transport
         self._send_lock = transport.send_lock
+        if self.heartbeat:
+            # A send that moves no byte for two intervals means the broker
+            # stopped reading: fail it rather than hold the send lock forever.
+            transport.set_send_timeout(2 * self.heartbeat)
         self._reader_thread = threading.Thread(
             target=self._read_loop, args=(leftover,), name=f"fastrpc-reader-{params.address}", daemon=True
         )
@@ -295,8 +299,9 @@ class Connection:
         stage = "tune"
         self.channel_max = _negotiate(params.channel_max, tune.get("channel_max", 0)) or 65535
         self.frame_max = _negotiate(params.frame_max, tune.get("frame_max", 0)) or spec.DEFAULT_FRAME_MAX
-        # Lower non-zero of both proposals.
-        self.heartbeat = _negotiate(params.heartbeat, tune.get("heartbeat", 0))
+        # Lower non-zero of both proposals; our 0 means "no heartbeats" (as in
+        # oslo's heartbeat_timeout_threshold=0, py-amqp and kombu).
+        self.heartbeat = _negotiate(params.heartbeat, tune.get("heartbeat", 0)) if params.heartbeat else 0
         writer.method(0, "connection.tune-ok", channel_max=self.channel_max, frame_max=self.frame_max,
                       heartbeat=self.heartbeat)
         writer.method(0, "connection.open", virtual_host=params.virtual_host)
@@ -326,10 +331,16 @@ class Connection:
             return ConnectionLost("connection is not open")
         try:
             transport.sendall(data)
-        except OSError as exc:
+        except BlockingIOError:
+            # SO_SNDTIMEO expired: not one byte went out for the whole limit.
             if self._dead is not None:
                 return fresh_error(self._dead)
-            return ConnectionLost(f"send to {self.params.address} failed: {exc.strerror or exc}")
+            return HeartbeatTimeout(f"send to {self.params.address} made no progress (broker not reading)")
+        except (OSError, ValueError) as exc:  # ValueError: socket closed meanwhile
+            if self._dead is not None:
+                return fresh_error(self._dead)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            return ConnectionLost(f"send to {self.params.address} failed: {reason}")
         return None
 
     def _send_failed(self, err: BaseException) -> None:
@@ -513,6 +524,16 @@ class Connection:
                     f"no data from {self.params.address} for {now - since:.1f}s (heartbeat {self.heartbeat}s)"
                 ))
                 return
+            # A send stuck behind a broker that stopped reading holds the send
+            # lock, and the reader may be queued behind it (acks, close-ok), so
+            # the silence check above never fires: judge the send instead.
+            sending = transport.send_since
+            if sending is not None and now - sending >= limit:
+                self._fail(HeartbeatTimeout(
+                    f"send to {self.params.address} made no progress for {now - sending:.1f}s "
+                    f"(heartbeat {self.heartbeat}s)"
+                ))
+                return
             if now >= next_send:
                 next_send = now + send_every
                 # A held send lock means bytes are going out anyway; never
@@ -557,7 +578,13 @@ class Connection:
                 LOG.exception("on_close callback failed")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close politely (connection.close, wait for close-ok) and stop the threads."""
+        """Close politely (connection.close, wait for close-ok) and stop the threads.
+
+        Bounded by ``timeout`` (plus a short grace for the threads to end):
+        a send lock held by a stuck publisher or a broker that stopped reading
+        ends the connection instead of blocking here.
+        """
+        deadline = time.monotonic() + timeout
         with self._lock:
             if self._transport is None or self._dead is not None or self._closing:
                 already = True
@@ -567,16 +594,35 @@ class Connection:
         if not already:
             w = self.writer()
             w.method(0, "connection.close", reply_code=spec.REPLY_SUCCESS, reply_text="Normal shutdown")
-            try:
-                self.send(w.take())
-            except AMQPError:
-                pass
+            self._send_close(w.take(), deadline)
             if not self.in_reader_thread():
-                self._dead_event.wait(timeout)
+                self._dead_event.wait(max(deadline - time.monotonic(), 0.0))
             self._fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
         elif self._transport is not None and not self.in_reader_thread():
-            self._dead_event.wait(timeout)
+            self._dead_event.wait(max(deadline - time.monotonic(), 0.0))
         current = threading.current_thread()
         for thread in (self._reader_thread, self._heartbeat_thread):
             if thread is not None and thread is not current:
-                thread.join(timeout)
+                # The socket is shut down by now, so the threads end promptly.
+                thread.join(max(deadline - time.monotonic(), 1.0))
+
+    def _send_close(self, data: bytes, deadline: float) -> None:
+        """Send connection.close, giving up (and failing the connection) at ``deadline``."""
+        lock = self._send_lock
+        if not lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+            self._fail(ConnectionLost(f"close of {self.params.address}: the send lock stayed busy (broker not reading)"))
+            return
+        try:
+            transport = self._transport
+            if transport is not None and self._dead is None:
+                try:
+                    # Nothing else sends while we hold the lock, and the
+                    # connection ends after this frame anyway.
+                    transport.set_send_timeout(max(deadline - time.monotonic(), 0.001))
+                except OSError:
+                    pass
+            err = self._send_locked(data)
+        finally:
+            lock.release()
+        if err is not None:
+            self._send_failed(err)

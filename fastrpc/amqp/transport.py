@@ -13,12 +13,17 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import struct
 import threading
+import time
 
-from fastrpc.amqp.exceptions import ConnectionRefused, TLSError
+from fastrpc.amqp.exceptions import ConnectionLost, ConnectionRefused, TLSError
 from fastrpc.amqp.url import ConnectionParams
 
 RECV_SIZE = 256 * 1024
+# Large sends go out in pieces of this size so that ``send_since`` (the time
+# of the last progress) moves while a big message trickles out.
+SEND_CHUNK = 64 * 1024
 
 
 def open_socket(params: ConnectionParams, timeout: float) -> socket.socket:
@@ -64,9 +69,39 @@ class PlainTransport:
         n = self.sock.recv_into(self._rbuf)
         return self._rview[:n] if n else None
 
+        # Monotonic time of the last progress of the send in flight, None when
+        # no send is in flight; read by the heartbeat timer to spot a send
+        # stuck behind a broker that stopped reading.
+        self.send_since: float | None = None
+
+    def set_send_timeout(self, seconds: float) -> None:
+        """Make a send that moves no byte for ``seconds`` fail (SO_SNDTIMEO).
+
+        0 disables the limit. Receives are not affected. A timed-out send
+        raises BlockingIOError from ``sendall``.
+        """
+        sec = int(seconds)
+        usec = int((seconds - sec) * 1_000_000)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+
+    def _send_raw(self, data: bytes | bytearray | memoryview) -> None:
+        """sendall on the raw socket, recording progress (caller holds send_lock)."""
+        sock = self.sock
+        self.send_since = time.monotonic()
+        try:
+            if len(data) <= SEND_CHUNK:
+                sock.sendall(data)
+                return
+            view = memoryview(data)
+            for start in range(0, len(view), SEND_CHUNK):
+                sock.sendall(view[start:start + SEND_CHUNK])
+                self.send_since = time.monotonic()
+        finally:
+            self.send_since = None
+
     def sendall(self, data: bytes) -> None:
         # caller holds send_lock
-        self.sock.sendall(data)
+        self._send_raw(data)
 
     def try_send(self, data: bytes) -> bool:
         """Send only if the socket buffer has room now (caller holds send_lock).
@@ -96,6 +131,9 @@ class TlsTransport(PlainTransport):
         self._outgoing = ssl.MemoryBIO()
         self._obj = ctx.wrap_bio(self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname)
         self._tls_lock = threading.Lock()
+        # room for a full read plus a record left over from the previous one
+        self._plain = bytearray(RECV_SIZE + 32 * 1024)
+        self._plain_view = memoryview(self._plain)
 
     def handshake(self, address: str) -> None:
         """TLS handshake on the calling thread (socket timeout already set)."""
@@ -115,28 +153,53 @@ class TlsTransport(PlainTransport):
             raise TLSError(f"TLS certificate verification failed for {address}: {exc.verify_message}") from exc
         except ssl.SSLError as exc:
             raise TLSError(f"TLS handshake with {address} failed: {exc.reason or exc}") from exc
+        except TimeoutError:
+            raise  # the caller turns this into HandshakeTimeout
+        except OSError as exc:
+            # e.g. a reset while the handshake runs: the host is not usable,
+            # which the failover logic must see as an AMQPError.
+            reason = exc.strerror or type(exc).__name__
+            raise ConnectionLost(f"TLS handshake with {address} failed: {reason}") from None
 
     def _flush_raw(self) -> None:
         out = self._outgoing.read()
         if out:
-            self.sock.sendall(out)
+            self._send_raw(out)
 
     def recv(self) -> bytes | memoryview | None:
-        """Next decrypted bytes; b"" if only part of a record arrived; None on EOF."""
-        data = self.sock.recv(RECV_SIZE)
-        if not data:
+        """Next decrypted bytes; b"" if only part of a record arrived; None on EOF.
+
+        Ciphertext lands in the raw receive buffer and plaintext in a second
+        preallocated buffer, so a read allocates nothing. The returned view is
+        valid only until the next call (reader thread only).
+        """
+        n = self.sock.recv_into(self._rbuf)
+        if not n:
             return None
-        chunks = []
+        out = self._plain
+        size = len(out)
+        filled = 0
         eof = False
         with self._tls_lock:
-            self._incoming.write(data)
+            self._incoming.write(self._rview[:n])
             try:
                 while True:
-                    chunk = self._obj.read(RECV_SIZE)
-                    if not chunk:
+                    if filled == size:
+                        # Plaintext never exceeds the ciphertext that carried
+                        # it, but a record begun in the previous read may
+                        # complete now: grow (into a new buffer, since views
+                        # of the old one may still exist).
+                        size *= 2
+                        grown = bytearray(size)
+                        grown[:filled] = out
+                        self._plain = out = grown
+                        self._plain_view = memoryview(grown)
+                    # with a buffer, read() returns a byte count (typeshed says bytes)
+                    got: int = self._obj.read(size - filled, self._plain_view[filled:])  # type: ignore[arg-type, assignment]
+                    if not got:
                         eof = True
                         break
-                    chunks.append(chunk)
+                    filled += got
             except ssl.SSLWantReadError:
                 pass
             except ssl.SSLZeroReturnError:
@@ -147,8 +210,8 @@ class TlsTransport(PlainTransport):
             # order with application data, so they take the send lock.
             with self.send_lock, self._tls_lock:
                 self._flush_raw()
-        if chunks:
-            return b"".join(chunks)
+        if filled:
+            return self._plain_view[:filled]
         return None if eof else b""
 
     def _encrypt(self, data: bytes) -> bytes:
@@ -160,7 +223,7 @@ class TlsTransport(PlainTransport):
             return self._outgoing.read()
 
     def sendall(self, data: bytes) -> None:
-        self.sock.sendall(self._encrypt(data))
+        self._send_raw(self._encrypt(data))
 
 
 def open_transport(params: ConnectionParams, timeout: float) -> PlainTransport:

@@ -8,6 +8,7 @@ put into exception messages freely.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -17,6 +18,7 @@ from fastrpc.amqp import spec
 DEFAULT_PORT = 5672
 DEFAULT_TLS_PORT = 5671
 
+_OPTION_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,40}")
 _TRUE = frozenset({"1", "true", "yes", "on", "required"})
 _FALSE = frozenset({"0", "false", "no", "off", "none"})
 
@@ -129,6 +131,12 @@ def parse_url(url: str, **overrides: Any) -> ConnectionParams:
     except ValueError:
         # Never echo the URL or urllib's message: both may contain the password.
         raise ValueError("malformed AMQP URL (bad host or port)") from None
+    if "@" in parts.path or "@" in parts.query or "@" in parts.fragment:
+        # User info cut short by an unencoded '/', '?' or '#' in the password:
+        # whatever follows is part of a secret, so none of it is echoed.
+        raise ValueError(
+            "malformed AMQP URL: '@' after the host (percent-encode '/', '?', '#' and '@' in user and password)"
+        )
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
         raise ValueError(f"unsupported URL scheme {parts.scheme!r} (expected amqp or amqps)")
@@ -149,7 +157,9 @@ def parse_url(url: str, **overrides: Any) -> ConnectionParams:
         values["virtual_host"] = unquote(path[1:])
     for key, raw in parse_qsl(parts.query, keep_blank_values=True):
         if key not in _OPTIONS:
-            raise ValueError(f"unknown AMQP URL option {key!r}")
+            # Echo only names that look like option names, never free text.
+            shown = repr(key) if _OPTION_NAME.fullmatch(key) else "(name not shown)"
+            raise ValueError(f"unknown AMQP URL option {shown}")
         name, conv = _OPTIONS[key]
         try:
             values[name] = _to_bool(key, raw) if conv == "bool" else conv(raw)

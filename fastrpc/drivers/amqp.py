@@ -170,6 +170,10 @@ class _Handoff:
                 return
             self._items.append(item)
 
+    def pending(self) -> int:
+        """How many items wait for a poller."""
+        return len(self._items)
+
     def get_nowait(self) -> Any:
         """The next item, or ``_EMPTY``."""
         with self._lock:
@@ -258,6 +262,9 @@ class AmqpListener(Listener):
         self._incoming = _Handoff()
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._seen_lock = threading.Lock()
+        # Set by dispatch_inline(): requests run in the reader thread.
+        self._inline: Any = None
+        self._inline_lock = threading.Lock()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self.bad_messages = 0
@@ -297,7 +304,11 @@ class AmqpListener(Listener):
             put = self._incoming.put
 
             def on_message(delivery: spec.Delivery, gen: int = gen) -> None:
-                put((gen, delivery))
+                handler = self._inline
+                if handler is None:
+                    put((gen, delivery))
+                else:
+                    self._run_inline(handler, (gen, delivery))
 
             with self._lock:
                 self._gen = gen
@@ -328,6 +339,56 @@ class AmqpListener(Listener):
                 continue
             LOG.info("Listener for topic %s reconnected", self._target.topic)
             return
+
+    # -- inline dispatch -----------------------------------------------------
+
+    def dispatch_inline(self, handler: Any) -> None:
+        """Run ``handler(incoming)`` for each request in the connection's reader thread.
+
+        For a server that handles one message at a time anyway (the blocking
+        executor): no thread handoff per message. ``handler`` must not wait
+        for anything this listener's connection would deliver. Requests that
+        arrived before this call are handled first, in order, by a short-lived
+        thread (the reader waits for it), so this returns at once.
+        """
+        lock = self._inline_lock
+        lock.acquire()
+        self._inline = handler
+        if not self._incoming.pending():
+            lock.release()
+            return
+
+        def drain() -> None:
+            # Holds the lock taken above (a Lock may be released by any
+            # thread): new deliveries wait until the backlog is done.
+            try:
+                while not self._stopped.is_set():
+                    item = self._incoming.get_nowait()
+                    if item is _EMPTY or item is _STOP:
+                        break
+                    msg = self._take(item)
+                    if msg is not None:
+                        handler(msg)
+            finally:
+                lock.release()
+
+        threading.Thread(target=drain, name=f"fastrpc-server-{self._target.topic}", daemon=True).start()
+
+    def wait_inline_idle(self) -> None:
+        """Return once no inline handler runs, and none will start after stop()."""
+        with self._inline_lock:
+            pass
+
+    def _run_inline(self, handler: Any, item: tuple[int, spec.Delivery]) -> None:
+        with self._inline_lock:
+            # Checked under the lock: once stop() and wait_inline_idle()
+            # returned, nothing more runs. Unacked, the message goes back to
+            # the queue when the channel closes.
+            if self._stopped.is_set():
+                return
+            msg = self._take(item)
+            if msg is not None:
+                handler(msg)
 
     # -- polling -------------------------------------------------------------
 
@@ -413,10 +474,23 @@ class AmqpListener(Listener):
             return
         self._stopped.set()
         self._incoming.put(_STOP)
-        if self._conn is not None and self._conn.is_open:
+        if self._inline is not None and not self._conn_in_reader():
+            # The reader thread may be busy running a request, and only it
+            # can read basic.cancel-ok: do not make stop() wait for that.
+            threading.Thread(target=self._cancel_consumers, name="fastrpc-listener-cancel", daemon=True).start()
+        else:
+            self._cancel_consumers()
+
+    def _conn_in_reader(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.in_reader_thread()
+
+    def _cancel_consumers(self) -> None:
+        conn, ch = self._conn, self._channel
+        if conn is not None and conn.is_open:
             for tag in self._tags:
                 try:
-                    self._channel.basic_cancel(tag)
+                    ch.basic_cancel(tag)
                 except amqp_exc.AMQPError as exc:
                     LOG.debug("basic.cancel failed: %s", exc)
 

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 
+from . import reaper
 from .ports import LOOPBACK, free_ports, port_accepts
 
 
@@ -39,10 +40,12 @@ class Epmd:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
+        reaper.watch(self._proc.pid)
         deadline = time.monotonic() + self._start_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                reaper.forget(self._proc.pid)
                 self._proc = None
                 raise EpmdError(f"epmd on port {self.port} exited at start: {err.strip()}")
             if port_accepts(LOOPBACK, self.port, timeout=0.5):
@@ -64,6 +67,7 @@ class Epmd:
                 proc.wait(timeout=5)
         if proc.stderr:
             proc.stderr.close()
+        reaper.forget(proc.pid)
 
     def __enter__(self) -> Epmd:
         return self.start()

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import certs
+from . import certs, reaper
 from .epmd import Epmd
 from .ports import LOOPBACK, amqp_answers, free_ports, port_accepts
 
@@ -249,6 +249,7 @@ class RabbitNode:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        reaper.watch(self._proc.pid)
         self._paused = False
         self._wait_ready()
         return self
@@ -346,6 +347,7 @@ class RabbitNode:
         # Helpers of the VM (erl_child_setup, inet_gethost) may outlive the script.
         self._signal_group(pgid, signal.SIGKILL)
         self._wait_group_gone(pgid, timeout=10)
+        reaper.forget(pgid)
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:
@@ -387,11 +389,13 @@ class RabbitNode:
 
     # -- administration ---------------------------------------------------
 
-    def ctl(self, *args: str, timeout: float = 60.0, quiet: bool = True) -> str:
+    def ctl(self, *args: str, timeout: float = 60.0, quiet: bool = True, stdin: bytes | None = None) -> str:
         """Run ``rabbitmqctl`` against this node; return its stdout.
 
-        Raises RabbitNodeError (with stderr, and only the command name, since
-        arguments may hold passwords) when the command fails.
+        ``stdin`` is fed to the command (secrets go there, never into the
+        arguments, which any local user can read in /proc). Raises
+        RabbitNodeError (with stderr and only the command name) when the
+        command fails.
         """
         cmd = [str(RABBITMQ_BIN / "rabbitmqctl"), "-n", self.nodename]
         if quiet:
@@ -403,7 +407,7 @@ class RabbitNode:
                 cmd,
                 env=self._env(),
                 cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
+                input=stdin if stdin is not None else b"",
                 capture_output=True,
                 timeout=timeout,
             )
@@ -427,7 +431,8 @@ class RabbitNode:
         permissions: tuple[str, str, str] = (".*", ".*", ".*"),
     ) -> None:
         """Create a user with (configure, write, read) permissions on each vhost."""
-        self.ctl("add_user", username, password)
+        # Without the password argument rabbitmqctl reads it from stdin.
+        self.ctl("add_user", username, stdin=password.encode() + b"\n")
         if tags:
             self.ctl("set_user_tags", username, *tags)
         for vhost in vhosts:

@@ -3,13 +3,15 @@
 - ``broker`` (session): a private RabbitNode, or, when FASTRPC_TEST_URL is set, an
   ExternalBroker for that URL (same ``url``/``host``/``port``).
 - ``tls_broker`` (session): a private RabbitNode with a TLS listener.
+- ``private_node`` (module): a RabbitNode of the requesting test module alone,
+  for tests that pause, alarm or otherwise disturb their broker.
 - ``rabbit_node_factory`` (function): ``make(**kwargs) -> RabbitNode``; every node
   made is stopped when the test ends. Use it for tests that pause, restart or
   otherwise disturb a broker other tests share.
 
-Nodes start only when a test asks for them. A shared node that a test paused
-(and, failing, never resumed) is resumed after that test so later tests still
-have a broker.
+Nodes start only when a test asks for them. A shared or private node that a
+test paused (and, failing, never resumed) is resumed after that test so later
+tests still have a broker.
 """
 
 from __future__ import annotations
@@ -61,6 +63,11 @@ def broker(request: pytest.FixtureRequest) -> Iterator[RabbitNode | ExternalBrok
 @pytest.fixture(scope="session")
 def tls_broker(request: pytest.FixtureRequest) -> Iterator[RabbitNode]:
     yield from _session_node(request, tls=True)
+
+
+@pytest.fixture(scope="module")
+def private_node(request: pytest.FixtureRequest) -> Iterator[RabbitNode]:
+    yield from _session_node(request)
 
 
 @pytest.fixture

@@ -1,0 +1,290 @@
+"""Stalled sends, close races, heartbeat negotiation and TLS resets, against a
+scripted loopback peer (see test_connection_fake.Peer)."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import struct
+import threading
+import time
+from typing import Any
+
+import pytest
+from test_connection_fake import WAIT, Peer, connect, run_in_thread
+
+from fastrpc.amqp.channel import Channel
+from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.exceptions import (
+    AMQPError,
+    ChannelClosed,
+    ConnectionLost,
+    HeartbeatTimeout,
+)
+
+BIG = b"z" * (1 << 20)
+
+
+@pytest.fixture
+def peer() -> Any:
+    p = Peer()
+    yield p
+    p.close()
+
+
+def open_channel(conn: Connection, peer: Peer) -> tuple[Channel, int]:
+    _, opened = run_in_thread(conn.channel)
+    cid = peer.open_channel()
+    status, ch = opened.get(timeout=WAIT)
+    assert status == "ok", ch
+    return ch, cid
+
+
+def barrier(conn: Connection, peer: Peer) -> None:
+    """Return once the reader handled everything the peer sent before."""
+    seen = threading.Event()
+
+    def on_blocked(c: Connection, blocked: bool, reason: str) -> None:
+        seen.set()
+
+    conn.on_blocked.append(on_blocked)
+    peer.send_method(0, "connection.unblocked")
+    assert seen.wait(WAIT)
+    conn.on_blocked.remove(on_blocked)
+
+
+def flood(ch: Channel) -> queue.Queue[BaseException | None]:
+    """Publish big messages from a thread until a send fails (the peer never reads)."""
+    out: queue.Queue[BaseException | None] = queue.Queue()
+
+    def run() -> None:
+        try:
+            for _ in range(500):
+                ch.basic_publish("", "q", BIG)
+        except BaseException as exc:
+            out.put(exc)
+        else:
+            out.put(None)
+
+    threading.Thread(target=run, daemon=True).start()
+    return out
+
+
+def wait_send_stuck(conn: Connection, peer: Peer | None = None, stuck_for: float = 0.2) -> None:
+    """Wait until a send has made no progress for ``stuck_for`` seconds.
+
+    The kernel offers no event for "socket buffers full", so this polls (bounded).
+    With ``peer`` given, the peer keeps sending heartbeats meanwhile so the
+    client's receive-silence check stays quiet.
+    """
+    transport = conn._transport
+    assert transport is not None
+    deadline = time.monotonic() + WAIT
+    while True:
+        since = transport.send_since
+        if since is not None and time.monotonic() - since >= stuck_for:
+            return
+        assert time.monotonic() < deadline, "the publisher never got stuck"
+        if peer is not None:
+            peer.writer.heartbeat()
+            peer.flush()
+        time.sleep(0.05)
+
+
+def test_stuck_send_fails_connection_while_reader_waits_for_send_lock(peer: Peer) -> None:
+    """A publisher blocks in sendall (the broker stopped reading, but still
+    sends), the reader queues behind it on the send lock to ack a delivery:
+    the heartbeat timer must end the connection instead of a permanent hang."""
+    _, shaken = run_in_thread(lambda: peer.handshake(heartbeat=1))
+    conn = Connection(f"amqp://u:p@127.0.0.1:{peer.port}/", heartbeat=1)
+    conn.connect()
+    assert shaken.get(timeout=WAIT)[0] == "ok"
+    assert conn.heartbeat == 1
+    ch, cid = open_channel(conn, peer)
+    acked: queue.Queue[tuple[bool, BaseException | None]] = queue.Queue()
+
+    def on_message(delivery: Any) -> None:
+        held = conn._send_lock.locked()
+        try:
+            ch.basic_ack(delivery.delivery_tag)
+        except BaseException as exc:
+            acked.put((held, exc))
+        else:
+            acked.put((held, None))
+
+    _, consuming = run_in_thread(lambda: ch.basic_consume("q", on_message, consumer_tag="t"))
+    peer.expect("basic.consume")
+    peer.send_method(cid, "basic.consume-ok", consumer_tag="t")
+    assert consuming.get(timeout=WAIT) == ("ok", "t")
+    closed: queue.Queue[BaseException] = queue.Queue()
+    conn.on_close.append(lambda c, exc: closed.put(exc))
+
+    publisher = flood(ch)
+    wait_send_stuck(conn, peer)
+    peer.writer.content(cid, "basic.deliver", {"consumer_tag": "t", "delivery_tag": 1, "exchange": "",
+                                               "routing_key": "q"}, {}, b"x")
+    peer.flush()
+    # From now on the peer is silent and never reads.
+    exc = closed.get(timeout=WAIT)
+    assert isinstance(exc, HeartbeatTimeout), exc
+    assert "made no progress" in str(exc)
+    held, ack_error = acked.get(timeout=WAIT)
+    assert held, "the ack did not have to wait for the send lock"
+    assert isinstance(ack_error, ConnectionLost), ack_error
+    assert isinstance(publisher.get(timeout=WAIT), ConnectionLost)
+    assert not conn.is_open
+
+
+def test_close_is_bounded_while_a_send_is_stuck(peer: Peer) -> None:
+    conn, info = connect(peer, heartbeat=0)
+    assert info["tune_ok"]["heartbeat"] == 0 and conn.heartbeat == 0
+    ch, _ = open_channel(conn, peer)
+    publisher = flood(ch)
+    wait_send_stuck(conn)
+    _, closing = run_in_thread(lambda: conn.close(timeout=1.0))
+    assert closing.get(timeout=WAIT) == ("ok", None)
+    assert not conn.is_open
+    assert isinstance(publisher.get(timeout=WAIT), ConnectionLost)
+
+
+def test_close_is_bounded_when_its_own_send_stalls(peer: Peer) -> None:
+    """No publisher holds the lock, but the socket buffers are full: the
+    connection.close frame itself cannot go out."""
+    conn, _ = connect(peer, heartbeat=0)
+    transport = conn._transport
+    assert transport is not None
+    # Fill the buffers without blocking: non-blocking sends under the lock.
+    with conn._send_lock:
+        transport.sock.setblocking(False)
+        try:
+            for _ in range(10_000):
+                transport.sock.send(BIG)
+        except BlockingIOError:
+            pass
+        finally:
+            transport.sock.setblocking(True)
+    _, closing = run_in_thread(lambda: conn.close(timeout=1.0))
+    assert closing.get(timeout=WAIT) == ("ok", None)
+    assert not conn.is_open
+
+
+@pytest.mark.parametrize(
+    ("client", "server", "expected"),
+    [(0, 10, 0), (0, 0, 0), (5, 10, 5), (30, 10, 10), (5, 0, 5)],
+)
+def test_heartbeat_negotiation(peer: Peer, client: int, server: int, expected: int) -> None:
+    _, shaken = run_in_thread(lambda: peer.handshake(heartbeat=server))
+    conn = Connection(f"amqp://u:p@127.0.0.1:{peer.port}/", heartbeat=client)
+    conn.connect()
+    status, info = shaken.get(timeout=WAIT)
+    assert status == "ok", info
+    assert info["tune_ok"]["heartbeat"] == expected
+    assert conn.heartbeat == expected
+    # No timer thread when heartbeats are off.
+    assert (conn._heartbeat_thread is not None) == bool(expected)
+    conn._fail(ConnectionLost("test over"))
+
+
+def test_publish_refused_while_channel_close_in_flight(peer: Peer) -> None:
+    conn, _ = connect(peer)
+    ch, cid = open_channel(conn, peer)
+    _, selected = run_in_thread(ch.confirm_select)
+    peer.expect("confirm.select")
+    peer.send_method(cid, "confirm.select-ok")
+    assert selected.get(timeout=WAIT)[0] == "ok"
+    _, closing = run_in_thread(ch.close)
+    peer.expect("channel.close")
+    assert not ch.is_open
+    with pytest.raises(ChannelClosed):
+        ch.basic_publish("", "q", b"while closing")
+    with pytest.raises(ChannelClosed):
+        ch.publish_many([("", "q", b"a"), ("", "q", b"b")])
+    with pytest.raises(ChannelClosed):
+        ch.basic_ack(1)
+    assert ch.pending_confirms == 0
+    peer.send_method(cid, "channel.close-ok")
+    assert closing.get(timeout=WAIT) == ("ok", None)
+    with pytest.raises(ChannelClosed):
+        ch.basic_publish("", "q", b"after close")
+    # Nothing of the refused publishes reached the wire: the next frame the
+    # peer sees is the next channel's open, and the connection is alive.
+    ch2, cid2 = open_channel(conn, peer)
+    assert cid2 == cid and ch2.is_open and conn.is_open
+    conn._fail(ConnectionLost("test over"))
+
+
+def test_reader_side_close_during_close_in_flight_sends_no_second_close(peer: Peer) -> None:
+    conn, _ = connect(peer)
+    ch, cid = open_channel(conn, peer)
+    _, closing = run_in_thread(ch.close)
+    peer.expect("channel.close")
+    # A consumer callback (reader thread) closes the same channel meanwhile.
+    done = threading.Event()
+
+    def on_blocked(c: Connection, blocked: bool, reason: str) -> None:
+        ch.close()
+        done.set()
+
+    conn.on_blocked.append(on_blocked)
+    peer.send_method(0, "connection.blocked", reason="test")
+    assert done.wait(WAIT)
+    assert closing.get(timeout=WAIT)[0] == "ok"
+    peer.send_method(cid, "channel.close-ok")
+    barrier(conn, peer)
+    ch2, cid2 = open_channel(conn, peer)  # the next frame is channel.open
+    assert cid2 == cid and ch2.is_open
+    conn._fail(ConnectionLost("test over"))
+
+
+def test_single_acks_advance_the_low_confirm_mark(peer: Peer) -> None:
+    conn, _ = connect(peer)
+    ch, cid = open_channel(conn, peer)
+    _, selected = run_in_thread(ch.confirm_select)
+    peer.expect("confirm.select")
+    peer.send_method(cid, "confirm.select-ok")
+    assert selected.get(timeout=WAIT)[0] == "ok"
+    futures = [ch.basic_publish("", "q", b"%d" % i) for i in range(8)]
+    for _ in range(8):
+        assert peer.next_event().name == "basic.publish"
+    for tag in (1, 2, 3):
+        peer.send_method(cid, "basic.ack", delivery_tag=tag, multiple=False)
+    barrier(conn, peer)
+    assert ch._low_tag == 4
+    # Out of order: 5 first (4 still open), then 4 releases both.
+    peer.send_method(cid, "basic.ack", delivery_tag=5, multiple=False)
+    barrier(conn, peer)
+    assert ch._low_tag == 4
+    peer.send_method(cid, "basic.ack", delivery_tag=4, multiple=False)
+    barrier(conn, peer)
+    assert ch._low_tag == 6
+    peer.send_method(cid, "basic.ack", delivery_tag=8, multiple=True)
+    assert all(f is not None and f.result(timeout=WAIT) is True for f in futures)
+    barrier(conn, peer)
+    assert ch._low_tag == 9 and ch.pending_confirms == 0
+    conn._fail(ConnectionLost("test over"))
+
+
+def test_tls_handshake_reset_is_an_amqp_error() -> None:
+    """A reset during the TLS handshake must surface as an AMQPError, which
+    is what failover to the next host catches."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(WAIT)
+    port = listener.getsockname()[1]
+
+    def reset_after_client_hello() -> None:
+        s, _ = listener.accept()
+        s.settimeout(WAIT)
+        s.recv(10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST
+
+    thread = threading.Thread(target=reset_after_client_hello, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(AMQPError) as info:
+            Connection(f"amqps://u:TlsS3cret@127.0.0.1:{port}/", connect_timeout=WAIT).connect()
+        assert isinstance(info.value, ConnectionLost), info.value
+        assert "TlsS3cret" not in str(info.value)
+    finally:
+        thread.join(WAIT)
+        listener.close()
