@@ -95,11 +95,13 @@ def test_stuck_send_fails_connection_while_reader_waits_for_send_lock(peer: Peer
     """A publisher blocks in sendall (the broker stopped reading, but still
     sends), the reader queues behind it on the send lock to ack a delivery:
     the heartbeat timer must end the connection instead of a permanent hang."""
-    _, shaken = run_in_thread(lambda: peer.handshake(heartbeat=1))
-    conn = Connection(f"amqp://u:p@127.0.0.1:{peer.port}/", heartbeat=1)
+    # 2 s: the delivery below must arrive well before the 4 s limit even on a
+    # loaded machine.
+    _, shaken = run_in_thread(lambda: peer.handshake(heartbeat=2))
+    conn = Connection(f"amqp://u:p@127.0.0.1:{peer.port}/", heartbeat=2)
     conn.connect()
     assert shaken.get(timeout=WAIT)[0] == "ok"
-    assert conn.heartbeat == 1
+    assert conn.heartbeat == 2
     ch, cid = open_channel(conn, peer)
     acked: queue.Queue[tuple[bool, BaseException | None]] = queue.Queue()
 

@@ -306,9 +306,14 @@ class AmqpListener(Listener):
             def on_message(delivery: spec.Delivery, gen: int = gen) -> None:
                 handler = self._inline
                 if handler is None:
-                    put((gen, delivery))
-                else:
-                    self._run_inline(handler, (gen, delivery))
+                    # Decide under the lock: dispatch_inline() must not look at
+                    # the backlog between our check and our put.
+                    with self._inline_lock:
+                        handler = self._inline
+                        if handler is None:
+                            put((gen, delivery))
+                            return
+                self._run_inline(handler, (gen, delivery))
 
             with self._lock:
                 self._gen = gen

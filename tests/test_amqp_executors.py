@@ -1,0 +1,431 @@
+"""RPC server executors over the AMQP driver, against a real broker.
+
+``blocking`` runs each request in the listener connection's reader thread
+(``AmqpListener.dispatch_inline``); ``threading`` runs up to
+``executor_thread_pool_size`` workers that poll the listener.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+import fastrpc
+from fastrpc import Options, Target
+from fastrpc.amqp.connection import Connection
+from fastrpc.drivers import amqp
+from fastrpc.server import RPCServer
+
+WAIT = 10.0  # bound of every wait in this file
+CALL_TIMEOUT = 20.0  # client-side bound of every call
+
+
+def transport_url(broker) -> str:
+    return broker.url.replace("amqp://", "fastrpc://", 1)
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"exec_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def transports(broker) -> Iterator[Callable[..., fastrpc.RPCTransport]]:
+    made: list[fastrpc.RPCTransport] = []
+
+    def make(**options) -> fastrpc.RPCTransport:
+        t = fastrpc.get_rpc_transport(Options(**options), url=transport_url(broker))
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.cleanup()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[RPCServer]]:
+    """Servers a test started; each still running at the end is stopped (bounded)."""
+    made: list[RPCServer] = []
+    yield made
+    for srv in made:
+        srv.stop()
+        stop_and_wait(srv)
+
+
+def stop_and_wait(srv: RPCServer) -> None:
+    """stop() then wait(), failing instead of hanging when wait() does not return."""
+    srv.stop()
+    done = threading.Event()
+
+    def run() -> None:
+        srv.wait()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(WAIT), "wait() did not return after stop()"
+
+
+def client_for(transport, topic: str, server: str = "s1", timeout: float = CALL_TIMEOUT):
+    return fastrpc.get_rpc_client(transport, Target(topic=topic, server=server), timeout=timeout)
+
+
+def queue_depth(broker, name: str) -> int:
+    conn = Connection(broker.url)
+    conn.connect()
+    try:
+        _name, count, _consumers = conn.channel().queue_declare(name, passive=True)
+        return count
+    finally:
+        conn.close()
+
+
+def wait_queue_depth(broker, name: str, expected: int) -> None:
+    """Poll the broker (bounded in count and time) until ``name`` holds ``expected`` messages."""
+    deadline = time.monotonic() + WAIT
+    pause = threading.Event()
+    depth = -1
+    for _ in range(200):
+        depth = queue_depth(broker, name)
+        if depth == expected or time.monotonic() >= deadline:
+            break
+        pause.wait(0.05)
+    assert depth == expected
+
+
+class Recorder:
+    """Records every call's argument and thread; signals once ``expected`` arrived."""
+
+    def __init__(self, expected: int = 0) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[int] = []
+        self.threads: list[str] = []
+        self.expected = expected
+        self.all_done = threading.Event()
+
+    def record(self, ctxt, i):
+        with self.lock:
+            self.seen.append(i)
+            self.threads.append(threading.current_thread().name)
+            if len(self.seen) >= self.expected:
+                self.all_done.set()
+        return i
+
+    def ping(self, ctxt):
+        return "pong"
+
+
+class Gate:
+    """Endpoint whose calls block until released, counting concurrency."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.calls: list[int] = []
+        self.threads: set[str] = set()
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def work(self, ctxt, i):
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.calls.append(i)
+            self.threads.add(threading.current_thread().name)
+        self.entered.release()
+        try:
+            assert self.release.wait(WAIT)
+            return i
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def ping(self, ctxt):
+        return "pong"
+
+
+# ---- blocking executor ---------------------------------------------------------
+
+
+def test_blocking_backlog_cast_before_start_is_handled_in_order(broker, transports, servers, topic):
+    server_t, client_t = transports(), transports()
+    count = 25
+    rec = Recorder(expected=count)
+    srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [rec], executor="blocking")
+    # A first run declares the (durable-less but not auto-deleted) queues.
+    srv.start()
+    stop_and_wait(srv)
+
+    client = client_for(client_t, topic)
+    for i in range(count):
+        client.cast({}, "record", i=i)
+    # All of them wait on the broker before the server starts again.
+    wait_queue_depth(broker, f"{topic}.s1", count)
+    assert rec.seen == []
+
+    servers.append(srv)
+    srv.start()
+    assert rec.all_done.wait(WAIT)
+    assert rec.seen == list(range(count))
+    # And the server goes on serving once the backlog is done.
+    assert client.call({}, "record", i=count) == count
+    assert rec.seen == list(range(count + 1))
+    wait_queue_depth(broker, f"{topic}.s1", 0)
+
+
+def test_blocking_runs_one_request_at_a_time_in_the_reader_thread(transports, servers, topic):
+    server_t, client_t = transports(), transports()
+    lock = threading.Lock()
+    state = {"running": 0, "peak": 0}
+    threads: list[str] = []
+    overlap = threading.Event()
+
+    class Endpoint:
+        def work(self, ctxt, i):
+            with lock:
+                state["running"] += 1
+                state["peak"] = max(state["peak"], state["running"])
+                threads.append(threading.current_thread().name)
+                if state["running"] > 1:
+                    overlap.set()
+            try:
+                # Give any concurrent request time to enter: returns at once
+                # if one does, else after this bounded wait.
+                overlap.wait(0.2)
+                return i
+            finally:
+                with lock:
+                    state["running"] -= 1
+
+    srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [Endpoint()],
+                                 executor="blocking")
+    servers.append(srv)
+    srv.start()
+    client = client_for(client_t, topic)
+    callers = 5
+    with ThreadPoolExecutor(callers) as pool:
+        futures = [pool.submit(client.call, {}, "work", i=i) for i in range(callers)]
+        results = sorted(f.result(timeout=CALL_TIMEOUT + WAIT) for f in futures)
+    assert results == list(range(callers))
+    assert state["peak"] == 1
+    assert not overlap.is_set()
+    assert len(threads) == callers
+    assert all(name.startswith("fastrpc-reader") for name in threads), threads
+    # Always the same thread: the one connection's reader.
+    assert len(set(threads)) == 1
+
+
+def test_blocking_stop_during_request_wait_returns_after_it_and_runs_nothing_more(
+        broker, transports, servers, topic):
+    server_t, client_t = transports(), transports()
+    gate = Gate()
+    srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [gate], executor="blocking")
+    srv.start()
+    client = client_for(client_t, topic)
+    try:
+        for i in range(3):
+            client.cast({}, "work", i=i)
+        assert gate.entered.acquire(timeout=WAIT)
+        assert gate.calls == [0]
+
+        srv.stop()
+        returned = threading.Event()
+
+        def waiter() -> None:
+            srv.wait()
+            returned.set()
+
+        thread = threading.Thread(target=waiter, daemon=True)
+        thread.start()
+        # The request still runs: wait() must not have returned.
+        assert not returned.wait(0.5)
+        assert gate.running == 1
+        gate.release.set()
+        assert returned.wait(WAIT)
+        thread.join(WAIT)
+        assert gate.running == 0
+        # Nothing was run after stop(), not even the casts already delivered.
+        assert not gate.entered.acquire(timeout=0.5)
+        assert gate.calls == [0]
+    finally:
+        gate.release.set()
+        stop_and_wait(srv)
+
+    # Those two were never acknowledged: the broker kept them for the next run.
+    wait_queue_depth(broker, f"{topic}.s1", 2)
+    servers.append(srv)
+    srv.start()
+    for _ in range(2):
+        assert gate.entered.acquire(timeout=WAIT)
+    assert sorted(gate.calls) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("executor", ["blocking", "threading"])
+def test_restart_after_stop_and_wait(transports, servers, topic, executor):
+    server_t, client_t = transports(), transports()
+    rec = Recorder()
+    srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [rec], executor=executor)
+    servers.append(srv)
+    client = client_for(client_t, topic)
+    for run in range(3):
+        srv.start()
+        assert client.call({}, "record", i=run) == run
+        stop_and_wait(srv)
+        assert srv.listener is None
+    # Stopped: a call is not answered.
+    with pytest.raises(fastrpc.MessagingTimeout):
+        client_for(client_t, topic, timeout=1.0).call({}, "ping")
+    srv.start()
+    assert client.call({}, "ping") == "pong"
+    assert rec.seen == [0, 1, 2]
+
+
+# ---- threading executor ----------------------------------------------------------
+
+
+def test_threading_pool_size_bounds_concurrency(transports, servers, topic):
+    server_t = transports(executor_thread_pool_size=3)
+    client_t = transports()
+    gate = Gate()
+    srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [gate], executor="threading")
+    servers.append(srv)
+    srv.start()
+    client = client_for(client_t, topic)
+    calls = 8
+    try:
+        with ThreadPoolExecutor(calls) as pool:
+            futures = [pool.submit(client.call, {}, "work", i=i) for i in range(calls)]
+            for _ in range(3):
+                assert gate.entered.acquire(timeout=WAIT)
+            # The pool is full: no fourth request starts while these run.
+            assert not gate.entered.acquire(timeout=0.5)
+            assert gate.running == 3
+            gate.release.set()
+            results = sorted(f.result(timeout=CALL_TIMEOUT + WAIT) for f in futures)
+    finally:
+        gate.release.set()
+    assert results == list(range(calls))
+    assert gate.peak == 3
+    assert sorted(gate.calls) == list(range(calls))
+    assert gate.threads <= {f"fastrpc-worker_{n}" for n in range(3)}, gate.threads
+
+
+# ---- nested calls and heartbeats ------------------------------------------------------
+
+
+def test_blocking_endpoint_calls_another_server_through_same_transport(transports, servers, topic):
+    server_t, client_t = transports(), transports()
+    inner_topic = f"{topic}_inner"
+
+    class Inner:
+        def add(self, ctxt, a, b):
+            return a + b
+
+    class Outer:
+        def relay(self, ctxt, a, b):
+            # The same transport the server listens with.
+            inner = client_for(server_t, inner_topic, server="s2", timeout=WAIT)
+            return {"sum": inner.call({}, "add", a=a, b=b), "thread": threading.current_thread().name}
+
+    inner = fastrpc.get_rpc_server(server_t, Target(topic=inner_topic, server="s2"), [Inner()],
+                                   executor="blocking")
+    outer = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [Outer()],
+                                   executor="blocking")
+    servers.extend([inner, outer])
+    inner.start()
+    outer.start()
+    client = client_for(client_t, topic, timeout=WAIT + 5)
+    for n in range(3):
+        reply = client.call({}, "relay", a=n, b=40)
+        assert reply["sum"] == n + 40
+        assert reply["thread"].startswith("fastrpc-reader")
+
+
+def test_blocking_long_request_outlives_heartbeat_limit(transports, servers, topic):
+    heartbeat = 2
+    server_t = transports(heartbeat_timeout_threshold=heartbeat)
+    client_t = transports()
+    # Longer than the connection's silence limit (two heartbeat intervals).
+    busy_for = 2 * heartbeat + 1.5
+
+    class Slow:
+        def slow(self, ctxt):
+            began = time.monotonic()
+            # The request's own work: a fixed duration, nothing sets this.
+            threading.Event().wait(busy_for)
+            return {"ran": time.monotonic() - began, "thread": threading.current_thread().name}
+
+        def ping(self, ctxt):
+            return "pong"
+
+    srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [Slow()], executor="blocking")
+    servers.append(srv)
+    srv.start()
+    listener = srv.listener
+    assert listener is not None
+    conn = listener._conn
+    assert conn is not None and conn.heartbeat == heartbeat
+
+    client = client_for(client_t, topic, timeout=busy_for + WAIT)
+    reply = client.call({}, "slow")
+    assert reply["ran"] >= busy_for
+    assert reply["thread"].startswith("fastrpc-reader")
+    # The same connection, alive, and no reconnect happened meanwhile.
+    assert listener._conn is conn
+    assert conn.is_open
+    assert listener.reconnects == 0
+    assert client.call({}, "ping") == "pong"
+    assert listener._conn is conn and listener.reconnects == 0
+
+
+def test_blocking_request_delivered_while_start_installs_inline_handler(monkeypatch, transports, servers,
+                                                                        topic):
+    """A delivery that races server.start() is still handled.
+
+    The reader thread's delivery callback reads the inline handler, finds none
+    yet, and queues the delivery for the handler's backlog drain. Here start()
+    installs the handler exactly between that read and the queueing (a thread
+    switch that can happen on its own); the request must still be run.
+    """
+    server_t, client_t = transports(), transports()
+    rec = Recorder(expected=2)
+    target = Target(topic=topic, server="s1")
+    srv = fastrpc.get_rpc_server(server_t, target, [rec], executor="blocking")
+    srv.start()  # declares the queues
+    stop_and_wait(srv)
+    client = client_for(client_t, topic)
+
+    in_put = threading.Event()
+    installed = threading.Event()
+    original_put = amqp._Handoff.put
+    original_inline = amqp.AmqpListener.dispatch_inline
+
+    def put(self, item):
+        if item is not amqp._STOP and threading.current_thread().name.startswith("fastrpc-reader") \
+                and not installed.is_set():
+            in_put.set()
+            installed.wait(WAIT)
+        original_put(self, item)
+
+    def dispatch_inline(self, handler):
+        try:
+            client.cast({}, "record", i=0)
+            assert in_put.wait(WAIT), "the request was not delivered before the handler was installed"
+            original_inline(self, handler)
+        finally:
+            installed.set()
+
+    monkeypatch.setattr(amqp._Handoff, "put", put)
+    monkeypatch.setattr(amqp.AmqpListener, "dispatch_inline", dispatch_inline)
+    servers.append(srv)
+    srv.start()
+    assert installed.is_set()
+    client.cast({}, "record", i=1)
+    assert rec.all_done.wait(WAIT), f"handled only {rec.seen}"
+    assert rec.seen == [0, 1]
