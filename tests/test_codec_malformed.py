@@ -10,14 +10,12 @@ from types import ModuleType
 
 import pytest
 from codec_support import (
-    CODECS,
     HEARTBEAT,
     body_frame,
     check_frame_error,
     deliver_frame,
     frame,
     header_frame,
-    load_codec,
     method_frame,
     shortstr,
     table,
@@ -37,10 +35,6 @@ PREFIX = HEARTBEAT  # fed first, in its own call, so offsets must be absolute
 BASE = len(PREFIX)  # stream offset of the bad frame
 PAYLOAD = BASE + 7  # stream offset of the bad frame's payload
 
-
-@pytest.fixture(params=CODECS, scope="module")
-def codec(request: pytest.FixtureRequest) -> ModuleType:
-    return load_codec(request.param)
 
 
 def fail_after_prefix(codec: ModuleType, bad: bytes, **limits: int) -> FrameError:

@@ -20,7 +20,7 @@ import pamqp.frame
 import pamqp.header
 import pamqp.heartbeat
 import pytest
-from codec_support import CODECS, assert_events, assert_same, content_event, load_codec
+from codec_support import assert_events, assert_same, content_event
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_codec_golden import GOLDEN
@@ -48,10 +48,6 @@ PAMQP_FIXED = {
 }
 NAME_FIELDS = {"exchange", "queue", "destination", "source"}
 
-
-@pytest.fixture(params=CODECS, scope="module")
-def codec(request: pytest.FixtureRequest) -> ModuleType:
-    return load_codec(request.param)
 
 
 def pamqp_frames(data: bytes) -> list[tuple[int, Any]]:

@@ -8,14 +8,12 @@ from typing import Any
 
 import pytest
 from codec_support import (
-    CODECS,
     args_strategy,
     assert_events,
     assert_same,
     content_event,
     expected_args,
     feed_chunks,
-    load_codec,
     properties_strategy,
     split_frames,
     tables,
@@ -34,10 +32,6 @@ PLAIN_METHODS = [name for name in ALL_METHODS if not spec.METHODS_BY_NAME[name].
 CONTENT_METHODS = [name for name in ALL_METHODS if spec.METHODS_BY_NAME[name].has_content]
 channels = st.integers(min_value=0, max_value=65535)
 
-
-@pytest.fixture(params=CODECS, scope="module")
-def codec(request: pytest.FixtureRequest) -> ModuleType:
-    return load_codec(request.param)
 
 
 @st.composite

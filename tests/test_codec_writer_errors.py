@@ -10,12 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from codec_support import CODECS, HEARTBEAT, load_codec
-
-
-@pytest.fixture(params=CODECS, scope="module")
-def codec(request: pytest.FixtureRequest) -> ModuleType:
-    return load_codec(request.param)
+from codec_support import HEARTBEAT
 
 
 def refused(codec: ModuleType, call: Callable[[Any], None], errors: Any, match: str | None) -> None:
