@@ -59,7 +59,7 @@ $(VPY):
 # works offline from a local wheel cache.
 $(STAMPS)/installed: pyproject.toml setup.py | $(VPY)
 	@mkdir -p $(STAMPS)
-	$(VPY) -m pip install -q --upgrade pip 'setuptools>=68' wheel 'Cython>=3.0,<3.3'
+	$(VPY) -m pip install -q --upgrade pip 'setuptools==84.2.1' 'wheel==0.48.0' 'Cython==3.2.9'
 	$(VPY) -m pip install -q --no-build-isolation -e '.[test,dev]'
 	@touch $@ $(STAMPS)/ext
 
