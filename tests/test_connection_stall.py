@@ -156,15 +156,12 @@ def test_close_is_bounded_when_its_own_send_stalls(peer: Peer) -> None:
     transport = conn._transport
     assert transport is not None
     # Fill the buffers without blocking: non-blocking sends under the lock.
+    # MSG_DONTWAIT per call, not setblocking(False): the socket's mode is
+    # shared with the reader thread, whose recv would then fail with EAGAIN.
     with conn._send_lock:
-        transport.sock.setblocking(False)
-        try:
+        with pytest.raises(BlockingIOError):
             for _ in range(10_000):
-                transport.sock.send(BIG)
-        except BlockingIOError:
-            pass
-        finally:
-            transport.sock.setblocking(True)
+                transport.sock.send(BIG, socket.MSG_DONTWAIT)
     _, closing = run_in_thread(lambda: conn.close(timeout=1.0))
     assert closing.get(timeout=WAIT) == ("ok", None)
     assert not conn.is_open
