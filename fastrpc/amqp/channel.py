@@ -221,6 +221,7 @@ class Channel:
                 # either sees the waiter or is seen here.
                 self._check_open()
                 self._send(data, closing=name == "channel.close")
+                conn.need_reader()
                 if not waiter.event.wait(timeout):
                     exc = OperationTimeout(
                         f"{name} on channel {self.channel_id} of {conn.params.address} got no reply in {timeout:g}s"
@@ -562,7 +563,8 @@ class Channel:
     ) -> str:
         """Start a consumer; returns its tag.
 
-        ``on_message(delivery)`` runs in the reader thread. ``on_cancel(tag)``
+        ``on_message(delivery)`` runs in the thread reading the connection
+        (the reader thread, or a thread in :meth:`Connection.wait_for`). ``on_cancel(tag)``
         is called when the broker cancels the consumer (e.g. queue deleted).
         """
         self._check_open()
@@ -730,6 +732,7 @@ class Channel:
             return undo
 
         self._write(data, register=register)
+        self._conn.need_reader()  # the confirms must be read
         return futures
 
     # ---- acknowledgements --------------------------------------------------

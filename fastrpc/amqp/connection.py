@@ -3,8 +3,16 @@
 Threads and locks:
 - the caller's thread runs the handshake, then starts one reader thread and
   (when heartbeats are negotiated) one heartbeat thread;
-- the reader blocks in recv (GIL released), feeds the FrameReader and hands
-  every event of the batch to its channel, in stream order;
+- reading is a role, the *baton*: whoever holds it blocks in recv (GIL
+  released), feeds the FrameReader and hands every event of the batch to its
+  channel, in stream order, then lets go. The reader thread holds it when
+  nobody else wants it. A thread waiting for a reply (:meth:`wait_for`) takes
+  it while it is free and reads its own reply: the reply then wakes the one
+  thread that wants it instead of the reader thread and then that one (a
+  cross-CPU wake-up costs tens of microseconds on a virtual machine). While
+  such waits keep coming, the reader thread stays out of recv so the baton
+  stays free for them; whoever lets the baton go passes it on to a waiting
+  thread, so someone always reads while anyone waits;
 - every send is a pre-encoded buffer written with one sendall under
   ``_send_lock``; encoding happens before the lock, in a FrameWriter owned by
   the sending thread;
@@ -15,8 +23,10 @@ Threads and locks:
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import platform
+import queue
 import threading
 import time
 from collections import deque
@@ -54,6 +64,18 @@ CAPABILITIES = {
 
 CloseCallback = Callable[["Connection", BaseException], None]
 BlockedCallback = Callable[["Connection", bool, str], None]
+
+# While threads wait in wait_for, the reader thread looks this often whether
+# they still do (and reads again once they stopped): data nobody asked for
+# (a broker close, heartbeats) waits at most this long.
+READER_STEP_ASIDE = 0.05
+# After two waits overlapped, the reader thread reads for all waiters for at
+# least this long.
+SHARED_HOLD = 0.05
+# A waiting thread's recv returns at least this often, to check its deadline.
+WAITER_RECV_SLICE = 1.0
+# Put into a waiting thread's mailbox: the baton was let go, try to take it.
+NUDGE = object()
 
 _Delivery = spec.Delivery
 _Method = spec.Method
@@ -114,8 +136,27 @@ class Connection:
         self._reader_thread: threading.Thread | None = None
         self._reader_ident: int | None = None
         self._heartbeat_thread: threading.Thread | None = None
-        # monotonic time the reader entered recv; None while it is dispatching
+        # The read baton (see the module docstring) and the mailboxes of the
+        # threads sleeping in wait_for while somebody else reads.
+        self._baton = threading.Lock()
+        self._sleepers: list[queue.SimpleQueue[Any]] = []
+        self._sleepers_lock = threading.Lock()
+        self._waits = 0  # wait_for calls so far: the reader thread steps aside while it moves
+        # Threads in wait_for now: entries minus _left.
+        self._entries = itertools.count()
+        self._exits = itertools.count()
+        self._left = 0
+        self._reader_parked = False
+        # Until then several threads wait at once: the reader thread reads for all.
+        self._shared_until = 0.0
+        self._reader_wanted = False  # a thread needs the reader thread to read now
+        self._reader_wake = threading.Event()
+        self._recv_timeout = 0.0  # the socket's SO_RCVTIMEO (0: none)
+        # Monotonic time since when the reading thread has waited for data
+        # (None while nobody is in recv, e.g. while dispatching); a recv that
+        # timed out carries its start over to the next one.
         self._recv_since: float | None = None
+        self._quiet_since: float | None = None
 
     # ---- public state --------------------------------------------------
 
@@ -394,45 +435,217 @@ class Connection:
             raise ConnectionClosed(spec.REPLY_SUCCESS, "connection is closing")
 
     def in_reader_thread(self) -> bool:
+        """Whether the calling thread holds the read baton (runs callbacks of this connection)."""
         return threading.get_ident() == self._reader_ident
 
-    # ---- reader thread -------------------------------------------------
+    # ---- reading -------------------------------------------------------
 
     def _read_loop(self, leftover: list[Any]) -> None:
-        self._reader_ident = threading.get_ident()
+        """The reader thread: reads whenever no waiting thread does."""
+        baton = self._baton
+        if leftover:
+            with baton:
+                self._reader_ident = threading.get_ident()
+                try:
+                    self._dispatch(leftover)
+                except BaseException as exc:
+                    self._reader_ident = None
+                    self._fail(self._read_error(exc))
+                    return
+                self._reader_ident = None
+        seen = self._waits
+        while self._dead is None:
+            waits = self._waits
+            if waits != seen and not self._reader_wanted and time.monotonic() >= self._shared_until:
+                # One thread at a time waits for replies and reads them
+                # itself: keep out of recv (the baton would be stuck here
+                # until data came), and give it to anyone who waits now.
+                seen = waits
+                self._hand_off()
+                self._park()
+                continue
+            self._reader_wanted = False
+            if not baton.acquire(blocking=False):
+                seen = self._waits
+                self._park()
+                continue
+            self._read_batch(0.0)
+
+    def _park(self) -> None:
+        """The reader thread waits READER_STEP_ASIDE, or until need_reader()."""
+        self._reader_parked = True
+        # Checked after announcing the park: need_reader() either sees the
+        # flag (and wakes us) or set its wish before this look.
+        if not self._reader_wanted:
+            self._reader_wake.wait(READER_STEP_ASIDE)
+        self._reader_parked = False
+        self._reader_wake.clear()
+
+    def need_reader(self) -> None:
+        """Make sure somebody reads soon: the caller is about to wait for
+        something (a method's reply, a confirm) without reading itself."""
+        self._reader_wanted = True
+        if self._reader_parked:
+            self._reader_wake.set()
+
+    def wait_for(self, mailbox: queue.SimpleQueue[Any], timeout: float | None) -> Any:
+        """The next item a callback of this connection puts into ``mailbox``.
+
+        While nobody else reads and no other thread waits, the calling thread
+        reads and dispatches itself. Otherwise it sleeps until the item
+        arrives or the baton is handed to it; while several threads wait, the
+        reader thread reads for all of them (handing the baton from caller to
+        caller would cost a wake-up per reply). Raises ``queue.Empty`` after
+        ``timeout`` seconds. Call :meth:`done_waiting` when the mailbox is no
+        longer used.
+        """
+        # Counted without a lock (next() is atomic): a late store of _left
+        # can only make waits look shared for a moment, never lose one.
+        entered = next(self._entries)
+        if entered != self._left:
+            self._shared_until = time.monotonic() + SHARED_HOLD
+        self._waits = entered + 1
+        try:
+            return self._wait_for(mailbox, timeout)
+        finally:
+            self._left = next(self._exits) + 1
+
+    def _wait_for(self, mailbox: queue.SimpleQueue[Any], timeout: float | None) -> Any:
+        baton = self._baton
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if not mailbox.empty():
+                item = mailbox.get_nowait()
+                if item is not NUDGE:
+                    return item
+                continue
+            now = time.monotonic()
+            remaining = None if deadline is None else deadline - now
+            if remaining is not None and remaining <= 0:
+                raise queue.Empty
+            if now < self._shared_until or self._dead is not None:
+                # Several threads wait: the reader thread reads for all (and
+                # does not stand aside meanwhile). Look again after a while,
+                # in case the waits have become one-at-a-time again.
+                if not baton.locked():
+                    self.need_reader()
+                slice_ = SHARED_HOLD if remaining is None else min(remaining, SHARED_HOLD)
+                try:
+                    item = mailbox.get(timeout=slice_)
+                except queue.Empty:
+                    continue
+                if item is not NUDGE:
+                    return item
+                continue
+            if baton.acquire(blocking=False):
+                self._read_batch(remaining)
+                self._pass_baton()
+                continue
+            # Somebody else reads. Register first, then look once more: the
+            # reader lets go either before our second look or after our
+            # registration (and then hands the baton to a sleeper).
+            with self._sleepers_lock:
+                self._sleepers.append(mailbox)
+            if baton.acquire(blocking=False):
+                self._forget_sleeper(mailbox)
+                self._read_batch(remaining)
+                self._pass_baton()
+                continue
+            try:
+                item = mailbox.get(timeout=remaining)
+            finally:
+                self._forget_sleeper(mailbox)
+            if item is not NUDGE:
+                return item
+
+    def _pass_baton(self) -> None:
+        """After a waiting thread read: make sure the others are read for."""
+        if self._sleepers:
+            if time.monotonic() < self._shared_until:
+                self.need_reader()
+            else:
+                self._hand_off()
+
+    def done_waiting(self, mailbox: queue.SimpleQueue[Any]) -> None:
+        """Release ``mailbox``: a baton handed to it meanwhile goes to another sleeper."""
+        nudged = False
+        while not mailbox.empty():
+            if mailbox.get_nowait() is NUDGE:
+                nudged = True
+        if nudged:
+            self._hand_off()
+
+    def _forget_sleeper(self, mailbox: queue.SimpleQueue[Any]) -> None:
+        with self._sleepers_lock:
+            try:
+                self._sleepers.remove(mailbox)
+            except ValueError:
+                pass  # already handed the baton (a NUDGE is in the mailbox)
+
+    def _hand_off(self) -> None:
+        """The baton is free: wake one sleeping waiter to take it."""
+        if self._sleepers:
+            with self._sleepers_lock:
+                mailbox = self._sleepers.pop() if self._sleepers else None
+            if mailbox is not None:
+                mailbox.put(NUDGE)
+
+    def _read_batch(self, timeout: float | None) -> None:
+        """Read once and dispatch what came (baton held; let go here).
+
+        ``timeout``: 0 waits for data for ever, None waits up to
+        WAITER_RECV_SLICE, a number up to that long (a waiter's deadline).
+        """
         transport = self._transport
         assert transport is not None
-        reader = self._frame_reader
-        dispatch = self._dispatch
-        monotonic = time.monotonic
+        self._reader_ident = threading.get_ident()
+        error: BaseException | None = None
+        try:
+            wanted = WAITER_RECV_SLICE if timeout is None else min(timeout, WAITER_RECV_SLICE) if timeout else 0.0
+            if wanted != self._recv_timeout:
+                transport.set_recv_timeout(wanted)
+                self._recv_timeout = wanted
+            since = self._quiet_since
+            self._recv_since = since if since is not None else time.monotonic()
+            try:
+                data = transport.recv()
+            except BlockingIOError:  # the receive timeout passed: still quiet
+                self._quiet_since = self._recv_since
+                data = b""
+            else:
+                self._quiet_since = None
+            finally:
+                self._recv_since = None
+            if data is None:
+                error = ConnectionLost(f"connection to {self.params.address} closed by the broker without "
+                                       "connection.close")
+            elif data:
+                self._dispatch(self._frame_reader.feed(data))
+        except BaseException as exc:
+            error = self._read_error(exc)
+        finally:
+            self._reader_ident = None
+            self._baton.release()
+        if error is not None:
+            self._fail(error)
+            self._hand_off()  # sleepers must not wait for a read that never comes
+
+    def _read_error(self, exc: BaseException) -> BaseException:
+        """What a failure while reading means for the connection."""
         address = self.params.address
         error: BaseException
-        try:
-            if leftover:
-                dispatch(leftover)
-            while True:
-                self._recv_since = monotonic()
-                data = transport.recv()
-                self._recv_since = None
-                if data is None:
-                    error = ConnectionLost(f"connection to {address} closed by the broker without connection.close")
-                    break
-                if data:
-                    dispatch(reader.feed(data))
-        except spec.FrameError as exc:
+        if isinstance(exc, spec.FrameError):
             error = ConnectionLost(f"invalid data from {address}: {exc}")
             error.__cause__ = exc
-        except OSError as exc:
+        elif isinstance(exc, OSError):
             error = ConnectionLost(f"connection to {address} lost: {exc.strerror or exc}")
-        except AMQPError as exc:
+        elif isinstance(exc, AMQPError):
             error = exc
-        except BaseException as exc:  # a bug must not leave waiters hanging
-            LOG.exception("reader thread of %s crashed", address)
-            error = ConnectionLost(f"reader thread of {address} crashed: {type(exc).__name__}")
+        else:  # a bug must not leave waiters hanging
+            LOG.error("reading from %s crashed", address, exc_info=exc)
+            error = ConnectionLost(f"reading from {address} crashed: {type(exc).__name__}")
             error.__cause__ = exc
-        finally:
-            self._recv_since = None
-        self._fail(error)
+        return error
 
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
@@ -560,6 +773,7 @@ class Connection:
             self._channels.clear()
             self._free_ids.clear()
         self._dead_event.set()
+        self._reader_wake.set()  # a reader thread standing aside ends now
         self._unblocked.set()  # blocked publishers wake up and see the failure
         transport = self._transport
         if transport is not None:
@@ -595,6 +809,7 @@ class Connection:
             w = self.writer()
             w.method(0, "connection.close", reply_code=spec.REPLY_SUCCESS, reply_text="Normal shutdown")
             self._send_close(w.take(), deadline)
+            self.need_reader()  # close-ok must be read
             if not self.in_reader_thread():
                 self._dead_event.wait(max(deadline - time.monotonic(), 0.0))
             self._fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))

@@ -1,8 +1,8 @@
 """Byte transports under a Connection: plain TCP and TLS.
 
-A transport is used by exactly two kinds of callers at once: one reader thread
-(``recv``) and senders serialised by ``send_lock`` (``sendall`` /
-``try_send``). TLS is driven through ``ssl.MemoryBIO`` rather than an
+A transport is used by exactly two kinds of callers at once: one reading
+thread at a time (``recv``; the connection's read baton decides which) and
+senders serialised by ``send_lock`` (``sendall`` / ``try_send``). TLS is driven through ``ssl.MemoryBIO`` rather than an
 ``SSLSocket`` because one SSL object must never be used by two threads at the
 same time; here every touch of it happens under ``_tls_lock`` while the raw
 socket does the blocking I/O with the GIL released.
@@ -52,6 +52,12 @@ def make_ssl_context(params: ConnectionParams) -> ssl.SSLContext:
     return ctx
 
 
+def _timeval(seconds: float) -> bytes:
+    """``struct timeval`` for SO_RCVTIMEO / SO_SNDTIMEO; a positive time never rounds to 0 (for ever)."""
+    usec_total = max(int(seconds * 1_000_000), 1 if seconds > 0 else 0)
+    return struct.pack("ll", usec_total // 1_000_000, usec_total % 1_000_000)
+
+
 class PlainTransport:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -60,19 +66,27 @@ class PlainTransport:
         # what it keeps, so nothing is allocated per read.
         self._rbuf = bytearray(RECV_SIZE)
         self._rview = memoryview(self._rbuf)
-
-    def recv(self) -> bytes | memoryview | None:
-        """Block for the next bytes; None on orderly EOF.
-
-        The returned view is valid only until the next call (reader thread only).
-        """
-        n = self.sock.recv_into(self._rbuf)
-        return self._rview[:n] if n else None
-
         # Monotonic time of the last progress of the send in flight, None when
         # no send is in flight; read by the heartbeat timer to spot a send
         # stuck behind a broker that stopped reading.
         self.send_since: float | None = None
+
+    def recv(self) -> bytes | memoryview | None:
+        """Block for the next bytes; None on orderly EOF.
+
+        Raises BlockingIOError when the receive timeout (see
+        :meth:`set_recv_timeout`) passes with nothing read. The returned view
+        is valid only until the next call (one reading thread at a time).
+        """
+        n = self.sock.recv_into(self._rbuf)
+        return self._rview[:n] if n else None
+
+    def set_recv_timeout(self, seconds: float) -> None:
+        """Make a recv that reads nothing for ``seconds`` raise BlockingIOError (SO_RCVTIMEO).
+
+        0 waits for ever. Sends are not affected, unlike ``socket.settimeout``.
+        """
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
 
     def set_send_timeout(self, seconds: float) -> None:
         """Make a send that moves no byte for ``seconds`` fail (SO_SNDTIMEO).
@@ -80,9 +94,7 @@ class PlainTransport:
         0 disables the limit. Receives are not affected. A timed-out send
         raises BlockingIOError from ``sendall``.
         """
-        sec = int(seconds)
-        usec = int((seconds - sec) * 1_000_000)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", sec, usec))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
 
     def _send_raw(self, data: bytes | bytearray | memoryview) -> None:
         """sendall on the raw socket, recording progress (caller holds send_lock)."""

@@ -205,7 +205,8 @@ class _Handoff:
 
 
 class _Waiter:
-    """Replies for one call; filled by the reader thread, read by the caller."""
+    """Replies for one call: put by whichever thread reads the connection
+    (often the caller itself, see Connection.wait_for), taken by the caller."""
 
     __slots__ = ("replies",)
 
@@ -719,7 +720,16 @@ class AmqpDriver(BaseDriver):
 
     def _wait(self, waiter: _Waiter, msg_id: str, timeout: float | None,
               call_monitor_timeout: float | None) -> Any:
-        get = waiter.replies.get
+        replies = waiter.replies
+        try:
+            return self._wait_replies(replies, msg_id, timeout, call_monitor_timeout)
+        finally:
+            conn = self._conn
+            if conn is not None:
+                conn.done_waiting(replies)
+
+    def _wait_replies(self, replies: queue.SimpleQueue[Reply], msg_id: str, timeout: float | None,
+                      call_monitor_timeout: float | None) -> Any:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
@@ -727,8 +737,11 @@ class AmqpDriver(BaseDriver):
         if call_monitor_timeout:
             wait = call_monitor_timeout if timeout is None else min(timeout, call_monitor_timeout)
         while True:
+            # The current connection (it changes after a reconnect): this
+            # thread reads the reply itself while nobody else reads.
+            conn = self._conn
             try:
-                reply = get(timeout=wait)
+                reply = conn.wait_for(replies, wait) if conn is not None else replies.get(timeout=wait)
             except queue.Empty:
                 raise MessagingTimeout(f"Timed out waiting for a reply to message ID {msg_id}") from None
             if reply.ending:

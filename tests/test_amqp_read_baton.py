@@ -1,0 +1,233 @@
+"""Who reads the reply connection: a waiting caller reads its own reply while
+nobody else reads; the baton is handed on so that every waiter is served; the
+reader thread steps in for everything else (method replies, close-ok,
+heartbeat silence)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import pytest
+
+from fastrpc.amqp import connection as connection_mod
+from fastrpc.amqp.connection import Connection
+from fastrpc.drivers.amqp import AmqpDriver
+from fastrpc.exceptions import MessagingTimeout
+from fastrpc.options import Options
+from fastrpc.target import Target
+from fastrpc.testing.node import RabbitNode
+from fastrpc.transport import TransportURL
+
+WAIT = 10.0
+
+
+def make_driver(url: str, **options) -> AmqpDriver:
+    conf = Options(**options)
+    return AmqpDriver(conf, TransportURL.parse(conf, url), "openstack", [])
+
+
+class EchoServer:
+    """A listener answered inline in its reader thread (no worker threads)."""
+
+    def __init__(self, driver: AmqpDriver, topic: str) -> None:
+        self.listener = driver.listen(Target(topic=topic, server="s1"))
+        self.listener.dispatch_inline(lambda msg: msg.reply(msg.message["args"]))
+
+    def close(self) -> None:
+        self.listener.cleanup()
+
+
+@pytest.fixture
+def topic(request):
+    return "baton_" + request.node.name[:50]
+
+
+@pytest.fixture
+def pair(broker, topic):
+    server, client = make_driver(broker.url), make_driver(broker.url)
+    echo = EchoServer(server, topic)
+    yield client
+    client.cleanup()
+    echo.close()
+    server.cleanup()
+
+
+def record_reply_threads(client: AmqpDriver) -> list[int]:
+    """Thread idents that ran the reply callback, in order."""
+    seen: list[int] = []
+    original = client._on_reply
+
+    def on_reply(delivery):
+        seen.append(threading.get_ident())
+        original(delivery)
+
+    client._on_reply = on_reply  # type: ignore[method-assign]
+    # The consumer callback was bound at basic_consume time: re-point it.
+    ch = client._reply_ch
+    for tag in list(ch._consumers):
+        ch._consumers[tag] = on_reply
+    return seen
+
+
+def call(client: AmqpDriver, topic: str, i: int, timeout: float = WAIT):
+    return client.send(Target(topic=topic), {}, {"method": "m", "args": {"i": i}}, wait_for_reply=True,
+                       timeout=timeout)
+
+
+def test_sequential_caller_reads_its_own_replies(pair, topic):
+    client = pair
+    assert call(client, topic, -1) == {"i": -1}  # reply queue and consumer exist now
+    seen = record_reply_threads(client)
+    me = threading.get_ident()
+    for i in range(200):
+        assert call(client, topic, i) == {"i": i}
+    assert len(seen) == 200
+    # The reader thread may take the first reply or two (it sat in recv
+    # when the calls began); after that it stands aside.
+    assert seen[5:].count(me) == len(seen) - 5, f"{seen.count(me)} of {len(seen)} read by the caller"
+    assert client._waiters == {}
+
+
+def test_concurrent_callers_are_all_served_then_the_caller_reads_again(pair, topic):
+    client = pair
+    call(client, topic, -1)
+    seen = record_reply_threads(client)
+    errors: list[BaseException] = []
+    slowest = [0.0]
+
+    def caller(base: int) -> None:
+        try:
+            for j in range(60):
+                t0 = time.monotonic()
+                assert call(client, topic, base + j) == {"i": base + j}
+                slowest[0] = max(slowest[0], time.monotonic() - t0)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(k * 1000,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert not errors, errors[:3]
+    assert len(seen) == 16 * 60
+    assert slowest[0] < WAIT
+    assert client._waiters == {}
+
+    # Waits overlapped, so the reader thread read for everyone; once they
+    # are one at a time again, the caller reads its own replies again.
+    del seen[:]
+    me = threading.get_ident()
+    deadline = time.monotonic() + WAIT
+    while True:
+        assert time.monotonic() < deadline, f"the caller never read again ({len(seen)} calls)"
+        call(client, topic, 0)
+        if len(seen) >= 20 and seen[-20:].count(me) == 20:
+            break
+
+
+def test_timeout_while_the_caller_reads(pair, topic):
+    client = pair
+    call(client, topic, -1)
+    t0 = time.monotonic()
+    with pytest.raises(MessagingTimeout):
+        client.send(Target(topic=topic + "_nobody"), {}, {"method": "m", "args": {}}, wait_for_reply=True,
+                    timeout=0.3)
+    elapsed = time.monotonic() - t0
+    assert 0.3 <= elapsed < 2.0
+    # The connection still works and the caller reads again.
+    assert call(client, topic, 7) == {"i": 7}
+
+
+def test_method_replies_are_read_while_the_reader_thread_stands_aside(pair, topic):
+    client = pair
+    for i in range(20):
+        call(client, topic, i)
+    conn = client._conn
+    assert conn is not None
+    # Calls just happened, so the reader thread stands aside; a declare on
+    # another channel must still get its declare-ok promptly.
+    ch = conn.channel()
+    t0 = time.monotonic()
+    for _ in range(5):
+        ch.queue_declare("", exclusive=True)
+    assert time.monotonic() - t0 < 5 * connection_mod.READER_STEP_ASIDE + 2.0
+    ch.close()
+    # And close() gets its close-ok read (bounded, clean).
+    t0 = time.monotonic()
+    conn.close(timeout=5)
+    assert time.monotonic() - t0 < 2.0
+    assert conn.closed_reason is not None and "closed by client" in str(conn.closed_reason)
+
+
+def test_wait_for_reads_in_the_calling_thread(broker):
+    conn = Connection(broker.url)
+    conn.connect()
+    try:
+        ch = conn.channel()
+        qname = ch.queue_declare("", exclusive=True)[0]
+        mailbox: queue.SimpleQueue = queue.SimpleQueue()
+        readers: list[int] = []
+
+        def on_message(delivery):
+            readers.append(threading.get_ident())
+            mailbox.put(bytes(delivery.body))
+
+        ch.basic_consume(qname, on_message, no_ack=True)
+        for i in range(50):
+            ch.basic_publish("", qname, b"m%d" % i)
+            assert conn.wait_for(mailbox, WAIT) == b"m%d" % i
+        conn.done_waiting(mailbox)
+        assert readers[5:].count(threading.get_ident()) == len(readers) - 5
+        with pytest.raises(queue.Empty):
+            conn.wait_for(mailbox, 0.2)
+    finally:
+        conn.close()
+
+
+def test_heartbeat_silence_detected_while_a_caller_reads(private_node: RabbitNode):
+    """A waiting caller's recv times out again and again; the silence adds up."""
+    interval = 2
+    server = make_driver(private_node.url)
+    client = make_driver(private_node.url, heartbeat_timeout_threshold=interval)
+    echo = EchoServer(server, "baton_hb")
+    try:
+        assert call(client, "baton_hb", 1) == {"i": 1}
+        conn = client._conn
+        assert conn is not None
+        died: queue.SimpleQueue = queue.SimpleQueue()
+        conn.on_close.append(lambda c, exc: died.put((time.monotonic(), exc)))
+        outcome: queue.SimpleQueue = queue.SimpleQueue()
+
+        def waiting_call() -> None:
+            try:
+                # Nobody serves this topic: the caller reads until its deadline.
+                client.send(Target(topic="baton_hb_nobody"), {}, {"method": "m", "args": {}},
+                            wait_for_reply=True, timeout=6 * interval, retry=0)
+                outcome.put(None)
+            except BaseException as exc:
+                outcome.put(exc)
+
+        threading.Thread(target=waiting_call, daemon=True).start()
+        # The call is published and its caller waits in recv (no event to
+        # wait on for that: poll, bounded).
+        deadline = time.monotonic() + WAIT
+        while not (client._waiters and conn._recv_since is not None):
+            assert time.monotonic() < deadline, "the call never started waiting"
+            time.sleep(0.01)
+        private_node.pause()
+        paused_at = time.monotonic()
+        try:
+            died_at, exc = died.get(timeout=2 * interval + WAIT)
+        finally:
+            private_node.resume()
+        assert died_at - paused_at <= 2 * interval + 1.5, exc
+        assert "heartbeat" in str(exc) or "no data" in str(exc)
+        assert isinstance(outcome.get(timeout=6 * interval + WAIT), MessagingTimeout)
+    finally:
+        client.cleanup()
+        echo.close()
+        server.cleanup()
