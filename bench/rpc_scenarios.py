@@ -1,6 +1,6 @@
 """RPC scenarios: fastrpc against oslo.messaging (rabbit driver) and the C client.
 
-One run, one broker. Scenarios, each bounded by ``--seconds``:
+One run, one broker. Scenarios:
 
 * ``sequential``: one caller, calls with a ~150-byte payload, one after another
   (fastrpc, oslo.messaging, C ``rpc-call`` against C ``rpc-server``);
@@ -9,12 +9,18 @@ One run, one broker. Scenarios, each bounded by ``--seconds``:
 * ``casts``: casts end to end, from the first cast published until the server
   has dispatched the last one (fastrpc, oslo.messaging).
 
-Servers and clients each run in their own process; servers use the threading
+Servers and clients each run in their own process, all started up front (each
+library on its own topic) and kept running. Every scenario is measured in
+``--rounds`` short rounds (``--seconds`` split between them), and within a round
+the contenders run one after another, in an order that alternates from round
+to round. A ratio is taken inside each round, between runs seconds apart, and
+the table reports the median over the rounds: on a shared machine whose speed
+drifts over minutes, that is what stays comparable. Servers use the threading
 executor unless ``--executors`` names others for fastrpc (each gets its own
-rows, e.g. ``--executors threading,blocking``). fastrpc's memory per connection and per in-flight call are measured
-in a separate process with tracemalloc (Python heap) and RSS deltas.
+rows). fastrpc's memory per connection and per in-flight call are measured in
+a separate process with tracemalloc (Python heap) and RSS deltas.
 
-    python bench/rpc_scenarios.py [--seconds 5] [--json out.json]
+    python bench/rpc_scenarios.py [--seconds 5] [--rounds 5] [--json out.json]
         [--executors threading,blocking] [--scenarios sequential,casts]
 """
 
@@ -122,13 +128,18 @@ def make_client(mod: Any, transport: Any, topic: str) -> Any:
     return mod.get_rpc_client(transport, mod.Target(topic=topic), timeout=CALL_TIMEOUT)
 
 
-def client_calls(lib: str, url: str, topic: str, threads: int, seconds: float) -> dict[str, Any]:
-    _quiet_logging()
+def open_client(lib: str, url: str, topic: str) -> tuple[Any, Any]:
+    """(transport, client), warmed up: reply queue, connection pool, code paths."""
     mod, transport = make_transport(lib, url)
     client = make_client(mod, transport, topic)
-    for _ in range(20):  # warm up: reply queue, connection pool, code paths
+    for _ in range(20):
         if client.call({}, "echo", payload=PAYLOAD) != PAYLOAD:
             raise common.BenchError("echo returned a different payload")
+    return transport, client
+
+
+def client_calls(client: Any, threads: int, seconds: float) -> dict[str, Any]:
+    """``threads`` callers through one client for ``seconds``."""
     per_thread: list[list[float]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
     start = threading.Barrier(threads + 1)
@@ -160,14 +171,11 @@ def client_calls(lib: str, url: str, topic: str, threads: int, seconds: float) -
         raise common.BenchError(f"{len(errors)} caller(s) failed: {errors[0]!r}")
     if any(w.is_alive() for w in workers):
         raise common.BenchError("a caller thread did not finish")
-    transport.cleanup()
     return common.latency_summary([x for lat in per_thread for x in lat], elapsed)
 
 
-def client_casts(lib: str, url: str, topic: str, seconds: float) -> dict[str, Any]:
-    _quiet_logging()
-    mod, transport = make_transport(lib, url)
-    client = make_client(mod, transport, topic)
+def client_casts(client: Any, seconds: float) -> dict[str, Any]:
+    """Casts for ``seconds``, then wait until the server dispatched them all."""
     client.call({}, "reset")
     t_first = time.monotonic()
     n = 0
@@ -180,9 +188,29 @@ def client_casts(lib: str, url: str, topic: str, seconds: float) -> dict[str, An
     got = client.prepare(timeout=wait_budget + 10).call({}, "wait_hits", n=n, timeout=wait_budget)
     if got["hits"] != n:
         raise common.BenchError(f"server dispatched {got['hits']} of {n} casts within {wait_budget:.0f} s")
-    transport.cleanup()
     elapsed = got["last"] - t_first
     return {"n": n, "seconds": elapsed, "rate": n / elapsed, "publish_rate": n / (t_published - t_first)}
+
+
+def client_loop(lib: str, url: str, topic: str, threads: int) -> int:
+    """A client kept between rounds: one command per stdin line, one JSON line back.
+
+    Commands: ``calls SECONDS`` and ``casts SECONDS``.
+    """
+    _quiet_logging()
+    transport, client = open_client(lib, url, topic)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        what, seconds = line.split()
+        if what == "calls":
+            res = client_calls(client, threads, float(seconds))
+        elif what == "casts":
+            res = client_casts(client, float(seconds))
+        else:
+            raise common.BenchError(f"unknown command {what!r}")
+        print(json.dumps(res), flush=True)
+    transport.cleanup()
+    return 0
 
 
 def client_memory(url: str, topic: str) -> dict[str, Any]:
@@ -280,26 +308,37 @@ def client_memory(url: str, topic: str) -> dict[str, Any]:
 
 # -- orchestration -----------------------------------------------------------------
 
-class ServerProcess:
-    """A benchmark server in a subprocess; stops when its stdin closes."""
+class Child:
+    """A benchmark process speaking JSON lines on stdout; ends when its stdin closes."""
 
     def __init__(self, cmd: list[str], env: dict[str, str], what: str, stop: Any = None) -> None:
         self.what = what
         self._stop = stop
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
-        line = self._readline(READY_TIMEOUT)
+        line = self.readline(READY_TIMEOUT)
         if '"ready"' not in line:
             self.kill()
             raise common.BenchError(f"{what} did not start: {line!r} {self._stderr()}")
 
-    def _readline(self, timeout: float) -> str:
+    def readline(self, timeout: float) -> str:
         box: list[str] = []
         reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()  # type: ignore[union-attr]
                                                            ), daemon=True)
         reader.start()
         reader.join(timeout)
         return box[0] if box else ""
+
+    def ask(self, command: str, timeout: float) -> dict[str, Any]:
+        """Send one command line; its JSON answer."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.readline(timeout)
+        if not line.strip():
+            self.kill()
+            raise common.BenchError(f"{self.what}: no answer to {command!r} {self._stderr()}")
+        return common.last_json_line(line)
 
     def _stderr(self) -> str:
         if self.proc.poll() is None:
@@ -315,7 +354,7 @@ class ServerProcess:
             self.kill()
             raise common.BenchError(f"{self.what} did not stop within {timeout:.0f} s") from None
         if self.proc.returncode != 0:
-            raise common.BenchError(f"{self.what} exited with {self.proc.returncode}")
+            raise common.BenchError(f"{self.what} exited with {self.proc.returncode}: {self._stderr()}")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -345,57 +384,115 @@ def delete_queue(url: str, queue: str) -> None:
         conn.close()
 
 
-def run_c(b: common.Broker, seconds: float) -> dict[str, Any]:
-    exe = str(common.c_client())
-    queue = f"bench.rpc.c.{uuid.uuid4().hex[:12]}"
-    env = b.c_env()
-    server = ServerProcess([exe, "rpc-server", b.host, str(b.port), queue], env, "C rpc-server",
-                           stop=lambda: publish_stop(b.url, queue))
-    try:
-        res = common.run_json([exe, "rpc-call", b.host, str(b.port), queue, "100000000", str(len(PAYLOAD)),
-                               str(max(1, round(seconds)))], env=env, what="C rpc-call", timeout=seconds + 60)
-        server.stop()
-    finally:
-        server.kill()
-        delete_queue(b.url, queue)
-    return res
+class CContender:
+    """The C request/reply pair: a server kept running, one rpc-call run per round."""
+
+    def __init__(self, b: common.Broker) -> None:
+        self.b = b
+        self.exe = str(common.c_client())
+        self.queue = f"bench.rpc.c.{uuid.uuid4().hex[:12]}"
+        self.env = b.c_env()
+        self.server = Child([self.exe, "rpc-server", b.host, str(b.port), self.queue], self.env, "C rpc-server",
+                            stop=lambda: publish_stop(b.url, self.queue))
+
+    def calls(self, seconds: float) -> dict[str, Any]:
+        # rpc-call takes whole seconds; a round shorter than that is cut by N.
+        return common.run_json([self.exe, "rpc-call", self.b.host, str(self.b.port), self.queue, "100000000",
+                                str(len(PAYLOAD)), str(max(1, round(seconds)))],
+                               env=self.env, what="C rpc-call", timeout=seconds + 60)
+
+    def close(self) -> None:
+        try:
+            self.server.stop()
+        finally:
+            self.server.kill()
+            delete_queue(self.b.url, self.queue)
 
 
-def run_lib(lib: str, b: common.Broker, seconds: float, scenarios: list[tuple[str, int]],
-            executor: str = "threading") -> dict[str, Any]:
-    url = b.transport_url("fastrpc" if lib == "fastrpc" else "rabbit")
-    topic = f"bench_{lib}_{uuid.uuid4().hex[:8]}"
-    env = common.python_env()
-    server = ServerProcess(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic,
-                                             "--executor", executor),
-                           env, f"{lib} server ({executor})")
-    out: dict[str, Any] = {}
-    try:
+class LibContender:
+    """One library (and executor): its server and one client per thread count, all kept running."""
+
+    def __init__(self, lib: str, b: common.Broker, executor: str, thread_counts: list[int]) -> None:
+        url = b.transport_url("fastrpc" if lib == "fastrpc" else "rabbit")
+        topic = f"bench_{lib}_{executor}_{uuid.uuid4().hex[:8]}"
+        env = common.python_env()
+        self.what = f"{lib} ({executor})"
+        self.server = Child(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic,
+                                              "--executor", executor), env, f"{self.what} server")
+        self.clients: dict[int, Child] = {}
+        try:
+            for threads in thread_counts:
+                self.clients[threads] = Child(
+                    common.python_cmd("rpc_scenarios.py", "--client", lib, "--url", url, "--topic", topic,
+                                      "--threads", str(threads)), env, f"{self.what} client x{threads}")
+        except BaseException:
+            self.close()
+            raise
+
+    def calls(self, threads: int, seconds: float) -> dict[str, Any]:
+        return self.clients[threads].ask(f"calls {seconds}", timeout=seconds * 8 + 120)
+
+    def casts(self, seconds: float) -> dict[str, Any]:
+        return self.clients[1].ask(f"casts {seconds}", timeout=seconds * 8 + 120)
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            try:
+                client.stop()
+            finally:
+                client.kill()
+        try:
+            self.server.stop()
+        finally:
+            self.server.kill()
+
+
+def run_rounds(contenders: dict[str, Any], scenarios: list[tuple[str, int]], seconds: float,
+               rounds: int) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every scenario, round after round, each contender once per round (order alternating)."""
+    per_round = seconds / rounds
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {key: {} for key in contenders}
+    for r in range(rounds):
         for name, threads in scenarios:
-            common.info(f"  {lib} ({executor}): {name}")
-            base = ["--url", url, "--topic", topic, "--seconds", str(seconds)]
-            if name == "casts":
-                cmd = common.python_cmd("rpc_scenarios.py", "--client", lib, "--scenario", "casts", *base)
-            else:
-                cmd = common.python_cmd("rpc_scenarios.py", "--client", lib, "--scenario", "calls",
-                                        "--threads", str(threads), *base)
-            out[name] = common.run_json(cmd, env=env, what=f"{lib} {name}", timeout=seconds * 8 + 120)
-        server.stop()
-    finally:
-        server.kill()
+            keys = [k for k in contenders if name == "sequential" or k != "C (librabbitmq)"]
+            if r % 2:
+                keys.reverse()
+            common.info(f"round {r + 1}/{rounds}: {name}")
+            for key in keys:
+                contender = contenders[key]
+                if key == "C (librabbitmq)":
+                    res = contender.calls(per_round)
+                elif name == "casts":
+                    res = contender.casts(per_round)
+                else:
+                    res = contender.calls(threads, per_round)
+                results[key].setdefault(name, []).append(res)
+    return results
+
+
+def summarize(rounds: list[dict[str, Any]], reference: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Medians over the rounds; the ratio is the median of per-round ratios."""
+    out: dict[str, Any] = {"rate": common.median([x["rate"] for x in rounds]), "rounds": len(rounds)}
+    for key in ("p50_ms", "p99_ms"):
+        values = [x[key] for x in rounds if x.get(key) is not None]
+        out[key] = common.median(values) if values else None
+    if reference:
+        out["ratio"] = common.median([a["rate"] / b["rate"] for a, b in zip(rounds, reference, strict=True) if b["rate"]])
     return out
 
 
 def run_memory(b: common.Broker) -> dict[str, Any]:
     topic = f"bench_mem_{uuid.uuid4().hex[:8]}"
-    return common.run_json(common.python_cmd("rpc_scenarios.py", "--client", "fastrpc", "--scenario", "memory",
+    return common.run_json(common.python_cmd("rpc_scenarios.py", "--memory",
                                              "--url", b.transport_url("fastrpc"), "--topic", topic),
                            env=common.python_env(), what="fastrpc memory", timeout=120)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=5.0, help="duration of each scenario (default 5)")
+    p.add_argument("--seconds", type=float, default=5.0,
+                   help="time per scenario and contender, split into the rounds (default 5)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds per scenario (default 5)")
     p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out")
     p.add_argument("--skip-memory", action="store_true", help="leave the memory measurements out")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -407,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executor", default="threading", choices=("blocking", "threading"), help=argparse.SUPPRESS)
     p.add_argument("--serve", choices=LIBS, help=argparse.SUPPRESS)
     p.add_argument("--client", choices=LIBS, help=argparse.SUPPRESS)
-    p.add_argument("--scenario", choices=("calls", "casts", "memory"), help=argparse.SUPPRESS)
+    p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     p.add_argument("--topic", help=argparse.SUPPRESS)
@@ -415,21 +512,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.serve:
         return serve(args.serve, args.url, args.topic, args.executor)
-    if args.client:
-        if args.scenario == "calls":
-            res = client_calls(args.client, args.url, args.topic, args.threads, args.seconds)
-        elif args.scenario == "casts":
-            res = client_casts(args.client, args.url, args.topic, args.seconds)
-        else:
-            res = client_memory(args.url, args.topic)
-        print(json.dumps(res), flush=True)
-        # Leftover non-daemon threads of a library must not keep a finished client alive.
+    if args.memory:
+        print(json.dumps(client_memory(args.url, args.topic)), flush=True)
         sys.stdout.flush()
         os._exit(0)
+    if args.client:
+        code = client_loop(args.client, args.url, args.topic, args.threads)
+        # Leftover non-daemon threads of a library must not keep a finished client alive.
+        sys.stdout.flush()
+        os._exit(code)
 
     if args.seconds <= 0:
         p.error("--seconds must be positive")
-    known = {"sequential": 1, "concurrent-16": 16, "concurrent-8": 8, "casts": 0}
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    known = {"sequential": 1, "concurrent-16": 16, "concurrent-8": 8, "casts": 1}
     chosen = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     if not chosen or any(name not in known for name in chosen):
         p.error(f"--scenarios takes some of {', '.join(known)}")
@@ -437,20 +534,26 @@ def main(argv: list[str] | None = None) -> int:
     executors = [e.strip() for e in args.executors.split(",") if e.strip()]
     if not executors or any(e not in ("blocking", "threading") for e in executors):
         p.error("--executors takes blocking and/or threading")
+    thread_counts = sorted({threads for _, threads in scenarios})
     # (result key, library, executor); the first executor keeps the plain name.
     runs = [("fastrpc" if i == 0 else f"fastrpc [{e}]", "fastrpc", e) for i, e in enumerate(executors)]
     if not args.skip_oslo:
         runs.append(("oslo", "oslo", "threading"))
-    results: dict[str, dict[str, Any]] = {}
     memory: dict[str, Any] = {}
+    contenders: dict[str, Any] = {}
     with common.broker() as b:
-        common.info("warming up the broker (C client, discarded)")
-        run_c(b, 2)
-        if "sequential" in chosen:
-            common.info("C client: sequential")
-            results["C (librabbitmq)"] = {"sequential": run_c(b, args.seconds)}
-        for key, lib, executor in runs:
-            results[key] = run_lib(lib, b, args.seconds, scenarios, executor)
+        try:
+            common.info("starting servers and clients")
+            for key, lib, executor in runs:
+                contenders[key] = LibContender(lib, b, executor, thread_counts)
+            if "sequential" in chosen:
+                contenders["C (librabbitmq)"] = CContender(b)
+                common.info("warming up the broker (C client, discarded)")
+                contenders["C (librabbitmq)"].calls(2)
+            raw = run_rounds(contenders, scenarios, args.seconds, args.rounds)
+        finally:
+            for contender in contenders.values():
+                contender.close()
         if not args.skip_memory:
             common.info("fastrpc: memory")
             memory = run_memory(b)
@@ -460,18 +563,25 @@ def main(argv: list[str] | None = None) -> int:
     names = {key: key for key, _, _ in runs}
     names.update({"fastrpc": f"fastrpc [{executors[0]}]" if len(executors) > 1 else "fastrpc",
                   "oslo": "oslo.messaging", "C (librabbitmq)": "C (librabbitmq)"})
+    summary: dict[str, dict[str, Any]] = {}
     for scenario, _ in scenarios:
-        oslo_rate = results.get("oslo", {}).get(scenario, {}).get("rate")
-        c_rate = results.get("C (librabbitmq)", {}).get(scenario, {}).get("rate")
+        oslo_rounds = raw.get("oslo", {}).get(scenario)
+        c_rounds = raw.get("C (librabbitmq)", {}).get(scenario)
         for client in [key for key, _, _ in runs] + ["C (librabbitmq)"]:
-            found = results.get(client, {}).get(scenario)
+            found = raw.get(client, {}).get(scenario)
             if not found:
                 continue
-            rows.append([scenario, names[client], common.fmt_rate(found["rate"]),
-                         common.fmt_ms(found.get("p50_ms")), common.fmt_ms(found.get("p99_ms")),
-                         common.fmt_ratio(found["rate"], oslo_rate), common.fmt_ratio(found["rate"], c_rate)])
+            vs_oslo = summarize(found, oslo_rounds).get("ratio")
+            vs_c = summarize(found, c_rounds).get("ratio")
+            res = summarize(found, None)
+            res.update(vs_oslo=vs_oslo, vs_c=vs_c)
+            summary.setdefault(client, {})[scenario] = res
+            rows.append([scenario, names[client], common.fmt_rate(res["rate"]), common.fmt_ms(res.get("p50_ms")),
+                         common.fmt_ms(res.get("p99_ms")), fmt_x(vs_oslo), fmt_x(vs_c)])
     fmt = common.format_markdown if args.markdown else common.format_table
-    print(f"RPC scenarios, {args.seconds:g} s each, payload {len(PAYLOAD)} bytes (casts: calls/s = casts/s end to end)")
+    print(f"RPC scenarios, payload {len(PAYLOAD)} bytes, {args.rounds} rounds of {args.seconds / args.rounds:g} s "
+          "per scenario and client; medians over the rounds, ratios taken within each round "
+          "(casts: calls/s = casts/s end to end)")
     print(fmt(headers, rows))
     if memory:
         print()
@@ -481,9 +591,14 @@ def main(argv: list[str] | None = None) -> int:
             [f"per in-flight call ({memory['inflight_calls']} waiting)", f"{memory['inflight_heap_bytes'] / 1024:.2f} KiB",
              f"{memory['inflight_rss_bytes'] / 1024:.2f} KiB"],
         ]))
-    common.write_json(args.json, {"benchmark": "rpc_scenarios", "seconds": args.seconds, "payload": len(PAYLOAD),
-                                  "executors": executors, "results": results, "memory": memory})
+    common.write_json(args.json, {"benchmark": "rpc_scenarios", "seconds": args.seconds, "rounds": args.rounds,
+                                  "payload": len(PAYLOAD), "executors": executors, "summary": summary,
+                                  "rounds_raw": raw, "memory": memory})
     return 0
+
+
+def fmt_x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
 
 
 if __name__ == "__main__":
