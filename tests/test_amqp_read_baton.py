@@ -231,3 +231,27 @@ def test_heartbeat_silence_detected_while_a_caller_reads(private_node: RabbitNod
         client.cleanup()
         echo.close()
         server.cleanup()
+
+
+def test_calls_over_tls_are_read_by_the_caller(tls_broker):
+    """TLS: the caller's recv with a receive timeout, then the decryption, in the calling thread."""
+    server = make_driver(tls_broker.url)  # plain AMQP port of the same node
+    url = f"rabbit://guest:guest@localhost:{tls_broker.tls_port}/"
+    client = make_driver(url, ssl=True, ssl_ca_file=tls_broker.ca_file)
+    echo = EchoServer(server, "baton_tls")
+    try:
+        assert client.params[0].ssl
+        assert call(client, "baton_tls", -1) == {"i": -1}
+        seen = record_reply_threads(client)
+        me = threading.get_ident()
+        for i in range(50):
+            assert call(client, "baton_tls", i) == {"i": i}
+        assert seen[5:].count(me) == len(seen) - 5
+        with pytest.raises(MessagingTimeout):
+            client.send(Target(topic="baton_tls_nobody"), {}, {"method": "m", "args": {}}, wait_for_reply=True,
+                        timeout=0.3)
+        assert call(client, "baton_tls", 51) == {"i": 51}
+    finally:
+        client.cleanup()
+        echo.close()
+        server.cleanup()
