@@ -66,6 +66,10 @@ FASTRPC_OPTIONS: dict[str, Any] = {
     # Body encoding inside the oslo envelope: 'json' interoperates with oslo,
     # 'msgpack' is faster but only fastrpc peers understand it.
     "serialization": "json",
+    # Largest message body accepted, in bytes: larger requests are refused
+    # before they are sent, larger ones received are rejected, and a reply
+    # that would be larger becomes an error reply.
+    "max_message_size": 64 * 1024 * 1024,
 }
 
 GROUPS: dict[str, dict[str, Any]] = {
@@ -76,6 +80,8 @@ GROUPS: dict[str, dict[str, Any]] = {
 
 _ALL: dict[str, Any] = {**DEFAULT_OPTIONS, **RABBIT_OPTIONS, **FASTRPC_OPTIONS}
 _SERIALIZATIONS = ("json", "msgpack")
+# The frame reader's limit: a larger body ends the connection before the envelope sees it.
+_MAX_MESSAGE_SIZE_LIMIT = 128 * 1024 * 1024
 
 
 def _mask(url: Any) -> Any:
@@ -143,6 +149,7 @@ class Options:
     amqp_durable_queues: bool
     amqp_auto_delete: bool
     serialization: str
+    max_message_size: int
 
     def __init__(self, conf: Any = None, **overrides: Any) -> None:
         unknown = set(overrides) - set(_ALL)
@@ -172,6 +179,9 @@ class Options:
             raise ValueError("executor_thread_pool_size must be at least 1")
         if float(self.rpc_response_timeout) <= 0:
             raise ValueError("rpc_response_timeout must be positive")
+        if not 1024 <= int(self.max_message_size) <= _MAX_MESSAGE_SIZE_LIMIT:
+            raise ValueError(f"max_message_size must be between 1024 and {_MAX_MESSAGE_SIZE_LIMIT} bytes "
+                             f"(RabbitMQ's own limit), got {self.max_message_size!r}")
 
     @classmethod
     def coerce(cls, conf: Any = None) -> Options:

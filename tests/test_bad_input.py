@@ -20,7 +20,7 @@ from fastrpc import _impl
 from fastrpc.amqp.connection import Connection
 from fastrpc.client import get_rpc_client
 from fastrpc.drivers.topology import publish_properties
-from fastrpc.exceptions import RemoteError
+from fastrpc.exceptions import MessageDeliveryFailure, RemoteError
 from fastrpc.failures import deserialize_remote_exception
 from fastrpc.options import Options
 from fastrpc.server import get_rpc_server
@@ -192,3 +192,46 @@ def test_oversized_body_rejected(served, raw, logwatch):
     assert len(logged) == 1 and "exceeds the limit" in logged[0]
     # too big to read, so nobody to answer: the caller is not known
     assert replies.empty()
+
+
+class BigReplies:
+    def ping(self, ctxt, n):
+        return n + 1
+
+    def blob(self, ctxt, size):
+        return "x" * size
+
+
+def test_max_message_size_option_limits_both_directions(broker, request, logwatch):
+    """max_message_size: a request over it is refused before sending, a reply
+    over it becomes an error reply (not a timeout), a request received over it
+    is rejected; the server keeps serving."""
+    limit = 4096
+    topic = "bad_max_" + request.node.name[:40]
+    small = get_rpc_transport(Options(max_message_size=limit), url=broker.url)
+    large = get_rpc_transport(Options(), url=broker.url)
+    srv = get_rpc_server(small, Target(topic=topic, server="s1"), [BigReplies()], executor="threading")
+    srv.start()
+    try:
+        big_client = get_rpc_client(large, Target(topic=topic), timeout=WAIT)
+        small_client = get_rpc_client(small, Target(topic=topic), timeout=WAIT)
+        # refused before it is sent: a clear error at once, nothing published
+        with pytest.raises(MessageDeliveryFailure, match="max_message_size"):
+            small_client.call({}, "ping", n=1, pad="x" * limit)
+        with pytest.raises(MessageDeliveryFailure, match="max_message_size"):
+            small_client.cast({}, "ping", n=1, pad="x" * limit)
+        # a reply that would be too big: the caller learns why
+        with pytest.raises(ValueError, match="max_message_size"):
+            big_client.call({}, "blob", size=2 * limit)
+        assert small_client.call({}, "blob", size=10) == "x" * 10
+        # received over the server's limit (sent by a peer with a larger one):
+        # rejected and logged; too big to read, so no reply either
+        big_client.cast({}, "ping", n=1, pad="x" * (limit + 1))
+        logged = logwatch.wait_for("malformed request")
+        assert len(logged) == 1 and "exceeds the limit" in logged[0]
+        assert big_client.call({}, "ping", n=1) == 2
+    finally:
+        srv.stop()
+        srv.wait()
+        small.cleanup()
+        large.cleanup()

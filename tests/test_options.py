@@ -60,6 +60,11 @@ def test_unknown_option_and_bad_values_rejected():
         Options(executor_thread_pool_size=0)
     with pytest.raises(ValueError):
         Options(rpc_response_timeout=0)
+    with pytest.raises(ValueError, match="max_message_size"):
+        Options(max_message_size=100)
+    with pytest.raises(ValueError, match="max_message_size"):
+        Options(max_message_size=256 * 1024 * 1024)
+    assert Options(max_message_size=4096).max_message_size == 4096
 
 
 def test_reads_oslo_config_groups_and_keeps_defaults_for_unregistered():

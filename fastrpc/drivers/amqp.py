@@ -527,7 +527,7 @@ class AmqpDriver(BaseDriver):
         if serialization not in ("json", "msgpack"):
             raise ValueError(f"unknown serialization {serialization!r}")
         self.binary = serialization == "msgpack"
-        self.max_body = DEFAULT_MAX_BODY
+        self.max_body = int(getattr(conf, "max_message_size", DEFAULT_MAX_BODY) or DEFAULT_MAX_BODY)
         self._lock = threading.RLock()  # connection, channels, declarations
         self._conn: Connection | None = None
         self._pub_ch: Any = None
@@ -653,6 +653,7 @@ class AmqpDriver(BaseDriver):
         unique_id = new_id()
         if not wait_for_reply:
             body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
+            self._check_size(body, message)
             self._publish(ex, routing_key, body, self._cast_props, retry, None)
             return None
 
@@ -664,6 +665,7 @@ class AmqpDriver(BaseDriver):
         msg_id = new_id()
         body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
                                        self.binary)
+        self._check_size(body, message)
         props = self._call_props.get(timeout)
         if props is None:
             props = publish_properties(self._ctype, timeout)
@@ -676,6 +678,13 @@ class AmqpDriver(BaseDriver):
             return self._wait(waiter, msg_id, timeout, call_monitor_timeout)
         finally:
             self._waiters.pop(msg_id, None)
+
+    def _check_size(self, body: bytes, message: dict) -> None:
+        """Refuse a request its receiver would reject as too large (no timeout later)."""
+        if len(body) > self.max_body:
+            raise MessageDeliveryFailure(
+                f"request for method {message.get('method')!r} is {len(body)} bytes, more than "
+                f"max_message_size ({self.max_body} bytes); not sent")
 
     def _publish(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                  retry: int | None, deadline: float | None) -> None:
@@ -779,6 +788,13 @@ class AmqpDriver(BaseDriver):
     def _send_reply(self, reply_q: str, msg_id: str, result: Any, failure: str | None, ending: bool,
                     binary: bool) -> None:
         body = envelope.encode_reply(msg_id, new_id(), result, failure, ending, binary)
+        if len(body) > self.max_body:
+            # The caller would reject it and wait until its timeout: tell it why instead.
+            LOG.error("Reply to %s is %d bytes, more than max_message_size (%d); sending an error instead",
+                      msg_id, len(body), self.max_body)
+            error = ValueError(f"the reply is {len(body)} bytes, more than max_message_size "
+                               f"({self.max_body} bytes) allows")
+            body = envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
         props = self._reply_props[bool(binary)]
         mandatory = self.topology.mandatory_replies
         pub = self._pub_ch
