@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from endpoints import Gate
 
 import fastrpc
 from fastrpc import Options, Target
@@ -115,36 +116,6 @@ class Recorder:
             if len(self.seen) >= self.expected:
                 self.all_done.set()
         return i
-
-    def ping(self, ctxt):
-        return "pong"
-
-
-class Gate:
-    """Endpoint whose calls block until released, counting concurrency."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.running = 0
-        self.peak = 0
-        self.calls: list[int] = []
-        self.threads: set[str] = set()
-        self.entered = threading.Semaphore(0)
-        self.release = threading.Event()
-
-    def work(self, ctxt, i):
-        with self.lock:
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-            self.calls.append(i)
-            self.threads.add(threading.current_thread().name)
-        self.entered.release()
-        try:
-            assert self.release.wait(WAIT)
-            return i
-        finally:
-            with self.lock:
-                self.running -= 1
 
     def ping(self, ctxt):
         return "pong"

@@ -4,6 +4,7 @@ import threading
 import uuid
 
 import pytest
+from endpoints import Gate
 
 import fastrpc
 from fastrpc import Options, Target
@@ -14,31 +15,6 @@ WAIT = 10.0
 
 def make_transport(**options):
     return fastrpc.get_rpc_transport(Options(**options), url=f"memory:///{uuid.uuid4().hex}")
-
-
-class Gate:
-    """Endpoint whose calls block until released, counting concurrency."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.running = 0
-        self.peak = 0
-        self.entered = threading.Semaphore(0)
-        self.release = threading.Event()
-        self.threads = set()
-
-    def work(self, ctxt, i):
-        with self.lock:
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-            self.threads.add(threading.current_thread().name)
-        self.entered.release()
-        try:
-            assert self.release.wait(WAIT)
-            return i
-        finally:
-            with self.lock:
-                self.running -= 1
 
 
 def test_unknown_executor_rejected():

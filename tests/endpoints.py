@@ -1,0 +1,37 @@
+"""Endpoints shared by the server tests."""
+
+from __future__ import annotations
+
+import threading
+
+WAIT = 10.0  # how long a gated call waits to be released before it fails
+
+
+class Gate:
+    """Endpoint whose calls block until released, counting concurrency."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.calls: list[int] = []
+        self.threads: set[str] = set()
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Event()
+
+    def work(self, ctxt, i):
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            self.calls.append(i)
+            self.threads.add(threading.current_thread().name)
+        self.entered.release()
+        try:
+            assert self.release.wait(WAIT)
+            return i
+        finally:
+            with self.lock:
+                self.running -= 1
+
+    def ping(self, ctxt):
+        return "pong"
