@@ -1,0 +1,42 @@
+"""The RPC benchmark command from the README runs and prints its table.
+
+A smoke test of the harness (processes, rounds, ratios), not a measurement:
+no rate is asserted, only that every contender produced one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_rpc_scenarios_runs_every_contender_in_rounds(broker, tmp_path):
+    out = tmp_path / "rpc.json"
+    env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "rpc_scenarios.py"), "--seconds", "1", "--rounds", "2",
+         "--scenarios", "sequential,casts", "--executors", "threading,blocking", "--skip-memory",
+         "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = done.stdout
+    for row in ("fastrpc [threading]", "fastrpc [blocking]", "oslo.messaging", "C (librabbitmq)"):
+        assert row in table, table
+    data = json.loads(out.read_text())
+    summary = data["summary"]
+    assert set(summary) == {"fastrpc", "fastrpc [blocking]", "oslo", "C (librabbitmq)"}
+    for key in ("fastrpc", "fastrpc [blocking]", "oslo"):
+        for scenario in ("sequential", "casts"):
+            result = summary[key][scenario]
+            assert result["rounds"] == 2 and result["rate"] > 0
+            assert result["vs_oslo"] > 0
+        assert summary[key]["sequential"]["vs_c"] > 0
+    assert summary["C (librabbitmq)"]["sequential"]["rate"] > 0
+    # every round of every contender is kept, for whoever wants to look again
+    assert len(data["rounds_raw"]["oslo"]["casts"]) == 2
