@@ -470,15 +470,20 @@ def run_rounds(contenders: dict[str, Any], scenarios: list[tuple[str, int]], sec
     return results
 
 
-def summarize(rounds: list[dict[str, Any]], reference: list[dict[str, Any]] | None) -> dict[str, Any]:
-    """Medians over the rounds; the ratio is the median of per-round ratios."""
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the rounds."""
     out: dict[str, Any] = {"rate": common.median([x["rate"] for x in rounds]), "rounds": len(rounds)}
     for key in ("p50_ms", "p99_ms"):
         values = [x[key] for x in rounds if x.get(key) is not None]
         out[key] = common.median(values) if values else None
-    if reference:
-        out["ratio"] = common.median([a["rate"] / b["rate"] for a, b in zip(rounds, reference, strict=True) if b["rate"]])
     return out
+
+
+def ratio(rounds: list[dict[str, Any]], reference: list[dict[str, Any]] | None) -> float | None:
+    """The median of the per-round rate ratios (None without a reference)."""
+    if not reference:
+        return None
+    return common.median([a["rate"] / b["rate"] for a, b in zip(rounds, reference, strict=True) if b["rate"]])
 
 
 def run_memory(b: common.Broker) -> dict[str, Any]:
@@ -571,9 +576,9 @@ def main(argv: list[str] | None = None) -> int:
             found = raw.get(client, {}).get(scenario)
             if not found:
                 continue
-            vs_oslo = summarize(found, oslo_rounds).get("ratio")
-            vs_c = summarize(found, c_rounds).get("ratio")
-            res = summarize(found, None)
+            vs_oslo = ratio(found, oslo_rounds)
+            vs_c = ratio(found, c_rounds)
+            res = summarize(found)
             res.update(vs_oslo=vs_oslo, vs_c=vs_c)
             summary.setdefault(client, {})[scenario] = res
             rows.append([scenario, names[client], common.fmt_rate(res["rate"]), common.fmt_ms(res.get("p50_ms")),

@@ -13,6 +13,9 @@ import socket
 import sys
 from typing import Any
 
+from fastrpc.amqp.spec import DEFAULT_MAX_MESSAGE_SIZE
+from fastrpc.envelope_py import DEFAULT_MAX_BODY
+
 # name -> default, per oslo.config group.
 DEFAULT_OPTIONS: dict[str, Any] = {
     "transport_url": "rabbit://",
@@ -69,7 +72,7 @@ FASTRPC_OPTIONS: dict[str, Any] = {
     # Largest message body accepted, in bytes: larger requests are refused
     # before they are sent, larger ones received are rejected, and a reply
     # that would be larger becomes an error reply.
-    "max_message_size": 64 * 1024 * 1024,
+    "max_message_size": DEFAULT_MAX_BODY,
 }
 
 GROUPS: dict[str, dict[str, Any]] = {
@@ -80,8 +83,6 @@ GROUPS: dict[str, dict[str, Any]] = {
 
 _ALL: dict[str, Any] = {**DEFAULT_OPTIONS, **RABBIT_OPTIONS, **FASTRPC_OPTIONS}
 _SERIALIZATIONS = ("json", "msgpack")
-# The frame reader's limit: a larger body ends the connection before the envelope sees it.
-_MAX_MESSAGE_SIZE_LIMIT = 128 * 1024 * 1024
 
 
 def _mask(url: Any) -> Any:
@@ -179,8 +180,9 @@ class Options:
             raise ValueError("executor_thread_pool_size must be at least 1")
         if float(self.rpc_response_timeout) <= 0:
             raise ValueError("rpc_response_timeout must be positive")
-        if not 1024 <= int(self.max_message_size) <= _MAX_MESSAGE_SIZE_LIMIT:
-            raise ValueError(f"max_message_size must be between 1024 and {_MAX_MESSAGE_SIZE_LIMIT} bytes "
+        # Above the frame reader's limit a body ends the connection before the envelope sees it.
+        if not 1024 <= int(self.max_message_size) <= DEFAULT_MAX_MESSAGE_SIZE:
+            raise ValueError(f"max_message_size must be between 1024 and {DEFAULT_MAX_MESSAGE_SIZE} bytes "
                              f"(RabbitMQ's own limit), got {self.max_message_size!r}")
 
     @classmethod

@@ -13,10 +13,12 @@ the "c" cases instead of skipping them.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
 from codec_support import CODECS, load_codec
+from fake_peer import Peer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,3 +31,11 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(params=CODECS, scope="module")
 def codec(request: pytest.FixtureRequest) -> ModuleType:
     return load_codec(request.param)
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    """A scripted AMQP peer on loopback (see fake_peer.Peer)."""
+    p = Peer()
+    yield p
+    p.close()

@@ -1,5 +1,5 @@
 """Stalled sends, close races, heartbeat negotiation and TLS resets, against a
-scripted loopback peer (see test_connection_fake.Peer)."""
+scripted loopback peer (see fake_peer.Peer)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from test_connection_fake import WAIT, Peer, connect, run_in_thread
+from fake_peer import WAIT, Peer, barrier, connect, open_channel, run_in_thread, select_confirms
 
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
@@ -23,34 +23,6 @@ from fastrpc.amqp.exceptions import (
 )
 
 BIG = b"z" * (1 << 20)
-
-
-@pytest.fixture
-def peer() -> Any:
-    p = Peer()
-    yield p
-    p.close()
-
-
-def open_channel(conn: Connection, peer: Peer) -> tuple[Channel, int]:
-    _, opened = run_in_thread(conn.channel)
-    cid = peer.open_channel()
-    status, ch = opened.get(timeout=WAIT)
-    assert status == "ok", ch
-    return ch, cid
-
-
-def barrier(conn: Connection, peer: Peer) -> None:
-    """Return once the reader handled everything the peer sent before."""
-    seen = threading.Event()
-
-    def on_blocked(c: Connection, blocked: bool, reason: str) -> None:
-        seen.set()
-
-    conn.on_blocked.append(on_blocked)
-    peer.send_method(0, "connection.unblocked")
-    assert seen.wait(WAIT)
-    conn.on_blocked.remove(on_blocked)
 
 
 def flood(ch: Channel) -> queue.Queue[BaseException | None]:
@@ -187,10 +159,7 @@ def test_heartbeat_negotiation(peer: Peer, client: int, server: int, expected: i
 def test_publish_refused_while_channel_close_in_flight(peer: Peer) -> None:
     conn, _ = connect(peer)
     ch, cid = open_channel(conn, peer)
-    _, selected = run_in_thread(ch.confirm_select)
-    peer.expect("confirm.select")
-    peer.send_method(cid, "confirm.select-ok")
-    assert selected.get(timeout=WAIT)[0] == "ok"
+    select_confirms(ch, cid, peer)
     _, closing = run_in_thread(ch.close)
     peer.expect("channel.close")
     assert not ch.is_open
@@ -238,10 +207,7 @@ def test_reader_side_close_during_close_in_flight_sends_no_second_close(peer: Pe
 def test_single_acks_advance_the_low_confirm_mark(peer: Peer) -> None:
     conn, _ = connect(peer)
     ch, cid = open_channel(conn, peer)
-    _, selected = run_in_thread(ch.confirm_select)
-    peer.expect("confirm.select")
-    peer.send_method(cid, "confirm.select-ok")
-    assert selected.get(timeout=WAIT)[0] == "ok"
+    select_confirms(ch, cid, peer)
     futures = [ch.basic_publish("", "q", b"%d" % i) for i in range(8)]
     for _ in range(8):
         assert peer.next_event().name == "basic.publish"

@@ -537,26 +537,23 @@ class Connection:
                 if item is not NUDGE:
                     return item
                 continue
-            if baton.acquire(blocking=False):
-                self._read_batch(remaining)
-                self._pass_baton()
-                continue
-            # Somebody else reads. Register first, then look once more: the
-            # reader lets go either before our second look or after our
-            # registration (and then hands the baton to a sleeper).
-            with self._sleepers_lock:
-                self._sleepers.append(mailbox)
-            if baton.acquire(blocking=False):
+            if not baton.acquire(blocking=False):
+                # Somebody else reads. Register first, then look once more:
+                # the reader lets go either before our second look or after
+                # our registration (and then hands the baton to a sleeper).
+                with self._sleepers_lock:
+                    self._sleepers.append(mailbox)
+                if not baton.acquire(blocking=False):
+                    try:
+                        item = mailbox.get(timeout=remaining)
+                    finally:
+                        self._forget_sleeper(mailbox)
+                    if item is not NUDGE:
+                        return item
+                    continue
                 self._forget_sleeper(mailbox)
-                self._read_batch(remaining)
-                self._pass_baton()
-                continue
-            try:
-                item = mailbox.get(timeout=remaining)
-            finally:
-                self._forget_sleeper(mailbox)
-            if item is not NUDGE:
-                return item
+            self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
+            self._pass_baton()
 
     def _pass_baton(self) -> None:
         """After a waiting thread read: make sure the others are read for."""
@@ -590,21 +587,19 @@ class Connection:
             if mailbox is not None:
                 mailbox.put(NUDGE)
 
-    def _read_batch(self, timeout: float | None) -> None:
+    def _read_batch(self, recv_timeout: float) -> None:
         """Read once and dispatch what came (baton held; let go here).
 
-        ``timeout``: 0 waits for data for ever, None waits up to
-        WAITER_RECV_SLICE, a number up to that long (a waiter's deadline).
+        ``recv_timeout``: how long recv may wait for data; 0 for ever.
         """
         transport = self._transport
         assert transport is not None
         self._reader_ident = threading.get_ident()
         error: BaseException | None = None
         try:
-            wanted = WAITER_RECV_SLICE if timeout is None else min(timeout, WAITER_RECV_SLICE) if timeout else 0.0
-            if wanted != self._recv_timeout:
-                transport.set_recv_timeout(wanted)
-                self._recv_timeout = wanted
+            if recv_timeout != self._recv_timeout:
+                transport.set_recv_timeout(recv_timeout)
+                self._recv_timeout = recv_timeout
             since = self._quiet_since
             self._recv_since = since if since is not None else time.monotonic()
             try:

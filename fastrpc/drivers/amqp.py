@@ -204,16 +204,6 @@ class _Handoff:
         return slot.item
 
 
-class _Waiter:
-    """Replies for one call: put by whichever thread reads the connection
-    (often the caller itself, see Connection.wait_for), taken by the caller."""
-
-    __slots__ = ("replies",)
-
-    def __init__(self) -> None:
-        self.replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
-
-
 class AmqpIncomingMessage(IncomingMessage):
     """A request taken from a queue (already acked, as oslo does)."""
 
@@ -537,7 +527,9 @@ class AmqpDriver(BaseDriver):
         self._reply_q: str | None = None
         self._reply_consuming = False
         self._closed = False
-        self._waiters: dict[str, _Waiter] = {}
+        # msg_id -> the call's mailbox: replies are put by whichever thread
+        # reads the connection (often the caller itself, see Connection.wait_for).
+        self._waiters: dict[str, queue.SimpleQueue[Reply]] = {}
         self._listeners: list[AmqpListener] = []
         # (exchange, topic, server, fanout) -> (ExchangeSpec, routing key)
         self._routes: dict[tuple[Any, ...], tuple[ExchangeSpec, str]] = {}
@@ -671,13 +663,16 @@ class AmqpDriver(BaseDriver):
             props = publish_properties(self._ctype, timeout)
             if len(self._call_props) < 64:  # timeouts are few; do not grow without bound
                 self._call_props[timeout] = props
-        waiter = _Waiter()
-        self._waiters[msg_id] = waiter
+        replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+        self._waiters[msg_id] = replies
         try:
             self._publish(ex, routing_key, body, props, retry, deadline)
-            return self._wait(waiter, msg_id, timeout, call_monitor_timeout)
+            return self._wait(replies, msg_id, timeout, call_monitor_timeout)
         finally:
             self._waiters.pop(msg_id, None)
+            conn = self._conn
+            if conn is not None:
+                conn.done_waiting(replies)
 
     def _check_size(self, body: bytes, message: dict) -> None:
         """Refuse a request its receiver would reject as too large (no timeout later)."""
@@ -727,18 +722,8 @@ class AmqpDriver(BaseDriver):
                 LOG.warning("Broker connection problem (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
 
-    def _wait(self, waiter: _Waiter, msg_id: str, timeout: float | None,
+    def _wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, timeout: float | None,
               call_monitor_timeout: float | None) -> Any:
-        replies = waiter.replies
-        try:
-            return self._wait_replies(replies, msg_id, timeout, call_monitor_timeout)
-        finally:
-            conn = self._conn
-            if conn is not None:
-                conn.done_waiting(replies)
-
-    def _wait_replies(self, replies: queue.SimpleQueue[Reply], msg_id: str, timeout: float | None,
-                      call_monitor_timeout: float | None) -> Any:
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
@@ -765,7 +750,7 @@ class AmqpDriver(BaseDriver):
             wait = None if not limits else max(0.0, min(limits) - now)
 
     def _on_reply(self, delivery: spec.Delivery) -> None:
-        # Runs in the connection's reader thread: decode, hand over, return.
+        # Runs in the thread reading the connection: decode, hand over, return.
         try:
             reply = envelope.decode_reply(delivery.body, delivery.properties.get("content_type"),
                                           self.max_body)
@@ -773,12 +758,12 @@ class AmqpDriver(BaseDriver):
             self.bad_replies += 1
             LOG.warning("Dropped malformed reply on %s: %s", delivery.routing_key, exc.reason)
             return
-        waiter = self._waiters.get(reply.msg_id)
-        if waiter is None:
+        replies = self._waiters.get(reply.msg_id)
+        if replies is None:
             self.late_replies += 1
             LOG.debug("Dropped reply to %s: its caller is no longer waiting", reply.msg_id)
             return
-        waiter.replies.put(reply)
+        replies.put(reply)
 
     def _on_returned(self, event: spec.Returned) -> None:
         # A mandatory reply whose queue is gone: the caller stopped waiting.
