@@ -173,19 +173,28 @@ class RPCDispatcher:
         args = message.get("args") or {}
         namespace = message.get("namespace")
         version = message.get("version") or "1.0"
-        if not isinstance(method, str) or not isinstance(args, dict) or \
-                not all(isinstance(name, str) for name in args):
+        if not isinstance(method, str) or not isinstance(args, dict):
             raise NoSuchMethod(str(method))
+        for name in args:  # a plain loop: this runs for every request
+            if not isinstance(name, str):
+                raise NoSuchMethod(method)
 
         found_compatible = False
         for endpoint in self.endpoints:
             target = getattr(endpoint, "target", None) or self._default_target
-            if namespace not in target.accepted_namespaces or not self._is_compatible(target, version):
+            if namespace not in target.accepted_namespaces:
+                continue
+            compatible = _compat_cache.get((target.version or "1.0", version))
+            if compatible is None:
+                compatible = self._is_compatible(target, version)
+            if not compatible:
                 continue
             found_compatible = True
             if callable(getattr(endpoint, method, None)) and self.access_policy.is_allowed(endpoint, method):
                 if incoming.msg_id is None or not getattr(incoming, "client_timeout", None):
                     # No call-monitor asked for: no heartbeat thread to manage.
+                    if type(self.serializer) is NoOpSerializer:
+                        return getattr(endpoint, method)(incoming.ctxt, **args)
                     return self._do_dispatch(endpoint, method, incoming.ctxt, args)
                 with _CallMonitor(incoming):
                     return self._do_dispatch(endpoint, method, incoming.ctxt, args)

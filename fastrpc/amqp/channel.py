@@ -201,9 +201,19 @@ class Channel:
             return first
         raise err
 
-    def _send(self, data: bytes, closing: bool = False) -> None:
-        """Send frames of this channel; refused once the channel is closing or closed."""
-        self._write(data, closing=closing)
+    def _send(self, data: bytes) -> None:
+        """Send frames of this channel; refused once the channel is closing or closed.
+
+        The common case of :meth:`_write`, written out because every publish
+        and ack goes through it.
+        """
+        conn = self._conn
+        with conn._send_lock:
+            stopped = self._closed if self._closed is not None else self._closing
+            err = conn._send_locked(data) if stopped is None else _fresh(stopped)
+        if err is not None:
+            conn._send_failed(err)
+            raise err
 
     def _call(self, name: str, expect: tuple[str, ...], timeout: float | None, **fields: Any) -> Any:
         conn = self._conn
@@ -220,7 +230,10 @@ class Channel:
                 # Re-check after publishing the waiter: a close racing with us
                 # either sees the waiter or is seen here.
                 self._check_open()
-                self._send(data, closing=name == "channel.close")
+                if name == "channel.close":
+                    self._write(data, closing=True)
+                else:
+                    self._send(data)
                 conn.need_reader()
                 if not waiter.event.wait(timeout):
                     exc = OperationTimeout(

@@ -505,63 +505,60 @@ class Connection:
         if entered != self._left:
             self._shared_until = time.monotonic() + SHARED_HOLD
         self._waits = entered + 1
-        try:
-            return self._wait_for(mailbox, timeout)
-        finally:
-            self._left = next(self._exits) + 1
-
-    def _wait_for(self, mailbox: queue.SimpleQueue[Any], timeout: float | None) -> Any:
         baton = self._baton
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if not mailbox.empty():
-                item = mailbox.get_nowait()
-                if item is not NUDGE:
-                    return item
-                continue
-            now = time.monotonic()
-            remaining = None if deadline is None else deadline - now
-            if remaining is not None and remaining <= 0:
-                raise queue.Empty
-            if now < self._shared_until or self._dead is not None:
-                # Several threads wait: the reader thread reads for all (and
-                # does not stand aside meanwhile). Look again after a while,
-                # in case the waits have become one-at-a-time again.
-                if not baton.locked():
-                    self.need_reader()
-                slice_ = SHARED_HOLD if remaining is None else min(remaining, SHARED_HOLD)
-                try:
-                    item = mailbox.get(timeout=slice_)
-                except queue.Empty:
-                    continue
-                if item is not NUDGE:
-                    return item
-                continue
-            if not baton.acquire(blocking=False):
-                # Somebody else reads. Register first, then look once more:
-                # the reader lets go either before our second look or after
-                # our registration (and then hands the baton to a sleeper).
-                with self._sleepers_lock:
-                    self._sleepers.append(mailbox)
-                if not baton.acquire(blocking=False):
-                    try:
-                        item = mailbox.get(timeout=remaining)
-                    finally:
-                        self._forget_sleeper(mailbox)
+        try:
+            while True:
+                if not mailbox.empty():
+                    item = mailbox.get_nowait()
                     if item is not NUDGE:
                         return item
                     continue
-                self._forget_sleeper(mailbox)
-            self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
-            self._pass_baton()
+                now = time.monotonic()
+                remaining = None if deadline is None else deadline - now
+                if remaining is not None and remaining <= 0:
+                    raise queue.Empty
+                if now < self._shared_until or self._dead is not None:
+                    # Several threads wait: the reader thread reads for all (and
+                    # does not stand aside meanwhile). Look again after a while,
+                    # in case the waits have become one-at-a-time again.
+                    if not baton.locked():
+                        self.need_reader()
+                    slice_ = SHARED_HOLD if remaining is None else min(remaining, SHARED_HOLD)
+                    try:
+                        item = mailbox.get(timeout=slice_)
+                    except queue.Empty:
+                        continue
+                    if item is not NUDGE:
+                        return item
+                    continue
+                if not baton.acquire(blocking=False):
+                    # Somebody else reads. Register first, then look once more:
+                    # the reader lets go either before our second look or after
+                    # our registration (and then hands the baton to a sleeper).
+                    with self._sleepers_lock:
+                        self._sleepers.append(mailbox)
+                    if not baton.acquire(blocking=False):
+                        try:
+                            item = mailbox.get(timeout=remaining)
+                        finally:
+                            self._forget_sleeper(mailbox)
+                        if item is not NUDGE:
+                            return item
+                        continue
+                    self._forget_sleeper(mailbox)
+                self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
+                if self._sleepers:
+                    self._pass_baton()
+        finally:
+            self._left = next(self._exits) + 1
 
     def _pass_baton(self) -> None:
-        """After a waiting thread read: make sure the others are read for."""
-        if self._sleepers:
-            if time.monotonic() < self._shared_until:
-                self.need_reader()
-            else:
-                self._hand_off()
+        """After a waiting thread read while others sleep: make sure they are read for."""
+        if time.monotonic() < self._shared_until:
+            self.need_reader()
+        else:
+            self._hand_off()
 
     def done_waiting(self, mailbox: queue.SimpleQueue[Any]) -> None:
         """Release ``mailbox``: a baton handed to it meanwhile goes to another sleeper."""

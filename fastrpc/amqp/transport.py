@@ -96,7 +96,7 @@ class PlainTransport:
         """
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
 
-    def _send_raw(self, data: bytes | bytearray | memoryview) -> None:
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """sendall on the raw socket, recording progress (caller holds send_lock)."""
         sock = self.sock
         self.send_since = time.monotonic()
@@ -111,9 +111,8 @@ class PlainTransport:
         finally:
             self.send_since = None
 
-    def sendall(self, data: bytes) -> None:
-        # caller holds send_lock
-        self._send_raw(data)
+    # What TlsTransport sends its records with (its sendall encrypts first).
+    _send_raw = sendall
 
     def try_send(self, data: bytes) -> bool:
         """Send only if the socket buffer has room now (caller holds send_lock).
@@ -226,7 +225,7 @@ class TlsTransport(PlainTransport):
             return self._plain_view[:filled]
         return None if eof else b""
 
-    def _encrypt(self, data: bytes) -> bytes:
+    def _encrypt(self, data: bytes | bytearray | memoryview) -> bytes:
         with self._tls_lock:
             view = memoryview(data)
             while view:
@@ -234,7 +233,7 @@ class TlsTransport(PlainTransport):
                 view = view[n:]
             return self._outgoing.read()
 
-    def sendall(self, data: bytes) -> None:
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
         self._send_raw(self._encrypt(data))
 
 
