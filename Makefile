@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMPS  := $(VENV)/.fastrpc
-APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl
+APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind
 
 EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h)
 # The pure-Python pass: codec and connection suites, plus everything that runs
@@ -28,6 +28,7 @@ system-deps:
 	[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || missing="$$missing rabbitmq-server"; \
 	[ -f /usr/include/amqp.h ] || missing="$$missing librabbitmq-dev"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	if [ ! -x $(VPY) ]; then \
 	  $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	fi; \

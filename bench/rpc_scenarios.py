@@ -311,12 +311,13 @@ def client_memory(url: str, topic: str) -> dict[str, Any]:
 class Child:
     """A benchmark process speaking JSON lines on stdout; ends when its stdin closes."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], what: str, stop: Any = None) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str], what: str, stop: Any = None,
+                 ready_timeout: float = READY_TIMEOUT) -> None:
         self.what = what
         self._stop = stop
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
-        line = self.readline(READY_TIMEOUT)
+        line = self.readline(ready_timeout)
         if '"ready"' not in line:
             self.kill()
             raise common.BenchError(f"{what} did not start: {line!r} {self._stderr()}")

@@ -40,3 +40,28 @@ def test_rpc_scenarios_runs_every_contender_in_rounds(broker, tmp_path):
     assert summary["C (librabbitmq)"]["sequential"]["rate"] > 0
     # every round of every contender is kept, for whoever wants to look again
     assert len(data["rounds_raw"]["oslo"]["casts"]) == 2
+
+
+def test_call_cost_counts_both_sides_of_fastrpc_and_c(broker, tmp_path):
+    """bench/call_cost.py under valgrind: every side of every contender gets a count.
+
+    Instruction counts are exact, so this can check what speed tests cannot:
+    one call costs something on each side, and a larger N costs more.
+    """
+    out = tmp_path / "cost.json"
+    env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "call_cost.py"), "--calls", "20,60", "--executors", "blocking",
+         "--skip-oslo", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fastrpc (blocking)" in done.stdout and "C (librabbitmq)" in done.stdout, done.stdout
+    data = json.loads(out.read_text())
+    assert data["calls"] == [20, 60]
+    costs = data["instructions_per_call"]
+    assert set(costs) == {"C (librabbitmq)", "fastrpc (blocking)"}
+    for sides in costs.values():
+        # A call cannot be free on either side: at the least a publish is
+        # encoded and a delivery parsed (thousands of instructions in C).
+        assert sides["client"] > 1000 and sides["server"] > 1000, costs
