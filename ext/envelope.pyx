@@ -4,7 +4,15 @@
 Same functions, same results and the same exception classes as the pure-Python
 module; the shared types (EnvelopeError, Request, Reply) live there so callers
 can catch one class whichever codec is loaded.
+
+A JSON body laid out exactly as oslo.messaging or fastrpc write it is read with
+one JSON parse (the quoted inner message is unescaped in C); any other body
+takes the general two-parse path, which also reports every error.
 """
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
+from libc.string cimport memcmp
 
 import msgpack
 import orjson
@@ -24,7 +32,15 @@ from fastrpc.envelope_py import (
 )
 
 cdef bytes _JSON_PREFIX = b'{"oslo.version":"2.0","oslo.message":"'
+# The same envelope as Python's json.dumps writes it (oslo.messaging, kombu).
+cdef bytes _JSON_PREFIX_SPACED = b'{"oslo.version": "2.0", "oslo.message": "'
 cdef bytes _JSON_SUFFIX = b'"}'
+cdef str _JSON_TYPE = JSON
+cdef str _ENVELOPE_VERSION = ENVELOPE_VERSION
+cdef type _Request = Request
+cdef type _Reply = Reply
+cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
+cdef Py_ssize_t _CONTEXT_PREFIX_LEN = len(CONTEXT_PREFIX)
 cdef int _OPT_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 cdef object _dumps = orjson.dumps
 cdef object _loads = orjson.loads
@@ -32,6 +48,165 @@ cdef object _JSONDecodeError = orjson.JSONDecodeError
 cdef object _JSONEncodeError = orjson.JSONEncodeError
 cdef object _packb = msgpack.packb
 cdef object _unpackb = msgpack.unpackb
+
+
+# ---- byte loops ------------------------------------------------------------------
+# Quoting a JSON text as a JSON string and back, 16 bytes at a time: a bit mask
+# marks the bytes that need attention, and the bytes before the first marked
+# one are copied as a block.
+
+cdef extern from *:
+    """
+    #include <string.h>
+
+    #define ENVELOPE_BACKSLASH 0x5C
+
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+
+    /* Bit k set when byte k of p[0:16] is '"' or backslash. */
+    static inline unsigned envelope_quote_mask(const char* p) {
+        __m128i v = _mm_loadu_si128((const __m128i*)p);
+        __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+        __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8(ENVELOPE_BACKSLASH));
+        return (unsigned)_mm_movemask_epi8(_mm_or_si128(q, b));
+    }
+
+    /* ... or below 0x20 (a control character, which a JSON string may not
+       hold raw): the unsigned minimum with 0x1F equals the byte. */
+    static inline unsigned envelope_special_mask(const char* p) {
+        __m128i v = _mm_loadu_si128((const __m128i*)p);
+        __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
+        __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8(ENVELOPE_BACKSLASH));
+        __m128i c = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
+        return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+    }
+    #else
+    static inline unsigned envelope_quote_mask(const char* p) {
+        unsigned m = 0;
+        for (int k = 0; k < 16; k++)
+            m |= (unsigned)(p[k] == '"' || p[k] == ENVELOPE_BACKSLASH) << k;
+        return m;
+    }
+
+    static inline unsigned envelope_special_mask(const char* p) {
+        unsigned m = 0;
+        for (int k = 0; k < 16; k++) {
+            unsigned char c = (unsigned char)p[k];
+            m |= (unsigned)(c == '"' || c == ENVELOPE_BACKSLASH || c < 0x20) << k;
+        }
+        return m;
+    }
+    #endif
+
+    static inline int envelope_is_quote(char c) {
+        return c == '"' || c == ENVELOPE_BACKSLASH;
+    }
+
+    /* prefix + s with a backslash put before every '"' and backslash + suffix,
+       as one bytes object built in one allocation. */
+    static PyObject* envelope_quote(const char* prefix, Py_ssize_t plen, const char* s, Py_ssize_t n,
+                                    const char* suffix, Py_ssize_t slen) {
+        Py_ssize_t extra = 0, i = 0, k;
+        unsigned m;
+        for (; n - i >= 16; i += 16)
+            for (m = envelope_quote_mask(s + i); m; m &= m - 1) extra++;
+        for (; i < n; i++) extra += envelope_is_quote(s[i]);
+        PyObject* out = PyBytes_FromStringAndSize(NULL, plen + n + extra + slen);
+        if (out == NULL) return NULL;
+        char* o = PyBytes_AS_STRING(out);
+        memcpy(o, prefix, plen);
+        o += plen;
+        i = 0;
+        while (n - i >= 16) {
+            /* room for 16: the rest of s takes at least n - i bytes */
+            memcpy(o, s + i, 16);
+            m = envelope_quote_mask(s + i);
+            if (m == 0) {
+                o += 16;
+                i += 16;
+                continue;
+            }
+            k = __builtin_ctz(m);
+            o += k;
+            i += k;
+            *o++ = ENVELOPE_BACKSLASH;
+            *o++ = s[i++];
+        }
+        for (; i < n; i++) {
+            if (envelope_is_quote(s[i])) *o++ = ENVELOPE_BACKSLASH;
+            *o++ = s[i];
+        }
+        memcpy(o, suffix, slen);
+        return out;
+    }
+
+    /* The content s[0:n] of a JSON string (without its quotes), unescaped, as
+       bytes. Only a backslash before '"', '/' or another backslash is handled:
+       on any other escape (u, n, t, ...), a raw quote or a control character
+       this returns None and the caller uses the general parser, which either
+       handles it or reports the error. */
+    static PyObject* envelope_unescape(const char* s, Py_ssize_t n) {
+        PyObject* out = PyBytes_FromStringAndSize(NULL, n);
+        if (out == NULL) return NULL;
+        char* o = PyBytes_AS_STRING(out);
+        Py_ssize_t i = 0, j = 0, k;
+        unsigned m;
+        unsigned char c;
+        while (i < n) {
+            if (n - i >= 16) {
+                /* room for 16: j <= i */
+                memcpy(o + j, s + i, 16);
+                m = envelope_special_mask(s + i);
+                if (m == 0) {
+                    i += 16;
+                    j += 16;
+                    continue;
+                }
+                k = __builtin_ctz(m);
+                i += k;
+                j += k;
+            }
+            c = (unsigned char)s[i];
+            if (c == ENVELOPE_BACKSLASH) {
+                /* a backslash right before the closing quote escapes it: the
+                   string does not end there */
+                if (i + 1 >= n) goto general;
+                c = (unsigned char)s[i + 1];
+                if (c != '"' && c != ENVELOPE_BACKSLASH && c != '/') goto general;
+                i += 2;
+            } else if (c == '"' || c < 0x20) {
+                goto general;
+            } else {
+                i += 1;
+            }
+            o[j++] = (char)c;
+        }
+        if (j != n && _PyBytes_Resize(&out, j) < 0) return NULL;
+        return out;
+    general:
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+
+    /* Requests and replies are tuple subclasses (NamedTuples): allocated the
+       way tuple.__new__ does it for a subclass, without the Python-level
+       __new__ of the class. */
+    static PyObject* envelope_tuple_alloc(PyObject* cls, Py_ssize_t n) {
+        PyTypeObject* t = (PyTypeObject*)cls;
+        return t->tp_alloc(t, n);
+    }
+
+    static void envelope_tuple_fill(PyObject* t, Py_ssize_t i, PyObject* v) {
+        Py_INCREF(v);
+        PyTuple_SET_ITEM(t, i, v);
+    }
+    """
+    object _quote "envelope_quote" (const char* prefix, Py_ssize_t plen, const char* s, Py_ssize_t n,
+                                    const char* suffix, Py_ssize_t slen)
+    object _unescape "envelope_unescape" (const char* s, Py_ssize_t n)
+    object _tuple_alloc "envelope_tuple_alloc" (object cls, Py_ssize_t n)
+    void _tuple_fill "envelope_tuple_fill" (object t, Py_ssize_t i, object v)
 
 
 def content_type(bint binary):
@@ -49,9 +224,9 @@ cdef bytes _dump(dict inner, bint binary):
         raise EnvelopeError(f"cannot encode message: {exc}") from None
     # orjson never emits raw control characters: quoting its output as a JSON
     # string only needs backslashes and double quotes escaped.
-    if b"\\" in text:
-        text = text.replace(b"\\", b"\\\\")
-    return _JSON_PREFIX + text.replace(b'"', b'\\"') + _JSON_SUFFIX
+    return _quote(PyBytes_AS_STRING(_JSON_PREFIX), PyBytes_GET_SIZE(_JSON_PREFIX),
+                  PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text),
+                  PyBytes_AS_STRING(_JSON_SUFFIX), PyBytes_GET_SIZE(_JSON_SUFFIX))
 
 
 def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=None,
@@ -81,6 +256,8 @@ def _reject_ext(code, data):
 
 cdef _check_version(object version):
     cdef list parts
+    if type(version) is str and <str>version == _ENVELOPE_VERSION:
+        return  # what every sender writes; no need to parse it
     if isinstance(version, str):
         parts = version.split(".")
         if 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
@@ -90,21 +267,70 @@ cdef _check_version(object version):
     raise EnvelopeError(f"oslo.version is not a string ({type(version).__name__})")
 
 
-cdef tuple _load(object body, object ctype, Py_ssize_t max_size):
+cdef object _load_oslo_json(bytes body):
+    """The inner mapping of a JSON body laid out exactly as oslo and fastrpc
+    write it, with one parse instead of two; None for anything else.
+
+    Accepts only ``{"oslo.version": "2.0", "oslo.message": "<string>"}`` in the
+    compact or the json.dumps spacing, nothing after the closing brace, and a
+    string that unescapes without help. Whatever is accepted is therefore a
+    valid envelope that the general path would read to the same mapping; every
+    other body, including every invalid one, goes to the general path, which
+    gives the result or the error.
+    """
+    cdef const char* p = PyBytes_AS_STRING(body)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+    cdef Py_ssize_t start
+    if n < 2 or p[n - 1] != b"}" or p[n - 2] != b'"':
+        return None
+    start = PyBytes_GET_SIZE(_JSON_PREFIX)
+    if n < start + 2 or memcmp(p, PyBytes_AS_STRING(_JSON_PREFIX), start) != 0:
+        start = PyBytes_GET_SIZE(_JSON_PREFIX_SPACED)
+        if n < start + 2 or memcmp(p, PyBytes_AS_STRING(_JSON_PREFIX_SPACED), start) != 0:
+            return None
+    text = _unescape(p + start, n - 2 - start)
+    if text is None:
+        return None
+    try:
+        # also rejects invalid UTF-8, which would make the whole body invalid
+        inner = _loads(text)
+    except _JSONDecodeError:
+        return None
+    if type(inner) is not dict:
+        return None
+    return inner
+
+
+def _one_parse(body):
+    """The inner mapping when *body* takes the one-parse path, else None.
+
+    Lets the tests check which bodies take that path; not part of the API.
+    """
+    return _load_oslo_json(<bytes>body) if type(body) is bytes else None
+
+
+cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out):
+    """Parse the outer envelope; return the inner mapping, set whether msgpack."""
     cdef Py_ssize_t size = len(body)
     cdef bint binary = False
     if size > max_size:
         raise EnvelopeError(f"body of {size} bytes exceeds the limit of {max_size} bytes")
-    if ctype == MSGPACK or ctype == "application/x-msgpack":
-        binary = True
-    elif ctype is not None and ctype != JSON and ctype != "":
-        raise EnvelopeError(f"unsupported content type {ctype[:60]!r}")
+    if ctype is not None and not (type(ctype) is str and <str>ctype == _JSON_TYPE):
+        if ctype == MSGPACK or ctype == "application/x-msgpack":
+            binary = True
+        elif ctype != JSON and ctype != "":
+            raise EnvelopeError(f"unsupported content type {ctype[:60]!r}")
+    binary_out[0] = binary
     if binary:
         try:
             outer = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_reject_ext, timestamp=0)
         except Exception as exc:
             raise EnvelopeError(f"body is not valid msgpack ({type(exc).__name__})", binary=True) from None
     else:
+        if type(body) is bytes:
+            inner = _load_oslo_json(<bytes>body)
+            if inner is not None:
+                return <dict>inner
         try:
             outer = _loads(body)
         except _JSONDecodeError:
@@ -112,7 +338,7 @@ cdef tuple _load(object body, object ctype, Py_ssize_t max_size):
     if type(outer) is not dict:
         raise EnvelopeError(f"envelope is not a mapping ({type(outer).__name__})", binary=binary)
     if VERSION_KEY not in outer or MESSAGE_KEY not in outer:
-        return outer, binary
+        return outer
     _check_version(outer[VERSION_KEY])
     raw = outer[MESSAGE_KEY]
     if binary:
@@ -126,18 +352,27 @@ cdef tuple _load(object body, object ctype, Py_ssize_t max_size):
             raise EnvelopeError("oslo.message is not valid JSON") from None
     if type(inner) is not dict:
         raise EnvelopeError(f"oslo.message is not a mapping ({type(inner).__name__})", binary=binary)
-    return inner, binary
+    return inner
+
+
+cdef inline bint _is_context_key(str key) except -1:
+    # Compared in place for the usual one-byte strings: str.startswith costs
+    # several times more, once per key of every request.
+    if PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND:
+        return (PyUnicode_GET_LENGTH(key) >= _CONTEXT_PREFIX_LEN
+                and memcmp(PyUnicode_DATA(key), PyBytes_AS_STRING(_CONTEXT_PREFIX_LATIN1), _CONTEXT_PREFIX_LEN) == 0)
+    return key.startswith(CONTEXT_PREFIX)
 
 
 def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef dict inner
     cdef bint binary
     cdef dict ctxt = {}
-    cdef dict message = {}
-    inner, binary = _load(body, ctype, max_size)
+    cdef dict message
+    inner = _load(body, ctype, max_size, &binary)
     msg_id = inner.pop("_msg_id", None)
     reply_q = inner.pop("_reply_q", None)
-    if not isinstance(msg_id, str) or not isinstance(reply_q, str) or not msg_id or not reply_q:
+    if not isinstance(msg_id, str) or not isinstance(reply_q, str) or not <str>msg_id or not <str>reply_q:
         if msg_id is not None and not isinstance(msg_id, str):
             raise EnvelopeError("_msg_id is not a string", binary=binary)
         if reply_q is not None and not isinstance(reply_q, str):
@@ -149,10 +384,17 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     for key, value in inner.items():
         if type(key) is not str:
             raise EnvelopeError("message has a non-string key", msg_id, reply_q, binary)
-        if (<str>key).startswith(CONTEXT_PREFIX):
-            ctxt[(<str>key)[9:]] = value
-        else:
-            message[key] = value
+        if _is_context_key(<str>key):
+            ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = value
+    if ctxt:
+        message = {}
+        for key, value in inner.items():
+            if not _is_context_key(<str>key):
+                message[key] = value
+    else:
+        # no context keys: the parsed mapping, which nothing else holds, is
+        # already the message
+        message = inner
     timeout = message.pop("_timeout", None)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise EnvelopeError("_timeout is not a number", msg_id, reply_q, binary)
@@ -178,12 +420,21 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
         value = message.get(key)
         if value is not None and not isinstance(value, str):
             raise EnvelopeError(f"{key} is not a string", msg_id, reply_q, binary)
-    return Request(ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
+    req = _tuple_alloc(_Request, 7)
+    _tuple_fill(req, 0, ctxt)
+    _tuple_fill(req, 1, message)
+    _tuple_fill(req, 2, unique_id)
+    _tuple_fill(req, 3, msg_id)
+    _tuple_fill(req, 4, reply_q)
+    _tuple_fill(req, 5, timeout)
+    _tuple_fill(req, 6, binary)
+    return req
 
 
 def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef dict inner
-    inner, _binary = _load(body, ctype, max_size)
+    cdef bint binary
+    inner = _load(body, ctype, max_size, &binary)
     msg_id = inner.get("_msg_id")
     if not isinstance(msg_id, str) or not msg_id:
         raise EnvelopeError("reply without a valid _msg_id")
@@ -193,4 +444,10 @@ def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     failure = inner.get("failure")
     if failure is not None and not isinstance(failure, str):
         raise EnvelopeError("failure is not a string")
-    return Reply(msg_id, unique_id, inner.get("result"), failure, bool(inner.get("ending", False)))
+    rep = _tuple_alloc(_Reply, 5)
+    _tuple_fill(rep, 0, msg_id)
+    _tuple_fill(rep, 1, unique_id)
+    _tuple_fill(rep, 2, inner.get("result"))
+    _tuple_fill(rep, 3, failure)
+    _tuple_fill(rep, 4, bool(inner.get("ending", False)))
+    return rep

@@ -149,6 +149,8 @@ def _reject_ext(code: int, data: bytes) -> Any:
 
 
 def _check_version(version: Any) -> None:
+    if type(version) is str and version == ENVELOPE_VERSION:
+        return  # what every sender writes; no need to parse it
     if isinstance(version, str):
         parts = version.split(".")
         if 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
@@ -256,7 +258,8 @@ def decode_request(body: Any, ctype: str | None = JSON, max_size: int = DEFAULT_
         value = message.get(key)
         if value is not None and not isinstance(value, str):
             raise EnvelopeError(f"{key} is not a string", msg_id, reply_q, binary)
-    return Request(ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
+    # tuple.__new__ is what the NamedTuple's own __new__ calls, minus its Python frame
+    return tuple.__new__(Request, (ctxt, message, unique_id, msg_id, reply_q, timeout, binary))
 
 
 def decode_reply(body: Any, ctype: str | None = JSON, max_size: int = DEFAULT_MAX_BODY) -> Reply:
@@ -271,4 +274,5 @@ def decode_reply(body: Any, ctype: str | None = JSON, max_size: int = DEFAULT_MA
     failure = inner.get("failure")
     if failure is not None and not isinstance(failure, str):
         raise EnvelopeError("failure is not a string")
-    return Reply(msg_id, unique_id, inner.get("result"), failure, bool(inner.get("ending", False)))
+    return tuple.__new__(Reply, (msg_id, unique_id, inner.get("result"), failure,
+                                 bool(inner.get("ending", False))))

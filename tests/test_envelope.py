@@ -271,3 +271,233 @@ def test_random_bytes_only_raise_envelope_error(body, binary):
             impl.decode_request(body, MSGPACK if binary else JSON)
         except EnvelopeError:
             pass
+
+
+# ---- one-parse path for the usual JSON layouts -------------------------------------
+# The compiled codec reads a body laid out exactly as oslo or fastrpc write it
+# with one JSON parse; everything else takes the general path. Whatever the path,
+# the result (or the error) must be the pure-Python module's.
+
+needs_ext = pytest.mark.skipif(envelope_ext is None, reason="compiled envelope not built")
+
+
+def _outcome(fn, body, ctype=JSON):
+    try:
+        result = fn(body, ctype)
+    except EnvelopeError as exc:
+        return ("error", exc.reason, exc.msg_id, exc.reply_q, exc.binary)
+    # repr: key order and value types count, not only equality
+    return ("ok", type(result), repr(result))
+
+
+def _assert_same(body, ctype=JSON):
+    for name in ("decode_request", "decode_reply"):
+        expected = _outcome(getattr(envelope_py, name), body, ctype)
+        assert _outcome(getattr(envelope_ext, name), body, ctype) == expected, (name, body)
+    fast = envelope_ext._one_parse(body)
+    if fast is not None:
+        # taken only by bodies the general path reads, to the same mapping
+        assert repr(fast) == repr(envelope_py._load(body, JSON, len(body))[0]), body
+    return fast
+
+
+TRICKY = 'q"uo\\te \\" \\\\ / \\/ \\u0041 \n\t\x01 \x7f \u00e9 \u2028 \u20ac \U0001f600 {"a": [1]}'
+RAW_CALL = {"method": "echo", "args": {"s": TRICKY, "n": [1, 2.5, None, True], "d": {"k": TRICKY}},
+            "namespace": "ns", "version": "1.2", "_unique_id": "u1", "_msg_id": "m1", "_reply_q": "reply_1",
+            "_timeout": 30, "_context_user": "bob", "_context_roles": ["admin", TRICKY]}
+RAW_REPLY = {"result": {"r": TRICKY}, "failure": None, "ending": True, "_msg_id": "m1", "_unique_id": "u1"}
+
+
+def _layouts(raw):
+    """The same message as the writers in the field lay it out, each with
+    whether it should take the one-parse path."""
+    yield json.dumps(oslo_common.serialize_msg(raw)).encode(), True  # oslo + kombu
+    for inner_ascii in (True, False):
+        inner = json.dumps(raw, ensure_ascii=inner_ascii)
+        # an ASCII-only outer layer writes \u escapes for all but " " to "~"
+        plain = all(" " <= ch <= "~" for ch in inner)
+        for outer_ascii in (True, False):
+            envelope = {"oslo.version": "2.0", "oslo.message": inner}
+            one_parse = plain or not outer_ascii
+            yield json.dumps(envelope, ensure_ascii=outer_ascii).encode("utf-8"), one_parse
+            yield json.dumps(envelope, ensure_ascii=outer_ascii, separators=(",", ":")).encode("utf-8"), one_parse
+    # fastrpc's own compact writer
+    if "method" in raw:
+        message = {k: v for k, v in raw.items() if not k.startswith("_")}
+        ctxt = {k[9:]: v for k, v in raw.items() if k.startswith("_context_")}
+        yield envelope_py.encode_request(message, ctxt, raw["_unique_id"], msg_id=raw["_msg_id"],
+                                         reply_q=raw["_reply_q"], timeout=raw["_timeout"]), True
+    else:
+        yield envelope_py.encode_reply(raw["_msg_id"], raw["_unique_id"], result=raw["result"]), True
+
+
+@needs_ext
+@pytest.mark.parametrize("raw", [RAW_CALL, RAW_REPLY], ids=["call", "reply"])
+def test_fast_path_reads_every_writer_like_the_general_path(raw):
+    for body, one_parse in _layouts(raw):
+        assert (_assert_same(body) is not None) is one_parse, body
+        assert _assert_same(bytearray(body)) is None  # not bytes: general path
+        assert _assert_same(memoryview(body)) is None
+
+
+@needs_ext
+def test_fast_path_result_types():
+    body = json.dumps(oslo_common.serialize_msg(RAW_CALL)).encode()
+    for impl in (envelope_ext, envelope_py):
+        req = impl.decode_request(body, JSON)
+        assert type(req) is envelope_py.Request
+        assert req == envelope_py.Request(*req) and req._fields == envelope_py.Request._fields
+        assert req.message["args"]["s"] == TRICKY and req.ctxt["roles"] == ["admin", TRICKY]
+        assert (req.unique_id, req.msg_id, req.reply_q, req.timeout, req.binary) == ("u1", "m1", "reply_1", 30,
+                                                                                    False)
+        rep = impl.decode_reply(json.dumps(oslo_common.serialize_msg(RAW_REPLY)).encode(), JSON)
+        assert type(rep) is envelope_py.Reply
+        assert rep == envelope_py.Reply("m1", "u1", {"r": TRICKY}, None, True)
+        assert rep._asdict() == {"msg_id": "m1", "unique_id": "u1", "result": {"r": TRICKY}, "failure": None,
+                                 "ending": True}
+
+
+COMPACT = b'{"oslo.version":"2.0","oslo.message":"'
+SPACED = b'{"oslo.version": "2.0", "oslo.message": "'
+INNER = b'{\\"method\\": \\"m\\", \\"_msg_id\\": \\"m1\\", \\"_reply_q\\": \\"rq\\", \\"result\\": 1}'
+
+
+def _variants():
+    for prefix in (COMPACT, SPACED):
+        good = prefix + INNER + b'"}'
+        yield good
+        # after the closing brace
+        for tail in (b" ", b"\n", b"x", b"}", b'"', b",", b"\x00", b"\xff"):
+            yield good + tail
+        for end in (b'" }', b'"]', b'" ', b'"x', b'""', b'"\\', b'"}}', b'"'):
+            yield prefix + INNER + end
+        # truncated, and with a byte dropped
+        for cut in range(1, len(good)):
+            yield good[:cut]
+        for pos in range(len(good)):
+            yield good[:pos] + good[pos + 1:]
+        # content of the string
+        for content in (b"", b"{}", b"[1, 2]", b"null", b"{", b'{\\"a\\": 1', b"{}  ", b"  {}", b"{} x",
+                        b'{\\"method\\": \\"m\\"} \\"',  # escaped quote after the object
+                        b'{"method": "m"}',  # unescaped quotes
+                        b'{\\"method\\": \\"m"}',
+                        b'{\\"method\\": \\"a\\\\\\"b\\"}',  # escaped backslash then escaped quote
+                        b'{\\"method\\": \\"a\\\\\\\\b\\"}',
+                        b'{\\"method\\": \\"a\\/b\\"}',
+                        b'{\\"method\\": \\"a\\u0041\\"}',  # \u escape in the outer string
+                        b'{\\"method\\": \\"\\\\u00e9\\\\n\\"}',  # \u escape in the inner string
+                        b'{\\"method\\": \\"a\\nb\\"}', b'{\\"method\\": \\"a\\tb\\"}',
+                        b'{\\"method\\": \\"a\\x\\"}', b'{\\"method\\": \\"a\\',
+                        b'{\\"method\\": \\"a\nb\\"}', b'{\\"method\\": \\"a\x01b\\"}',
+                        b'{\\"method\\": \\"a\x1fb\\"}', b'{\\"method\\": \\"a\x7fb\\"}',
+                        b'{\\"method\\": \\"a\tb\\"}', b'{\\"method\\": \\"a\x00b\\"}',
+                        # raw control characters between the inner tokens, where
+                        # the inner JSON would take \t \n \r as whitespace
+                        b'{\\"method\\":\t\\"m\\"}', b'{\n\\"method\\": \\"m\\"}',
+                        b'{\\"method\\": \\"m\\"\r}', b'{\\"method\\": \\"m\\"}\n',
+                        b'{\\"method\\":\x0b\\"m\\"}', b'{\\"method\\":\x1f\\"m\\"}',
+                        '{\\"method\\": \\"\u00e9\u20ac\U0001f600\\"}'.encode(),
+                        b'{\\"method\\": \\"\xff\\"}', b'{\\"method\\": \\"\xc3\\"}',
+                        b'{\\"method\\": \\"\xed\xa0\x80\\"}', b'{\\"method\\": \\"\xc0\xaf\\"}',
+                        b'{\\"method\\": \\"m\\", \\"method\\": \\"n\\"}',  # duplicate key: the last wins
+                        b'{\\"method\\": \\"m\\", \\"_context_\\": 1, \\"_context_a\\": 2}',
+                        b"{}\\"):  # a backslash that escapes the closing quote
+            yield prefix + content + b'"}'
+        # a third key, or the message twice: only the general parser decides
+        yield prefix + b'{}", "x": "y"}'
+        yield prefix + b'{}", "oslo.message": "{\\"method\\": \\"n\\"}"}'
+        yield prefix + b'{}", "oslo.version": "3.0"}'
+    # near misses of the layout: other spacing, key order, versions
+    yield b' {"oslo.version":"2.0","oslo.message":"{}"}'
+    yield b'{"oslo.version" : "2.0", "oslo.message" : "{}"}'
+    yield b'{\n  "oslo.version": "2.0",\n  "oslo.message": "{\\"method\\": \\"m\\"}"\n}'
+    yield b'{"oslo.message": "{\\"method\\": \\"m\\"}", "oslo.version": "2.0"}'
+    yield b'{"oslo.message":"{\\"method\\":\\"m\\"}","oslo.version":"2.0"}'
+    for version in (b"2.1", b"3.0", b"2", b"2.0.0", b"02.0", b"2.0 ", b"", b"2.0\\u0000"):
+        yield b'{"oslo.version": "' + version + b'", "oslo.message": "{\\"method\\": \\"m\\"}"}'
+    yield b'{"oslo.version": 2.0, "oslo.message": "{\\"method\\": \\"m\\"}"}'
+    yield b'{"oslo.version": "2.0", "oslo.message": {"method": "m"}}'
+    yield b'{"oslo.version": "2.0", "oslo.message": "{\\"method\\": \\"m\\"}"}' * 2
+    yield b'{"oslo.version":"2.0","oslo.message":"}'
+    yield b'{"oslo.version":"2.0","oslo.message":"'
+    yield b'"}'
+
+
+@needs_ext
+def test_fast_path_edge_cases_match_general_path():
+    bodies = list(_variants())
+    assert len(bodies) > 500
+    for body in bodies:
+        _assert_same(body)
+        _assert_same(body, None)
+        _assert_same(body, "")
+
+
+@needs_ext
+@pytest.mark.parametrize("content, one_parse", [
+    (b'{\\"method\\": \\"a\\\\\\\\b\\"}', True),  # \\ in the inner string
+    (b'{\\"method\\": \\"a\\/b\\"}', True),
+    (b'{\\"method\\": \\"a/b\\"}', True),
+    ('{\\"method\\": \\"\u00e9\\"}'.encode(), True),
+    (b'{\\"method\\": \\"\\u00e9\\"}', False),  # any other escape: general path
+    (b'{\\"method\\": \\"a\\nb\\"}', False),
+    (b'{\\"method\\":\t\\"m\\"}', False),  # raw control character: invalid, general path
+    (b'{\\"method\\": \\"m\\"} x', False),  # valid outer, invalid inner
+])
+def test_which_bodies_take_one_parse(content, one_parse):
+    for prefix in (COMPACT, SPACED):
+        assert (_assert_same(prefix + content + b'"}') is not None) is one_parse
+    assert _assert_same(COMPACT + content + b'"} ') is None  # valid, but not the exact layout
+
+
+@needs_ext
+def test_block_boundaries():
+    # escapes and rejected bytes at every offset around the 16-byte blocks
+    for special in ('"', "\\", "\\\\", '\\"', "\u00e9", "\n"):
+        for offset in range(40):
+            s = "a" * offset + special + "b" * (40 - offset)
+            for impl in (envelope_ext, envelope_py):
+                assert impl.decode_reply(impl.encode_reply("m", "u", result=s), JSON).result == s
+            assert envelope_ext.encode_reply("m", "u", result=s) == envelope_py.encode_reply("m", "u", result=s)
+            body = json.dumps(oslo_common.serialize_msg(dict(RAW_REPLY, result=s))).encode()
+            _assert_same(body)
+    base = COMPACT + b'{\\"_msg_id\\": \\"m\\", \\"result\\": \\"' + b"x" * 40 + b'\\"}"}'
+    for pos in range(len(COMPACT), len(base) - 2):
+        for byte in (b'"', b"\\", b"\x00", b"\x1f", b" ", b"\x80", b"\xff"):
+            _assert_same(base[:pos] + byte + base[pos:])
+            _assert_same(base[:pos] + byte + base[pos + 1:])
+
+
+_text = st.text(alphabet=st.sampled_from(['"', "\\", "/", "u", "n", "a", " ", "\n", "\x00", "\x1f", "\x7f",
+                                          "\u00e9", "\u2028", "\U0001f600", "{", "}", ":", ","]), max_size=40)
+_mutation = st.tuples(st.integers(0, 10**6), st.integers(0, 2),
+                      st.sampled_from([b'"', b"\\", b"\x01", b"\n", b" ", b"}", b"\xff", b"\xc3", b"\\u0041",
+                                       b"\\/", b'\\"', b"\\\\"]))
+
+
+@needs_ext
+@settings(max_examples=300, deadline=None)
+@given(args=st.dictionaries(_text, _json_values | _text, max_size=4),
+       ctxt=st.dictionaries(_text, _text, max_size=3),
+       result=_json_values | _text,
+       mutations=st.lists(_mutation, max_size=3))
+def test_fast_path_property(args, ctxt, result, mutations):
+    raw_call = {"method": "m", "args": args, "_unique_id": "u", "_msg_id": "i", "_reply_q": "q", "_timeout": None}
+    raw_call.update({"_context_" + k: v for k, v in ctxt.items()})
+    raw_reply = dict(RAW_REPLY, result=result)
+    ours = envelope_ext.encode_request({"method": "m", "args": args}, ctxt, "u", msg_id="i", reply_q="q")
+    assert ours == envelope_py.encode_request({"method": "m", "args": args}, ctxt, "u", msg_id="i", reply_q="q")
+    reply = envelope_ext.encode_reply("i", "u", result=result)
+    assert reply == envelope_py.encode_reply("i", "u", result=result)
+    for body, one_parse in [(ours, True), (reply, True), *_layouts(raw_call), *_layouts(raw_reply)]:
+        assert (_assert_same(body) is not None) is one_parse
+        mutated = bytearray(body)
+        for pos, op, data in mutations:
+            pos %= len(mutated) + 1
+            if op == 0:
+                del mutated[pos:pos + 1]
+            elif op == 1:
+                mutated[pos:pos] = data
+            else:
+                mutated[pos:pos + len(data)] = data
+        _assert_same(bytes(mutated))
