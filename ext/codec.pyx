@@ -487,21 +487,9 @@ cdef dict _read_properties(Cursor* c, uint16_t flags):
 
 
 # ---- event construction ------------------------------------------------------
-# Events are tuple subclasses (NamedTuples). They are allocated the way
-# tuple.__new__ does it for a subclass (tp_alloc, then fill the slots), minus
-# the intermediate tuple and the attribute lookup of a Python-level call.
+# Events are tuple subclasses (NamedTuples), built in C (see tuple_build.h).
 
-cdef extern from *:
-    """
-    static PyObject* fastrpc_tuple_alloc(PyObject* cls, Py_ssize_t n) {
-        PyTypeObject* t = (PyTypeObject*)cls;
-        return t->tp_alloc(t, n);
-    }
-    static void fastrpc_tuple_fill(PyObject* t, Py_ssize_t i, PyObject* v) {
-        Py_INCREF(v);
-        PyTuple_SET_ITEM(t, i, v);
-    }
-    """
+cdef extern from "tuple_build.h":
     object _tuple_alloc "fastrpc_tuple_alloc" (object cls, Py_ssize_t n)
     void _tuple_fill "fastrpc_tuple_fill" (object t, Py_ssize_t i, object v)
 

@@ -189,24 +189,16 @@ cdef extern from *:
         Py_RETURN_NONE;
     }
 
-    /* Requests and replies are tuple subclasses (NamedTuples): allocated the
-       way tuple.__new__ does it for a subclass, without the Python-level
-       __new__ of the class. */
-    static PyObject* envelope_tuple_alloc(PyObject* cls, Py_ssize_t n) {
-        PyTypeObject* t = (PyTypeObject*)cls;
-        return t->tp_alloc(t, n);
-    }
-
-    static void envelope_tuple_fill(PyObject* t, Py_ssize_t i, PyObject* v) {
-        Py_INCREF(v);
-        PyTuple_SET_ITEM(t, i, v);
-    }
     """
     object _quote "envelope_quote" (const char* prefix, Py_ssize_t plen, const char* s, Py_ssize_t n,
                                     const char* suffix, Py_ssize_t slen)
     object _unescape "envelope_unescape" (const char* s, Py_ssize_t n)
-    object _tuple_alloc "envelope_tuple_alloc" (object cls, Py_ssize_t n)
-    void _tuple_fill "envelope_tuple_fill" (object t, Py_ssize_t i, object v)
+
+
+# Requests and replies are NamedTuples, built in C (see tuple_build.h).
+cdef extern from "tuple_build.h":
+    object _tuple_alloc "fastrpc_tuple_alloc" (object cls, Py_ssize_t n)
+    void _tuple_fill "fastrpc_tuple_fill" (object t, Py_ssize_t i, object v)
 
 
 def content_type(bint binary):
