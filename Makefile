@@ -102,8 +102,10 @@ $(C_BENCH): $(C_BENCH).c
 bench: setup $(if $(wildcard $(C_BENCH).c),$(C_BENCH))
 	@set -e; \
 	if [ -f bench/bench_codec.py ]; then $(VPY) -m pytest bench/bench_codec.py --benchmark-only -q; fi; \
+	if [ -f bench/bench_envelope.py ]; then $(VPY) -m pytest bench/bench_envelope.py --benchmark-only -q; fi; \
 	if [ -f bench/raw_throughput.py ]; then $(VPY) bench/raw_throughput.py; fi; \
-	if [ -f bench/rpc_scenarios.py ]; then $(VPY) bench/rpc_scenarios.py; fi
+	if [ -f bench/rpc_scenarios.py ]; then $(VPY) bench/rpc_scenarios.py; fi; \
+	if [ -f bench/call_cost.py ]; then $(VPY) bench/call_cost.py; fi
 
 # --- lint ----------------------------------------------------------------------
 lint: setup
