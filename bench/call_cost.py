@@ -67,17 +67,8 @@ def start_counted(cmd: list[str], env: dict[str, str], what: str, stop: Any = No
 
 
 def stop_counted(child: Child) -> int:
-    """Stop a counted server (stdin closed, or its stop action) and return its instructions."""
-    if child._stop is not None:
-        child._stop()
-    try:
-        _out, err = child.proc.communicate(timeout=COUNT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        raise common.BenchError(f"{child.what} did not stop within {COUNT_TIMEOUT:.0f} s") from None
-    if child.proc.returncode != 0:
-        raise common.BenchError(f"{child.what} exited with {child.proc.returncode}: {err[-2000:]}")
-    return instructions(err, child.what)
+    """Stop a counted server and return its instructions."""
+    return instructions(child.stop(timeout=COUNT_TIMEOUT), child.what)
 
 
 def calls_client(lib: str, url: str, topic: str, calls: int) -> int:  # runs in its own process

@@ -346,16 +346,18 @@ class Child:
             return ""
         return (self.proc.stderr.read() if self.proc.stderr else "")[-2000:]
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 30.0) -> str:
+        """Stop the process (stdin closed, or the stop action) and return its stderr."""
         if self._stop is not None:
             self._stop()
         try:
-            self.proc.communicate(timeout=timeout)
+            _out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise common.BenchError(f"{self.what} did not stop within {timeout:.0f} s") from None
         if self.proc.returncode != 0:
-            raise common.BenchError(f"{self.what} exited with {self.proc.returncode}: {self._stderr()}")
+            raise common.BenchError(f"{self.what} exited with {self.proc.returncode}: {err[-2000:]}")
+        return err
 
     def kill(self) -> None:
         if self.proc.poll() is None:

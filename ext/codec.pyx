@@ -487,55 +487,9 @@ cdef dict _read_properties(Cursor* c, uint16_t flags):
 
 
 # ---- event construction ------------------------------------------------------
-# Events are tuple subclasses (NamedTuples), built in C (see tuple_build.h).
+# Events are NamedTuples, built by _ev3 ... _ev8 (tuple_build.pxi).
 
-cdef extern from "tuple_build.h":
-    object _tuple_alloc "fastrpc_tuple_alloc" (object cls, Py_ssize_t n)
-    void _tuple_fill "fastrpc_tuple_fill" (object t, Py_ssize_t i, object v)
-
-
-cdef inline object _ev3(object cls, object a, object b, object c):
-    t = _tuple_alloc(cls, 3)
-    _tuple_fill(t, 0, a)
-    _tuple_fill(t, 1, b)
-    _tuple_fill(t, 2, c)
-    return t
-
-
-cdef inline object _ev5(object cls, object a, object b, object c, object d, object e):
-    t = _tuple_alloc(cls, 5)
-    _tuple_fill(t, 0, a)
-    _tuple_fill(t, 1, b)
-    _tuple_fill(t, 2, c)
-    _tuple_fill(t, 3, d)
-    _tuple_fill(t, 4, e)
-    return t
-
-
-cdef inline object _ev7(object cls, object a, object b, object c, object d, object e, object f, object g):
-    t = _tuple_alloc(cls, 7)
-    _tuple_fill(t, 0, a)
-    _tuple_fill(t, 1, b)
-    _tuple_fill(t, 2, c)
-    _tuple_fill(t, 3, d)
-    _tuple_fill(t, 4, e)
-    _tuple_fill(t, 5, f)
-    _tuple_fill(t, 6, g)
-    return t
-
-
-cdef inline object _ev8(object cls, object a, object b, object c, object d, object e, object f, object g,
-                        object h):
-    t = _tuple_alloc(cls, 8)
-    _tuple_fill(t, 0, a)
-    _tuple_fill(t, 1, b)
-    _tuple_fill(t, 2, c)
-    _tuple_fill(t, 3, d)
-    _tuple_fill(t, 4, e)
-    _tuple_fill(t, 5, f)
-    _tuple_fill(t, 6, g)
-    _tuple_fill(t, 7, h)
-    return t
+include "tuple_build.pxi"
 
 
 cdef inline object _method_event(int channel, _MethodInfo mi, list values):

@@ -61,47 +61,46 @@ cdef extern from *:
 
     #define ENVELOPE_BACKSLASH 0x5C
 
+    static inline int envelope_is_quote(unsigned char c) {
+        return c == '"' || c == ENVELOPE_BACKSLASH;
+    }
+
     #if defined(__SSE2__)
     #include <emmintrin.h>
 
+    /* 0xFF in each byte of v that is '"' or backslash. */
+    static inline __m128i envelope_quote_bytes(__m128i v) {
+        return _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                            _mm_cmpeq_epi8(v, _mm_set1_epi8(ENVELOPE_BACKSLASH)));
+    }
+
     /* Bit k set when byte k of p[0:16] is '"' or backslash. */
     static inline unsigned envelope_quote_mask(const char* p) {
-        __m128i v = _mm_loadu_si128((const __m128i*)p);
-        __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
-        __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8(ENVELOPE_BACKSLASH));
-        return (unsigned)_mm_movemask_epi8(_mm_or_si128(q, b));
+        return (unsigned)_mm_movemask_epi8(envelope_quote_bytes(_mm_loadu_si128((const __m128i*)p)));
     }
 
     /* ... or below 0x20 (a control character, which a JSON string may not
        hold raw): the unsigned minimum with 0x1F equals the byte. */
     static inline unsigned envelope_special_mask(const char* p) {
         __m128i v = _mm_loadu_si128((const __m128i*)p);
-        __m128i q = _mm_cmpeq_epi8(v, _mm_set1_epi8('"'));
-        __m128i b = _mm_cmpeq_epi8(v, _mm_set1_epi8(ENVELOPE_BACKSLASH));
         __m128i c = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1F)), v);
-        return (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(q, b), c));
+        return (unsigned)_mm_movemask_epi8(_mm_or_si128(envelope_quote_bytes(v), c));
     }
     #else
     static inline unsigned envelope_quote_mask(const char* p) {
         unsigned m = 0;
         for (int k = 0; k < 16; k++)
-            m |= (unsigned)(p[k] == '"' || p[k] == ENVELOPE_BACKSLASH) << k;
+            m |= (unsigned)envelope_is_quote((unsigned char)p[k]) << k;
         return m;
     }
 
     static inline unsigned envelope_special_mask(const char* p) {
-        unsigned m = 0;
-        for (int k = 0; k < 16; k++) {
-            unsigned char c = (unsigned char)p[k];
-            m |= (unsigned)(c == '"' || c == ENVELOPE_BACKSLASH || c < 0x20) << k;
-        }
+        unsigned m = envelope_quote_mask(p);
+        for (int k = 0; k < 16; k++)
+            m |= (unsigned)((unsigned char)p[k] < 0x20) << k;
         return m;
     }
     #endif
-
-    static inline int envelope_is_quote(char c) {
-        return c == '"' || c == ENVELOPE_BACKSLASH;
-    }
 
     /* prefix + s with a backslash put before every '"' and backslash + suffix,
        as one bytes object built in one allocation. */
@@ -195,10 +194,8 @@ cdef extern from *:
     object _unescape "envelope_unescape" (const char* s, Py_ssize_t n)
 
 
-# Requests and replies are NamedTuples, built in C (see tuple_build.h).
-cdef extern from "tuple_build.h":
-    object _tuple_alloc "fastrpc_tuple_alloc" (object cls, Py_ssize_t n)
-    void _tuple_fill "fastrpc_tuple_fill" (object t, Py_ssize_t i, object v)
+# Requests and replies are NamedTuples, built by _ev5 / _ev7.
+include "tuple_build.pxi"
 
 
 def content_type(bint binary):
@@ -361,6 +358,7 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef bint binary
     cdef dict ctxt = {}
     cdef dict message
+    cdef list context_keys = None
     inner = _load(body, ctype, max_size, &binary)
     msg_id = inner.pop("_msg_id", None)
     reply_q = inner.pop("_reply_q", None)
@@ -378,15 +376,14 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
             raise EnvelopeError("message has a non-string key", msg_id, reply_q, binary)
         if _is_context_key(<str>key):
             ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = value
-    if ctxt:
-        message = {}
-        for key, value in inner.items():
-            if not _is_context_key(<str>key):
-                message[key] = value
-    else:
-        # no context keys: the parsed mapping, which nothing else holds, is
-        # already the message
-        message = inner
+            if context_keys is None:
+                context_keys = []
+            context_keys.append(key)
+    if context_keys is not None:
+        for key in context_keys:
+            del inner[key]
+    # What is left of the parsed mapping, which nothing else holds, is the message.
+    message = inner
     timeout = message.pop("_timeout", None)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise EnvelopeError("_timeout is not a number", msg_id, reply_q, binary)
@@ -412,15 +409,7 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
         value = message.get(key)
         if value is not None and not isinstance(value, str):
             raise EnvelopeError(f"{key} is not a string", msg_id, reply_q, binary)
-    req = _tuple_alloc(_Request, 7)
-    _tuple_fill(req, 0, ctxt)
-    _tuple_fill(req, 1, message)
-    _tuple_fill(req, 2, unique_id)
-    _tuple_fill(req, 3, msg_id)
-    _tuple_fill(req, 4, reply_q)
-    _tuple_fill(req, 5, timeout)
-    _tuple_fill(req, 6, binary)
-    return req
+    return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
 
 
 def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
@@ -436,10 +425,4 @@ def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     failure = inner.get("failure")
     if failure is not None and not isinstance(failure, str):
         raise EnvelopeError("failure is not a string")
-    rep = _tuple_alloc(_Reply, 5)
-    _tuple_fill(rep, 0, msg_id)
-    _tuple_fill(rep, 1, unique_id)
-    _tuple_fill(rep, 2, inner.get("result"))
-    _tuple_fill(rep, 3, failure)
-    _tuple_fill(rep, 4, bool(inner.get("ending", False)))
-    return rep
+    return _ev5(_Reply, msg_id, unique_id, inner.get("result"), failure, bool(inner.get("ending", False)))

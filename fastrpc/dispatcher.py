@@ -182,19 +182,12 @@ class RPCDispatcher:
         found_compatible = False
         for endpoint in self.endpoints:
             target = getattr(endpoint, "target", None) or self._default_target
-            if namespace not in target.accepted_namespaces:
-                continue
-            compatible = _compat_cache.get((target.version or "1.0", version))
-            if compatible is None:
-                compatible = self._is_compatible(target, version)
-            if not compatible:
+            if namespace not in target.accepted_namespaces or not self._is_compatible(target, version):
                 continue
             found_compatible = True
             if callable(getattr(endpoint, method, None)) and self.access_policy.is_allowed(endpoint, method):
                 if incoming.msg_id is None or not getattr(incoming, "client_timeout", None):
                     # No call-monitor asked for: no heartbeat thread to manage.
-                    if type(self.serializer) is NoOpSerializer:
-                        return getattr(endpoint, method)(incoming.ctxt, **args)
                     return self._do_dispatch(endpoint, method, incoming.ctxt, args)
                 with _CallMonitor(incoming):
                     return self._do_dispatch(endpoint, method, incoming.ctxt, args)
