@@ -23,16 +23,20 @@ from fastrpc.amqp.exceptions import (
 )
 
 BIG = b"z" * (1 << 20)
+# Far more than the socket buffers of both ends can hold, even after the
+# kernel compacts the peer's receive queue (which lets a stalled send move a
+# little now and then).
+HUGE = b"z" * (48 << 20)
 
 
-def flood(ch: Channel) -> queue.Queue[BaseException | None]:
-    """Publish big messages from a thread until a send fails (the peer never reads)."""
+def flood(ch: Channel, body: bytes = BIG, count: int = 500) -> queue.Queue[BaseException | None]:
+    """Publish ``count`` messages from a thread until a send fails (the peer never reads)."""
     out: queue.Queue[BaseException | None] = queue.Queue()
 
     def run() -> None:
         try:
-            for _ in range(500):
-                ch.basic_publish("", "q", BIG)
+            for _ in range(count):
+                ch.basic_publish("", "q", body)
         except BaseException as exc:
             out.put(exc)
         else:
@@ -93,7 +97,11 @@ def test_stuck_send_fails_connection_while_reader_waits_for_send_lock(peer: Peer
     closed: queue.Queue[BaseException] = queue.Queue()
     conn.on_close.append(lambda c, exc: closed.put(exc))
 
-    publisher = flood(ch)
+    # One publish that can never finish holds the send lock throughout: with
+    # many smaller ones, a send that moved a little could finish a message
+    # and let the ack through between two of them, and the connection would
+    # then die of receive silence instead (also bounded, but not this case).
+    publisher = flood(ch, HUGE, 1)
     wait_send_stuck(conn, peer)
     peer.writer.content(cid, "basic.deliver", {"consumer_tag": "t", "delivery_tag": 1, "exchange": "",
                                                "routing_key": "q"}, {}, b"x")
