@@ -165,7 +165,21 @@ class RPCServer:
         lock = self._workers_lock
         pool_size = self._pool_size
         process = self._process_incoming
-        while not stopped.is_set():
+        while True:
+            if stopped.is_set():
+                # A listener may have acknowledged more requests than it
+                # returned (one ack for several): they still run, as
+                # acknowledged ones do (see wait()).
+                try:
+                    messages = listener.poll(timeout=0, batch_size=1)
+                except Exception:
+                    LOG.exception("Listener poll failed for %s", self.target)
+                    break
+                if not messages:
+                    break
+                for incoming in messages:
+                    process(incoming)
+                continue
             with lock:
                 self._idle += 1
             try:

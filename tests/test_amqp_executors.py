@@ -18,6 +18,7 @@ from endpoints import Gate
 
 import fastrpc
 from fastrpc import Options, Target
+from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers import amqp
 from fastrpc.server import RPCServer
@@ -192,7 +193,7 @@ def test_blocking_runs_one_request_at_a_time_in_the_reader_thread(transports, se
     assert len(set(threads)) == 1
 
 
-def test_blocking_stop_during_request_wait_returns_after_it_and_runs_nothing_more(
+def test_blocking_stop_during_request_runs_what_was_acked_and_leaves_the_rest_queued(
         broker, transports, servers, topic):
     server_t, client_t = transports(), transports()
     gate = Gate()
@@ -221,20 +222,23 @@ def test_blocking_stop_during_request_wait_returns_after_it_and_runs_nothing_mor
         assert returned.wait(WAIT)
         thread.join(WAIT)
         assert gate.running == 0
-        # Nothing was run after stop(), not even the casts already delivered.
-        assert not gate.entered.acquire(timeout=0.5)
-        assert gate.calls == [0]
+        # Requests acked together with the running one (same read) ran too,
+        # in order; the ones not yet taken were left to the broker.
+        ran = list(gate.calls)
+        assert ran == list(range(len(ran)))
     finally:
         gate.release.set()
         stop_and_wait(srv)
-
-    # Those two were never acknowledged: the broker kept them for the next run.
-    wait_queue_depth(broker, f"{topic}.s1", 2)
-    servers.append(srv)
-    srv.start()
-    for _ in range(2):
-        assert gate.entered.acquire(timeout=WAIT)
-    assert sorted(gate.calls) == [0, 1, 2]
+    # Another server gets exactly the rest: nothing lost, nothing run twice.
+    rest = Gate()
+    rest.release.set()
+    srv2 = fastrpc.get_rpc_server(transports(), Target(topic=topic, server="s1"), [rest], executor="blocking")
+    servers.append(srv2)
+    srv2.start()
+    for _ in range(3 - len(ran)):
+        assert rest.entered.acquire(timeout=WAIT)
+    assert sorted(ran + rest.calls) == [0, 1, 2]
+    assert not rest.entered.acquire(timeout=0.5)
 
 
 @pytest.mark.parametrize("executor", ["blocking", "threading"])
@@ -400,3 +404,107 @@ def test_blocking_request_delivered_while_start_installs_inline_handler(monkeypa
     client.cast({}, "record", i=1)
     assert rec.all_done.wait(WAIT), f"handled only {rec.seen}"
     assert rec.seen == [0, 1]
+
+
+# ---- one ack for the requests of one read ----------------------------------------
+
+
+class HoldFirst:
+    """Holds request 0 until released (requests pile up meanwhile), records the rest."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[int] = []
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.done = threading.Semaphore(0)
+
+    def work(self, ctxt, i):
+        if i == 0:
+            self.holding.set()
+            assert self.release.wait(WAIT)
+        with self.lock:
+            self.seen.append(i)
+        self.done.release()
+
+
+@pytest.mark.parametrize("executor", ["blocking", "threading"])
+def test_requests_that_piled_up_are_acked_together_and_run_once(
+        monkeypatch, broker, transports, servers, topic, executor):
+    acks: list[tuple[int, bool]] = []
+    original = Channel.basic_ack
+
+    def recording_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        acks.append((delivery_tag, multiple))
+        original(self, delivery_tag, multiple)
+
+    monkeypatch.setattr(Channel, "basic_ack", recording_ack)
+    endpoint = HoldFirst()
+    server_t = transports(executor_thread_pool_size=2)
+    srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [endpoint], executor=executor)
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    count = 60
+    client.cast({}, "work", i=0)
+    assert endpoint.holding.wait(WAIT)
+    for i in range(1, count):
+        client.cast({}, "work", i=i)
+    if executor == "blocking":
+        # All of them wait in the broker or our socket while the reader thread runs request 0.
+        wait_queue_depth(broker, topic, 0)
+    endpoint.release.set()
+    for _ in range(count):
+        assert endpoint.done.acquire(timeout=WAIT)
+    assert sorted(endpoint.seen) == list(range(count))
+    if executor == "blocking":
+        assert endpoint.seen == list(range(count))  # one at a time, in order
+    listener = srv.listener
+    assert isinstance(listener, amqp.AmqpListener)
+    # Every ack was accepted: a wrong one (a tag acked twice) would have
+    # closed the channel and made the listener reconnect.
+    assert listener.reconnects == 0 and listener._channel.is_open
+    assert client.prepare(timeout=CALL_TIMEOUT).call({}, "work", i=count) is None
+    # Acks never go beyond what was taken, each tag settled once.
+    settled: set[int] = set()
+    for tag, multiple in acks:
+        covered = set(range(1, tag + 1)) - settled if multiple else {tag}
+        assert covered and not covered & settled, acks
+        settled |= covered
+    assert settled == set(range(1, count + 2))
+    if executor == "blocking":
+        # The requests that piled up came in a few reads, each acked with one frame.
+        assert len(acks) < count // 2, acks
+        assert any(multiple for _, multiple in acks)
+
+
+def test_threading_stop_runs_every_acked_request_and_leaves_the_rest_queued(
+        broker, transports, servers, topic):
+    gate = Gate()
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=2), Target(topic=topic, server="s1"),
+                                 [gate], executor="threading")
+    srv.start()
+    client = client_for(transports(), topic)
+    count = 30
+    try:
+        for i in range(count):
+            client.cast({}, "work", i=i)
+        assert gate.entered.acquire(timeout=WAIT)
+        assert gate.entered.acquire(timeout=WAIT)
+        srv.stop()
+        gate.release.set()
+    finally:
+        gate.release.set()
+        stop_and_wait(srv)
+    ran = list(gate.calls)
+    assert len(ran) == len(set(ran)) >= 2
+    rest = Gate()
+    rest.release.set()
+    srv2 = fastrpc.get_rpc_server(transports(), Target(topic=topic, server="s1"), [rest], executor="threading")
+    servers.append(srv2)
+    srv2.start()
+    for _ in range(count - len(ran)):
+        assert rest.entered.acquire(timeout=WAIT), (ran, rest.calls)
+    # Nothing lost, nothing run twice.
+    assert sorted(ran + rest.calls) == list(range(count)), (ran, rest.calls)
+    assert not rest.entered.acquire(timeout=0.5)

@@ -157,6 +157,9 @@ class Connection:
         # timed out carries its start over to the next one.
         self._recv_since: float | None = None
         self._quiet_since: float | None = None
+        # Run by the reading thread once the frames of one read are dispatched
+        # (see after_dispatch).
+        self._after_dispatch: list[Callable[[], None]] = []
 
     # ---- public state --------------------------------------------------
 
@@ -639,6 +642,28 @@ class Connection:
             error.__cause__ = exc
         return error
 
+    def after_dispatch(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` once the frames of the current read are all dispatched.
+
+        For callbacks of this connection (they run in the reading thread):
+        a consumer can gather the deliveries of one read and settle them with
+        one frame. ``fn`` runs in the same thread, in the order registered;
+        an exception from it is logged.
+        """
+        self._after_dispatch.append(fn)
+
+    def _run_after_dispatch(self) -> None:
+        # A function may register another (it runs in this pass too).
+        pending = self._after_dispatch
+        while pending:
+            self._after_dispatch = []
+            for fn in pending:
+                try:
+                    fn()
+                except Exception:
+                    LOG.exception("after_dispatch function failed")
+            pending = self._after_dispatch
+
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
         for event in events:
@@ -666,6 +691,10 @@ class Connection:
                     ch._on_content(event)
                 else:
                     LOG.debug("%s for unknown channel %d ignored", kind.__name__, event.channel)
+        # Not reached when an event raised: the connection is failing then,
+        # and what the functions would settle goes back to the broker's queues.
+        if self._after_dispatch:
+            self._run_after_dispatch()
 
     def _on_connection_method(self, event: spec.Method) -> None:
         name = event.name

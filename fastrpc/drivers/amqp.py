@@ -38,6 +38,9 @@ from fastrpc.failures import deserialize_remote_exception, serialize_remote_exce
 LOG = logging.getLogger(__name__)
 
 envelope = _impl.envelope
+# Requests of one read acked with one frame at most. Acked ones still run
+# after stop(), so this also bounds what a stopping server finishes.
+ACK_BATCH = 16
 DEDUP_WINDOW = 8192  # request _unique_ids remembered per listener (oslo keeps 16)
 REPLY_RETRIES = 3  # reconnect attempts for one reply before giving up
 ROUTE_CACHE_SIZE = 1024  # targets whose exchange and routing key are remembered
@@ -170,6 +173,19 @@ class _Handoff:
                 return
             self._items.append(item)
 
+    def put_front(self, items: list[Any]) -> None:
+        """Hand ``items`` to idle pollers, or queue them in order ahead of the rest."""
+        with self._lock:
+            waiting = self._waiting
+            i = 0
+            while waiting and i < len(items):
+                slot = waiting.pop()
+                slot.item = items[i]
+                slot.lock.release()
+                i += 1
+            if i < len(items):
+                self._items.extendleft(reversed(items[i:]))
+
     def pending(self) -> int:
         """How many items wait for a poller."""
         return len(self._items)
@@ -202,6 +218,40 @@ class _Handoff:
                 self._waiting.remove(slot)
         # Either still _EMPTY, or an item handed over just as the wait timed out.
         return slot.item
+
+
+class _Settled:
+    """Which delivery tags of a listener's channel are settled (acked or rejected).
+
+    The requests of one read are acked with one ``multiple`` ack of the
+    highest tag; that is only right when every lower tag is settled already
+    (otherwise it would also ack a request another thread is still taking,
+    whose own ack would then fail the channel). Tags run 1, 2, 3, ... per
+    channel in delivery order. Use under a lock, and send what ``settle``
+    returns under the same lock, so that frames leave in the order decided.
+    """
+
+    __slots__ = ("upto", "early")
+
+    def __init__(self) -> None:
+        self.upto = 0  # every tag <= upto is settled
+        self.early: set[int] = set()  # settled tags above upto
+
+    def settle(self, tags: list[int], ack: list[int]) -> list[tuple[int, bool]]:
+        """Mark ``tags`` (consecutive, ascending) settled, of which ``ack``
+        still need an ack (the others were rejected); return the acks to send
+        as ``(delivery_tag, multiple)``."""
+        if tags[0] == self.upto + 1:
+            frames = [(ack[-1], len(ack) > 1)] if ack else []
+            upto = tags[-1]
+            early = self.early
+            while early and upto + 1 in early:
+                upto += 1
+                early.discard(upto)
+            self.upto = upto
+            return frames
+        self.early.update(tags)
+        return [(tag, False) for tag in ack]
 
 
 class AmqpIncomingMessage(IncomingMessage):
@@ -272,6 +322,8 @@ class AmqpListener(Listener):
         self.queues = [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server),
                        self.fanout_queue]
         self._gen = 0
+        self._settled = _Settled()  # of the current channel; guarded by _ack_lock
+        self._ack_lock = threading.Lock()
         self._conn: Connection | None = None
         self._channel: Any = None
         self._tags: list[str] = []
@@ -297,8 +349,22 @@ class AmqpListener(Listener):
             ch.queue_bind(self.fanout_queue, fanout_ex.name, target.topic)
             gen = self._gen + 1
             put = self._incoming.put
+            # The deliveries of one read, taken together after it: one ack
+            # frame for all of them instead of one each.
+            arrived: list[spec.Delivery] = []
 
-            def on_message(delivery: spec.Delivery, gen: int = gen) -> None:
+            def on_message(delivery: spec.Delivery) -> None:
+                if not arrived:
+                    conn.after_dispatch(on_read_dispatched)
+                elif len(arrived) >= ACK_BATCH:
+                    on_read_dispatched()  # the registered call takes the rest
+                arrived.append(delivery)
+
+            def on_read_dispatched() -> None:
+                if not arrived:
+                    return
+                item = (gen, arrived.copy())
+                arrived.clear()
                 handler = self._inline
                 if handler is None:
                     # Decide under the lock: dispatch_inline() must not look at
@@ -306,12 +372,14 @@ class AmqpListener(Listener):
                     with self._inline_lock:
                         handler = self._inline
                         if handler is None:
-                            put((gen, delivery))
+                            put(item)
                             return
-                self._run_inline(handler, (gen, delivery))
+                self._run_inline(handler, item)
 
             with self._lock:
                 self._gen = gen
+                with self._ack_lock:
+                    self._settled = _Settled()
                 self._conn, self._channel = conn, ch
                 if gen > 1:
                     self.reconnects += 1
@@ -366,8 +434,7 @@ class AmqpListener(Listener):
                     item = self._incoming.get_nowait()
                     if item is _EMPTY or item is _STOP:
                         break
-                    msg = self._take(item)
-                    if msg is not None:
+                    for msg in self._take(item):
                         handler(msg)
             finally:
                 lock.release()
@@ -379,15 +446,14 @@ class AmqpListener(Listener):
         with self._inline_lock:
             pass
 
-    def _run_inline(self, handler: Any, item: tuple[int, spec.Delivery]) -> None:
+    def _run_inline(self, handler: Any, item: tuple[int, list[spec.Delivery]]) -> None:
         with self._inline_lock:
             # Checked under the lock: once stop() and wait_inline_idle()
             # returned, nothing more runs. Unacked, the message goes back to
             # the queue when the channel closes.
             if self._stopped.is_set():
                 return
-            msg = self._take(item)
-            if msg is not None:
+            for msg in self._take(item):
                 handler(msg)
 
     # -- polling -------------------------------------------------------------
@@ -395,77 +461,121 @@ class AmqpListener(Listener):
     def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
         result: list[IncomingMessage] = []
         deadline = None if timeout is None else time.monotonic() + timeout
+        incoming = self._incoming
         while not result:
             if self._stopped.is_set():
-                return []
+                return self._taken_leftovers(batch_size)
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            item = self._incoming.get(wait)
+            item = incoming.get(wait)
             if item is _EMPTY:
                 return []
             while True:
                 if item is _STOP:
                     # Leave the marker for any other poller, then stop.
-                    self._incoming.put(_STOP)
-                    return result
-                msg = self._take(item)
-                if msg is not None:
-                    result.append(msg)
+                    incoming.put(_STOP)
+                    break
+                if type(item) is AmqpIncomingMessage:
+                    result.append(item)  # taken (acked) by another poller
+                else:
+                    result += self._take(item)
                 if len(result) >= batch_size:
                     break
-                item = self._incoming.get_nowait()
+                item = incoming.get_nowait()
                 if item is _EMPTY:
                     break
-            if deadline is not None and time.monotonic() >= deadline:
+            if len(result) > batch_size:
+                # Acked with the others of their read: idle pollers run them,
+                # or the next poll returns them (even after stop()).
+                incoming.put_front(result[batch_size:])
+                del result[batch_size:]
+            if item is _STOP or (deadline is not None and time.monotonic() >= deadline):
                 break
         return result
 
-    def _take(self, item: tuple[int, spec.Delivery]) -> AmqpIncomingMessage | None:
-        gen, delivery = item
+    def _taken_leftovers(self, batch_size: int) -> list[IncomingMessage]:
+        """After stop(): the requests already acked (they must still run), not the others."""
+        result: list[IncomingMessage] = []
+        incoming = self._incoming
+        skipped = []
+        while len(result) < batch_size:
+            item = incoming.get_nowait()
+            if item is _EMPTY:
+                break
+            if type(item) is AmqpIncomingMessage:
+                result.append(item)
+            else:
+                skipped.append(item)  # not acked: the broker requeues it
+        if skipped:
+            incoming.put_front(skipped)
+        return result
+
+    def _take(self, item: tuple[int, list[spec.Delivery]]) -> list[AmqpIncomingMessage]:
+        """Decode the requests of one read and ack them (one frame when possible).
+
+        Malformed ones are rejected (and answered with an error where the
+        caller is known), duplicates dropped.
+        """
+        gen, deliveries = item
         if gen != self._gen:
-            return None  # from a dead channel: the broker requeued it
+            return []  # from a dead channel: the broker requeued them
         ch = self._channel
-        try:
-            req = envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
-                                          self._driver.max_body)
-        except EnvelopeError as exc:
-            self.bad_messages += 1
-            LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
-                        self._target.topic, delivery.exchange, delivery.routing_key, exc.reason)
+        max_body = self._driver.max_body
+        decode = envelope.decode_request
+        requests = []
+        ack = []
+        for delivery in deliveries:
             try:
-                ch.basic_reject(delivery.delivery_tag, requeue=False)
-            except amqp_exc.AMQPError as err:
-                LOG.debug("basic.reject failed: %s", err)
-            if exc.msg_id and exc.reply_q:
-                self._driver._send_error_reply(exc)
-            return None
+                req = decode(delivery.body, delivery.properties.get("content_type"), max_body)
+            except EnvelopeError as exc:
+                self._reject(ch, delivery, exc)
+                continue
+            requests.append(req)
+            ack.append(delivery.delivery_tag)
+        tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
         try:
-            ch.basic_ack(delivery.delivery_tag)
+            with self._ack_lock:
+                for tag, multiple in self._settled.settle(tags, ack):
+                    ch.basic_ack(tag, multiple)
         except amqp_exc.AMQPError as err:
-            # Not acked means the broker will deliver it again: do not run it twice.
-            LOG.warning("Discarding request after a failed acknowledge: %s", err)
-            return None
-        uid = req.unique_id
-        if uid is not None:
-            seen = self._seen
-            # Several workers poll at once: check and insert as one step.
-            with self._seen_lock:
-                if uid in seen:
-                    self.duplicates += 1
-                    duplicate = True
-                else:
-                    duplicate = False
-                    seen[uid] = None
-                    if len(seen) > DEDUP_WINDOW:
-                        seen.popitem(last=False)
-            if duplicate:
+            # Not acked means the broker will deliver them again: do not run them twice.
+            LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(requests), err)
+            return []
+        taken = []
+        for req in requests:
+            uid = req.unique_id
+            if uid is not None and self._is_duplicate(uid):
                 LOG.warning("Dropped duplicate request %s", uid)
-                return None
-        ctxt = req.ctxt
-        # oslo's servers hand endpoints the context with this key added; do
-        # the same so an endpoint sees one context whichever server runs it.
-        ctxt["client_timeout"] = req.timeout
-        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
-                                   req.timeout)
+                continue
+            ctxt = req.ctxt
+            # oslo's servers hand endpoints the context with this key added; do
+            # the same so an endpoint sees one context whichever server runs it.
+            ctxt["client_timeout"] = req.timeout
+            taken.append(AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
+                                             req.timeout))
+        return taken
+
+    def _reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
+        self.bad_messages += 1
+        LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
+                    self._target.topic, delivery.exchange, delivery.routing_key, exc.reason)
+        try:
+            ch.basic_reject(delivery.delivery_tag, requeue=False)
+        except amqp_exc.AMQPError as err:
+            LOG.debug("basic.reject failed: %s", err)
+        if exc.msg_id and exc.reply_q:
+            self._driver._send_error_reply(exc)
+
+    def _is_duplicate(self, uid: str) -> bool:
+        seen = self._seen
+        # Several workers poll at once: check and insert as one step.
+        with self._seen_lock:
+            if uid in seen:
+                self.duplicates += 1
+                return True
+            seen[uid] = None
+            if len(seen) > DEDUP_WINDOW:
+                seen.popitem(last=False)
+        return False
 
     # -- shutdown ------------------------------------------------------------
 
