@@ -22,6 +22,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastrpc import _impl
@@ -186,6 +187,15 @@ class _Handoff:
             if i < len(items):
                 self._items.extendleft(reversed(items[i:]))
 
+    def pop_front_while(self, accept: Callable[[Any], bool]) -> list[Any]:
+        """Take queued items from the front for as long as ``accept(item)`` says so."""
+        taken = []
+        with self._lock:
+            items = self._items
+            while items and accept(items[0]):
+                taken.append(items.popleft())
+        return taken
+
     def pending(self) -> int:
         """How many items wait for a poller."""
         return len(self._items)
@@ -238,20 +248,23 @@ class _Settled:
         self.early: set[int] = set()  # settled tags above upto
 
     def settle(self, tags: list[int], ack: list[int]) -> list[tuple[int, bool]]:
-        """Mark ``tags`` (consecutive, ascending) settled, of which ``ack``
-        still need an ack (the others were rejected); return the acks to send
-        as ``(delivery_tag, multiple)``."""
-        if tags[0] == self.upto + 1:
+        """Mark ``tags`` (ascending) settled, of which ``ack`` still need an
+        ack (the others were rejected); return the acks to send as
+        ``(delivery_tag, multiple)``."""
+        if tags[0] == self.upto + 1 and tags[-1] - tags[0] == len(tags) - 1:
             frames = [(ack[-1], len(ack) > 1)] if ack else []
-            upto = tags[-1]
-            early = self.early
-            while early and upto + 1 in early:
+            self.upto = tags[-1]
+        else:
+            frames = [(tag, False) for tag in ack]
+            self.early.update(tags)
+        early = self.early
+        if early:
+            upto = self.upto
+            while upto + 1 in early:
                 upto += 1
                 early.discard(upto)
             self.upto = upto
-            return frames
-        self.early.update(tags)
-        return [(tag, False) for tag in ack]
+        return frames
 
 
 class AmqpIncomingMessage(IncomingMessage):
@@ -477,6 +490,8 @@ class AmqpListener(Listener):
                 if type(item) is AmqpIncomingMessage:
                     result.append(item)  # taken (acked) by another poller
                 else:
+                    if incoming.pending():
+                        item = self._with_queued_reads(item)
                     result += self._take(item)
                 if len(result) >= batch_size:
                     break
@@ -491,6 +506,37 @@ class AmqpListener(Listener):
             if item is _STOP or (deadline is not None and time.monotonic() >= deadline):
                 break
         return result
+
+    def _with_queued_reads(self, item: tuple[int, list[spec.Delivery]]) -> tuple[int, list[spec.Delivery]]:
+        """Join the reads queued right behind ``item`` to it (up to ACK_BATCH
+        deliveries), so that one frame acks them all: pollers fall behind
+        under load, and each read then often holds only one request."""
+        gen, deliveries = item
+        room = ACK_BATCH - len(deliveries)
+        next_tag = deliveries[-1].delivery_tag + 1
+
+        def accept(queued: Any) -> bool:
+            # Only the read right after ours: another poller may have taken
+            # the one in between, and it must not be acked for it.
+            nonlocal room, next_tag
+            if type(queued) is not tuple or queued[0] != gen:
+                return False
+            more = queued[1]
+            if len(more) > room or more[0].delivery_tag != next_tag:
+                return False
+            room -= len(more)
+            next_tag = more[-1].delivery_tag + 1
+            return True
+
+        if room <= 0:
+            return item
+        queued = self._incoming.pop_front_while(accept)
+        if not queued:
+            return item
+        joined = list(deliveries)
+        for _, more in queued:
+            joined += more
+        return gen, joined
 
     def _taken_leftovers(self, batch_size: int) -> list[IncomingMessage]:
         """After stop(): the requests already acked (they must still run), not the others."""
