@@ -251,9 +251,13 @@ class _Settled:
         """Mark ``tags`` (ascending) settled, of which ``ack`` still need an
         ack (the others were rejected); return the acks to send as
         ``(delivery_tag, multiple)``."""
-        if tags[0] == self.upto + 1 and tags[-1] - tags[0] == len(tags) - 1:
+        first = tags[0]
+        last = tags[-1]
+        if first == self.upto + 1 and last - first == len(tags) - 1:
+            self.upto = last
             frames = [(ack[-1], len(ack) > 1)] if ack else []
-            self.upto = tags[-1]
+            if not self.early:  # the usual case
+                return frames
         else:
             frames = [(tag, False) for tag in ack]
             self.early.update(tags)
@@ -374,10 +378,11 @@ class AmqpListener(Listener):
                 arrived.append(delivery)
 
             def on_read_dispatched() -> None:
+                nonlocal arrived
                 if not arrived:
                     return
-                item = (gen, arrived.copy())
-                arrived.clear()
+                item = (gen, arrived)
+                arrived = []
                 handler = self._inline
                 if handler is None:
                     # Decide under the lock: dispatch_inline() must not look at
@@ -567,6 +572,19 @@ class AmqpListener(Listener):
         ch = self._channel
         max_body = self._driver.max_body
         decode = envelope.decode_request
+        if len(deliveries) == 1:  # the usual read while requests do not pile up
+            delivery = deliveries[0]
+            tags = [delivery.delivery_tag]
+            try:
+                req = decode(delivery.body, delivery.properties.get("content_type"), max_body)
+            except EnvelopeError as exc:
+                self._reject(ch, delivery, exc)
+                self._ack(ch, tags, [])
+                return []
+            if not self._ack(ch, tags, tags):
+                return []
+            msg = self._accept(req)
+            return [msg] if msg is not None else []
         requests = []
         ack = []
         for delivery in deliveries:
@@ -578,27 +596,55 @@ class AmqpListener(Listener):
             requests.append(req)
             ack.append(delivery.delivery_tag)
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
-        try:
-            with self._ack_lock:
-                for tag, multiple in self._settled.settle(tags, ack):
-                    ch.basic_ack(tag, multiple)
-        except amqp_exc.AMQPError as err:
-            # Not acked means the broker will deliver them again: do not run them twice.
-            LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(requests), err)
+        if not self._ack(ch, tags, ack):
             return []
         taken = []
         for req in requests:
-            uid = req.unique_id
-            if uid is not None and self._is_duplicate(uid):
-                LOG.warning("Dropped duplicate request %s", uid)
-                continue
-            ctxt = req.ctxt
-            # oslo's servers hand endpoints the context with this key added; do
-            # the same so an endpoint sees one context whichever server runs it.
-            ctxt["client_timeout"] = req.timeout
-            taken.append(AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
-                                             req.timeout))
+            msg = self._accept(req)
+            if msg is not None:
+                taken.append(msg)
         return taken
+
+    def _ack(self, ch: Any, tags: list[int], ack: list[int]) -> bool:
+        """Settle the ``tags`` of one read, sending acks for ``ack``; False if that failed."""
+        try:
+            with self._ack_lock:
+                settled = self._settled
+                if len(tags) == 1 and ack and not settled.early and tags[0] == settled.upto + 1:
+                    settled.upto = tags[0]  # the usual case, written out
+                    ch.basic_ack(tags[0])
+                else:
+                    for tag, multiple in settled.settle(tags, ack):
+                        ch.basic_ack(tag, multiple)
+        except amqp_exc.AMQPError as err:
+            # Not acked means the broker will deliver them again: do not run them twice.
+            LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(ack), err)
+            return False
+        return True
+
+    def _accept(self, req: Any) -> AmqpIncomingMessage | None:
+        """The incoming message for an acked request; None for a duplicate."""
+        uid = req.unique_id
+        if uid is not None:
+            seen = self._seen
+            # Several workers take requests at once: check and insert as one step.
+            with self._seen_lock:
+                duplicate = uid in seen
+                if duplicate:
+                    self.duplicates += 1
+                else:
+                    seen[uid] = None
+                    if len(seen) > DEDUP_WINDOW:
+                        seen.popitem(last=False)
+            if duplicate:
+                LOG.warning("Dropped duplicate request %s", uid)
+                return None
+        ctxt = req.ctxt
+        # oslo's servers hand endpoints the context with this key added; do
+        # the same so an endpoint sees one context whichever server runs it.
+        ctxt["client_timeout"] = req.timeout
+        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
+                                   req.timeout)
 
     def _reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         self.bad_messages += 1
@@ -610,18 +656,6 @@ class AmqpListener(Listener):
             LOG.debug("basic.reject failed: %s", err)
         if exc.msg_id and exc.reply_q:
             self._driver._send_error_reply(exc)
-
-    def _is_duplicate(self, uid: str) -> bool:
-        seen = self._seen
-        # Several workers poll at once: check and insert as one step.
-        with self._seen_lock:
-            if uid in seen:
-                self.duplicates += 1
-                return True
-            seen[uid] = None
-            if len(seen) > DEDUP_WINDOW:
-                seen.popitem(last=False)
-        return False
 
     # -- shutdown ------------------------------------------------------------
 
