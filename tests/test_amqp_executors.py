@@ -508,3 +508,42 @@ def test_threading_stop_runs_every_acked_request_and_leaves_the_rest_queued(
     # Nothing lost, nothing run twice.
     assert sorted(ran + rest.calls) == list(range(count)), (ran, rest.calls)
     assert not rest.entered.acquire(timeout=0.5)
+
+
+@pytest.mark.parametrize("executor", ["blocking", "threading"])
+def test_malformed_request_among_piled_up_ones_is_rejected_alone(broker, transports, servers, topic, executor):
+    endpoint = HoldFirst()
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=1), Target(topic=topic, server="s1"),
+                                 [endpoint], executor=executor)
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    client.cast({}, "work", i=0)
+    assert endpoint.holding.wait(WAIT)
+    raw = Connection(broker.url)
+    raw.connect()
+    try:
+        ch = raw.channel()
+        for i in range(1, 21):
+            client.cast({}, "work", i=i)
+            if i % 5 == 0:
+                ch.basic_publish("openstack", f"{topic}.s1", b"not json",
+                                 {"content_type": "application/json"})
+    finally:
+        raw.close()
+    # Everything is in our socket or our queue before request 0 ends.
+    wait_queue_depth(broker, f"{topic}.s1", 0)
+    endpoint.release.set()
+    for _ in range(21):
+        assert endpoint.done.acquire(timeout=WAIT)
+    assert sorted(endpoint.seen) == list(range(21))
+    listener = srv.listener
+    assert isinstance(listener, amqp.AmqpListener)
+    assert listener.bad_messages == 4
+    assert listener.reconnects == 0 and listener._channel.is_open
+    # Still serving.
+    assert client.prepare(timeout=CALL_TIMEOUT).call({}, "work", i=21) is None
+    assert endpoint.done.acquire(timeout=WAIT) and endpoint.seen[-1] == 21
+    # Every delivery was settled: closing the channel requeues nothing.
+    stop_and_wait(srv)
+    assert queue_depth(broker, f"{topic}.s1") == 0
