@@ -499,3 +499,43 @@ def test_no_thread_leak_over_connection_cycles(broker: Any) -> None:
             assert len(mine) == 2 and all(t.is_alive() for t in mine)
             threads += mine
     assert not any(t.is_alive() for t in threads)
+
+
+def test_after_dispatch_runs_once_per_registration_after_the_read(broker: Any, caplog: Any) -> None:
+    """A consumer gathers the deliveries of one read and handles them after it."""
+    q = f"after_{uuid.uuid4().hex[:8]}"
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    with Connection(broker.url) as conn:
+        ch = conn.channel()
+        ch.queue_declare(q, auto_delete=True)
+        for i in range(50):
+            ch.basic_publish("", q, str(i).encode())
+        gathered: list[bytes] = []
+        ends = {"n": 0}
+
+        def read_done() -> None:
+            assert conn.in_reader_thread()
+            events.put(("read", list(gathered)))
+            gathered.clear()
+            ends["n"] += 1
+            if ends["n"] == 1:
+                raise RuntimeError("boom")  # logged; the connection carries on
+
+        def on_message(delivery: spec.Delivery) -> None:
+            if not gathered:
+                conn.after_dispatch(read_done)
+            gathered.append(delivery.body)
+            ch.basic_ack(delivery.delivery_tag)
+
+        ch.basic_consume(q, on_message)
+        bodies: list[bytes] = []
+        deadline = time.monotonic() + WAIT
+        while len(bodies) < 50:
+            kind, batch = events.get(timeout=max(0.0, deadline - time.monotonic()))
+            assert kind == "read" and batch, "a registered function ran without a delivery before it"
+            bodies += batch
+        # Every delivery was handed over exactly once, in order.
+        assert bodies == [str(i).encode() for i in range(50)]
+        assert conn.is_open
+        assert ch.queue_declare(q, passive=True)[1] == 0
+    assert any("after_dispatch function failed" in r.getMessage() for r in caplog.records)

@@ -653,15 +653,15 @@ class Connection:
         self._after_dispatch.append(fn)
 
     def _run_after_dispatch(self) -> None:
-        pending = self._after_dispatch
-        self._after_dispatch = []
-        for fn in pending:
-            try:
-                fn()
-            except Exception:
-                LOG.exception("after_dispatch function failed")
-        if self._after_dispatch:  # registered by one of them: runs in this pass too
-            self._run_after_dispatch()
+        after = self._after_dispatch
+        while after:
+            pending = after.copy()
+            after.clear()
+            for fn in pending:
+                try:
+                    fn()
+                except Exception:
+                    LOG.exception("after_dispatch function failed")
 
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels

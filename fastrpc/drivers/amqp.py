@@ -369,10 +369,11 @@ class AmqpListener(Listener):
             # The deliveries of one read, taken together after it: one ack
             # frame for all of them instead of one each.
             arrived: list[spec.Delivery] = []
+            after_read = conn.after_dispatch
 
             def on_message(delivery: spec.Delivery) -> None:
                 if not arrived:
-                    conn.after_dispatch(on_read_dispatched)
+                    after_read(on_read_dispatched)
                 elif len(arrived) >= ACK_BATCH:
                     on_read_dispatched()  # the registered call takes the rest
                 arrived.append(delivery)
