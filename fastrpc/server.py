@@ -9,7 +9,9 @@ Executors:
   listener for one message when it is free and dispatching it on the spot. A
   message goes from the transport straight to the thread that runs it (no
   poller thread in between), and a busy server leaves work on the broker for
-  its peers (backpressure): nothing is taken while every worker is busy.
+  its peers (backpressure): while every worker is busy, nothing more is
+  taken than what a worker acked together with its own request (the AMQP
+  listener acks a read's requests with one frame, up to 16).
   Workers are started lazily, only when a message arrives while no other
   worker is waiting, so a server seeing one call at a time runs one or two.
 

@@ -547,3 +547,27 @@ def test_malformed_request_among_piled_up_ones_is_rejected_alone(broker, transpo
     # Every delivery was settled: closing the channel requeues nothing.
     stop_and_wait(srv)
     assert queue_depth(broker, f"{topic}.s1") == 0
+
+
+@pytest.mark.parametrize("executor", ["blocking", "threading"])
+def test_listener_reconnects_when_the_broker_closes_its_channel(transports, servers, topic, executor):
+    rec = Recorder(expected=1)
+    srv = fastrpc.get_rpc_server(transports(), Target(topic=topic, server="s1"), [rec], executor=executor)
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    assert client.call({}, "ping") == "pong"
+    listener = srv.listener
+    assert isinstance(listener, amqp.AmqpListener)
+    old = listener._channel
+    # An ack of a tag the broker never delivered: it closes the channel
+    # (PRECONDITION_FAILED) and leaves the connection open.
+    old.basic_ack(10_000)
+    deadline = time.monotonic() + WAIT
+    pause = threading.Event()
+    while listener.reconnects < 1 and time.monotonic() < deadline:
+        pause.wait(0.05)
+    assert listener.reconnects == 1
+    assert not old.is_open
+    assert client.call({}, "record", i=7) == 7
+    assert rec.seen == [7]

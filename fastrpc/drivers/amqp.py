@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastrpc import _impl
 from fastrpc.amqp import exceptions as amqp_exc
@@ -39,8 +39,9 @@ from fastrpc.failures import deserialize_remote_exception, serialize_remote_exce
 LOG = logging.getLogger(__name__)
 
 envelope = _impl.envelope
-# Requests of one read acked with one frame at most. Acked ones still run
-# after stop(), so this also bounds what a stopping server finishes.
+# Requests acked with one frame at most. Acked ones still run after stop(),
+# so this also bounds what a stopping server finishes: up to this many per
+# worker of the threading executor beyond those running.
 ACK_BATCH = 16
 DEDUP_WINDOW = 8192  # request _unique_ids remembered per listener (oslo keeps 16)
 REPLY_RETRIES = 3  # reconnect attempts for one reply before giving up
@@ -174,10 +175,11 @@ class _Handoff:
                 return
             self._items.append(item)
 
-    def put_front(self, items: list[Any]) -> None:
-        """Hand ``items`` to idle pollers, or queue them in order ahead of the rest."""
+    def put_front(self, items: list[Any], hand: bool = True) -> None:
+        """Hand ``items`` to idle pollers (unless ``hand`` is false), or queue
+        them in order ahead of the rest."""
         with self._lock:
-            waiting = self._waiting
+            waiting = self._waiting if hand else []
             i = 0
             while waiting and i < len(items):
                 slot = waiting.pop()
@@ -310,6 +312,15 @@ class AmqpIncomingMessage(IncomingMessage):
             raise MessageDeliveryFailure(f"heartbeat send failed: {exc}") from exc
 
 
+class _Read(NamedTuple):
+    """The deliveries of one read of a listener's channel, taken together."""
+
+    gen: int  # the listener's connection generation they came on
+    channel: Any
+    settled: _Settled  # that channel's
+    deliveries: list[spec.Delivery]
+
+
 class AmqpListener(Listener):
     """Consumes the three queues of one RPC target on its own connection.
 
@@ -339,8 +350,7 @@ class AmqpListener(Listener):
         self.queues = [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server),
                        self.fanout_queue]
         self._gen = 0
-        self._settled = _Settled()  # of the current channel; guarded by _ack_lock
-        self._ack_lock = threading.Lock()
+        self._ack_lock = threading.Lock()  # guards each channel's _Settled
         self._conn: Connection | None = None
         self._channel: Any = None
         self._tags: list[str] = []
@@ -365,6 +375,9 @@ class AmqpListener(Listener):
             _declare_queue(ch, QueueSpec(self.fanout_queue, fq.durable, fq.auto_delete, fq.arguments))
             ch.queue_bind(self.fanout_queue, fanout_ex.name, target.topic)
             gen = self._gen + 1
+            # Acks of this channel's tags go to this channel, with its own
+            # bookkeeping, even when taken after a reconnect replaced both.
+            settled = _Settled()
             put = self._incoming.put
             # The deliveries of one read, taken together after it: one ack
             # frame for all of them instead of one each.
@@ -374,15 +387,15 @@ class AmqpListener(Listener):
             def on_message(delivery: spec.Delivery) -> None:
                 if not arrived:
                     after_read(on_read_dispatched)
-                elif len(arrived) >= ACK_BATCH:
-                    on_read_dispatched()  # the registered call takes the rest
                 arrived.append(delivery)
+                if len(arrived) >= ACK_BATCH:
+                    on_read_dispatched()  # the registered call takes the rest
 
             def on_read_dispatched() -> None:
                 nonlocal arrived
                 if not arrived:
                     return
-                item = (gen, arrived)
+                item = _Read(gen, ch, settled, arrived)
                 arrived = []
                 handler = self._inline
                 if handler is None:
@@ -397,13 +410,12 @@ class AmqpListener(Listener):
 
             with self._lock:
                 self._gen = gen
-                with self._ack_lock:
-                    self._settled = _Settled()
                 self._conn, self._channel = conn, ch
                 if gen > 1:
                     self.reconnects += 1
             self._tags = [ch.basic_consume(name, on_message) for name in self.queues]
             conn.on_close.append(self._on_connection_closed)
+            ch.on_close.append(self._on_channel_closed)
         except BaseException:
             conn.close()
             raise
@@ -413,6 +425,16 @@ class AmqpListener(Listener):
             return
         LOG.warning("Listener for topic %s lost its connection: %s; reconnecting", self._target.topic, exc)
         threading.Thread(target=self._reconnect, name="fastrpc-listener-reconnect", daemon=True).start()
+
+    def _on_channel_closed(self, ch: Any, exc: BaseException) -> None:
+        # The broker closed the channel alone (a refused ack, say): the
+        # consumers are gone with it. Close the connection too, which
+        # reconnects; from another thread, as this may run in the reader.
+        conn = self._conn
+        if self._stopped.is_set() or ch is not self._channel or conn is None or not conn.is_open:
+            return
+        LOG.warning("Listener for topic %s lost its channel: %s; reconnecting", self._target.topic, exc)
+        threading.Thread(target=conn.close, name="fastrpc-listener-close", daemon=True).start()
 
     def _reconnect(self) -> None:
         backoff = Backoff(self._driver.conf)
@@ -453,6 +475,9 @@ class AmqpListener(Listener):
                     item = self._incoming.get_nowait()
                     if item is _EMPTY or item is _STOP:
                         break
+                    if type(item) is AmqpIncomingMessage:
+                        handler(item)  # acked with others by a poller
+                        continue
                     for msg in self._take(item):
                         handler(msg)
             finally:
@@ -465,7 +490,7 @@ class AmqpListener(Listener):
         with self._inline_lock:
             pass
 
-    def _run_inline(self, handler: Any, item: tuple[int, list[spec.Delivery]]) -> None:
+    def _run_inline(self, handler: Any, item: _Read) -> None:
         with self._inline_lock:
             # Checked under the lock: once stop() and wait_inline_idle()
             # returned, nothing more runs. Unacked, the message goes back to
@@ -513,11 +538,11 @@ class AmqpListener(Listener):
                 break
         return result
 
-    def _with_queued_reads(self, item: tuple[int, list[spec.Delivery]]) -> tuple[int, list[spec.Delivery]]:
+    def _with_queued_reads(self, item: _Read) -> _Read:
         """Join the reads queued right behind ``item`` to it (up to ACK_BATCH
         deliveries), so that one frame acks them all: pollers fall behind
         under load, and each read then often holds only one request."""
-        gen, deliveries = item
+        gen, ch, settled, deliveries = item
         room = ACK_BATCH - len(deliveries)
         next_tag = deliveries[-1].delivery_tag + 1
 
@@ -525,9 +550,9 @@ class AmqpListener(Listener):
             # Only the read right after ours: another poller may have taken
             # the one in between, and it must not be acked for it.
             nonlocal room, next_tag
-            if type(queued) is not tuple or queued[0] != gen:
+            if type(queued) is not _Read or queued.gen != gen:
                 return False
-            more = queued[1]
+            more = queued.deliveries
             if len(more) > room or more[0].delivery_tag != next_tag:
                 return False
             room -= len(more)
@@ -540,9 +565,9 @@ class AmqpListener(Listener):
         if not queued:
             return item
         joined = list(deliveries)
-        for _, more in queued:
-            joined += more
-        return gen, joined
+        for read in queued:
+            joined += read.deliveries
+        return _Read(gen, ch, settled, joined)
 
     def _taken_leftovers(self, batch_size: int) -> list[IncomingMessage]:
         """After stop(): the requests already acked (they must still run), not the others."""
@@ -558,19 +583,19 @@ class AmqpListener(Listener):
             else:
                 skipped.append(item)  # not acked: the broker requeues it
         if skipped:
-            incoming.put_front(skipped)
+            # Queued, not handed to a poller still waiting: nobody takes them now.
+            incoming.put_front(skipped, hand=False)
         return result
 
-    def _take(self, item: tuple[int, list[spec.Delivery]]) -> list[AmqpIncomingMessage]:
+    def _take(self, item: _Read) -> list[AmqpIncomingMessage]:
         """Decode the requests of one read and ack them (one frame when possible).
 
         Malformed ones are rejected (and answered with an error where the
         caller is known), duplicates dropped.
         """
-        gen, deliveries = item
+        gen, ch, settled, deliveries = item
         if gen != self._gen:
             return []  # from a dead channel: the broker requeued them
-        ch = self._channel
         max_body = self._driver.max_body
         decode = envelope.decode_request
         if len(deliveries) == 1:  # the usual read while requests do not pile up
@@ -580,9 +605,9 @@ class AmqpListener(Listener):
                 req = decode(delivery.body, delivery.properties.get("content_type"), max_body)
             except EnvelopeError as exc:
                 self._reject(ch, delivery, exc)
-                self._ack(ch, tags, [])
+                self._ack(ch, settled, tags, [])
                 return []
-            if not self._ack(ch, tags, tags):
+            if not self._ack(ch, settled, tags, tags):
                 return []
             msg = self._accept(req)
             return [msg] if msg is not None else []
@@ -597,7 +622,7 @@ class AmqpListener(Listener):
             requests.append(req)
             ack.append(delivery.delivery_tag)
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
-        if not self._ack(ch, tags, ack):
+        if not self._ack(ch, settled, tags, ack):
             return []
         taken = []
         for req in requests:
@@ -606,11 +631,10 @@ class AmqpListener(Listener):
                 taken.append(msg)
         return taken
 
-    def _ack(self, ch: Any, tags: list[int], ack: list[int]) -> bool:
+    def _ack(self, ch: Any, settled: _Settled, tags: list[int], ack: list[int]) -> bool:
         """Settle the ``tags`` of one read, sending acks for ``ack``; False if that failed."""
         try:
             with self._ack_lock:
-                settled = self._settled
                 if len(tags) == 1 and ack and not settled.early and tags[0] == settled.upto + 1:
                     settled.upto = tags[0]  # the usual case, written out
                     ch.basic_ack(tags[0])
