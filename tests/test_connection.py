@@ -522,10 +522,11 @@ def test_after_dispatch_runs_once_per_registration_after_the_read(broker: Any, c
                 raise RuntimeError("boom")  # logged; the connection carries on
 
         def on_message(delivery: spec.Delivery) -> None:
-            if not gathered:
-                conn.after_dispatch(read_done)
-            gathered.append(delivery.body)
             ch.basic_ack(delivery.delivery_tag)
+            gathered.append(delivery.body)
+            if len(gathered) == 1:
+                # At once if the read brought only this delivery.
+                conn.after_dispatch(read_done)
 
         ch.basic_consume(q, on_message)
         bodies: list[bytes] = []

@@ -160,6 +160,7 @@ class Connection:
         # Run by the reading thread once the frames of one read are dispatched
         # (see after_dispatch).
         self._after_dispatch: list[Callable[[], None]] = []
+        self._one_event = False  # the read being dispatched brought one event
 
     # ---- public state --------------------------------------------------
 
@@ -648,8 +649,15 @@ class Connection:
         For callbacks of this connection (they run in the reading thread):
         a consumer can gather the deliveries of one read and settle them with
         one frame. ``fn`` runs in the same thread, in the order registered;
-        an exception from it is logged.
+        an exception from it is logged. When the read brought only the event
+        being dispatched, ``fn`` runs at once, before this returns.
         """
+        if self._one_event:
+            try:
+                fn()
+            except Exception:
+                LOG.exception("after_dispatch function failed")
+            return
         self._after_dispatch.append(fn)
 
     def _run_after_dispatch(self) -> None:
@@ -665,6 +673,7 @@ class Connection:
 
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
+        self._one_event = len(events) == 1
         for event in events:
             kind = type(event)
             if kind is _Delivery:

@@ -385,17 +385,18 @@ class AmqpListener(Listener):
             after_read = conn.after_dispatch
 
             def on_message(delivery: spec.Delivery) -> None:
-                if not arrived:
-                    after_read(on_read_dispatched)
                 arrived.append(delivery)
-                if len(arrived) >= ACK_BATCH:
+                if len(arrived) == 1:
+                    after_read(on_read_dispatched)  # at once when the read brought only this
+                elif len(arrived) >= ACK_BATCH:
                     on_read_dispatched()  # the registered call takes the rest
 
             def on_read_dispatched() -> None:
                 nonlocal arrived
                 if not arrived:
                     return
-                item = _Read(gen, ch, settled, arrived)
+                # tuple.__new__: the NamedTuple's own __new__ is a Python call.
+                item = tuple.__new__(_Read, (gen, ch, settled, arrived))
                 arrived = []
                 handler = self._inline
                 if handler is None:
