@@ -26,6 +26,7 @@ from fastrpc.envelope_py import (
     MSGPACK,
     VERSION_KEY,
     EnvelopeError,
+    is_msgpack_type,
     Reply,
     Request,
     to_primitive,
@@ -305,10 +306,7 @@ cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out
     if size > max_size:
         raise EnvelopeError(f"body of {size} bytes exceeds the limit of {max_size} bytes")
     if ctype is not None and not (type(ctype) is str and <str>ctype == _JSON_TYPE):
-        if ctype == MSGPACK or ctype == "application/x-msgpack":
-            binary = True
-        elif ctype != JSON and ctype != "":
-            raise EnvelopeError(f"unsupported content type {ctype[:60]!r}")
+        binary = is_msgpack_type(ctype)
     binary_out[0] = binary
     if binary:
         try:

@@ -161,16 +161,32 @@ def _check_version(version: Any) -> None:
     raise EnvelopeError(f"oslo.version is not a string ({type(version).__name__})")
 
 
+def is_msgpack_type(ctype: Any) -> bool:
+    """Whether a body of content type ``ctype`` is msgpack (else JSON).
+
+    None or "" means JSON (a peer may leave the type out). Parameters and case
+    do not count (``application/json; charset=utf-8`` is JSON); any other type
+    raises EnvelopeError.
+    """
+    if ctype is None or ctype == "" or ctype == JSON:
+        return False
+    if isinstance(ctype, str):
+        if ctype in _MSGPACK_TYPES:
+            return True
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media == JSON:
+            return False
+        if media in _MSGPACK_TYPES:
+            return True
+    raise EnvelopeError(f"unsupported content type {str(ctype)[:60]!r}")
+
+
 def _load(body: Any, ctype: str | None, max_size: int) -> tuple[dict[str, Any], bool]:
     """Parse the outer envelope; return the inner mapping and whether msgpack."""
     size = len(body)
     if size > max_size:
         raise EnvelopeError(f"body of {size} bytes exceeds the limit of {max_size} bytes")
-    binary = False
-    if ctype in _MSGPACK_TYPES:
-        binary = True
-    elif ctype is not None and ctype != JSON and ctype != "":
-        raise EnvelopeError(f"unsupported content type {ctype[:60]!r}")
+    binary = is_msgpack_type(ctype)
     if binary:
         try:
             outer = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_reject_ext, timestamp=0)

@@ -202,6 +202,29 @@ def test_bad_requests(env, body, ctype, reason, knows_caller):
         assert err.reply_q is None
 
 
+@pytest.mark.parametrize("ctype, binary", [
+    ("application/json; charset=utf-8", False),
+    ("Application/JSON", False),
+    (" application/json ;charset=UTF-8", False),
+    ("application/msgpack; v=1", True),
+    ("application/x-msgpack", True),
+    (None, False),
+    ("", False),
+])
+def test_content_type_parameters_and_case_do_not_count(env, ctype, binary):
+    msg = {"method": "m", "args": {"a": 1}}
+    body = env.encode_request(msg, {"user": "u"}, "uid", binary=binary)
+    req = env.decode_request(body, ctype)
+    assert req.message == msg and req.binary is binary
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/jsonx", "application/json-seq; x=1", ";"])
+def test_other_content_types_still_rejected(env, ctype):
+    body = env.encode_request({"method": "m", "args": {}}, {}, "uid")
+    with pytest.raises(EnvelopeError, match="unsupported content type"):
+        env.decode_request(body, ctype)
+
+
 def test_msgpack_non_string_keys_rejected(env):
     body = msgpack.packb({"oslo.version": "2.0", "oslo.message": {"method": "m", "args": {1: 2},
                                                                     "_msg_id": "m1", "_reply_q": "rq"}})
