@@ -673,7 +673,8 @@ class AmqpListener(Listener):
                                    req.timeout)
 
     def _reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
-        self.bad_messages += 1
+        with self._seen_lock:  # pollers reject at once
+            self.bad_messages += 1
         LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
                     self._target.topic, delivery.exchange, delivery.routing_key, exc.reason)
         try:
@@ -681,7 +682,11 @@ class AmqpListener(Listener):
         except amqp_exc.AMQPError as err:
             LOG.debug("basic.reject failed: %s", err)
         if exc.msg_id and exc.reply_q:
-            self._driver._send_error_reply(exc)
+            try:
+                self._driver._send_error_reply(exc)
+            except Exception:
+                # The rest of the read must still be settled and run.
+                LOG.exception("Error reply for a malformed request failed")
 
     # -- shutdown ------------------------------------------------------------
 
