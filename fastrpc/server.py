@@ -167,21 +167,7 @@ class RPCServer:
         lock = self._workers_lock
         pool_size = self._pool_size
         process = self._process_incoming
-        while True:
-            if stopped.is_set():
-                # A listener may have acknowledged more requests than it
-                # returned (one ack for several): they still run, as
-                # acknowledged ones do (see wait()).
-                try:
-                    messages = listener.poll(timeout=0, batch_size=1)
-                except Exception:
-                    LOG.exception("Listener poll failed for %s", self.target)
-                    break
-                if not messages:
-                    break
-                for incoming in messages:
-                    process(incoming)
-                continue
+        while not stopped.is_set():
             with lock:
                 self._idle += 1
             try:
@@ -199,6 +185,19 @@ class RPCServer:
                 # waiting for the next one, start a worker that will.
                 if messages and not self._idle and len(self._workers) < pool_size and not stopped.is_set():
                     self._spawn_locked(listener)
+            for incoming in messages:
+                process(incoming)
+        # A listener may have acknowledged more requests than it returned
+        # (one ack for several): they still run, as acknowledged ones do
+        # (see wait()).
+        while True:
+            try:
+                messages = listener.poll(timeout=0, batch_size=1)
+            except Exception:
+                LOG.exception("Listener poll failed for %s", self.target)
+                return
+            if not messages:
+                return
             for incoming in messages:
                 process(incoming)
 

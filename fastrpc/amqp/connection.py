@@ -652,13 +652,9 @@ class Connection:
         an exception from it is logged. When the read brought only the event
         being dispatched, ``fn`` runs at once, before this returns.
         """
-        if self._one_event:
-            try:
-                fn()
-            except Exception:
-                LOG.exception("after_dispatch function failed")
-            return
         self._after_dispatch.append(fn)
+        if self._one_event:
+            self._run_after_dispatch()
 
     def _run_after_dispatch(self) -> None:
         after = self._after_dispatch

@@ -476,9 +476,6 @@ class AmqpListener(Listener):
                     item = self._incoming.get_nowait()
                     if item is _EMPTY or item is _STOP:
                         break
-                    if type(item) is AmqpIncomingMessage:
-                        handler(item)  # acked with others by a poller
-                        continue
                     for msg in self._take(item):
                         handler(msg)
             finally:
@@ -599,19 +596,6 @@ class AmqpListener(Listener):
             return []  # from a dead channel: the broker requeued them
         max_body = self._driver.max_body
         decode = envelope.decode_request
-        if len(deliveries) == 1:  # the usual read while requests do not pile up
-            delivery = deliveries[0]
-            tags = [delivery.delivery_tag]
-            try:
-                req = decode(delivery.body, delivery.properties.get("content_type"), max_body)
-            except EnvelopeError as exc:
-                self._reject(ch, delivery, exc)
-                self._ack(ch, settled, tags, [])
-                return []
-            if not self._ack(ch, settled, tags, tags):
-                return []
-            msg = self._accept(req)
-            return [msg] if msg is not None else []
         requests = []
         ack = []
         for delivery in deliveries:
@@ -637,7 +621,9 @@ class AmqpListener(Listener):
         try:
             with self._ack_lock:
                 if len(tags) == 1 and ack and not settled.early and tags[0] == settled.upto + 1:
-                    settled.upto = tags[0]  # the usual case, written out
+                    # What settle() does for the usual read of one request,
+                    # without its call and lists: 2.5k instructions a request.
+                    settled.upto = tags[0]
                     ch.basic_ack(tags[0])
                 else:
                     for tag, multiple in settled.settle(tags, ack):
