@@ -301,20 +301,21 @@ def test_fastrpc_declares_first_then_oslo(oslo_transport, fast_transport, topic)
 
 
 def test_call_monitor_heartbeats_both_ways(oslo_transport, fast_transport, topic):
-    # oslo's servers send a heartbeat every call_monitor_timeout / 2 and refuse
-    # intervals under 1 s, hence 2 s; the call runs well past it.
+    # oslo's servers send a heartbeat every call_monitor_timeout / 2 (and
+    # refuse intervals under 1 s). 4 s: a heartbeat may come up to 2 s late
+    # on a loaded machine; the call runs well past the monitor timeout.
     oslo_ep, fast_ep = Endpoint("oslo"), Endpoint("fast")
     osrv = start_oslo_server(oslo_transport, topic + "_o", "s", [oslo_ep])
     fsrv = start_fast_server(fast_transport, topic + "_f", "s", [fast_ep])
     try:
         fclient = get_rpc_client(fast_transport, Target(topic=topic + "_o"), timeout=WAIT,
-                                 call_monitor_timeout=2)
+                                 call_monitor_timeout=4)
         oclient = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic + "_f"),
-                                                timeout=WAIT, call_monitor_timeout=2)
+                                                timeout=WAIT, call_monitor_timeout=4)
         results = {}
 
         def run(name, client):
-            results[name] = client.call({}, "slow", seconds=3.5)
+            results[name] = client.call({}, "slow", seconds=6.5)
 
         threads = [threading.Thread(target=run, args=("f2o", fclient)),
                    threading.Thread(target=run, args=("o2f", oclient))]

@@ -96,7 +96,7 @@ class RabbitNode:
         config: Iterable[str] = (),
         epmd: Epmd | None = None,
         cookie: str | None = None,
-        start_timeout: float = 60.0,
+        start_timeout: float = 180.0,
         autostart: bool = True,
     ) -> None:
         suffix = secrets.token_hex(4)
