@@ -336,7 +336,10 @@ def test_channel_max_honoured(broker: Any) -> None:
         assert c.channel().channel_id == chans[1].channel_id
 
 
-def _publish_threads(targets: list[Any], qname: str, threads: int, per_thread: int, confirm: bool) -> None:
+def _publish_threads(targets: list[Any], qname: str, threads: int, per_thread: int, confirm: bool,
+                     big_every: int = 0) -> None:
+    """Publish from ``threads`` threads at once; with ``big_every``, every
+    that many messages one has a body of several frames."""
     errors: list[BaseException] = []
     barrier = threading.Barrier(threads)
 
@@ -346,7 +349,8 @@ def _publish_threads(targets: list[Any], qname: str, threads: int, per_thread: i
             barrier.wait(timeout=WAIT)
             futures = []
             for i in range(per_thread):
-                payload = f"{n}:{i}:".encode() + bytes([n]) * (i % 300)
+                size = 300_000 + i if big_every and i % big_every == 0 else i % 300
+                payload = f"{n}:{i}:".encode() + bytes([n]) * size
                 body = payload + hashlib.md5(payload).digest()
                 fut = ch.basic_publish("", qname, body, {"headers": {"t": n, "i": i}})
                 if confirm:
@@ -390,6 +394,16 @@ def test_many_threads_one_channel(conn: Any) -> None:
     ch.confirm_select()
     _publish_threads([ch], qname, threads=8, per_thread=500, confirm=True)
     _check_all_arrived(conn.channel(), qname, 8, 500)
+
+
+def test_many_threads_one_channel_with_multi_frame_bodies(conn: Any) -> None:
+    # Concurrent sends are joined into one write while another is in
+    # progress: frames of large and small messages must not interleave.
+    ch = conn.channel()
+    qname = ch.queue_declare("", exclusive=True)[0]
+    ch.confirm_select()
+    _publish_threads([ch], qname, threads=8, per_thread=200, confirm=True, big_every=10)
+    _check_all_arrived(conn.channel(), qname, 8, 200)
 
 
 def test_many_threads_several_channels(conn: Any) -> None:

@@ -13,9 +13,13 @@ Threads and locks:
   such waits keep coming, the reader thread stays out of recv so the baton
   stays free for them; whoever lets the baton go passes it on to a waiting
   thread, so someone always reads while anyone waits;
-- every send is a pre-encoded buffer written with one sendall under
-  ``_send_lock``; encoding happens before the lock, in a FrameWriter owned by
-  the sending thread;
+- every send is a pre-encoded buffer (encoded before any lock, in a
+  FrameWriter owned by the sending thread), queued under ``_send_lock``
+  together with the channel-state checks that decide whether it may go out.
+  One thread at a time, the flusher, writes: the first sender that finds
+  nobody writing, with the lock released, then whatever others queued
+  meanwhile, joined into one sendall, until the queue is empty (see
+  :meth:`_send_locked`);
 - ``_lock`` guards connection state and channel id allocation only, and is
   never held while doing I/O or calling user code.
 """
@@ -74,6 +78,8 @@ READER_STEP_ASIDE = 0.05
 SHARED_HOLD = 0.05
 # A waiting thread's recv returns at least this often, to check its deadline.
 WAITER_RECV_SLICE = 1.0
+# Senders wait while more than this many bytes are queued behind a write.
+OUT_LIMIT = 1 << 20
 # Put into a waiting thread's mailbox: the baton was let go, try to take it.
 NUDGE = object()
 
@@ -123,7 +129,16 @@ class Connection:
         self._transport: PlainTransport | None = None
         self._frame_reader: Any = None
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()  # replaced by the transport's lock on connect
+        # Frames to write are queued under _send_lock (together with the
+        # channel state checks that decide whether they may be sent); the
+        # flusher writes them out with the lock released (see _send_locked).
+        self._send_lock = threading.Lock()
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._flushing = False
+        self._drained = threading.Condition(self._send_lock)
+        self._held_up = 0  # senders waiting in _drained for the queue to shrink
+        self._write_failed: BaseException | None = None
         self._channels: dict[int, Channel] = {}
         self._free_ids: list[int] = []
         self._next_id = 1
@@ -211,7 +226,6 @@ class Connection:
             transport.shutdown()
             raise
         self._transport = transport
-        self._send_lock = transport.send_lock
         if self.heartbeat:
             # A send that moves no byte for two intervals means the broker
             # stopped reading: fail it rather than hold the send lock forever.
@@ -367,26 +381,94 @@ class Connection:
             w = self._local.writer = _impl.FrameWriter(self.frame_max)
             return w
 
-    def _send_locked(self, data: bytes) -> BaseException | None:
-        """Write under ``_send_lock`` (held by the caller); return the error instead of raising."""
+    def _send_locked(self, data: bytes, may_wait: bool = True) -> BaseException | None:
+        """Send ``data`` after everything queued before it; return the error instead of raising.
+
+        The caller holds ``_send_lock``; it may be released and taken again
+        here, so nothing checked under it may be relied on after the call.
+        While another thread writes (the flusher), ``data`` is only queued,
+        and that thread writes it together with whatever else was queued
+        meanwhile: concurrent senders share one send (and the broker reads
+        one segment instead of one each). Otherwise the calling thread
+        becomes the flusher: it writes with the lock released, then what
+        others queued, until the queue is empty. A sender that finds more
+        than OUT_LIMIT bytes queued waits until the flusher took them
+        (``may_wait``: not for frames that must go out now, like a close).
+        """
         if self._dead is not None:
             return fresh_error(self._dead)
         transport = self._transport
         if transport is None:
             return ConnectionLost("connection is not open")
+        if self._flushing:
+            self._out.append(data)
+            self._out_bytes += len(data)
+            if self._out_bytes > OUT_LIMIT and may_wait:
+                return self._wait_drained()
+            return None
+        self._flushing = True
+        lock = self._send_lock
+        lock.release()
+        held = False
+        err = None
         try:
-            transport.sendall(data)
-        except BlockingIOError:
+            while True:
+                try:
+                    transport.sendall(data)
+                except (OSError, ValueError) as exc:  # ValueError: socket closed meanwhile
+                    err = self._write_error(exc)
+                except BaseException as exc:
+                    # Interrupted (KeyboardInterrupt, say): the stream may end
+                    # inside a frame, so the connection cannot go on.
+                    err = ConnectionLost(f"send to {self.params.address} interrupted: {type(exc).__name__}")
+                    self._fail(err)
+                    raise
+                lock.acquire()
+                held = True
+                out = self._out
+                if err is not None or not out:
+                    return err
+                self._out = []
+                self._out_bytes = 0
+                if self._held_up:
+                    self._drained.notify_all()
+                lock.release()
+                held = False
+                data = out[0] if len(out) == 1 else b"".join(out)
+        finally:
+            if not held:
+                lock.acquire()
+            self._flushing = False
+            if err is not None:
+                # The connection fails: what was queued goes nowhere, and
+                # senders held up for it learn why.
+                self._write_failed = err
+                self._out = []
+                self._out_bytes = 0
+            if self._held_up:
+                self._drained.notify_all()
+
+    def _wait_drained(self) -> BaseException | None:
+        """Hold a sender (``_send_lock`` held) while too much is queued behind a write."""
+        self._held_up += 1
+        try:
+            while self._out_bytes > OUT_LIMIT and self._flushing and self._dead is None:
+                self._drained.wait()
+        finally:
+            self._held_up -= 1
+        # The write failed meanwhile (and took the queue with it).
+        failed = self._dead or self._write_failed
+        return fresh_error(failed) if failed is not None else None
+
+    def _write_error(self, exc: OSError | ValueError) -> BaseException:
+        """What a failed sendall means for the caller."""
+        if self._dead is not None:
+            return fresh_error(self._dead)
+        if isinstance(exc, BlockingIOError):
             # SO_SNDTIMEO expired: not one byte went out for the whole limit.
-            if self._dead is not None:
-                return fresh_error(self._dead)
             return HeartbeatTimeout(f"send to {self.params.address} made no progress (broker not reading)")
-        except (OSError, ValueError) as exc:  # ValueError: socket closed meanwhile
-            if self._dead is not None:
-                return fresh_error(self._dead)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-            return ConnectionLost(f"send to {self.params.address} failed: {reason}")
-        return None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return ConnectionLost(f"send to {self.params.address} failed: {reason}")
 
     def _send_failed(self, err: BaseException) -> None:
         if self._dead is None and isinstance(err, ConnectionLost):
@@ -774,11 +856,13 @@ class Connection:
                 return
             if now >= next_send:
                 next_send = now + send_every
-                # A held send lock means bytes are going out anyway; never
-                # queue behind it, or a stuck sender would stop this check.
-                if lock.acquire(blocking=False):
+                # While a thread writes, bytes are going out anyway: never
+                # write beside it or wait for it (a stuck write would stop
+                # this check). Under the lock, nobody starts writing.
+                if not self._flushing and lock.acquire(blocking=False):
                     try:
-                        transport.try_send(beat)
+                        if not self._flushing:
+                            transport.try_send(beat)
                     except (OSError, ValueError) as exc:  # ValueError: socket closed meanwhile
                         err = ConnectionLost(f"heartbeat to {self.params.address} failed: {exc}")
                         lock.release()
@@ -861,7 +945,7 @@ class Connection:
                     transport.set_send_timeout(max(deadline - time.monotonic(), 0.001))
                 except OSError:
                     pass
-            err = self._send_locked(data)
+            err = self._send_locked(data, may_wait=False)
         finally:
             lock.release()
         if err is not None:

@@ -2,7 +2,8 @@
 
 A transport is used by exactly two kinds of callers at once: one reading
 thread at a time (``recv``; the connection's read baton decides which) and
-senders serialised by ``send_lock`` (``sendall`` / ``try_send``). TLS is driven through ``ssl.MemoryBIO`` rather than an
+one writing thread at a time (``sendall`` / ``try_send``; the connection
+decides which). TLS is driven through ``ssl.MemoryBIO`` rather than an
 ``SSLSocket`` because one SSL object must never be used by two threads at the
 same time; here every touch of it happens under ``_tls_lock`` while the raw
 socket does the blocking I/O with the GIL released.
@@ -61,7 +62,6 @@ def _timeval(seconds: float) -> bytes:
 class PlainTransport:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.send_lock = threading.Lock()
         # One receive buffer reused for every recv: the FrameReader copies
         # what it keeps, so nothing is allocated per read.
         self._rbuf = bytearray(RECV_SIZE)
@@ -97,7 +97,7 @@ class PlainTransport:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
 
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
-        """sendall on the raw socket, recording progress (caller holds send_lock)."""
+        """sendall on the raw socket, recording progress (the one writing thread)."""
         sock = self.sock
         self.send_since = time.monotonic()
         try:
@@ -115,7 +115,7 @@ class PlainTransport:
     _send_raw = sendall
 
     def try_send(self, data: bytes) -> bool:
-        """Send only if the socket buffer has room now (caller holds send_lock).
+        """Send only if the socket buffer has room now (the one writing thread).
 
         Used by the heartbeat timer, which must never get stuck behind a full
         socket buffer: a full buffer means bytes are already on their way.
@@ -142,6 +142,10 @@ class TlsTransport(PlainTransport):
         self._outgoing = ssl.MemoryBIO()
         self._obj = ctx.wrap_bio(self._incoming, self._outgoing, server_side=False, server_hostname=server_hostname)
         self._tls_lock = threading.Lock()
+        # Taking records out of the outgoing BIO and writing them is one step,
+        # so that records reach the socket in the order they were made: the
+        # writing thread's and the reader's (post-handshake replies).
+        self._write_lock = threading.Lock()
         # room for a full read plus a record left over from the previous one
         self._plain = bytearray(RECV_SIZE + 32 * 1024)
         self._plain_view = memoryview(self._plain)
@@ -218,8 +222,8 @@ class TlsTransport(PlainTransport):
             pending = self._outgoing.pending
         if pending:
             # Post-handshake records (e.g. key update replies) must go out in
-            # order with application data, so they take the send lock.
-            with self.send_lock, self._tls_lock:
+            # order with application data, so they take the write lock.
+            with self._write_lock, self._tls_lock:
                 self._flush_raw()
         if filled:
             return self._plain_view[:filled]
@@ -234,7 +238,8 @@ class TlsTransport(PlainTransport):
             return self._outgoing.read()
 
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
-        self._send_raw(self._encrypt(data))
+        with self._write_lock:
+            self._send_raw(self._encrypt(data))
 
 
 def open_transport(params: ConnectionParams, timeout: float) -> PlainTransport:
