@@ -343,3 +343,71 @@ def test_survives_connections_closed_by_broker(broker, topic):
         served.close()
         client.cleanup()
         server_driver.cleanup()
+
+
+def _wait_consumed(broker, name: str) -> None:
+    """Until queue ``name`` exists again with one consumer (bounded)."""
+    deadline = time.monotonic() + WAIT * 2
+    while True:
+        rows = [line.split() for line in broker.ctl("list_queues", "name", "consumers").splitlines()]
+        if [name, "1"] in rows:
+            return
+        assert time.monotonic() < deadline, f"queue {name} not consumed again: {rows}"
+        time.sleep(0.2)
+
+
+def test_queues_deleted_under_consumers_are_declared_again(broker, topic):
+    """Deleting a queue (an operator, or the loss of the node holding it)
+    makes the broker cancel its consumers: the reply consumer and the
+    listener declare their queues again and consume them; a call in flight
+    still gets its reply, as the reply queue keeps its name."""
+    server_driver = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
+    client = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
+    started = threading.Event()
+    proceed = threading.Event()
+
+    def handler(msg) -> None:
+        if msg.message["method"] == "hold":
+            started.set()
+            assert proceed.wait(WAIT)
+        msg.reply(msg.message["method"])
+
+    served = Served(server_driver, Target(topic=topic, server="s1"), handler)
+    result: dict[str, object] = {}
+
+    def call(method: str) -> object:
+        return client.send(Target(topic=topic), {}, {"method": method, "args": {}}, wait_for_reply=True,
+                           timeout=WAIT * 2)
+
+    def in_flight() -> None:
+        try:
+            result["value"] = call("hold")
+        except BaseException as exc:  # reported below
+            result["error"] = exc
+
+    caller = threading.Thread(target=in_flight)
+    try:
+        assert call("before") == "before"
+        reply_q = client._reply_q
+        assert reply_q is not None
+        caller.start()
+        assert started.wait(WAIT)
+        broker.ctl("delete_queue", reply_q)
+        _wait_consumed(broker, reply_q)
+        proceed.set()
+        caller.join(WAIT * 2)
+        assert result == {"value": "hold"}
+        assert client._reply_q == reply_q
+
+        reconnects = served.listener.reconnects
+        broker.ctl("delete_queue", f"{topic}.s1")
+        _wait_consumed(broker, f"{topic}.s1")
+        assert served.listener.reconnects == reconnects + 1
+        assert call("after") == "after"
+        assert client.send(Target(topic=topic, server="s1"), {}, {"method": "direct", "args": {}},
+                           wait_for_reply=True, timeout=WAIT) == "direct"
+    finally:
+        proceed.set()
+        served.close()
+        client.cleanup()
+        server_driver.cleanup()

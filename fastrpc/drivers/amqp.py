@@ -414,7 +414,10 @@ class AmqpListener(Listener):
                 self._conn, self._channel = conn, ch
                 if gen > 1:
                     self.reconnects += 1
-            self._tags = [ch.basic_consume(name, on_message) for name in self.queues]
+            def on_cancel(tag: str) -> None:
+                self._restart(ch, f"the broker cancelled its consumer {tag!r} (queue deleted or its node lost)")
+
+            self._tags = [ch.basic_consume(name, on_message, on_cancel=on_cancel) for name in self.queues]
             conn.on_close.append(self._on_connection_closed)
             ch.on_close.append(self._on_channel_closed)
         except BaseException:
@@ -429,12 +432,17 @@ class AmqpListener(Listener):
 
     def _on_channel_closed(self, ch: Any, exc: BaseException) -> None:
         # The broker closed the channel alone (a refused ack, say): the
-        # consumers are gone with it. Close the connection too, which
-        # reconnects; from another thread, as this may run in the reader.
+        # consumers are gone with it.
+        self._restart(ch, f"its channel was closed: {exc}")
+
+    def _restart(self, ch: Any, why: str) -> None:
+        """A consumer of ``ch`` is gone while the connection stays: close the
+        connection, which reconnects, declares the queues and consumes again.
+        From another thread, as this runs in the reader."""
         conn = self._conn
         if self._stopped.is_set() or ch is not self._channel or conn is None or not conn.is_open:
             return
-        LOG.warning("Listener for topic %s lost its channel: %s; reconnecting", self._target.topic, exc)
+        LOG.warning("Listener for topic %s: %s; reconnecting", self._target.topic, why)
         threading.Thread(target=conn.close, name="fastrpc-listener-close", daemon=True).start()
 
     def _reconnect(self) -> None:
@@ -775,6 +783,19 @@ class AmqpDriver(BaseDriver):
         # Calls are waiting: get their reply queue consumed again soon.
         threading.Thread(target=self._recover, name="fastrpc-sender-reconnect", daemon=True).start()
 
+    def _on_reply_cancelled(self, tag: str) -> None:
+        # The broker ended the reply consumer: the reply queue was deleted, or
+        # the node holding it went away. Declare and consume it again (same
+        # name, which the calls in flight gave their servers): at once if calls
+        # wait, else at the next call.
+        self._reply_consuming = False
+        if self._closed:
+            return
+        LOG.warning("Reply queue %s lost its consumer (queue deleted or its node lost); declaring it again",
+                    self._reply_q)
+        if self._waiters:
+            threading.Thread(target=self._recover, name="fastrpc-reply-recover", daemon=True).start()
+
     def _recover(self) -> None:
         backoff = Backoff(self.conf)
         while self._waiters and not self._closed:
@@ -821,13 +842,15 @@ class AmqpDriver(BaseDriver):
             if self._reply_q is not None and ch is not None and ch.is_open and self._reply_consuming:
                 return self._reply_q
             # Its own channel: a refused declare elsewhere must not take the
-            # reply consumer down with it.
-            ch = self._reply_ch = conn.channel()
+            # reply consumer down with it. Kept when only the consumer was
+            # lost (the broker cancelled it).
+            if ch is None or not ch.is_open:
+                ch = self._reply_ch = conn.channel()
             q = self.topology.reply_queue()
             if self._reply_q is not None:
                 q = QueueSpec(self._reply_q, q.durable, q.auto_delete, q.arguments)
             _declare_queue(ch, q)
-            ch.basic_consume(q.name, self._on_reply, no_ack=True)
+            ch.basic_consume(q.name, self._on_reply, no_ack=True, on_cancel=self._on_reply_cancelled)
             self._reply_q = q.name
             self._reply_consuming = True
             return q.name
