@@ -103,8 +103,18 @@ def connection_params(conf: Any, url: Any) -> list[ConnectionParams]:
     return result
 
 
-def open_connection(params: list[ConnectionParams]) -> Connection:
-    """Connect to the first host that answers."""
+def open_connection(params: list[ConnectionParams], lost: Connection | None = None) -> Connection:
+    """Connect to the first host that answers, in URL order.
+
+    After ``lost`` (the previous connection of the same owner) failed, start
+    with the host after its host: that one is likely down, and a host that
+    hangs instead of refusing would cost a whole connect timeout on every
+    reconnect (round robin, as oslo's default failover strategy).
+    """
+    if lost is not None:
+        at = next((i for i, p in enumerate(params) if p.address == lost.params.address), None)
+        if at is not None:
+            params = params[at + 1:] + params[:at + 1]
     last: Exception | None = None
     for p in params:
         conn = Connection(p)
@@ -359,7 +369,7 @@ class AmqpListener(Listener):
     def _connect(self) -> None:
         topo = self._driver.topology
         target = self._target
-        conn = open_connection(self._driver.params)
+        conn = open_connection(self._driver.params, self._conn)
         try:
             ch = conn.channel()
             if topo.prefetch_count > 0:
@@ -773,7 +783,7 @@ class AmqpDriver(BaseDriver):
             self._declared.clear()
             self._pub_ch = self._decl_ch = self._reply_ch = None
             self._reply_consuming = False
-            conn = self._conn = open_connection(self.params)
+            conn = self._conn = open_connection(self.params, conn)
             conn.on_close.append(self._on_connection_closed)
             return conn
 
