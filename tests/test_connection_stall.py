@@ -14,11 +14,10 @@ import pytest
 from fake_peer import WAIT, Peer, barrier, connect, open_channel, run_in_thread, select_confirms
 
 from fastrpc.amqp.channel import Channel
-from fastrpc.amqp.connection import OUT_LIMIT, Connection
+from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.exceptions import (
     AMQPError,
     ChannelClosed,
-    ConnectionClosed,
     ConnectionLost,
     HeartbeatTimeout,
 )
@@ -68,11 +67,10 @@ def wait_send_stuck(conn: Connection, peer: Peer | None = None, stuck_for: float
         time.sleep(0.05)
 
 
-def test_stuck_send_fails_connection_while_reader_acks(peer: Peer) -> None:
+def test_stuck_send_fails_connection_while_reader_waits_behind_it(peer: Peer) -> None:
     """A publisher blocks in sendall (the broker stopped reading, but still
-    sends) and the reader acks a delivery meanwhile: the ack is queued behind
-    the stuck write instead of waiting for it, and the heartbeat timer still
-    ends the connection instead of a permanent hang."""
+    sends), the reader queues an ack behind that write and waits for it:
+    the heartbeat timer must end the connection instead of a permanent hang."""
     # 2 s: the delivery below must arrive well before the 4 s limit even on a
     # loaded machine.
     _, shaken = run_in_thread(lambda: peer.handshake(heartbeat=2))
@@ -105,69 +103,126 @@ def test_stuck_send_fails_connection_while_reader_acks(peer: Peer) -> None:
     peer.writer.content(cid, "basic.deliver", {"consumer_tag": "t", "delivery_tag": 1, "exchange": "",
                                                "routing_key": "q"}, {}, b"x")
     peer.flush()
-    writing, ack_error = acked.get(timeout=WAIT)
-    assert writing, "the publisher was not writing when the ack was sent"
-    assert ack_error is None, "the ack waited for the stuck write"
-    assert publisher.empty()
     # From now on the peer is silent and never reads.
     exc = closed.get(timeout=WAIT)
     assert isinstance(exc, HeartbeatTimeout), exc
+    assert "made no progress" in str(exc)
+    writing, ack_error = acked.get(timeout=WAIT)
+    assert writing, "the publisher was not writing when the ack was sent"
+    assert isinstance(ack_error, ConnectionLost), ack_error
     assert isinstance(publisher.get(timeout=WAIT), ConnectionLost)
     assert not conn.is_open
 
 
-def test_senders_queue_behind_a_slow_write_and_go_out_in_one_send(peer: Peer) -> None:
-    """While one thread writes, other senders only queue their frames and
-    return; the writer then sends everything queued with one sendall, and
-    the peer gets every frame whole and in order."""
-    conn, _ = connect(peer, heartbeat=0)
-    ch, _ = open_channel(conn, peer)
+def _counting_writes(conn: Connection) -> list[tuple[str, int]]:
+    """Record (thread name, size) of every write of ``conn`` from now on."""
     transport = conn._transport
     assert transport is not None
-    sizes: list[int] = []
+    writes: list[tuple[str, int]] = []
     real_sendall = transport.sendall
 
-    def counting_sendall(data: bytes | bytearray | memoryview) -> None:
-        sizes.append(len(data))
+    def sendall(data: bytes | bytearray | memoryview) -> None:
+        writes.append((threading.current_thread().name, len(data)))
         real_sendall(data)
 
-    transport.sendall = counting_sendall  # type: ignore[method-assign]
+    transport.sendall = sendall  # type: ignore[method-assign]
+    return writes
+
+
+def _publish_in_thread(ch: Channel, body: bytes, name: str) -> queue.Queue[BaseException | None]:
+    out: queue.Queue[BaseException | None] = queue.Queue()
+
+    def run() -> None:
+        try:
+            ch.basic_publish("", "q", body)
+        except BaseException as exc:
+            out.put(exc)
+        else:
+            out.put(None)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return out
+
+
+def _wait_queued(conn: Connection, count: int) -> list[bytes]:
+    """Until ``count`` sends are queued behind the write in progress (bounded)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        with conn._send_lock:
+            if len(conn._out) == count:
+                return list(conn._out)
+        assert time.monotonic() < deadline, f"{len(conn._out)} sends queued, not {count}"
+        time.sleep(0.01)
+
+
+def test_senders_queue_behind_a_slow_write_and_go_out_in_one_send(peer: Peer) -> None:
+    """While one thread writes, other senders queue their frames and wait
+    until the writer takes them; it sends them all with one sendall, and the
+    peer gets every frame whole, in the order they were queued."""
+    conn, _ = connect(peer, heartbeat=0)
+    ch, _ = open_channel(conn, peer)
+    writes = _counting_writes(conn)
     publisher = flood(ch, HUGE, 1)
     wait_send_stuck(conn)
-    for i in range(20):
-        ch.basic_publish("", "q", b"m%d" % i)  # returns at once: the frames are queued
-    assert publisher.empty() and conn._flushing, "the big write ended before the small publishes"
+    senders = [_publish_in_thread(ch, b"<msg-%02d>" % i, f"sender-{i}") for i in range(20)]
+    queued = _wait_queued(conn, 20)
+    assert publisher.empty() and all(s.empty() for s in senders), "a send returned before its frames were taken"
+    order = [int(frames.split(b"<msg-")[1][:2]) for frames in queued]
     first = peer.next_event()
     assert first.name == "basic.publish" and first.body == HUGE
     bodies = [peer.next_event().body for _ in range(20)]
-    assert bodies == [b"m%d" % i for i in range(20)]
+    assert bodies == [b"<msg-%02d>" % i for i in order]
     assert publisher.get(timeout=WAIT) is None
-    assert len(sizes) == 2, sizes  # the big publish, then the 20 queued ones together
+    assert [s.get(timeout=WAIT) for s in senders] == [None] * 20
+    assert len(writes) == 2, writes  # the big publish, then the 20 together
+    assert writes[0][0] == writes[1][0]  # both written by the first writer
     ch.basic_publish("", "q", b"after")  # nobody writes now: this thread writes itself
     assert peer.next_event().body == b"after"
-    assert len(sizes) == 3 and not conn._flushing
+    assert len(writes) == 3 and writes[2][0] == threading.current_thread().name and not conn._flushing
 
 
-def test_sender_waits_while_too_much_is_queued(peer: Peer) -> None:
-    """Queued frames are bounded: past OUT_LIMIT bytes a sender waits for the
-    writer, and learns that the connection failed if the write never ends."""
+def test_a_writer_takes_one_batch_of_others_then_hands_over(peer: Peer) -> None:
+    """The thread that writes does its own write and at most one batch queued
+    by others; what came after that is written by one of its senders, so no
+    thread (the reader, say) spends long writing for others."""
+    conn, _ = connect(peer, heartbeat=0)
+    ch, _ = open_channel(conn, peer)
+    writes = _counting_writes(conn)
+    first = flood(ch, HUGE, 1)  # the writer, stuck until the peer reads
+    wait_send_stuck(conn)
+    second = _publish_in_thread(ch, HUGE, "second")
+    _wait_queued(conn, 1)
+    assert peer.next_event().body == HUGE  # the writer's own write ends; it takes "second"'s
+    assert second.get(timeout=WAIT) is None  # taken: that sender is free
+    wait_send_stuck(conn)  # the writer is stuck in the second huge write
+    third = _publish_in_thread(ch, b"third", "third")
+    _wait_queued(conn, 1)
+    assert peer.next_event().body == HUGE
+    assert peer.next_event().body == b"third"
+    assert first.get(timeout=WAIT) is None and third.get(timeout=WAIT) is None
+    writer = writes[0][0]
+    assert [(name == writer, size > len(HUGE)) for name, size in writes] == [(True, True), (True, True)] + [
+        (False, False)], writes
+    assert writes[2][0] == "third"
+
+
+def test_queued_senders_learn_that_the_write_failed(peer: Peer) -> None:
+    """Senders waiting behind a write that never ends are released with the
+    reason when the connection ends."""
     conn, _ = connect(peer, heartbeat=0)
     ch, _ = open_channel(conn, peer)
     publisher = flood(ch, HUGE, 1)
     wait_send_stuck(conn)
-    second = flood(ch, BIG, 3)  # 1 MiB each: the second crosses OUT_LIMIT
-    deadline = time.monotonic() + WAIT
-    while conn._held_up != 1:
-        assert time.monotonic() < deadline, "the second publisher was never held up"
-        time.sleep(0.01)
-    assert second.empty() and conn._out_bytes > OUT_LIMIT
-    # close() must not wait behind the queue: it ends the connection after its timeout.
+    waiting = [_publish_in_thread(ch, b"w%d" % i, f"waiting-{i}") for i in range(3)]
+    _wait_queued(conn, 3)
+    # close() must not wait behind the stuck write for ever: it ends the
+    # connection at its timeout.
     _, closing = run_in_thread(lambda: conn.close(timeout=1.0))
     assert closing.get(timeout=WAIT) == ("ok", None)
-    # The held sender learns why the connection ended (closed by us here).
-    assert isinstance(second.get(timeout=WAIT), (ConnectionClosed, ConnectionLost))
-    assert isinstance(publisher.get(timeout=WAIT), (ConnectionClosed, ConnectionLost))
-    assert conn._held_up == 0 and not conn._out
+    for w in waiting:
+        assert isinstance(w.get(timeout=WAIT), ConnectionLost)
+    assert isinstance(publisher.get(timeout=WAIT), ConnectionLost)
+    assert conn._queued_waiting == 0 and not conn._out and not conn._flushing
 
 
 def test_close_is_bounded_while_a_send_is_stuck(peer: Peer) -> None:
@@ -179,9 +234,9 @@ def test_close_is_bounded_while_a_send_is_stuck(peer: Peer) -> None:
     _, closing = run_in_thread(lambda: conn.close(timeout=1.0))
     assert closing.get(timeout=WAIT) == ("ok", None)
     assert not conn.is_open
-    # connection.close was queued behind the stuck write; the write in flight
-    # fails with the reason the connection ended.
-    assert isinstance(publisher.get(timeout=WAIT), ConnectionClosed)
+    # connection.close waited behind the stuck write until its deadline,
+    # then ended the connection; the write in flight fails with that reason.
+    assert isinstance(publisher.get(timeout=WAIT), ConnectionLost)
 
 
 def test_close_is_bounded_when_its_own_send_stalls(peer: Peer) -> None:

@@ -17,8 +17,8 @@ Threads and locks:
   FrameWriter owned by the sending thread), queued under ``_send_lock``
   together with the channel-state checks that decide whether it may go out.
   One thread at a time, the flusher, writes: the first sender that finds
-  nobody writing, with the lock released, then whatever others queued
-  meanwhile, joined into one sendall, until the queue is empty (see
+  nobody writing, with the lock released; senders that come meanwhile wait
+  until it takes their bytes, joined into its next sendall (see
   :meth:`_send_locked`);
 - ``_lock`` guards connection state and channel id allocation only, and is
   never held while doing I/O or calling user code.
@@ -78,8 +78,6 @@ READER_STEP_ASIDE = 0.05
 SHARED_HOLD = 0.05
 # A waiting thread's recv returns at least this often, to check its deadline.
 WAITER_RECV_SLICE = 1.0
-# Senders wait while more than this many bytes are queued behind a write.
-OUT_LIMIT = 1 << 20
 # Put into a waiting thread's mailbox: the baton was let go, try to take it.
 NUDGE = object()
 
@@ -134,10 +132,10 @@ class Connection:
         # flusher writes them out with the lock released (see _send_locked).
         self._send_lock = threading.Lock()
         self._out: list[bytes] = []
-        self._out_bytes = 0
         self._flushing = False
-        self._drained = threading.Condition(self._send_lock)
-        self._held_up = 0  # senders waiting in _drained for the queue to shrink
+        # Notified when the flusher takes the queue, stops, or fails.
+        self._taken = threading.Condition(self._send_lock)
+        self._queued_waiting = 0  # senders waiting in _taken
         self._write_failed: BaseException | None = None
         self._channels: dict[int, Channel] = {}
         self._free_ids: list[int] = []
@@ -381,35 +379,42 @@ class Connection:
             w = self._local.writer = _impl.FrameWriter(self.frame_max)
             return w
 
-    def _send_locked(self, data: bytes, may_wait: bool = True) -> BaseException | None:
+    def _send_locked(self, data: bytes, deadline: float | None = None) -> BaseException | None:
         """Send ``data`` after everything queued before it; return the error instead of raising.
 
         The caller holds ``_send_lock``; it may be released and taken again
         here, so nothing checked under it may be relied on after the call.
-        While another thread writes (the flusher), ``data`` is only queued,
-        and that thread writes it together with whatever else was queued
-        meanwhile: concurrent senders share one send (and the broker reads
-        one segment instead of one each). Otherwise the calling thread
-        becomes the flusher: it writes with the lock released, then what
-        others queued, until the queue is empty. A sender that finds more
-        than OUT_LIMIT bytes queued waits until the flusher took them
-        (``may_wait``: not for frames that must go out now, like a close).
+        While another thread writes (the flusher), ``data`` is queued and the
+        caller waits until the flusher takes it, together with whatever else
+        was queued meanwhile, for its next write: concurrent senders share
+        one send (and the broker reads one segment instead of one each).
+        Otherwise the calling thread becomes the flusher: it writes with the
+        lock released, then at most one batch that others queued meanwhile,
+        and hands over to a waiting sender if more came: no thread (the
+        reader, say) spends long writing for others. ``deadline``: give up
+        waiting then (a close must not wait behind a stuck write for ever).
         """
-        if self._dead is not None:
-            return fresh_error(self._dead)
+        failed = self._dead or self._write_failed
+        if failed is not None:
+            return fresh_error(failed)
         transport = self._transport
         if transport is None:
             return ConnectionLost("connection is not open")
         if self._flushing:
-            self._out.append(data)
-            self._out_bytes += len(data)
-            if self._out_bytes > OUT_LIMIT and may_wait:
-                return self._wait_drained()
-            return None
+            queued = self._out
+            queued.append(data)
+            err = self._wait_taken(queued, deadline)
+            if err is not None or self._out is not queued:
+                return err
+            # The flusher stopped before taking this queue: write it here.
+            self._out = []
+            data = queued[0] if len(queued) == 1 else b"".join(queued)
         self._flushing = True
         lock = self._send_lock
         lock.release()
         held = False
+        done = False
+        more = 1  # batches this thread may still take from others
         err = None
         try:
             while True:
@@ -417,46 +422,50 @@ class Connection:
                     transport.sendall(data)
                 except (OSError, ValueError) as exc:  # ValueError: socket closed meanwhile
                     err = self._write_error(exc)
-                except BaseException as exc:
-                    # Interrupted (KeyboardInterrupt, say): the stream may end
-                    # inside a frame, so the connection cannot go on.
-                    err = ConnectionLost(f"send to {self.params.address} interrupted: {type(exc).__name__}")
-                    self._fail(err)
-                    raise
                 lock.acquire()
                 held = True
-                out = self._out
-                if err is not None or not out:
+                queued = self._out
+                if err is not None or not queued or not more:
+                    done = True
                     return err
+                more -= 1
                 self._out = []
-                self._out_bytes = 0
-                if self._held_up:
-                    self._drained.notify_all()
+                if self._queued_waiting:
+                    self._taken.notify_all()
                 lock.release()
                 held = False
-                data = out[0] if len(out) == 1 else b"".join(out)
+                data = queued[0] if len(queued) == 1 else b"".join(queued)
         finally:
-            if not held:
-                lock.acquire()
+            if not done:
+                # Interrupted (KeyboardInterrupt, say): the stream may end
+                # inside a frame, so the connection cannot go on.
+                err = ConnectionLost(f"send to {self.params.address} interrupted")
+                if not held:
+                    self._fail(err)
+                    lock.acquire()
             self._flushing = False
             if err is not None:
-                # The connection fails: what was queued goes nowhere, and
-                # senders held up for it learn why.
+                # What was queued goes nowhere; its senders learn why.
                 self._write_failed = err
                 self._out = []
-                self._out_bytes = 0
-            if self._held_up:
-                self._drained.notify_all()
+            if self._queued_waiting:
+                self._taken.notify_all()  # taken, failed, or one of them takes over
 
-    def _wait_drained(self) -> BaseException | None:
-        """Hold a sender (``_send_lock`` held) while too much is queued behind a write."""
-        self._held_up += 1
+    def _wait_taken(self, queued: list[bytes], deadline: float | None) -> BaseException | None:
+        """Wait (``_send_lock`` held) until the flusher took ``queued``, stopped or failed."""
+        self._queued_waiting += 1
         try:
-            while self._out_bytes > OUT_LIMIT and self._flushing and self._dead is None:
-                self._drained.wait()
+            while self._out is queued and self._flushing and self._dead is None:
+                if deadline is None:
+                    self._taken.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return ConnectionLost(f"send to {self.params.address} waited in vain behind a write in "
+                                          "progress (broker not reading)")
+                self._taken.wait(remaining)
         finally:
-            self._held_up -= 1
-        # The write failed meanwhile (and took the queue with it).
+            self._queued_waiting -= 1
         failed = self._dead or self._write_failed
         return fresh_error(failed) if failed is not None else None
 
@@ -938,14 +947,14 @@ class Connection:
             return
         try:
             transport = self._transport
-            if transport is not None and self._dead is None:
+            if transport is not None and self._dead is None and not self._flushing:
                 try:
-                    # Nothing else sends while we hold the lock, and the
-                    # connection ends after this frame anyway.
+                    # This thread will write (nobody else does while we hold
+                    # the lock), and the connection ends after this frame.
                     transport.set_send_timeout(max(deadline - time.monotonic(), 0.001))
                 except OSError:
                     pass
-            err = self._send_locked(data, may_wait=False)
+            err = self._send_locked(data, deadline)
         finally:
             lock.release()
         if err is not None:

@@ -241,6 +241,20 @@ class TlsTransport(PlainTransport):
         with self._write_lock:
             self._send_raw(self._encrypt(data))
 
+    def try_send(self, data: bytes) -> bool:
+        # Never wait for the write lock either: the reader may hold it in a
+        # post-handshake write that cannot finish.
+        if not self._write_lock.acquire(blocking=False):
+            return False
+        try:
+            _, writable, _ = select.select([], [self.sock], [], 0)
+            if not writable:
+                return False
+            self._send_raw(self._encrypt(data))
+            return True
+        finally:
+            self._write_lock.release()
+
 
 def open_transport(params: ConnectionParams, timeout: float) -> PlainTransport:
     """Connected transport (TLS handshake done) with the socket timeout set."""
