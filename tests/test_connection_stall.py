@@ -206,6 +206,24 @@ def test_a_writer_takes_one_batch_of_others_then_hands_over(peer: Peer) -> None:
     assert writes[2][0] == "third"
 
 
+def test_bytes_left_by_a_hand_over_go_before_a_new_senders(peer: Peer) -> None:
+    """A writer that handed over leaves its queue to a waiting sender; a new
+    sender that comes first writes that older queue ahead of its own bytes."""
+    conn, _ = connect(peer, heartbeat=0)
+    ch, _ = open_channel(conn, peer)
+    w = conn.writer()
+    w.publish(ch.channel_id, "", "q", b"older", {}, False, False)
+    older = w.take()
+    with conn._send_lock:
+        # The moment after a hand-over, before the waiting sender woke.
+        assert not conn._flushing
+        conn._out.append(older)
+    ch.basic_publish("", "q", b"newer")
+    assert peer.next_event().body == b"older"
+    assert peer.next_event().body == b"newer"
+    assert not conn._out and not conn._flushing
+
+
 def test_queued_senders_learn_that_the_write_failed(peer: Peer) -> None:
     """Senders waiting behind a write that never ends are released with the
     reason when the connection ends."""

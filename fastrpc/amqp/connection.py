@@ -409,6 +409,13 @@ class Connection:
             # The flusher stopped before taking this queue: write it here.
             self._out = []
             data = queued[0] if len(queued) == 1 else b"".join(queued)
+        elif self._out:
+            # A flusher handed over and its waiting senders have not woken
+            # yet: their bytes are older, so they go first.
+            queued = self._out
+            queued.append(data)
+            self._out = []
+            data = b"".join(queued)
         self._flushing = True
         lock = self._send_lock
         lock.release()
