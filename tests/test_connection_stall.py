@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from fake_peer import WAIT, Peer, barrier, connect, open_channel, run_in_thread, select_confirms
 
+from fastrpc.amqp import connection as connection_module
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.exceptions import (
     AMQPError,
     ChannelClosed,
+    ConnectionClosed,
     ConnectionLost,
     HeartbeatTimeout,
 )
@@ -67,10 +69,12 @@ def wait_send_stuck(conn: Connection, peer: Peer | None = None, stuck_for: float
         time.sleep(0.05)
 
 
-def test_stuck_send_fails_connection_while_reader_waits_behind_it(peer: Peer) -> None:
+def test_stuck_send_fails_connection_while_reader_waits_behind_it(peer: Peer, monkeypatch: Any) -> None:
     """A publisher blocks in sendall (the broker stopped reading, but still
-    sends), the reader queues an ack behind that write and waits for it:
-    the heartbeat timer must end the connection instead of a permanent hang."""
+    sends), the reader queues an ack behind that write and waits for it
+    (here because any queued byte is too many): the heartbeat timer must end
+    the connection instead of a permanent hang."""
+    monkeypatch.setattr(connection_module, "OUT_LIMIT", 0)
     # 2 s: the delivery below must arrive well before the 4 s limit even on a
     # loaded machine.
     _, shaken = run_in_thread(lambda: peer.handshake(heartbeat=2))
@@ -156,54 +160,55 @@ def _wait_queued(conn: Connection, count: int) -> list[bytes]:
 
 
 def test_senders_queue_behind_a_slow_write_and_go_out_in_one_send(peer: Peer) -> None:
-    """While one thread writes, other senders queue their frames and wait
-    until the writer takes them; it sends them all with one sendall, and the
-    peer gets every frame whole, in the order they were queued."""
+    """While one thread writes, other senders queue their frames and return;
+    the writer sends everything queued with one sendall, and the peer gets
+    every frame whole and in order."""
     conn, _ = connect(peer, heartbeat=0)
     ch, _ = open_channel(conn, peer)
     writes = _counting_writes(conn)
     publisher = flood(ch, HUGE, 1)
     wait_send_stuck(conn)
-    senders = [_publish_in_thread(ch, b"<msg-%02d>" % i, f"sender-{i}") for i in range(20)]
-    queued = _wait_queued(conn, 20)
-    assert publisher.empty() and all(s.empty() for s in senders), "a send returned before its frames were taken"
-    order = [int(frames.split(b"<msg-")[1][:2]) for frames in queued]
+    for i in range(20):
+        ch.basic_publish("", "q", b"m%d" % i)  # returns at once: the frames are queued
+    assert publisher.empty() and conn._flushing, "the big write ended before the small publishes"
     first = peer.next_event()
     assert first.name == "basic.publish" and first.body == HUGE
     bodies = [peer.next_event().body for _ in range(20)]
-    assert bodies == [b"<msg-%02d>" % i for i in order]
+    assert bodies == [b"m%d" % i for i in range(20)]
     assert publisher.get(timeout=WAIT) is None
-    assert [s.get(timeout=WAIT) for s in senders] == [None] * 20
     assert len(writes) == 2, writes  # the big publish, then the 20 together
-    assert writes[0][0] == writes[1][0]  # both written by the first writer
+    assert writes[0][0] == writes[1][0] != threading.current_thread().name  # both by the writer
     ch.basic_publish("", "q", b"after")  # nobody writes now: this thread writes itself
     assert peer.next_event().body == b"after"
     assert len(writes) == 3 and writes[2][0] == threading.current_thread().name and not conn._flushing
 
 
-def test_a_writer_takes_one_batch_of_others_then_hands_over(peer: Peer) -> None:
-    """The thread that writes does its own write and at most one batch queued
-    by others; what came after that is written by one of its senders, so no
-    thread (the reader, say) spends long writing for others."""
+def test_a_writer_hands_over_to_a_waiting_sender(peer: Peer, monkeypatch: Any) -> None:
+    """After FLUSH_BATCHES batches of others (none here), the writer takes
+    one more, makes later senders wait, and hands over to one of them: no
+    thread (the reader, say) writes for others for long."""
+    monkeypatch.setattr(connection_module, "FLUSH_BATCHES", 0)
+    monkeypatch.setattr(connection_module, "OUT_LIMIT", 1 << 30)
     conn, _ = connect(peer, heartbeat=0)
     ch, _ = open_channel(conn, peer)
     writes = _counting_writes(conn)
     first = flood(ch, HUGE, 1)  # the writer, stuck until the peer reads
     wait_send_stuck(conn)
-    second = _publish_in_thread(ch, HUGE, "second")
-    _wait_queued(conn, 1)
+    assert _publish_in_thread(ch, HUGE, "second").get(timeout=WAIT) is None  # queued; did not wait
     assert peer.next_event().body == HUGE  # the writer's own write ends; it takes "second"'s
-    assert second.get(timeout=WAIT) is None  # taken: that sender is free
-    wait_send_stuck(conn)  # the writer is stuck in the second huge write
+    deadline = time.monotonic() + WAIT
+    while not conn._hand_over:
+        assert time.monotonic() < deadline, "the writer never asked for a hand-over"
+        time.sleep(0.01)
     third = _publish_in_thread(ch, b"third", "third")
     _wait_queued(conn, 1)
+    assert third.empty(), "the sender did not wait although a hand-over was asked"
     assert peer.next_event().body == HUGE
     assert peer.next_event().body == b"third"
     assert first.get(timeout=WAIT) is None and third.get(timeout=WAIT) is None
     writer = writes[0][0]
-    assert [(name == writer, size > len(HUGE)) for name, size in writes] == [(True, True), (True, True)] + [
-        (False, False)], writes
-    assert writes[2][0] == "third"
+    assert [name for name, _ in writes] == [writer, writer, "third"], writes
+    assert not conn._flushing and not conn._hand_over
 
 
 def test_bytes_left_by_a_hand_over_go_before_a_new_senders(peer: Peer) -> None:
@@ -224,9 +229,11 @@ def test_bytes_left_by_a_hand_over_go_before_a_new_senders(peer: Peer) -> None:
     assert not conn._out and not conn._flushing
 
 
-def test_queued_senders_learn_that_the_write_failed(peer: Peer) -> None:
-    """Senders waiting behind a write that never ends are released with the
-    reason when the connection ends."""
+def test_queued_senders_learn_that_the_write_failed(peer: Peer, monkeypatch: Any) -> None:
+    """Senders waiting behind a write that never ends (here because any
+    queued byte is too many) are released with the reason when the
+    connection ends."""
+    monkeypatch.setattr(connection_module, "OUT_LIMIT", 0)
     conn, _ = connect(peer, heartbeat=0)
     ch, _ = open_channel(conn, peer)
     publisher = flood(ch, HUGE, 1)
@@ -240,7 +247,7 @@ def test_queued_senders_learn_that_the_write_failed(peer: Peer) -> None:
     for w in waiting:
         assert isinstance(w.get(timeout=WAIT), ConnectionLost)
     assert isinstance(publisher.get(timeout=WAIT), ConnectionLost)
-    assert conn._queued_waiting == 0 and not conn._out and not conn._flushing
+    assert conn._waiting == 0 and not conn._out and not conn._flushing
 
 
 def test_close_is_bounded_while_a_send_is_stuck(peer: Peer) -> None:
@@ -252,9 +259,10 @@ def test_close_is_bounded_while_a_send_is_stuck(peer: Peer) -> None:
     _, closing = run_in_thread(lambda: conn.close(timeout=1.0))
     assert closing.get(timeout=WAIT) == ("ok", None)
     assert not conn.is_open
-    # connection.close waited behind the stuck write until its deadline,
-    # then ended the connection; the write in flight fails with that reason.
-    assert isinstance(publisher.get(timeout=WAIT), ConnectionLost)
+    # connection.close was queued behind the stuck write (or waited there
+    # until its deadline); the write in flight fails with the reason the
+    # connection ended.
+    assert isinstance(publisher.get(timeout=WAIT), (ConnectionClosed, ConnectionLost))
 
 
 def test_close_is_bounded_when_its_own_send_stalls(peer: Peer) -> None:

@@ -17,8 +17,8 @@ Threads and locks:
   FrameWriter owned by the sending thread), queued under ``_send_lock``
   together with the channel-state checks that decide whether it may go out.
   One thread at a time, the flusher, writes: the first sender that finds
-  nobody writing, with the lock released; senders that come meanwhile wait
-  until it takes their bytes, joined into its next sendall (see
+  nobody writing, with the lock released; senders that come meanwhile queue
+  and return, and it joins their bytes into its next sendall (bounded, see
   :meth:`_send_locked`);
 - ``_lock`` guards connection state and channel id allocation only, and is
   never held while doing I/O or calling user code.
@@ -78,6 +78,11 @@ READER_STEP_ASIDE = 0.05
 SHARED_HOLD = 0.05
 # A waiting thread's recv returns at least this often, to check its deadline.
 WAITER_RECV_SLICE = 1.0
+# Batches of other senders a writing thread takes before it makes them wait
+# (and hands over to one of them), and the bytes queued behind a write past
+# which senders wait for it.
+FLUSH_BATCHES = 2
+OUT_LIMIT = 1 << 20
 # Put into a waiting thread's mailbox: the baton was let go, try to take it.
 NUDGE = object()
 
@@ -132,10 +137,13 @@ class Connection:
         # flusher writes them out with the lock released (see _send_locked).
         self._send_lock = threading.Lock()
         self._out: list[bytes] = []
+        self._out_bytes = 0
         self._flushing = False
-        # Notified when the flusher takes the queue, stops, or fails.
+        self._hand_over = False  # the flusher wants a waiting sender to take over
+        # Notified when the flusher takes the queue, hands over, or fails.
         self._taken = threading.Condition(self._send_lock)
-        self._queued_waiting = 0  # senders waiting in _taken
+        self._out_waiting = 0  # senders waiting for the queue now in _out
+        self._waiting = 0  # senders waiting in _taken (some may be told already)
         self._write_failed: BaseException | None = None
         self._channels: dict[int, Channel] = {}
         self._free_ids: list[int] = []
@@ -384,14 +392,18 @@ class Connection:
 
         The caller holds ``_send_lock``; it may be released and taken again
         here, so nothing checked under it may be relied on after the call.
+
         While another thread writes (the flusher), ``data`` is queued and the
-        caller waits until the flusher takes it, together with whatever else
-        was queued meanwhile, for its next write: concurrent senders share
-        one send (and the broker reads one segment instead of one each).
-        Otherwise the calling thread becomes the flusher: it writes with the
-        lock released, then at most one batch that others queued meanwhile,
-        and hands over to a waiting sender if more came: no thread (the
-        reader, say) spends long writing for others. ``deadline``: give up
+        caller returns: the flusher takes everything queued for its next
+        write, so concurrent senders share one send (and the broker reads one
+        segment instead of one each). Otherwise the calling thread becomes
+        the flusher: it writes with the lock released, then what others
+        queued. It takes at most FLUSH_BATCHES such batches freely; after
+        that, senders wait until their bytes are taken, and once the queue
+        holds a waiting sender's bytes the flusher hands over to it: no thread
+        (the reader, say) writes for others for long. Senders also wait while
+        more than OUT_LIMIT bytes are queued, so a broker that stops reading
+        holds them up instead of memory growing. ``deadline``: give up
         waiting then (a close must not wait behind a stuck write for ever).
         """
         failed = self._dead or self._write_failed
@@ -403,25 +415,25 @@ class Connection:
         if self._flushing:
             queued = self._out
             queued.append(data)
+            self._out_bytes += len(data)
+            if not self._hand_over and self._out_bytes <= OUT_LIMIT:
+                return None
             err = self._wait_taken(queued, deadline)
             if err is not None or self._out is not queued:
                 return err
-            # The flusher stopped before taking this queue: write it here.
-            self._out = []
-            data = queued[0] if len(queued) == 1 else b"".join(queued)
+            # The flusher handed this queue over: write it here.
+            data = self._take()
         elif self._out:
             # A flusher handed over and its waiting senders have not woken
             # yet: their bytes are older, so they go first.
-            queued = self._out
-            queued.append(data)
-            self._out = []
-            data = b"".join(queued)
+            self._out.append(data)
+            data = self._take()
         self._flushing = True
         lock = self._send_lock
         lock.release()
         held = False
         done = False
-        more = 1  # batches this thread may still take from others
+        free = FLUSH_BATCHES  # batches this thread may still take before handing over
         err = None
         try:
             while True:
@@ -431,17 +443,21 @@ class Connection:
                     err = self._write_error(exc)
                 lock.acquire()
                 held = True
-                queued = self._out
-                if err is not None or not queued or not more:
+                if err is not None or not self._out:
                     done = True
                     return err
-                more -= 1
-                self._out = []
-                if self._queued_waiting:
-                    self._taken.notify_all()
+                if free:
+                    free -= 1
+                elif self._out_waiting:
+                    done = True  # a waiting sender takes over (notified below)
+                    return None
+                else:
+                    # Only senders that did not wait queued this: take it,
+                    # and make the next ones wait, so one of them can take over.
+                    self._hand_over = True
+                data = self._take()
                 lock.release()
                 held = False
-                data = queued[0] if len(queued) == 1 else b"".join(queued)
         finally:
             if not done:
                 # Interrupted (KeyboardInterrupt, say): the stream may end
@@ -451,16 +467,30 @@ class Connection:
                     self._fail(err)
                     lock.acquire()
             self._flushing = False
+            self._hand_over = False
             if err is not None:
                 # What was queued goes nowhere; its senders learn why.
                 self._write_failed = err
                 self._out = []
-            if self._queued_waiting:
+                self._out_bytes = 0
+                self._out_waiting = 0
+            if self._waiting:
                 self._taken.notify_all()  # taken, failed, or one of them takes over
 
+    def _take(self) -> bytes:
+        """Everything queued, as one buffer (``_send_lock`` held); its waiting senders are told."""
+        queued = self._out
+        self._out = []
+        self._out_bytes = 0
+        if self._out_waiting:
+            self._out_waiting = 0
+            self._taken.notify_all()
+        return queued[0] if len(queued) == 1 else b"".join(queued)
+
     def _wait_taken(self, queued: list[bytes], deadline: float | None) -> BaseException | None:
-        """Wait (``_send_lock`` held) until the flusher took ``queued``, stopped or failed."""
-        self._queued_waiting += 1
+        """Wait (``_send_lock`` held) until the flusher took ``queued``, handed it over or failed."""
+        self._out_waiting += 1
+        self._waiting += 1
         try:
             while self._out is queued and self._flushing and self._dead is None:
                 if deadline is None:
@@ -468,11 +498,13 @@ class Connection:
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    if self._out is queued:
+                        self._out_waiting -= 1  # the flusher must not count on this sender
                     return ConnectionLost(f"send to {self.params.address} waited in vain behind a write in "
                                           "progress (broker not reading)")
                 self._taken.wait(remaining)
         finally:
-            self._queued_waiting -= 1
+            self._waiting -= 1
         failed = self._dead or self._write_failed
         return fresh_error(failed) if failed is not None else None
 
