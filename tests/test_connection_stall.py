@@ -72,8 +72,9 @@ def wait_send_stuck(conn: Connection, peer: Peer | None = None, stuck_for: float
 def test_stuck_send_fails_connection_while_reader_waits_behind_it(peer: Peer, monkeypatch: Any) -> None:
     """A publisher blocks in sendall (the broker stopped reading, but still
     sends), the reader queues an ack behind that write and waits for it
-    (here because any queued byte is too many): the heartbeat timer must end
-    the connection instead of a permanent hang."""
+    (here because any queued byte is too many): the connection must end
+    instead of a permanent hang (the send timeout set from the heartbeat, or
+    the heartbeat timer's check of the send, whichever comes first)."""
     monkeypatch.setattr(connection_module, "OUT_LIMIT", 0)
     # 2 s: the delivery below must arrive well before the 4 s limit even on a
     # loaded machine.
@@ -227,6 +228,40 @@ def test_bytes_left_by_a_hand_over_go_before_a_new_senders(peer: Peer) -> None:
     assert peer.next_event().body == b"older"
     assert peer.next_event().body == b"newer"
     assert not conn._out and not conn._flushing
+
+
+def test_senders_waiting_behind_a_failed_write_get_its_error(peer: Peer, monkeypatch: Any) -> None:
+    """The write fails while senders wait (here because any queued byte is
+    too many): they get the write's error, their frames are dropped, and the
+    connection fails."""
+    monkeypatch.setattr(connection_module, "OUT_LIMIT", 0)
+    conn, _ = connect(peer, heartbeat=0)
+    ch, _ = open_channel(conn, peer)
+    transport = conn._transport
+    assert transport is not None
+    writing = threading.Event()
+    fail_now = threading.Event()
+
+    def failing_sendall(data: bytes | bytearray | memoryview) -> None:
+        writing.set()
+        assert fail_now.wait(WAIT)
+        raise BrokenPipeError(32, "Broken pipe")
+
+    transport.sendall = failing_sendall  # type: ignore[method-assign]
+    writer = _publish_in_thread(ch, b"first", "writer")
+    assert writing.wait(WAIT)
+    waiting = [_publish_in_thread(ch, b"w%d" % i, f"waiting-{i}") for i in range(3)]
+    _wait_queued(conn, 3)
+    deadline = time.monotonic() + WAIT
+    while conn._out_waiting != 3:
+        assert time.monotonic() < deadline, "the senders did not wait"
+        time.sleep(0.01)
+    fail_now.set()
+    for w in [writer, *waiting]:
+        exc = w.get(timeout=WAIT)
+        assert isinstance(exc, ConnectionLost) and "Broken pipe" in str(exc), exc
+    assert conn._out_waiting == 0 and conn._waiting == 0 and not conn._out and not conn._flushing
+    assert not conn.is_open
 
 
 def test_queued_senders_learn_that_the_write_failed(peer: Peer, monkeypatch: Any) -> None:

@@ -491,6 +491,7 @@ class Connection:
         """Wait (``_send_lock`` held) until the flusher took ``queued``, handed it over or failed."""
         self._out_waiting += 1
         self._waiting += 1
+        counted = True
         try:
             while self._out is queued and self._flushing and self._dead is None:
                 if deadline is None:
@@ -498,13 +499,15 @@ class Connection:
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    if self._out is queued:
-                        self._out_waiting -= 1  # the flusher must not count on this sender
                     return ConnectionLost(f"send to {self.params.address} waited in vain behind a write in "
                                           "progress (broker not reading)")
                 self._taken.wait(remaining)
+            counted = False  # taken, handed over or failed: the count was reset or is moot
         finally:
             self._waiting -= 1
+            if counted and self._out is queued:
+                # Timed out or interrupted: the flusher must not hand over to us.
+                self._out_waiting -= 1
         failed = self._dead or self._write_failed
         return fresh_error(failed) if failed is not None else None
 
