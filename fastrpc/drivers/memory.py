@@ -340,7 +340,10 @@ class MemoryDriver(BaseDriver):
                 limits = [d for d in (deadline, silence_deadline) if d is not None]
                 remaining = None if not limits else min(limits) - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise MessagingTimeout(f"Timed out waiting for a reply after {timeout}s")
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise MessagingTimeout(f"Timed out waiting for a reply after {timeout}s")
+                    raise MessagingTimeout(f"No heartbeat from the server for {call_monitor_timeout}s "
+                                           "(call_monitor_timeout): presumed dead")
                 waiter.cond.wait(remaining)
 
     def listen(self, target: Target, batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
