@@ -300,49 +300,69 @@ def test_cleanup_removes_fanout_queue(broker, topic):
     assert name not in broker.ctl("list_queues", "name")
 
 
-def test_survives_connections_closed_by_broker(broker, topic):
-    """Listener and caller reconnect; an in-flight call still gets its reply."""
-    server_driver = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
-    client = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
-    started = threading.Event()
-    proceed = threading.Event()
+class HoldingPair:
+    """A server and a client driver (fast reconnects) on ``topic``: the
+    server answers each request with its method name, and "hold" only once
+    ``proceed`` is set. ``hold_in_flight()`` starts such a call in a thread."""
 
-    def handler(msg) -> None:
+    def __init__(self, broker, topic: str) -> None:
+        self.topic = topic
+        self.server_driver = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
+        self.client = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
+        self.started = threading.Event()
+        self.proceed = threading.Event()
+        self.served = Served(self.server_driver, Target(topic=topic, server="s1"), self._handle)
+        self.result: dict[str, object] = {}
+        self._caller: threading.Thread | None = None
+
+    def _handle(self, msg) -> None:
         if msg.message["method"] == "hold":
-            started.set()
-            assert proceed.wait(WAIT)
+            self.started.set()
+            assert self.proceed.wait(WAIT)
         msg.reply(msg.message["method"])
 
-    served = Served(server_driver, Target(topic=topic, server="s1"), handler)
-    result: dict[str, object] = {}
+    def call(self, method: str, server: str | None = None) -> object:
+        return self.client.send(Target(topic=self.topic, server=server), {}, {"method": method, "args": {}},
+                                wait_for_reply=True, timeout=WAIT * 2)
 
-    def in_flight() -> None:
-        try:
-            result["value"] = client.send(Target(topic=topic), {}, {"method": "hold", "args": {}},
-                                          wait_for_reply=True, timeout=WAIT * 2)
-        except BaseException as exc:  # reported below
-            result["error"] = exc
+    def hold_in_flight(self) -> None:
+        def run() -> None:
+            try:
+                self.result["value"] = self.call("hold")
+            except BaseException as exc:  # reported by the test's assert on result
+                self.result["error"] = exc
 
-    caller = threading.Thread(target=in_flight)
+        self._caller = threading.Thread(target=run)
+        self._caller.start()
+        assert self.started.wait(WAIT)
+
+    def release_in_flight(self) -> object:
+        assert self._caller is not None
+        self.proceed.set()
+        self._caller.join(WAIT * 2)
+        return self.result
+
+    def close(self) -> None:
+        self.proceed.set()
+        self.served.close()
+        self.client.cleanup()
+        self.server_driver.cleanup()
+
+
+def test_survives_connections_closed_by_broker(broker, topic):
+    """Listener and caller reconnect; an in-flight call still gets its reply."""
+    pair = HoldingPair(broker, topic)
     try:
-        assert client.send(Target(topic=topic), {}, {"method": "before", "args": {}}, wait_for_reply=True,
-                           timeout=WAIT) == "before"
-        reply_q = client._reply_q
-        caller.start()
-        assert started.wait(WAIT)
+        assert pair.call("before") == "before"
+        reply_q = pair.client._reply_q
+        pair.hold_in_flight()
         broker.ctl("close_all_connections", "test: simulated failover")
-        proceed.set()
-        caller.join(WAIT * 2)
-        assert result == {"value": "hold"}
-        assert client._reply_q == reply_q  # the same reply queue, consumed again
-        assert client.send(Target(topic=topic), {}, {"method": "after", "args": {}}, wait_for_reply=True,
-                           timeout=WAIT) == "after"
-        assert served.listener.reconnects >= 1
+        assert pair.release_in_flight() == {"value": "hold"}
+        assert pair.client._reply_q == reply_q  # the same reply queue, consumed again
+        assert pair.call("after") == "after"
+        assert pair.served.listener.reconnects >= 1
     finally:
-        proceed.set()
-        served.close()
-        client.cleanup()
-        server_driver.cleanup()
+        pair.close()
 
 
 def _wait_consumed(broker, name: str) -> None:
@@ -361,53 +381,22 @@ def test_queues_deleted_under_consumers_are_declared_again(broker, topic):
     makes the broker cancel its consumers: the reply consumer and the
     listener declare their queues again and consume them; a call in flight
     still gets its reply, as the reply queue keeps its name."""
-    server_driver = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
-    client = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
-    started = threading.Event()
-    proceed = threading.Event()
-
-    def handler(msg) -> None:
-        if msg.message["method"] == "hold":
-            started.set()
-            assert proceed.wait(WAIT)
-        msg.reply(msg.message["method"])
-
-    served = Served(server_driver, Target(topic=topic, server="s1"), handler)
-    result: dict[str, object] = {}
-
-    def call(method: str) -> object:
-        return client.send(Target(topic=topic), {}, {"method": method, "args": {}}, wait_for_reply=True,
-                           timeout=WAIT * 2)
-
-    def in_flight() -> None:
-        try:
-            result["value"] = call("hold")
-        except BaseException as exc:  # reported below
-            result["error"] = exc
-
-    caller = threading.Thread(target=in_flight)
+    pair = HoldingPair(broker, topic)
     try:
-        assert call("before") == "before"
-        reply_q = client._reply_q
+        assert pair.call("before") == "before"
+        reply_q = pair.client._reply_q
         assert reply_q is not None
-        caller.start()
-        assert started.wait(WAIT)
+        pair.hold_in_flight()
         broker.ctl("delete_queue", reply_q)
         _wait_consumed(broker, reply_q)
-        proceed.set()
-        caller.join(WAIT * 2)
-        assert result == {"value": "hold"}
-        assert client._reply_q == reply_q
+        assert pair.release_in_flight() == {"value": "hold"}
+        assert pair.client._reply_q == reply_q
 
-        reconnects = served.listener.reconnects
+        reconnects = pair.served.listener.reconnects
         broker.ctl("delete_queue", f"{topic}.s1")
         _wait_consumed(broker, f"{topic}.s1")
-        assert served.listener.reconnects == reconnects + 1
-        assert call("after") == "after"
-        assert client.send(Target(topic=topic, server="s1"), {}, {"method": "direct", "args": {}},
-                           wait_for_reply=True, timeout=WAIT) == "direct"
+        assert pair.served.listener.reconnects == reconnects + 1
+        assert pair.call("after") == "after"
+        assert pair.call("direct", server="s1") == "direct"
     finally:
-        proceed.set()
-        served.close()
-        client.cleanup()
-        server_driver.cleanup()
+        pair.close()
