@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,8 +32,9 @@ BIG = b"z" * (1 << 20)
 HUGE = b"z" * (48 << 20)
 
 
-def flood(ch: Channel, body: bytes = BIG, count: int = 500) -> queue.Queue[BaseException | None]:
-    """Publish ``count`` messages from a thread until a send fails (the peer never reads)."""
+def flood(ch: Channel, body: bytes = BIG, count: int = 500, name: str | None = None) -> queue.Queue[BaseException | None]:
+    """Publish ``count`` messages from a thread (called ``name``) until a send
+    fails; the queue gets the error, or None once all went out."""
     out: queue.Queue[BaseException | None] = queue.Queue()
 
     def run() -> None:
@@ -44,8 +46,16 @@ def flood(ch: Channel, body: bytes = BIG, count: int = 500) -> queue.Queue[BaseE
         else:
             out.put(None)
 
-    threading.Thread(target=run, daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return out
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> None:
+    """Poll ``predicate`` until it holds (bounded by WAIT; ``what`` names it on failure)."""
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 def wait_send_stuck(conn: Connection, peer: Peer | None = None, stuck_for: float = 0.2) -> None:
@@ -134,21 +144,6 @@ def _counting_writes(conn: Connection) -> list[tuple[str, int]]:
     return writes
 
 
-def _publish_in_thread(ch: Channel, body: bytes, name: str) -> queue.Queue[BaseException | None]:
-    out: queue.Queue[BaseException | None] = queue.Queue()
-
-    def run() -> None:
-        try:
-            ch.basic_publish("", "q", body)
-        except BaseException as exc:
-            out.put(exc)
-        else:
-            out.put(None)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return out
-
-
 def _wait_queued(conn: Connection, count: int) -> list[bytes]:
     """Until ``count`` sends are queued behind the write in progress (bounded)."""
     deadline = time.monotonic() + WAIT
@@ -195,13 +190,10 @@ def test_a_writer_hands_over_to_a_waiting_sender(peer: Peer, monkeypatch: Any) -
     writes = _counting_writes(conn)
     first = flood(ch, HUGE, 1)  # the writer, stuck until the peer reads
     wait_send_stuck(conn)
-    assert _publish_in_thread(ch, HUGE, "second").get(timeout=WAIT) is None  # queued; did not wait
+    assert flood(ch, HUGE, 1, "second").get(timeout=WAIT) is None  # queued; did not wait
     assert peer.next_event().body == HUGE  # the writer's own write ends; it takes "second"'s
-    deadline = time.monotonic() + WAIT
-    while not conn._hand_over:
-        assert time.monotonic() < deadline, "the writer never asked for a hand-over"
-        time.sleep(0.01)
-    third = _publish_in_thread(ch, b"third", "third")
+    wait_until(lambda: conn._hand_over, "the writer never asked for a hand-over")
+    third = flood(ch, b"third", 1, "third")
     _wait_queued(conn, 1)
     assert third.empty(), "the sender did not wait although a hand-over was asked"
     assert peer.next_event().body == HUGE
@@ -248,14 +240,11 @@ def test_senders_waiting_behind_a_failed_write_get_its_error(peer: Peer, monkeyp
         raise BrokenPipeError(32, "Broken pipe")
 
     transport.sendall = failing_sendall  # type: ignore[method-assign]
-    writer = _publish_in_thread(ch, b"first", "writer")
+    writer = flood(ch, b"first", 1, "writer")
     assert writing.wait(WAIT)
-    waiting = [_publish_in_thread(ch, b"w%d" % i, f"waiting-{i}") for i in range(3)]
+    waiting = [flood(ch, b"w%d" % i, 1, f"waiting-{i}") for i in range(3)]
     _wait_queued(conn, 3)
-    deadline = time.monotonic() + WAIT
-    while conn._out_waiting != 3:
-        assert time.monotonic() < deadline, "the senders did not wait"
-        time.sleep(0.01)
+    wait_until(lambda: conn._out_waiting == 3, "the senders did not wait")
     fail_now.set()
     for w in [writer, *waiting]:
         exc = w.get(timeout=WAIT)
@@ -273,7 +262,7 @@ def test_queued_senders_learn_that_the_write_failed(peer: Peer, monkeypatch: Any
     ch, _ = open_channel(conn, peer)
     publisher = flood(ch, HUGE, 1)
     wait_send_stuck(conn)
-    waiting = [_publish_in_thread(ch, b"w%d" % i, f"waiting-{i}") for i in range(3)]
+    waiting = [flood(ch, b"w%d" % i, 1, f"waiting-{i}") for i in range(3)]
     _wait_queued(conn, 3)
     # close() must not wait behind the stuck write for ever: it ends the
     # connection at its timeout.
