@@ -104,14 +104,21 @@ def content_type(binary: bool) -> str:
     return MSGPACK if binary else JSON
 
 
-def _dump(inner: dict[str, Any], binary: bool) -> bytes:
+def _json(inner: dict[str, Any]) -> bytes:
     try:
-        if binary:
-            return msgpack.packb({VERSION_KEY: ENVELOPE_VERSION, MESSAGE_KEY: inner},
-                                 default=to_primitive, use_bin_type=True, datetime=False)
-        text = orjson.dumps(inner, default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(inner, default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
     except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError) as exc:
         raise EnvelopeError(f"cannot encode message: {exc}") from None
+
+
+def _dump(inner: dict[str, Any], binary: bool) -> bytes:
+    if binary:
+        try:
+            return msgpack.packb({VERSION_KEY: ENVELOPE_VERSION, MESSAGE_KEY: inner},
+                                 default=to_primitive, use_bin_type=True, datetime=False)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise EnvelopeError(f"cannot encode message: {exc}") from None
+    text = _json(inner)
     # orjson never emits raw control characters, so quoting a JSON text as a
     # JSON string only needs backslashes and double quotes escaped.
     if b"\\" in text:
@@ -124,6 +131,17 @@ def encode_request(message: dict[str, Any], ctxt: dict[str, Any] | None, unique_
                    timeout: float | None = None, binary: bool = False) -> bytes:
     """Build a request body. ``msg_id``/``reply_q`` mark a call; ``timeout`` is
     the call-monitor timeout sent as ``_timeout``."""
+    return _dump(_inner(message, ctxt, unique_id, msg_id, reply_q, timeout), binary)
+
+
+def encode_bare(message: dict[str, Any], ctxt: dict[str, Any] | None, unique_id: str) -> bytes:
+    """The inner JSON object of a request without the envelope around it:
+    what oslo sends for notifications of version 1.0."""
+    return _json(_inner(message, ctxt, unique_id))
+
+
+def _inner(message: dict[str, Any], ctxt: dict[str, Any] | None, unique_id: str,
+           msg_id: str | None = None, reply_q: str | None = None, timeout: float | None = None) -> dict[str, Any]:
     inner = dict(message)
     if msg_id is not None:
         inner["_msg_id"] = msg_id
@@ -133,7 +151,7 @@ def encode_request(message: dict[str, Any], ctxt: dict[str, Any] | None, unique_
     if ctxt:
         for key, value in ctxt.items():
             inner[CONTEXT_PREFIX + str(key)] = value
-    return _dump(inner, binary)
+    return inner
 
 
 def encode_reply(msg_id: str, unique_id: str, result: Any = None, failure: str | None = None,

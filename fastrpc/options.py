@@ -8,9 +8,11 @@ application did not register; keyword arguments override both.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from fastrpc.amqp.spec import DEFAULT_MAX_MESSAGE_SIZE
@@ -83,12 +85,39 @@ GROUPS: dict[str, dict[str, Any]] = {
 
 _ALL: dict[str, Any] = {**DEFAULT_OPTIONS, **RABBIT_OPTIONS, **FASTRPC_OPTIONS}
 _SERIALIZATIONS = ("json", "msgpack")
+# What a transport URL's query string may set, as oslo lets it set the
+# driver's group: the broker options, not the service-wide ones.
+URL_OPTIONS: dict[str, Any] = {**RABBIT_OPTIONS, **FASTRPC_OPTIONS}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+LOG = logging.getLogger(__name__)
 
 
 def _mask(url: Any) -> Any:
     from fastrpc.transport import mask_url
 
     return mask_url(url) if isinstance(url, str) else url
+
+
+def _from_text(name: str, text: str) -> Any:
+    """A query-string value as the option's type (that of its default)."""
+    default = URL_OPTIONS[name]
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(f"option {name} takes a boolean (true/false, 1/0, yes/no, on/off), got {text!r}")
+    for kind in (int, float):
+        if isinstance(default, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                raise ValueError(f"option {name} takes {'an integer' if kind is int else 'a number'}, "
+                                 f"got {text!r}") from None
+    return text
 
 
 def _read_conf(conf: Any, group: str, name: str) -> tuple[bool, Any]:
@@ -191,6 +220,22 @@ class Options:
         if isinstance(conf, Options):
             return conf
         return cls(conf)
+
+    def with_url_query(self, query: Mapping[str, str]) -> Options:
+        """Return a copy with the broker options a transport URL's query string sets.
+
+        ``rabbit://host/?heartbeat_timeout_threshold=10&ssl=true`` overrides
+        those two options of the ``oslo_messaging_rabbit`` (and ``fastrpc``)
+        group, as with oslo. Values are converted to the option's type; a bad
+        value raises ValueError. Other keys are logged and ignored.
+        """
+        if not query:
+            return self
+        values = {name: _from_text(name, text) for name, text in query.items() if name in URL_OPTIONS}
+        ignored = sorted(set(query) - set(values))
+        if ignored:
+            LOG.warning("Transport URL option(s) not known to fastrpc, ignored: %s", ", ".join(ignored))
+        return self.replace(**values) if values else self
 
     def replace(self, **overrides: Any) -> Options:
         """Return a copy with some values changed."""

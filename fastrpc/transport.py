@@ -273,6 +273,10 @@ def _get_transport(conf: Any, url: str | TransportURL | None,
                    transport_cls: type[Transport]) -> Transport:
     options = Options.coerce(conf)
     parsed = url if isinstance(url, TransportURL) else TransportURL.parse(options, url)
+    try:
+        options = options.with_url_query(parsed.query)
+    except ValueError as exc:
+        raise InvalidTransportURL(str(parsed), f"Invalid option in URL: {exc}") from None
     driver_cls = get_driver_class(parsed.driver_name)
     driver = driver_cls(options, parsed, default_exchange=options.control_exchange,
                         allowed_remote_exmods=list(allowed_remote_exmods or []))

@@ -32,7 +32,7 @@ from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.base import BaseDriver, IncomingMessage, Listener
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec, Topology, publish_properties
-from fastrpc.envelope_py import DEFAULT_MAX_BODY, EnvelopeError, Reply
+from fastrpc.envelope_py import DEFAULT_MAX_BODY, EnvelopeError, Reply, encode_bare
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 
@@ -752,7 +752,8 @@ class AmqpDriver(BaseDriver):
         self._pub_ch: Any = None
         self._decl_ch: Any = None
         self._reply_ch: Any = None
-        self._declared: set[str] = set()
+        self._declared: set[str] = set()  # exchanges
+        self._notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
         self._reply_q: str | None = None
         self._reply_consuming = False
         self._closed = False
@@ -766,6 +767,9 @@ class AmqpDriver(BaseDriver):
         self._cast_props = publish_properties(self._ctype)
         self._call_props: dict[float | None, dict[str, Any]] = {}
         self._reply_props = {b: publish_properties(envelope.content_type(b)) for b in (False, True)}
+        # Turns a reply's failure into the exception a call raises: oslo's
+        # own function when this driver serves oslo.messaging's API.
+        self.rebuild_failure: Callable[[str, list[str]], BaseException] = deserialize_remote_exception
         self.late_replies = 0  # replies that arrived after their caller gave up
         self.bad_replies = 0
 
@@ -781,6 +785,7 @@ class AmqpDriver(BaseDriver):
             # A previous connection died: its channels and consumer are gone,
             # but the reply queue outlives it (x-expires), so keep its name.
             self._declared.clear()
+            self._notify_queues.clear()
             self._pub_ch = self._decl_ch = self._reply_ch = None
             self._reply_consuming = False
             conn = self._conn = open_connection(self.params, conn)
@@ -918,6 +923,40 @@ class AmqpDriver(BaseDriver):
             if conn is not None:
                 conn.done_waiting(replies)
 
+    def send_notification(self, target: Any, ctxt: dict, message: dict, version: float,
+                          retry: int | None = None) -> None:
+        """Publish a notification as oslo's rabbit driver does.
+
+        To the topic exchange, with the target's topic (``<topic>.<priority>``)
+        as routing key. A queue of that name is declared and bound first, so
+        notifications wait there until their consumer comes. Version 2.0 is
+        enveloped like a request, 1.0 is the bare message; always JSON, since
+        any service may consume them.
+        """
+        topo = self.topology
+        ex = topo.topic_exchange(topo.exchange_name(target.exchange, self.default_exchange))
+        routing_key = target.topic
+        unique_id = new_id()
+        if version == 2.0:
+            body = envelope.encode_request(message, ctxt, unique_id)
+        else:
+            body = encode_bare(message, ctxt, unique_id)
+        self._check_size(body, message)
+        props = self._reply_props[False]  # JSON, no expiration
+
+        def attempt() -> None:
+            pub = self._ensure_exchange(ex)
+            if (ex.name, routing_key) not in self._notify_queues:
+                with self._lock:
+                    _pub, decl = self._channels()
+                    queue_spec = topo.topic_queue(routing_key)
+                    _declare_queue(decl, queue_spec)
+                    decl.queue_bind(queue_spec.name, ex.name, routing_key)
+                    self._notify_queues.add((ex.name, routing_key))
+            pub.basic_publish(ex.name, routing_key, body, props)
+
+        self._with_retry(attempt, retry, None)
+
     def _check_size(self, body: bytes, message: dict) -> None:
         """Refuse a request its receiver would reject as too large (no timeout later)."""
         if len(body) > self.max_body:
@@ -984,7 +1023,7 @@ class AmqpDriver(BaseDriver):
                 raise MessagingTimeout(f"Timed out waiting for a reply to message ID {msg_id}") from None
             if reply.ending:
                 if reply.failure is not None:
-                    raise deserialize_remote_exception(reply.failure, self.allowed_remote_exmods)
+                    raise self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
                 return reply.result
             # A call-monitor keepalive: the call is still running.
             now = time.monotonic()
@@ -1072,5 +1111,6 @@ class AmqpDriver(BaseDriver):
             self._pub_ch = self._decl_ch = self._reply_ch = None
             self._reply_q = None
             self._declared.clear()
+            self._notify_queues.clear()
         if conn is not None:
             conn.close()

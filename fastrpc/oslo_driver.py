@@ -1,0 +1,150 @@
+"""fastrpc as an oslo.messaging driver: ``transport_url = fastrpc://...``.
+
+Registered under oslo.messaging's ``oslo.messaging.drivers`` entry point, so a
+service written against oslo.messaging's API moves to fastrpc by changing its
+transport URL and nothing else. What goes on the wire is the AMQP driver's
+(``fastrpc.drivers.amqp``), compatible with oslo's rabbit driver, so services
+on either driver keep talking during a rolling upgrade. This module only
+translates between the two driver interfaces:
+
+* options: oslo's ``[oslo_messaging_rabbit]`` group is registered as the rabbit
+  driver registers it (so existing config files keep working), plus a
+  ``[fastrpc]`` group; the URL's query string overrides both, as with oslo;
+* errors: calls raise oslo's exception classes (``MessagingTimeout``,
+  ``MessageDeliveryFailure``, and remote failures rebuilt by oslo's own code);
+* listeners: oslo's server polls fastrpc's listener from its own thread.
+
+Importing this module needs oslo.messaging; nothing else in fastrpc does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import oslo_messaging
+from oslo_config import cfg
+from oslo_messaging import opts as oslo_opts
+from oslo_messaging._drivers import base as oslo_base
+from oslo_messaging._drivers import common as oslo_common
+
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.drivers.amqp import AmqpDriver
+from fastrpc.drivers.base import IncomingMessage, Listener
+from fastrpc.envelope_py import DEFAULT_MAX_BODY
+from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
+from fastrpc.options import FASTRPC_OPTIONS, Options
+from fastrpc.transport import mask_url
+
+__all__ = ["FastrpcDriver", "register_opts", "FASTRPC_OPTS"]
+
+RABBIT_GROUP = "oslo_messaging_rabbit"
+FASTRPC_GROUP = "fastrpc"
+
+FASTRPC_OPTS = [
+    cfg.StrOpt("serialization", default=FASTRPC_OPTIONS["serialization"], choices=["json", "msgpack"],
+               help="Body encoding of requests and replies. 'msgpack' is faster but only fastrpc "
+                    "peers understand it; servers answer in the caller's encoding."),
+    cfg.IntOpt("max_message_size", default=DEFAULT_MAX_BODY, min=1024,
+               help="Largest message body sent or accepted, in bytes."),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the options this driver reads, as oslo's rabbit driver does for its group."""
+    for group, options in oslo_opts.list_opts():
+        if group == RABBIT_GROUP:
+            conf.register_opts(options, group=RABBIT_GROUP)
+    conf.register_opts(FASTRPC_OPTS, group=FASTRPC_GROUP)
+
+
+def _sent(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a send of the AMQP driver; its errors become oslo's exception classes."""
+    try:
+        return func(*args, **kwargs)
+    except MessagingTimeout as exc:
+        raise oslo_messaging.MessagingTimeout(str(exc)) from exc
+    except (MessageDeliveryFailure, amqp_exc.AMQPError) as exc:
+        raise oslo_messaging.MessageDeliveryFailure(str(exc)) from exc
+
+
+class FastrpcDriver(oslo_base.BaseDriver):
+    """oslo.messaging's driver interface over fastrpc's AMQP driver."""
+
+    def __init__(self, conf: cfg.ConfigOpts, url: Any, default_exchange: str | None = None,
+                 allowed_remote_exmods: list[str] | None = None) -> None:
+        super().__init__(conf, url, default_exchange, allowed_remote_exmods)
+        register_opts(conf)
+        try:
+            options = Options(conf).with_url_query(url.query)
+        except ValueError as exc:
+            raise oslo_messaging.InvalidTransportURL(mask_url(str(url)), f"Invalid option in URL: {exc}") from None
+        self._driver = AmqpDriver(options, url, default_exchange, allowed_remote_exmods)
+        # Remote failures become exactly the exceptions oslo's own drivers raise.
+        self._driver.rebuild_failure = oslo_common.deserialize_remote_exception
+
+    def send(self, target: Any, ctxt: dict, message: dict, wait_for_reply: bool | None = None,
+             timeout: float | None = None, call_monitor_timeout: float | None = None,
+             retry: int | None = None, transport_options: Any = None) -> Any:
+        return _sent(self._driver.send, target, ctxt, message, wait_for_reply=bool(wait_for_reply),
+                     timeout=timeout, call_monitor_timeout=call_monitor_timeout, retry=retry)
+
+    def send_notification(self, target: Any, ctxt: dict, message: dict, version: float,
+                          retry: int | None = None) -> None:
+        _sent(self._driver.send_notification, target, ctxt, message, version, retry=retry)
+
+    def listen(self, target: Any, batch_size: int, batch_timeout: float | None) -> oslo_base.Listener:
+        listener = _PollListener(self._driver.listen(target, batch_size, batch_timeout))
+        return oslo_base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
+
+    def listen_for_notifications(self, targets_and_priorities: Any, pool: Any, batch_size: int,
+                                 batch_timeout: float | None) -> oslo_base.Listener:
+        raise NotImplementedError(
+            "fastrpc sends notifications but does not consume them yet: give notification "
+            "listeners a rabbit:// transport_url in [oslo_messaging_notifications]")
+
+    def cleanup(self) -> None:
+        self._driver.cleanup()
+
+
+class _PollListener(oslo_base.PollStyleListener):
+    """fastrpc's listener as oslo polls it: requests wrapped in oslo's message type."""
+
+    def __init__(self, listener: Listener) -> None:
+        super().__init__()
+        self._listener = listener
+
+    def poll(self, timeout: float | None = None, batch_size: int = 1,
+             batch_timeout: float | None = None) -> list[_RpcIncoming]:
+        wait = batch_timeout if batch_timeout is not None else timeout
+        return [_RpcIncoming(msg) for msg in self._listener.poll(wait, batch_size)]
+
+    def stop(self) -> None:
+        self._listener.stop()
+
+    def cleanup(self) -> None:
+        self._listener.cleanup()
+
+
+class _RpcIncoming(oslo_base.RpcIncomingMessage):
+    """One request, already acknowledged when it was taken (at most once, as oslo's server expects)."""
+
+    def __init__(self, incoming: IncomingMessage) -> None:
+        super().__init__(incoming.ctxt, incoming.message, getattr(incoming, "msg_id", None))
+        self._incoming = incoming
+        # oslo's dispatcher sends call-monitor heartbeats when this is set.
+        self.client_timeout = getattr(incoming, "client_timeout", None)
+
+    def acknowledge(self) -> None:
+        self._incoming.acknowledge()
+
+    def requeue(self) -> None:
+        self._incoming.requeue()
+
+    def reply(self, reply: Any = None, failure: Any = None) -> None:
+        # oslo passes the failure as sys.exc_info()
+        if isinstance(failure, tuple):
+            failure = failure[1]
+        self._incoming.reply(reply, failure)
+
+    def heartbeat(self) -> None:
+        self._incoming.heartbeat()
