@@ -11,9 +11,11 @@ APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind
 EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h)
 # The pure-Python pass: codec and connection suites, plus everything that runs
 # the envelope and the AMQP driver end to end (RPC over a broker, bad input,
-# oslo interop), since those exercise the pure-Python codecs on real traffic.
+# oslo interop, the oslo.messaging driver), since those exercise the
+# pure-Python codecs on real traffic.
 NOEXT_TESTS := $(wildcard tests/test_codec*.py tests/test_connection*.py tests/test_amqp_driver.py \
-                 tests/test_bad_input.py tests/test_envelope.py tests/test_oslo_interop.py)
+                 tests/test_bad_input.py tests/test_envelope.py tests/test_oslo_interop.py \
+                 tests/test_oslo_driver.py)
 C_BENCH     := bench/c_client/amqp_bench
 
 .PHONY: all setup system-deps test demo bench lint clean distclean

@@ -110,3 +110,28 @@ def test_repr_hides_transport_url_password():
     text = repr(o)
     assert "hunter2" not in text
     assert "admin:****@h1" in text
+
+
+def test_url_query_sets_broker_options_with_their_types(caplog):
+    base = Options(heartbeat_timeout_threshold=30)
+    o = base.with_url_query({"heartbeat_timeout_threshold": "7", "ssl": "TRUE", "kombu_reconnect_delay": "0.5",
+                             "serialization": "msgpack", "rabbit_ha_queues": "off", "no_such_option": "1",
+                             "control_exchange": "nova"})
+    assert (o.heartbeat_timeout_threshold, o.ssl, o.kombu_reconnect_delay) == (7, True, 0.5)
+    assert (o.serialization, o.rabbit_ha_queues) == ("msgpack", False)
+    # Only the broker's group: service-wide options are not the URL's to set.
+    assert o.control_exchange == "openstack"
+    assert "no_such_option" in caplog.text and "control_exchange" in caplog.text
+    assert base.heartbeat_timeout_threshold == 30 and base.ssl is False  # a copy
+    assert base.with_url_query({}) is base
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"ssl": "maybe"}, "ssl takes a boolean"),
+    ({"heartbeat_timeout_threshold": "soon"}, "heartbeat_timeout_threshold takes an integer"),
+    ({"kombu_reconnect_delay": "x"}, "kombu_reconnect_delay takes a number"),
+    ({"serialization": "xml"}, "serialization must be one of"),
+])
+def test_url_query_bad_values_are_refused(query, message):
+    with pytest.raises(ValueError, match=message):
+        Options().with_url_query(query)

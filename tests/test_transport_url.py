@@ -133,3 +133,16 @@ def test_get_transport_uses_control_exchange_and_unknown_scheme_fails():
         transport.cleanup()
     with pytest.raises(fastrpc.DriverLoadFailure, match="bogus"):
         fastrpc.get_rpc_transport(url="bogus://h/")
+
+
+def test_url_query_options_reach_the_driver():
+    transport = fastrpc.get_rpc_transport(url="rabbit://u:secret@h1:5672/?heartbeat_timeout_threshold=9&ssl=1")
+    try:
+        params = transport._driver.params[0]
+        assert (params.heartbeat, params.ssl) == (9, True)
+        assert transport.conf.heartbeat_timeout_threshold == 9  # what the driver runs with
+    finally:
+        transport.cleanup()
+    with pytest.raises(InvalidTransportURL, match="ssl takes a boolean") as info:
+        fastrpc.get_rpc_transport(url="rabbit://u:secret@h1:5672/?ssl=perhaps")
+    assert "secret" not in str(info.value) and "secret" not in str(info.value.url)
