@@ -135,6 +135,16 @@ def stop(*servers):
         srv.wait()
 
 
+def assert_remote_errors_for_oslo(client):
+    """An oslo client whose transport allows no remote exception modules."""
+    with pytest.raises(oslo_messaging.RemoteError) as info:
+        client.call({}, "fail_custom")
+    assert info.value.exc_type == "CustomError"
+    with pytest.raises(oslo_messaging.RemoteError) as info:
+        client.call({}, "no_such_method")
+    assert info.value.exc_type == "NoSuchMethod"
+
+
 # ---- oslo client -> fastrpc server ---------------------------------------------------
 
 
@@ -174,12 +184,7 @@ def test_oslo_client_not_allow_listed_gets_remote_error(broker, fast_transport, 
     transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=rabbit_url(broker))
     try:
         client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic=topic), timeout=WAIT)
-        with pytest.raises(oslo_messaging.RemoteError) as info:
-            client.call({}, "fail_custom")
-        assert info.value.exc_type == "CustomError"
-        with pytest.raises(oslo_messaging.RemoteError) as info:
-            client.call({}, "no_such_method")
-        assert info.value.exc_type == "NoSuchMethod"
+        assert_remote_errors_for_oslo(client)
     finally:
         transport.cleanup()
         stop(srv)
