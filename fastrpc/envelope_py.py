@@ -243,6 +243,33 @@ def _opt_str(inner: dict[str, Any], key: str) -> str | None:
     raise EnvelopeError(f"{key} is not a string")
 
 
+def _split_context(inner: dict[str, Any], msg_id: str | None = None, reply_q: str | None = None,
+                   binary: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``_context_<key>`` entries as the context, the others as the message."""
+    ctxt: dict[str, Any] = {}
+    message: dict[str, Any] = {}
+    for key, value in inner.items():
+        if type(key) is not str:
+            raise EnvelopeError("message has a non-string key", msg_id, reply_q, binary)
+        if key.startswith(CONTEXT_PREFIX):
+            ctxt[key[9:]] = value
+        else:
+            message[key] = value
+    return ctxt, message
+
+
+def decode_notification(body: Any, ctype: str | None = JSON,
+                        max_size: int = DEFAULT_MAX_BODY) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parse a notification (enveloped 2.0 or bare 1.0): its context and message.
+
+    No field is required: oslo's notification dispatcher reads what it needs.
+    """
+    inner, binary = _load(body, ctype, max_size)
+    ctxt, message = _split_context(inner, binary=binary)
+    message.pop("_unique_id", None)
+    return ctxt, message
+
+
 def decode_request(body: Any, ctype: str | None = JSON, max_size: int = DEFAULT_MAX_BODY) -> Request:
     """Parse and validate a request body."""
     inner, binary = _load(body, ctype, max_size)
@@ -258,15 +285,7 @@ def decode_request(body: Any, ctype: str | None = JSON, max_size: int = DEFAULT_
             raise EnvelopeError("call without _reply_q", binary=binary)
         msg_id = msg_id or None
         reply_q = None if msg_id is None else reply_q
-    ctxt: dict[str, Any] = {}
-    message: dict[str, Any] = {}
-    for key, value in inner.items():
-        if type(key) is not str:
-            raise EnvelopeError("message has a non-string key", msg_id, reply_q, binary)
-        if key.startswith(CONTEXT_PREFIX):
-            ctxt[key[9:]] = value
-        else:
-            message[key] = value
+    ctxt, message = _split_context(inner, msg_id, reply_q, binary)
     timeout = message.pop("_timeout", None)
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
         raise EnvelopeError("_timeout is not a number", msg_id, reply_q, binary)

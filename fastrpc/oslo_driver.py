@@ -12,7 +12,8 @@ translates between the two driver interfaces:
   ``[fastrpc]`` group; the URL's query string overrides both, as with oslo;
 * errors: calls raise oslo's exception classes (``MessagingTimeout``,
   ``MessageDeliveryFailure``, and remote failures rebuilt by oslo's own code);
-* listeners: oslo's server polls fastrpc's listener from its own thread.
+* listeners: oslo's servers (RPC and notification) poll fastrpc's listeners
+  from their own thread.
 
 Importing this module needs oslo.messaging; nothing else in fastrpc does.
 """
@@ -92,31 +93,36 @@ class FastrpcDriver(oslo_base.BaseDriver):
                           retry: int | None = None) -> None:
         _sent(self._driver.send_notification, target, ctxt, message, version, retry=retry)
 
+    def require_features(self, requeue: bool = False) -> None:
+        pass  # notifications can be requeued
+
     def listen(self, target: Any, batch_size: int, batch_timeout: float | None) -> oslo_base.Listener:
-        listener = _PollListener(self._driver.listen(target, batch_size, batch_timeout))
+        listener = _PollListener(self._driver.listen(target, batch_size, batch_timeout), _RpcIncoming)
         return oslo_base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
 
-    def listen_for_notifications(self, targets_and_priorities: Any, pool: Any, batch_size: int,
+    def listen_for_notifications(self, targets_and_priorities: Any, pool: str | None, batch_size: int,
                                  batch_timeout: float | None) -> oslo_base.Listener:
-        raise NotImplementedError(
-            "fastrpc sends notifications but does not consume them yet: give notification "
-            "listeners a rabbit:// transport_url in [oslo_messaging_notifications]")
+        listener = _PollListener(self._driver.listen_for_notifications(targets_and_priorities, pool),
+                                 _Incoming)
+        return oslo_base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
 
     def cleanup(self) -> None:
         self._driver.cleanup()
 
 
 class _PollListener(oslo_base.PollStyleListener):
-    """fastrpc's listener as oslo polls it: requests wrapped in oslo's message type."""
+    """fastrpc's listener as oslo polls it: messages wrapped in oslo's message type."""
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, wrap: type[_Incoming]) -> None:
         super().__init__()
         self._listener = listener
+        self._wrap = wrap
 
     def poll(self, timeout: float | None = None, batch_size: int = 1,
-             batch_timeout: float | None = None) -> list[_RpcIncoming]:
+             batch_timeout: float | None = None) -> list[_Incoming]:
         wait = batch_timeout if batch_timeout is not None else timeout
-        return [_RpcIncoming(msg) for msg in self._listener.poll(wait, batch_size)]
+        wrap = self._wrap
+        return [wrap(msg) for msg in self._listener.poll(wait, batch_size)]
 
     def stop(self) -> None:
         self._listener.stop()
@@ -125,20 +131,27 @@ class _PollListener(oslo_base.PollStyleListener):
         self._listener.cleanup()
 
 
-class _RpcIncoming(oslo_base.RpcIncomingMessage):
-    """One request, already acknowledged when it was taken (at most once, as oslo's server expects)."""
+class _Incoming(oslo_base.IncomingMessage):
+    """A notification: oslo's notification server acknowledges or requeues it once processed."""
 
     def __init__(self, incoming: IncomingMessage) -> None:
-        super().__init__(incoming.ctxt, incoming.message, getattr(incoming, "msg_id", None))
+        super().__init__(incoming.ctxt, incoming.message, incoming.msg_id)
         self._incoming = incoming
-        # oslo's dispatcher sends call-monitor heartbeats when this is set.
-        self.client_timeout = getattr(incoming, "client_timeout", None)
 
     def acknowledge(self) -> None:
         self._incoming.acknowledge()
 
     def requeue(self) -> None:
         self._incoming.requeue()
+
+
+class _RpcIncoming(_Incoming, oslo_base.RpcIncomingMessage):
+    """A request, already acknowledged when it was taken (at most once, as oslo's server expects)."""
+
+    def __init__(self, incoming: IncomingMessage) -> None:
+        super().__init__(incoming)
+        # oslo's dispatcher sends call-monitor heartbeats when this is set.
+        self.client_timeout = incoming.client_timeout
 
     def reply(self, reply: Any = None, failure: Any = None) -> None:
         # oslo passes the failure as sys.exc_info()

@@ -5,6 +5,7 @@ still use oslo's rabbit driver (a rolling upgrade), in both directions.
 
 from __future__ import annotations
 
+import collections
 import queue
 
 import oslo_messaging
@@ -125,53 +126,118 @@ def test_options_from_config_file_and_url_query(broker, tmp_path):
 
 
 class NotificationEndpoint:
-    def __init__(self) -> None:
-        self.seen: queue.SimpleQueue = queue.SimpleQueue()
+    def __init__(self, requeue_first: int = 0, seen: queue.SimpleQueue | None = None) -> None:
+        self.seen: queue.SimpleQueue = seen if seen is not None else queue.SimpleQueue()
+        self.requeue_first = requeue_first  # answer REQUEUE to the first N
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         self.seen.put((event_type, publisher_id, payload, dict(ctxt)))
+        if self.requeue_first > 0:
+            self.requeue_first -= 1
+            return oslo_messaging.NotificationResult.REQUEUE
+        return oslo_messaging.NotificationResult.HANDLED
 
 
-def test_notifications_sent_with_fastrpc_reach_an_oslo_listener(broker, topic):
-    # Sent by oslo's rabbit driver and by fastrpc, in both formats, before
-    # anyone listens (the queue the sender declares keeps them): an oslo
-    # listener must get fastrpc's exactly as it gets oslo's own.
-    senders = {scheme: oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, scheme))
-               for scheme in ("rabbit", "fastrpc")}
-    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "rabbit"))
-    listener = None
-    try:
-        for scheme, transport in senders.items():
+def notify_both_ways(broker, topic: str) -> None:
+    """Send from oslo's rabbit driver and from fastrpc, in both formats: 4 notifications."""
+    for scheme in ("rabbit", "fastrpc"):
+        transport = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, scheme))
+        try:
             for driver in ("messagingv2", "messaging"):  # envelope 2.0, and the bare 1.0 format
                 notifier = oslo_messaging.Notifier(transport, publisher_id=f"{scheme}.host1", driver=driver,
                                                    topics=[topic])
                 notifier.info({"user_id": "dave"}, f"thing.{driver}", {"size": 3, "name": "é"})
-        ep = NotificationEndpoint()
-        listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
-        listener.start()
-        got: dict[str, list] = {"rabbit.host1": [], "fastrpc.host1": []}
-        for _ in range(4):
-            event_type, publisher, payload, ctxt = ep.seen.get(timeout=WAIT)
-            got[publisher].append((event_type, payload, ctxt))
+        finally:
+            transport.cleanup()
+
+
+def receive(ep: NotificationEndpoint, count: int) -> dict[str, list]:
+    got: dict[str, list] = {"rabbit.host1": [], "fastrpc.host1": []}
+    for _ in range(count):
+        event_type, publisher, payload, ctxt = ep.seen.get(timeout=WAIT)
+        got[publisher].append((event_type, payload, ctxt))
+    return got
+
+
+def queue_depth(broker, name: str) -> int:
+    from fastrpc.amqp.connection import Connection
+
+    with Connection(broker.url) as conn:
+        return conn.channel().queue_declare(name, passive=True)[1]
+
+
+@pytest.mark.parametrize("listener_scheme", ["rabbit", "fastrpc"])
+def test_notifications_between_fastrpc_and_oslo(broker, topic, listener_scheme):
+    # Sent before anyone listens (the queue the sender declares keeps them).
+    # Whichever driver listens gets fastrpc's notifications exactly as oslo's own.
+    notify_both_ways(broker, topic)
+    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, listener_scheme))
+    ep = NotificationEndpoint()
+    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
+    listener.start()
+    try:
+        got = receive(ep, 4)
         assert sorted(e for e, _, _ in got["fastrpc.host1"]) == ["thing.messaging", "thing.messagingv2"]
         assert all(payload == {"size": 3, "name": "é"} for _, payload, _ in got["fastrpc.host1"])
         assert sorted(got["fastrpc.host1"], key=repr) == sorted(got["rabbit.host1"], key=repr)
     finally:
-        if listener is not None:
+        listener.stop()
+        listener.wait()
+        receiver.cleanup()
+    assert queue_depth(broker, f"{topic}.info") == 0  # every one acknowledged
+
+
+def test_fastrpc_notification_listener_requeues_and_shares_a_pool(broker, topic):
+    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
+    # Two listeners of one pool share its queue; REQUEUE gives a notification back.
+    seen: queue.SimpleQueue = queue.SimpleQueue()
+    eps = [NotificationEndpoint(requeue_first=1, seen=seen) for _ in range(2)]
+    listeners = [oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep],
+                                                          allow_requeue=True, pool=topic + "_pool")
+                 for ep in eps]
+    for listener in listeners:
+        listener.start()
+    try:
+        notify_both_ways(broker, topic)
+        # 4 notifications, and again the two that each listener requeued once.
+        got = collections.Counter((publisher, event_type) for event_type, publisher, _, _ in
+                                  (seen.get(timeout=WAIT) for _ in range(6)))
+        assert set(got) == {(f"{scheme}.host1", f"thing.{driver}") for scheme in ("rabbit", "fastrpc")
+                            for driver in ("messagingv2", "messaging")}
+        assert sum(got.values()) == 6
+        assert [ep.requeue_first for ep in eps] == [0, 0]  # both listeners of the pool got some
+    finally:
+        for listener in listeners:
             listener.stop()
             listener.wait()
-        for transport in (*senders.values(), receiver):
-            transport.cleanup()
+        receiver.cleanup()
+    assert queue_depth(broker, topic + "_pool") == 0
+    # The pool's queue took them; the default one was declared by the senders and holds its copies.
+    assert queue_depth(broker, f"{topic}.info") == 4
 
 
-def test_notification_listeners_are_refused_with_a_reason(broker):
-    transport = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
+def test_malformed_notifications_are_rejected_and_listening_goes_on(broker, topic, caplog):
+    from fastrpc.amqp.connection import Connection
+
+    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
+    ep = NotificationEndpoint()
+    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
+    listener.start()
     try:
-        with pytest.raises(NotImplementedError, match="oslo_messaging_notifications"):
-            oslo_messaging.get_notification_listener(transport, [oslo_messaging.Target(topic="n")],
-                                                     [NotificationEndpoint()]).start()
+        with Connection(broker.url) as conn:  # straight into the queue the listener declared
+            ch = conn.channel()
+            for body in (b"not json", b"[1, 2]", b'{"oslo.version": "9.0", "oslo.message": "{}"}'):
+                ch.basic_publish("", f"{topic}.info", body, {"content_type": "application/json"})
+        notify_both_ways(broker, topic)
+        got = receive(ep, 4)
+        assert sorted(e for e, _, _ in got["fastrpc.host1"]) == ["thing.messaging", "thing.messagingv2"]
     finally:
-        transport.cleanup()
+        listener.stop()
+        listener.wait()
+        receiver.cleanup()
+    assert queue_depth(broker, f"{topic}.info") == 0  # rejected without requeue, the others acknowledged
+    for reason in ("body is not valid JSON", "envelope is not a mapping", "unsupported oslo.version"):
+        assert reason in caplog.text
 
 
 def test_fastrpc_options_register_beside_the_rabbit_drivers(broker):

@@ -22,7 +22,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from fastrpc import _impl
@@ -356,9 +356,7 @@ class AmqpListener(Listener):
         topo = driver.topology
         self._target = target
         self._exchange = topo.exchange_name(target.exchange, driver.default_exchange)
-        self.fanout_queue = topo.fanout_queue(target.topic).name
-        self.queues = [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server),
-                       self.fanout_queue]
+        self.fanout_queue, self.queues = self._queue_names(topo, target)
         self._gen = 0
         self._ack_lock = threading.Lock()  # guards each channel's _Settled
         self._conn: Connection | None = None
@@ -366,24 +364,35 @@ class AmqpListener(Listener):
         self._tags: list[str] = []
         self._connect()
 
-    def _connect(self) -> None:
+    def _queue_names(self, topo: Topology, target: Any) -> tuple[str | None, list[str]]:
+        """This listener's own fanout queue (deleted at cleanup), and every queue it consumes."""
+        fanout = topo.fanout_queue(target.topic).name
+        return fanout, [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server), fanout]
+
+    def _declare(self, ch: Any) -> None:
+        """Declare and bind the exchanges and queues consumed (on every connect)."""
         topo = self._driver.topology
         target = self._target
+        _declare_exchange(ch, topo.topic_exchange(self._exchange))
+        for server in (None, target.server):
+            q = topo.topic_queue(target.topic, server)
+            _declare_queue(ch, q)
+            ch.queue_bind(q.name, self._exchange, q.name)
+        fanout_ex = topo.fanout_exchange(target.topic)
+        _declare_exchange(ch, fanout_ex)
+        fq = topo.fanout_queue(target.topic)
+        assert self.fanout_queue is not None
+        _declare_queue(ch, QueueSpec(self.fanout_queue, fq.durable, fq.auto_delete, fq.arguments))
+        ch.queue_bind(self.fanout_queue, fanout_ex.name, target.topic)
+
+    def _connect(self) -> None:
+        topo = self._driver.topology
         conn = open_connection(self._driver.params, self._conn)
         try:
             ch = conn.channel()
             if topo.prefetch_count > 0:
                 ch.basic_qos(prefetch_count=topo.prefetch_count)
-            _declare_exchange(ch, topo.topic_exchange(self._exchange))
-            for server in (None, target.server):
-                q = topo.topic_queue(target.topic, server)
-                _declare_queue(ch, q)
-                ch.queue_bind(q.name, self._exchange, q.name)
-            fanout_ex = topo.fanout_exchange(target.topic)
-            _declare_exchange(ch, fanout_ex)
-            fq = topo.fanout_queue(target.topic)
-            _declare_queue(ch, QueueSpec(self.fanout_queue, fq.durable, fq.auto_delete, fq.arguments))
-            ch.queue_bind(self.fanout_queue, fanout_ex.name, target.topic)
+            self._declare(ch)
             gen = self._gen + 1
             # Acks of this channel's tags go to this channel, with its own
             # bookkeeping, even when taken after a reconnect replaced both.
@@ -534,12 +543,12 @@ class AmqpListener(Listener):
                     # Leave the marker for any other poller, then stop.
                     incoming.put(_STOP)
                     break
-                if type(item) is AmqpIncomingMessage:
-                    result.append(item)  # taken (acked) by another poller
-                else:
+                if type(item) is _Read:
                     if incoming.pending():
                         item = self._with_queued_reads(item)
                     result += self._take(item)
+                else:
+                    result.append(item)  # taken (acked) by another poller
                 if len(result) >= batch_size:
                     break
                 item = incoming.get_nowait()
@@ -594,16 +603,16 @@ class AmqpListener(Listener):
             item = incoming.get_nowait()
             if item is _EMPTY:
                 break
-            if type(item) is AmqpIncomingMessage:
-                result.append(item)
+            if type(item) is _Read or item is _STOP:
+                skipped.append(item)  # not taken: the broker requeues it (and the marker stays)
             else:
-                skipped.append(item)  # not acked: the broker requeues it
+                result.append(item)
         if skipped:
             # Queued, not handed to a poller still waiting: nobody takes them now.
             incoming.put_front(skipped, hand=False)
         return result
 
-    def _take(self, item: _Read) -> list[AmqpIncomingMessage]:
+    def _take(self, item: _Read) -> list[IncomingMessage]:
         """Decode the requests of one read and ack them (one frame when possible).
 
         Malformed ones are rejected (and answered with an error where the
@@ -627,7 +636,7 @@ class AmqpListener(Listener):
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
         if not self._ack(ch, settled, tags, ack):
             return []
-        taken = []
+        taken: list[IncomingMessage] = []
         for req in requests:
             msg = self._accept(req)
             if msg is not None:
@@ -721,7 +730,7 @@ class AmqpListener(Listener):
 
     def cleanup(self) -> None:
         self.stop()
-        if self._conn is not None and self._conn.is_open:
+        if self.fanout_queue is not None and self._conn is not None and self._conn.is_open:
             try:
                 # Our uniquely named fanout queue has no other user: do not
                 # leave it collecting broadcasts until x-expires.
@@ -1092,7 +1101,16 @@ class AmqpDriver(BaseDriver):
     # -- listening -----------------------------------------------------------
 
     def listen(self, target: Any, batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
-        listener = AmqpListener(self, target)
+        return self._track(AmqpListener(self, target))
+
+    def listen_for_notifications(self, targets_and_priorities: Iterable[tuple[Any, str]], pool: str | None,
+                                 batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
+        """Consume notifications (see ``fastrpc.drivers.notifications``)."""
+        from fastrpc.drivers.notifications import AmqpNotificationListener
+
+        return self._track(AmqpNotificationListener(self, targets_and_priorities, pool))
+
+    def _track(self, listener: AmqpListener) -> AmqpListener:
         with self._lock:
             self._listeners.append(listener)
         return listener

@@ -1,0 +1,120 @@
+"""Consuming notifications over AMQP, as oslo's rabbit driver does.
+
+For each ``(target, priority)`` the listener consumes the queue
+``<topic>.<priority>`` (or one queue named after the pool, shared by the
+listeners of that pool), bound to the target's topic exchange with routing key
+``<topic>.<priority>``, declared with the arguments of RPC topic queues: the
+queue a sender declares (``AmqpDriver.send_notification``) is the same one.
+
+Unlike RPC requests, a notification is not acknowledged when it is taken: the
+listener's user acknowledges it once processed, or requeues it (oslo's
+notification server does either, depending on its endpoints' answer), so a
+listener that dies mid-way leaves it to another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from fastrpc import envelope_py
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.drivers.amqp import AmqpListener, _declare_exchange, _declare_queue, _Read
+from fastrpc.drivers.base import IncomingMessage
+from fastrpc.drivers.topology import ExchangeSpec, QueueSpec, Topology
+from fastrpc.envelope_py import EnvelopeError
+
+if TYPE_CHECKING:
+    from fastrpc.drivers.amqp import AmqpDriver
+
+LOG = logging.getLogger(__name__)
+
+
+class NotificationIncoming(IncomingMessage):
+    """One notification; ``acknowledge()`` or ``requeue()`` it once processed."""
+
+    def __init__(self, listener: AmqpNotificationListener, gen: int, channel: Any, tag: int,
+                 ctxt: dict, message: dict) -> None:
+        super().__init__(ctxt, message)
+        self._listener = listener
+        self._gen = gen
+        self._channel = channel
+        self._tag = tag
+
+    def acknowledge(self) -> None:
+        self._listener.settle(self._gen, self._channel, self._tag, requeue=False)
+
+    def requeue(self) -> None:
+        self._listener.settle(self._gen, self._channel, self._tag, requeue=True)
+
+    def reply(self, reply: Any = None, failure: BaseException | None = None) -> None:
+        pass  # nobody waits for an answer to a notification
+
+    def heartbeat(self) -> None:
+        pass
+
+
+class AmqpNotificationListener(AmqpListener):
+    """Consumes the notification queues of some targets and priorities on its own connection.
+
+    Reconnecting, stopping and polling are the RPC listener's; what differs is
+    what is declared and that taking a notification does not acknowledge it.
+    """
+
+    def __init__(self, driver: AmqpDriver, targets_and_priorities: Iterable[tuple[Any, str]],
+                 pool: str | None) -> None:
+        targets_and_priorities = list(targets_and_priorities)  # oslo passes a set
+        if not targets_and_priorities:
+            raise ValueError("a notification listener needs at least one (target, priority)")
+        topo = driver.topology
+        self._bindings: list[tuple[ExchangeSpec, QueueSpec, str]] = []
+        for target, priority in targets_and_priorities:
+            routing_key = f"{target.topic}.{priority}"
+            exchange = topo.topic_exchange(topo.exchange_name(target.exchange, driver.default_exchange))
+            queue = topo.topic_queue(routing_key)
+            if pool:
+                queue = QueueSpec(pool, queue.durable, queue.auto_delete, queue.arguments)
+            self._bindings.append((exchange, queue, routing_key))
+        super().__init__(driver, targets_and_priorities[0][0])
+
+    def _queue_names(self, topo: Topology, target: Any) -> tuple[str | None, list[str]]:
+        # One consumer per queue, even when a pool's queue has several bindings.
+        return None, list(dict.fromkeys(queue.name for _ex, queue, _key in self._bindings))
+
+    def _declare(self, ch: Any) -> None:
+        for exchange, queue, routing_key in self._bindings:
+            _declare_exchange(ch, exchange)
+            _declare_queue(ch, queue)
+            ch.queue_bind(queue.name, exchange.name, routing_key)
+
+    def _take(self, item: _Read) -> list[IncomingMessage]:
+        gen, ch, _settled, deliveries = item
+        if gen != self._gen:
+            return []  # from a dead channel: the broker requeued them
+        max_body = self._driver.max_body
+        taken: list[IncomingMessage] = []
+        for delivery in deliveries:
+            try:
+                ctxt, message = envelope_py.decode_notification(
+                    delivery.body, delivery.properties.get("content_type"), max_body)
+            except EnvelopeError as exc:
+                self._reject(ch, delivery, exc)
+                continue
+            taken.append(NotificationIncoming(self, gen, ch, delivery.delivery_tag, ctxt, message))
+        return taken
+
+    def settle(self, gen: int, channel: Any, tag: int, requeue: bool) -> None:
+        """Acknowledge (or requeue) one notification on the channel it came on."""
+        if gen != self._gen:
+            # Its channel died: the broker has requeued it already.
+            LOG.debug("Notification %d of a lost channel not settled (the broker requeued it)", tag)
+            return
+        try:
+            if requeue:
+                channel.basic_reject(tag, requeue=True)
+            else:
+                channel.basic_ack(tag)
+        except amqp_exc.AMQPError as exc:
+            LOG.warning("Could not %s a notification: %s (the broker will deliver it again)",
+                        "requeue" if requeue else "acknowledge", exc)
