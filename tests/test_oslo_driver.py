@@ -240,17 +240,18 @@ def test_malformed_notifications_are_rejected_and_listening_goes_on(broker, topi
         assert reason in caplog.text
 
 
-def test_fastrpc_options_register_beside_the_rabbit_drivers(broker):
-    # Both drivers in one process (an rpc and a notification transport, say)
-    # register the same [oslo_messaging_rabbit] options without conflict.
+@pytest.mark.parametrize("first, second", [("rabbit", "fastrpc"), ("fastrpc", "rabbit")])
+def test_fastrpc_options_register_beside_the_rabbit_drivers(broker, first, second):
+    # Both drivers in one process (an rpc and a notification transport, say),
+    # in either order, register the same [oslo_messaging_rabbit] options
+    # without conflict.
     conf = oslo_conf()
-    old = oslo_transport(broker, "rabbit", conf=conf)
-    new = oslo_transport(broker, "fastrpc", conf=conf)
+    transports = [oslo_transport(broker, first, conf=conf), oslo_transport(broker, second, conf=conf)]
     try:
         assert isinstance(conf.oslo_messaging_rabbit.heartbeat_timeout_threshold, int)
         assert conf.fastrpc.serialization == "json"
         with pytest.raises(cfg.NoSuchOptError):
             conf.fastrpc.no_such_option  # noqa: B018
     finally:
-        old.cleanup()
-        new.cleanup()
+        for transport in transports:
+            transport.cleanup()
