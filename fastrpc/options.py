@@ -88,6 +88,9 @@ _SERIALIZATIONS = ("json", "msgpack")
 # What a transport URL's query string may set, as oslo lets it set the
 # driver's group: the broker options, not the service-wide ones.
 URL_OPTIONS: dict[str, Any] = {**RABBIT_OPTIONS, **FASTRPC_OPTIONS}
+# Reconnect delays in seconds: oslo takes whole seconds, fastrpc's backoff
+# also fractions (a URL may say rabbit_retry_interval=0.2).
+_FRACTIONAL = ("rabbit_retry_interval", "rabbit_retry_backoff", "rabbit_interval_max")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -110,14 +113,17 @@ def _from_text(name: str, text: str) -> Any:
         if lowered in _FALSE:
             return False
         raise ValueError(f"option {name} takes a boolean (true/false, 1/0, yes/no, on/off), got {text!r}")
-    for kind in (int, float):
-        if isinstance(default, kind):
-            try:
-                return kind(text)
-            except ValueError:
-                raise ValueError(f"option {name} takes {'an integer' if kind is int else 'a number'}, "
-                                 f"got {text!r}") from None
-    return text
+    kind: type
+    if name in _FRACTIONAL or isinstance(default, float):
+        kind, what = float, "a number"
+    elif isinstance(default, int):
+        kind, what = int, "an integer"
+    else:
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"option {name} takes {what}, got {text!r}") from None
 
 
 def _read_conf(conf: Any, group: str, name: str) -> tuple[bool, Any]:

@@ -116,9 +116,10 @@ def test_url_query_sets_broker_options_with_their_types(caplog):
     base = Options(heartbeat_timeout_threshold=30)
     o = base.with_url_query({"heartbeat_timeout_threshold": "7", "ssl": "TRUE", "kombu_reconnect_delay": "0.5",
                              "serialization": "msgpack", "rabbit_ha_queues": "off", "no_such_option": "1",
-                             "control_exchange": "nova"})
+                             "control_exchange": "nova", "rabbit_retry_interval": "0.2"})
     assert (o.heartbeat_timeout_threshold, o.ssl, o.kombu_reconnect_delay) == (7, True, 0.5)
     assert (o.serialization, o.rabbit_ha_queues) == ("msgpack", False)
+    assert o.rabbit_retry_interval == 0.2  # reconnect delays take fractions of a second
     # Only the broker's group: service-wide options are not the URL's to set.
     assert o.control_exchange == "openstack"
     assert "no_such_option" in caplog.text and "control_exchange" in caplog.text
