@@ -9,6 +9,10 @@ One run, one broker. Scenarios:
 * ``casts``: casts end to end, from the first cast published until the server
   has dispatched the last one (fastrpc, oslo.messaging).
 
+Beside fastrpc's own API and oslo.messaging on its rabbit driver, a third
+contender is oslo.messaging's API on fastrpc's driver (``fastrpc://`` URL,
+client and server): what a service gets by changing its transport URL only.
+
 Servers and clients each run in their own process, all started up front (each
 library on its own topic) and kept running. Every scenario is measured in
 ``--rounds`` short rounds (``--seconds`` split between them), and within a round
@@ -50,7 +54,7 @@ READY_TIMEOUT = 60.0
 MAX_CASTS = 200_000
 MEMORY_CONNECTIONS = 20
 MEMORY_CALLS = 400
-LIBS = ("fastrpc", "oslo")
+LIBS = ("fastrpc", "oslo", "oslo-fastrpc")  # oslo-fastrpc: oslo.messaging's API, fastrpc:// driver
 
 
 # -- library glue (runs in the server and client processes) ----------------------
@@ -61,8 +65,8 @@ def _quiet_logging() -> None:
 
 
 def make_transport(lib: str, url: str) -> tuple[Any, Any]:
-    """(library module, transport) for fastrpc or oslo.messaging."""
-    if lib == "oslo":
+    """(library module, transport) for fastrpc or oslo.messaging (on the driver the URL names)."""
+    if lib.startswith("oslo"):
         import oslo_messaging as om
         from oslo_config import cfg
 
@@ -416,7 +420,7 @@ class LibContender:
     """One library (and executor): its server and one client per thread count, all kept running."""
 
     def __init__(self, lib: str, b: common.Broker, executor: str, thread_counts: list[int]) -> None:
-        url = b.transport_url("fastrpc" if lib == "fastrpc" else "rabbit")
+        url = b.transport_url("rabbit" if lib == "oslo" else "fastrpc")
         topic = f"bench_{lib}_{executor}_{uuid.uuid4().hex[:8]}"
         env = common.python_env()
         self.what = f"{lib} ({executor})"
@@ -501,7 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0,
                    help="time per scenario and contender, split into the rounds (default 5)")
     p.add_argument("--rounds", type=int, default=5, help="rounds per scenario (default 5)")
-    p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out")
+    p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out (both contenders)")
+    p.add_argument("--skip-oslo-api", action="store_true",
+                   help="leave out oslo.messaging's API on fastrpc's driver")
     p.add_argument("--skip-memory", action="store_true", help="leave the memory measurements out")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
@@ -547,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [("fastrpc" if i == 0 else f"fastrpc [{e}]", "fastrpc", e) for i, e in enumerate(executors)]
     if not args.skip_oslo:
         runs.append(("oslo", "oslo", "threading"))
+        if not args.skip_oslo_api:
+            runs.append(("oslo-fastrpc", "oslo-fastrpc", "threading"))
     memory: dict[str, Any] = {}
     contenders: dict[str, Any] = {}
     with common.broker() as b:
@@ -570,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     names = {key: key for key, _, _ in runs}
     names.update({"fastrpc": f"fastrpc [{executors[0]}]" if len(executors) > 1 else "fastrpc",
-                  "oslo": "oslo.messaging", "C (librabbitmq)": "C (librabbitmq)"})
+                  "oslo": "oslo.messaging", "oslo-fastrpc": "oslo.messaging on fastrpc://",
+                  "C (librabbitmq)": "C (librabbitmq)"})
     summary: dict[str, dict[str, Any]] = {}
     for scenario, _ in scenarios:
         oslo_rounds = raw.get("oslo", {}).get(scenario)

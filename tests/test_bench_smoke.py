@@ -26,12 +26,13 @@ def test_rpc_scenarios_runs_every_contender_in_rounds(broker, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout
-    for row in ("fastrpc [threading]", "fastrpc [blocking]", "oslo.messaging", "C (librabbitmq)"):
+    for row in ("fastrpc [threading]", "fastrpc [blocking]", "oslo.messaging", "oslo.messaging on fastrpc://",
+                "C (librabbitmq)"):
         assert row in table, table
     data = json.loads(out.read_text())
     summary = data["summary"]
-    assert set(summary) == {"fastrpc", "fastrpc [blocking]", "oslo", "C (librabbitmq)"}
-    for key in ("fastrpc", "fastrpc [blocking]", "oslo"):
+    assert set(summary) == {"fastrpc", "fastrpc [blocking]", "oslo", "oslo-fastrpc", "C (librabbitmq)"}
+    for key in ("fastrpc", "fastrpc [blocking]", "oslo", "oslo-fastrpc"):
         for scenario in ("sequential", "casts"):
             result = summary[key][scenario]
             assert result["rounds"] == 2 and result["rate"] > 0
