@@ -20,6 +20,9 @@ Importing this module needs oslo.messaging; nothing else in fastrpc does.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 import oslo_messaging
@@ -29,7 +32,7 @@ from oslo_messaging._drivers import base as oslo_base
 from oslo_messaging._drivers import common as oslo_common
 
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp import AmqpDriver
+from fastrpc.drivers.amqp import AmqpDriver, Backoff
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
@@ -38,6 +41,7 @@ from fastrpc.transport import mask_url
 
 __all__ = ["FastrpcDriver", "register_opts", "FASTRPC_OPTS"]
 
+LOG = logging.getLogger(__name__)
 RABBIT_GROUP = "oslo_messaging_rabbit"
 FASTRPC_GROUP = "fastrpc"
 
@@ -56,6 +60,21 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         if group == RABBIT_GROUP:
             conf.register_opts(options, group=RABBIT_GROUP)
     conf.register_opts(FASTRPC_OPTS, group=FASTRPC_GROUP)
+
+
+def _until_connected(make: Callable[[], Listener], conf: Any) -> Listener:
+    """``make()``, retried while the broker cannot be reached: oslo's servers
+    wait for the broker at start (a service may start before it)."""
+    backoff = Backoff(conf)
+    while True:
+        try:
+            return make()
+        except (amqp_exc.AMQPError, OSError) as exc:
+            if isinstance(exc, amqp_exc.ChannelClosed):
+                raise  # refused (a declare with other arguments): waiting cannot help
+            delay = backoff.next()
+            LOG.warning("Cannot listen yet (%s); next attempt in %.1fs", exc, delay)
+            time.sleep(delay)
 
 
 def _sent(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -97,13 +116,18 @@ class FastrpcDriver(oslo_base.BaseDriver):
         pass  # notifications can be requeued
 
     def listen(self, target: Any, batch_size: int, batch_timeout: float | None) -> oslo_base.Listener:
-        listener = _PollListener(self._driver.listen(target, batch_size, batch_timeout), _RpcIncoming)
-        return oslo_base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
+        return self._adapt(lambda: self._driver.listen(target, batch_size, batch_timeout), _RpcIncoming,
+                           batch_size, batch_timeout)
 
     def listen_for_notifications(self, targets_and_priorities: Any, pool: str | None, batch_size: int,
                                  batch_timeout: float | None) -> oslo_base.Listener:
-        listener = _PollListener(self._driver.listen_for_notifications(targets_and_priorities, pool),
-                                 _Incoming)
+        return self._adapt(lambda: self._driver.listen_for_notifications(targets_and_priorities, pool),
+                           _Incoming, batch_size, batch_timeout)
+
+    def _adapt(self, make: Callable[[], Listener], wrap: type[_Incoming], batch_size: int,
+               batch_timeout: float | None) -> oslo_base.Listener:
+        prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
+        listener = _PollListener(_until_connected(make, self._driver.conf), wrap, prefetch)
         return oslo_base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
 
     def cleanup(self) -> None:
@@ -113,16 +137,27 @@ class FastrpcDriver(oslo_base.BaseDriver):
 class _PollListener(oslo_base.PollStyleListener):
     """fastrpc's listener as oslo polls it: messages wrapped in oslo's message type."""
 
-    def __init__(self, listener: Listener, wrap: type[_Incoming]) -> None:
-        super().__init__()
+    def __init__(self, listener: Listener, wrap: type[_Incoming], prefetch_size: int) -> None:
+        super().__init__(prefetch_size)
         self._listener = listener
         self._wrap = wrap
 
     def poll(self, timeout: float | None = None, batch_size: int = 1,
              batch_timeout: float | None = None) -> list[_Incoming]:
-        wait = batch_timeout if batch_timeout is not None else timeout
+        """Up to ``batch_size`` messages: as soon as that many came, else when
+        the time is up (``batch_timeout`` or ``timeout``; None waits for a full
+        batch), or the listener stopped, as oslo's batching poll does."""
+        wait = batch_timeout or timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        taken: list[IncomingMessage] = []
+        while len(taken) < batch_size:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            got = self._listener.poll(left, batch_size - len(taken))
+            if not got:
+                break  # time is up, or stopped
+            taken += got
         wrap = self._wrap
-        return [wrap(msg) for msg in self._listener.poll(wait, batch_size)]
+        return [wrap(msg) for msg in taken]
 
     def stop(self) -> None:
         self._listener.stop()

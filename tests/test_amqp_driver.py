@@ -400,3 +400,38 @@ def test_queues_deleted_under_consumers_are_declared_again(broker, topic):
         assert pair.call("direct", server="s1") == "direct"
     finally:
         pair.close()
+
+
+def test_a_reconnect_finishing_after_cleanup_consumes_nothing(broker, topic, monkeypatch):
+    """A listener stopped and cleaned up while its reconnect is still
+    connecting: the new connection is closed, no consumer is left behind."""
+    import fastrpc.drivers.amqp as amqp_module
+
+    driver = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
+    listener = driver.listen(Target(topic=topic, server="s1"))
+    connecting, proceed = threading.Event(), threading.Event()
+    opened: list[Connection] = []
+    real_open = amqp_module.open_connection
+
+    def slow_open(params, lost=None):
+        conn = real_open(params, lost)
+        opened.append(conn)
+        connecting.set()
+        assert proceed.wait(WAIT)
+        return conn
+
+    monkeypatch.setattr(amqp_module, "open_connection", slow_open)
+    try:
+        broker.ctl("close_all_connections", "test: lost while stopping")
+        assert connecting.wait(WAIT)  # the reconnect is under way
+        listener.stop()
+        listener.cleanup()
+    finally:
+        proceed.set()
+    deadline = time.monotonic() + WAIT
+    while opened[0].is_open:
+        assert time.monotonic() < deadline, "the late connection stayed open"
+        time.sleep(0.05)
+    rows = [line.split() for line in broker.ctl("list_queues", "name", "consumers").splitlines()]
+    assert [f"{topic}.s1", "0"] in rows, rows
+    driver.cleanup()

@@ -6,7 +6,10 @@ still use oslo's rabbit driver (a rolling upgrade), in both directions.
 from __future__ import annotations
 
 import collections
+import json
+import math
 import queue
+import threading
 
 import oslo_messaging
 import pytest
@@ -14,6 +17,7 @@ from oslo_config import cfg
 from test_oslo_interop import THIS_MODULE, WAIT, CustomError, Endpoint, assert_remote_errors_for_oslo, oslo_conf, stop
 
 from fastrpc.oslo_driver import FastrpcDriver
+from fastrpc.testing.ports import free_ports
 
 
 def url_for(broker, scheme: str, query: str = "") -> str:
@@ -187,6 +191,30 @@ def test_notifications_between_fastrpc_and_oslo(broker, topic, listener_scheme):
     assert queue_depth(broker, f"{topic}.info") == 0  # every one acknowledged
 
 
+def test_fastrpc_and_oslo_listeners_hand_endpoints_the_same(broker, topic):
+    # One listener on each driver, each with its own pool (so both get every
+    # notification): endpoints see the same event types, payloads and contexts.
+    receivers = {scheme: oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, scheme))
+                 for scheme in ("rabbit", "fastrpc")}
+    eps = {scheme: NotificationEndpoint() for scheme in receivers}
+    listeners = [oslo_messaging.get_notification_listener(receivers[scheme], [oslo_messaging.Target(topic=topic)],
+                                                          [eps[scheme]], pool=f"{topic}_{scheme}")
+                 for scheme in receivers]
+    for listener in listeners:
+        listener.start()
+    try:
+        notify_both_ways(broker, topic)
+        got = {scheme: receive(ep, 4) for scheme, ep in eps.items()}
+        for publisher in ("rabbit.host1", "fastrpc.host1"):
+            assert sorted(got["fastrpc"][publisher], key=repr) == sorted(got["rabbit"][publisher], key=repr)
+    finally:
+        for listener in listeners:
+            listener.stop()
+            listener.wait()
+        for transport in receivers.values():
+            transport.cleanup()
+
+
 def test_fastrpc_notification_listener_requeues_and_shares_a_pool(broker, topic):
     receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
     # Two listeners of one pool share its queue; REQUEUE gives a notification back.
@@ -238,6 +266,115 @@ def test_malformed_notifications_are_rejected_and_listening_goes_on(broker, topi
     assert queue_depth(broker, f"{topic}.info") == 0  # rejected without requeue, the others acknowledged
     for reason in ("body is not valid JSON", "envelope is not a mapping", "unsupported oslo.version"):
         assert reason in caplog.text
+
+
+def test_malformed_nan_and_infinity_notifications_are_read_as_oslo_reads_them(broker, topic):
+    # oslo's JSON writer puts NaN and Infinity in bodies; such a notification
+    # must not be thrown away as malformed.
+    from fastrpc.amqp.connection import Connection
+
+    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
+    ep = NotificationEndpoint()
+    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
+    listener.start()
+    try:
+        inner = '{"event_type": "m.x", "publisher_id": "p", "priority": "INFO", "payload": {"v": NaN, "w": Infinity}}'
+        body = json.dumps({"oslo.version": "2.0", "oslo.message": inner}).encode()
+        with Connection(broker.url) as conn:
+            conn.channel().basic_publish("", f"{topic}.info", body, {"content_type": "application/json"})
+        event_type, publisher, payload, _ctxt = ep.seen.get(timeout=WAIT)
+        assert (event_type, publisher, math.isnan(payload["v"]), payload["w"]) == ("m.x", "p", True, math.inf)
+    finally:
+        listener.stop()
+        listener.wait()
+        receiver.cleanup()
+
+
+class BatchEndpoint:
+    def __init__(self) -> None:
+        self.batches: queue.SimpleQueue = queue.SimpleQueue()
+
+    def info(self, messages):
+        self.batches.put(sorted(m["payload"]["n"] for m in messages))
+
+
+def test_batch_listener_fills_its_batches_then_times_out(broker, topic):
+    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
+    sender = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
+    ep = BatchEndpoint()
+    listener = oslo_messaging.get_batch_notification_listener(
+        receiver, [oslo_messaging.Target(topic=topic)], [ep], batch_size=3, batch_timeout=4)
+    listener.start()
+    try:
+        notifier = oslo_messaging.Notifier(sender, publisher_id="p", driver="messagingv2", topics=[topic])
+        for n in range(4):  # one message per read: the batch is filled across reads
+            notifier.info({}, "batch.x", {"n": n})
+        assert ep.batches.get(timeout=WAIT) == [0, 1, 2]
+        assert ep.batches.get(timeout=WAIT) == [3]  # what the batch timeout found
+    finally:
+        listener.stop()
+        listener.wait()
+        receiver.cleanup()
+        sender.cleanup()
+    assert queue_depth(broker, f"{topic}.info") == 0
+
+
+def test_retry_minus_one_retries_until_the_transport_is_cleaned_up(caplog):
+    # oslo: retry None or -1 means for ever (the notifier's default is -1).
+    port = free_ports(1)[0]  # nobody listens there
+    transport = oslo_messaging.get_rpc_transport(
+        oslo_conf(), url=f"fastrpc://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1&rabbit_interval_max=0.3")
+    client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="nowhere"), retry=-1)
+    outcome: dict[str, BaseException] = {}
+
+    def cast() -> None:
+        try:
+            client.cast({}, "x")
+        except BaseException as exc:  # what ended it, checked below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=cast)
+    thread.start()
+    try:
+        thread.join(2.0)
+        assert thread.is_alive() and not outcome  # still trying after 2 s
+        assert caplog.text.count("retrying in") >= 2
+    finally:
+        transport.cleanup()
+        thread.join(WAIT)
+    assert not thread.is_alive()
+    assert isinstance(outcome["error"], oslo_messaging.MessageDeliveryFailure)
+
+
+def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory, topic):
+    # oslo's servers wait at start() for the broker (services may boot first).
+    node = rabbit_node_factory(autostart=False)
+    url = f"fastrpc://{node.url.split('://', 1)[1]}?rabbit_retry_interval=0.2&rabbit_interval_max=0.5"
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=url)
+    srv = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic=topic, server="s1"),
+                                        [Endpoint("s1")])
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            srv.start()
+        except BaseException as exc:  # reported by the asserts below
+            failed.append(exc)
+
+    started = threading.Thread(target=start)
+    started.start()
+    try:
+        started.join(1.0)
+        assert started.is_alive(), failed  # waiting for the broker
+        node.start()
+        started.join(WAIT * 6)
+        assert not started.is_alive() and not failed, failed
+        client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic=topic), timeout=WAIT)
+        assert client.call({}, "whoami") == "s1"
+    finally:
+        if not started.is_alive():
+            stop(srv)
+        transport.cleanup()
 
 
 @pytest.mark.parametrize("first, second", [("rabbit", "fastrpc"), ("fastrpc", "rabbit")])

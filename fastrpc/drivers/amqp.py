@@ -429,10 +429,17 @@ class AmqpListener(Listener):
                 self._run_inline(handler, item)
 
             with self._lock:
-                self._gen = gen
-                self._conn, self._channel = conn, ch
-                if gen > 1:
-                    self.reconnects += 1
+                # Checked where cleanup() reads _conn: either it closes this
+                # connection, or this sees the stop and closes it here.
+                stopped = self._stopped.is_set()
+                if not stopped:
+                    self._gen = gen
+                    self._conn, self._channel = conn, ch
+                    if gen > 1:
+                        self.reconnects += 1
+            if stopped:
+                conn.close()  # stopped while connecting: nothing to consume for
+                return
             def on_cancel(tag: str) -> None:
                 self._restart(ch, f"the broker cancelled its consumer {tag!r} (queue deleted or its node lost)")
 
@@ -474,7 +481,8 @@ class AmqpListener(Listener):
                 LOG.warning("Listener reconnect failed: %s; next attempt in %.1fs", exc, delay)
                 self._stopped.wait(delay)
                 continue
-            LOG.info("Listener for topic %s reconnected", self._target.topic)
+            if not self._stopped.is_set():
+                LOG.info("Listener for topic %s reconnected", self._target.topic)
             return
 
     # -- inline dispatch -----------------------------------------------------
@@ -730,15 +738,17 @@ class AmqpListener(Listener):
 
     def cleanup(self) -> None:
         self.stop()
-        if self.fanout_queue is not None and self._conn is not None and self._conn.is_open:
+        with self._lock:  # after stop(): a reconnect either published its connection or will close it
+            conn, ch = self._conn, self._channel
+        if self.fanout_queue is not None and conn is not None and conn.is_open:
             try:
                 # Our uniquely named fanout queue has no other user: do not
                 # leave it collecting broadcasts until x-expires.
-                self._channel.queue_delete(self.fanout_queue)
+                ch.queue_delete(self.fanout_queue)
             except amqp_exc.AMQPError as exc:
                 LOG.debug("fanout queue delete failed: %s", exc)
-        if self._conn is not None:
-            self._conn.close()
+        if conn is not None:
+            conn.close()
         self._driver._forget_listener(self)
 
 
@@ -993,9 +1003,11 @@ class AmqpDriver(BaseDriver):
     def _with_retry(self, func: Any, retry: int | None, deadline: float | None) -> Any:
         """Run ``func``, reconnecting after connection errors.
 
-        ``retry`` None retries until ``deadline`` (forever for casts, as oslo
-        does), 0 never retries, N retries N times.
+        ``retry`` None or negative retries until ``deadline`` (forever for
+        casts, as oslo does), 0 never retries, N retries N times.
         """
+        if retry is not None and retry < 0:
+            retry = None
         backoff = Backoff(self.conf)
         attempts = 0
         while True:

@@ -101,6 +101,8 @@ class AmqpNotificationListener(AmqpListener):
             except EnvelopeError as exc:
                 self._reject(ch, delivery, exc)
                 continue
+            # oslo's listeners hand every context over with this key.
+            ctxt["client_timeout"] = message.pop("_timeout", None)
             taken.append(NotificationIncoming(self, gen, ch, delivery.delivery_tag, ctxt, message))
         return taken
 
