@@ -27,6 +27,7 @@ from fastrpc.envelope_py import (
     VERSION_KEY,
     EnvelopeError,
     is_msgpack_type,
+    loads_lenient,
     Reply,
     Request,
     to_primitive,
@@ -46,6 +47,9 @@ cdef int _OPT_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 cdef object _dumps = orjson.dumps
 cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
+# What orjson refuses but Python's json (oslo's peers) writes, NaN say: the
+# slow path only, after orjson failed.
+cdef object _loads_lenient = loads_lenient
 cdef object _JSONEncodeError = orjson.JSONEncodeError
 cdef object _packb = msgpack.packb
 cdef object _unpackb = msgpack.unpackb
@@ -319,8 +323,8 @@ cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out
             if inner is not None:
                 return <dict>inner
         try:
-            outer = _loads(body)
-        except _JSONDecodeError:
+            outer = _loads_lenient(body)
+        except ValueError:
             raise EnvelopeError("body is not valid JSON") from None
     if type(outer) is not dict:
         raise EnvelopeError(f"envelope is not a mapping ({type(outer).__name__})", binary=binary)
@@ -334,8 +338,8 @@ cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out
         if not isinstance(raw, str):
             raise EnvelopeError("oslo.message is not a string")
         try:
-            inner = _loads(raw)
-        except _JSONDecodeError:
+            inner = _loads_lenient(raw)
+        except ValueError:
             raise EnvelopeError("oslo.message is not valid JSON") from None
     if type(inner) is not dict:
         raise EnvelopeError(f"oslo.message is not a mapping ({type(inner).__name__})", binary=binary)

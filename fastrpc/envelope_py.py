@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import msgpack
@@ -201,17 +200,21 @@ def is_msgpack_type(ctype: Any) -> bool:
     raise EnvelopeError(f"unsupported content type {str(ctype)[:60]!r}")
 
 
-def _loads_lenient(text: Any) -> Any:
+def loads_lenient(text: Any) -> Any:
     """JSON as Python's json module reads it (NaN, Infinity, lone surrogates),
-    which is how oslo's peers write it; orjson first, as it is faster."""
+    which is how oslo's peers may write it; orjson first, as it is faster.
+    Raises ValueError for anything else, too deep nesting included."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
-def _load(body: Any, ctype: str | None, max_size: int,
-          loads: Callable[[Any], Any] = orjson.loads) -> tuple[dict[str, Any], bool]:
+def _load(body: Any, ctype: str | None, max_size: int) -> tuple[dict[str, Any], bool]:
     """Parse the outer envelope; return the inner mapping and whether msgpack."""
     size = len(body)
     if size > max_size:
@@ -224,8 +227,8 @@ def _load(body: Any, ctype: str | None, max_size: int,
             raise EnvelopeError(f"body is not valid msgpack ({type(exc).__name__})", binary=True) from None
     else:
         try:
-            outer = loads(body)
-        except ValueError:  # orjson's and json's decode errors both are
+            outer = loads_lenient(body)
+        except ValueError:
             raise EnvelopeError("body is not valid JSON") from None
     if type(outer) is not dict:
         raise EnvelopeError(f"envelope is not a mapping ({type(outer).__name__})", binary=binary)
@@ -240,7 +243,7 @@ def _load(body: Any, ctype: str | None, max_size: int,
         if not isinstance(raw, str):
             raise EnvelopeError("oslo.message is not a string")
         try:
-            inner = loads(raw)
+            inner = loads_lenient(raw)
         except ValueError:
             raise EnvelopeError("oslo.message is not valid JSON") from None
     if type(inner) is not dict:
@@ -275,10 +278,8 @@ def decode_notification(body: Any, ctype: str | None = JSON,
     """Parse a notification (enveloped 2.0 or bare 1.0): its context and message.
 
     No field is required: oslo's notification dispatcher reads what it needs.
-    Read as leniently as oslo reads it: a NaN in a measurement must not get a
-    notification thrown away.
     """
-    inner, binary = _load(body, ctype, max_size, _loads_lenient)
+    inner, binary = _load(body, ctype, max_size)
     ctxt, message = _split_context(inner, binary=binary)
     message.pop("_unique_id", None)
     return ctxt, message

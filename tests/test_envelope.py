@@ -524,3 +524,24 @@ def test_fast_path_property(args, ctxt, result, mutations):
             else:
                 mutated[pos:pos + len(data)] = data
         _assert_same(bytes(mutated))
+
+
+def test_nan_and_infinity_from_python_json_are_read_as_oslo_reads_them(env):
+    # oslo's peers write with Python's json module, which emits NaN and
+    # Infinity; orjson refuses them, so the decoders fall back to json.
+    inner = {"method": "m", "args": {"v": float("nan"), "w": float("inf")}, "_unique_id": "u",
+             "_context_user": "x"}
+    for body in (json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)}).encode(),
+                 json.dumps(inner).encode()):
+        req = env.decode_request(body)
+        assert req.message["args"]["v"] != req.message["args"]["v"]  # NaN
+        assert req.message["args"]["w"] == float("inf") and req.ctxt == {"user": "x"}
+
+
+def test_json_nested_too_deeply_is_malformed_not_a_crash(env):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(EnvelopeError, match="not valid JSON"):
+        env.decode_request(deep)
+    inner = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(EnvelopeError, match="oslo.message is not valid JSON"):
+        env.decode_request(json.dumps({"oslo.version": "2.0", "oslo.message": inner}).encode())
