@@ -32,7 +32,7 @@ from oslo_messaging._drivers import base as oslo_base
 from oslo_messaging._drivers import common as oslo_common
 
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp import AmqpDriver, Backoff
+from fastrpc.drivers.amqp import AmqpDriver, AmqpListener, Backoff
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
@@ -127,11 +127,46 @@ class FastrpcDriver(oslo_base.BaseDriver):
     def _adapt(self, make: Callable[[], Listener], wrap: type[_Incoming], batch_size: int,
                batch_timeout: float | None) -> oslo_base.Listener:
         prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
-        listener = _PollListener(_until_connected(make, self._driver.conf), wrap, prefetch)
-        return oslo_base.PollStyleListenerAdapter(listener, batch_size, batch_timeout)
+        listener = _until_connected(make, self._driver.conf)
+        if isinstance(listener, AmqpListener) and (batch_size == 1 or prefetch == 1):
+            return _PushListener(listener, wrap, prefetch)
+        return oslo_base.PollStyleListenerAdapter(_PollListener(listener, wrap, prefetch), batch_size,
+                                                  batch_timeout)
 
     def cleanup(self) -> None:
         self._driver.cleanup()
+
+
+class _PushListener(oslo_base.Listener):
+    """Messages one at a time, handed to oslo's callback by the thread that
+    reads the connection: no polling thread in between. oslo's servers only
+    submit each message to their executor there, which never waits."""
+
+    def __init__(self, listener: AmqpListener, wrap: type[_Incoming], prefetch_size: int) -> None:
+        super().__init__(1, None, prefetch_size)
+        self._listener = listener
+        self._wrap = wrap
+
+    def start(self, on_incoming_callback: Callable[[list[_Incoming]], Any]) -> None:
+        super().start(on_incoming_callback)
+        wrap = self._wrap
+
+        def handle(msg: IncomingMessage) -> None:
+            try:
+                on_incoming_callback([wrap(msg)])
+            except Exception:  # the reader thread must go on for the other messages
+                LOG.exception("The server refused a message it was handed")
+
+        self._listener.dispatch_inline(handle)
+
+    def stop(self) -> None:
+        self._listener.stop()
+        # After this returns, the callback is not called again (oslo's contract).
+        self._listener.wait_inline_idle()
+        super().stop()
+
+    def cleanup(self) -> None:
+        self._listener.cleanup()
 
 
 class _PollListener(oslo_base.PollStyleListener):
