@@ -62,16 +62,19 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(FASTRPC_OPTS, group=FASTRPC_GROUP)
 
 
-def _until_connected(make: Callable[[], Listener], conf: Any) -> Listener:
+def _until_connected(make: Callable[[], Listener], driver: AmqpDriver) -> Listener:
     """``make()``, retried while the broker cannot be reached: oslo's servers
-    wait for the broker at start (a service may start before it)."""
-    backoff = Backoff(conf)
+    wait for the broker at start (a service may start before it), until the
+    transport is cleaned up."""
+    backoff = Backoff(driver.conf)
     while True:
         try:
             return make()
         except (amqp_exc.AMQPError, OSError) as exc:
             if isinstance(exc, amqp_exc.ChannelClosed):
                 raise  # refused (a declare with other arguments): waiting cannot help
+            if driver.closed:
+                raise oslo_messaging.MessageDeliveryFailure(f"the transport was cleaned up: {exc}") from exc
             delay = backoff.next()
             LOG.warning("Cannot listen yet (%s); next attempt in %.1fs", exc, delay)
             time.sleep(delay)
@@ -127,7 +130,7 @@ class FastrpcDriver(oslo_base.BaseDriver):
     def _adapt(self, make: Callable[[], Listener], wrap: type[_Incoming], batch_size: int,
                batch_timeout: float | None) -> oslo_base.Listener:
         prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
-        listener = _until_connected(make, self._driver.conf)
+        listener = _until_connected(make, self._driver)
         if isinstance(listener, AmqpListener) and (batch_size == 1 or prefetch == 1):
             return _PushListener(listener, wrap, prefetch)
         return oslo_base.PollStyleListenerAdapter(_PollListener(listener, wrap, prefetch), batch_size,

@@ -412,6 +412,29 @@ def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory, to
         transport.cleanup()
 
 
+def test_a_server_waiting_for_its_broker_gives_up_at_cleanup(topic):
+    port = free_ports(1)[0]  # nobody listens there
+    transport = oslo_messaging.get_rpc_transport(
+        oslo_conf(), url=f"fastrpc://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1&rabbit_interval_max=0.3")
+    srv = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic=topic, server="s1"), [Endpoint("s1")])
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            srv.start()
+        except BaseException as exc:  # checked below
+            failed.append(exc)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive()  # waiting for the broker
+    transport.cleanup()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], oslo_messaging.MessageDeliveryFailure), failed
+
+
 @pytest.mark.parametrize("first, second", [("rabbit", "fastrpc"), ("fastrpc", "rabbit")])
 def test_fastrpc_options_register_beside_the_rabbit_drivers(broker, first, second):
     # Both drivers in one process (an rpc and a notification transport, say),

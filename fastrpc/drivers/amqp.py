@@ -1127,6 +1127,11 @@ class AmqpDriver(BaseDriver):
             self._listeners.append(listener)
         return listener
 
+    @property
+    def closed(self) -> bool:
+        """Whether cleanup() was called."""
+        return self._closed
+
     def _forget_listener(self, listener: AmqpListener) -> None:
         with self._lock:
             if listener in self._listeners:
