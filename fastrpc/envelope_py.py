@@ -274,15 +274,15 @@ def _split_context(inner: dict[str, Any], msg_id: str | None = None, reply_q: st
 
 
 def decode_notification(body: Any, ctype: str | None = JSON,
-                        max_size: int = DEFAULT_MAX_BODY) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Parse a notification (enveloped 2.0 or bare 1.0): its context and message.
+                        max_size: int = DEFAULT_MAX_BODY) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Parse a notification (enveloped 2.0 or bare 1.0): its context, message and ``_unique_id``.
 
     No field is required: oslo's notification dispatcher reads what it needs.
     """
     inner, binary = _load(body, ctype, max_size)
     ctxt, message = _split_context(inner, binary=binary)
-    message.pop("_unique_id", None)
-    return ctxt, message
+    unique_id = message.pop("_unique_id", None)
+    return ctxt, message, unique_id if isinstance(unique_id, str) else None
 
 
 def decode_request(body: Any, ctype: str | None = JSON, max_size: int = DEFAULT_MAX_BODY) -> Request:

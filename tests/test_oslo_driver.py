@@ -10,6 +10,7 @@ import json
 import math
 import queue
 import threading
+import time
 
 import oslo_messaging
 import pytest
@@ -323,6 +324,41 @@ def test_malformed_nan_and_infinity_notifications_are_read_as_oslo_reads_them(br
         listener.stop()
         listener.wait()
         receiver.cleanup()
+
+
+def test_a_notification_delivered_again_after_its_ack_is_not_run_twice(broker, topic):
+    # oslo's listeners remember the _unique_id of what they acknowledged: a
+    # redelivery (its ack lost to a reconnect, say) is acknowledged, not run.
+    from fastrpc.amqp.connection import Connection
+
+    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
+    ep = NotificationEndpoint()
+    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
+    listener.start()
+
+    def body(event_type: str, unique_id: str) -> bytes:
+        inner = {"event_type": event_type, "publisher_id": "p", "priority": "INFO", "payload": {},
+                 "_unique_id": unique_id}
+        return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)}).encode()
+
+    try:
+        with Connection(broker.url) as conn:
+            ch = conn.channel()
+            ch.basic_publish("", f"{topic}.info", body("dup.first", "u1"), {"content_type": "application/json"})
+            assert ep.seen.get(timeout=WAIT)[0] == "dup.first"
+            deadline = time.monotonic() + WAIT
+            while f"{topic}.info\t0" not in broker.ctl("list_queues", "name", "messages_unacknowledged"):
+                assert time.monotonic() < deadline, "the first one was never acknowledged"
+                time.sleep(0.05)
+            ch.basic_publish("", f"{topic}.info", body("dup.again", "u1"), {"content_type": "application/json"})
+            ch.basic_publish("", f"{topic}.info", body("dup.marker", "u2"), {"content_type": "application/json"})
+        assert ep.seen.get(timeout=WAIT)[0] == "dup.marker"  # the one in between was skipped
+        assert ep.seen.empty()
+    finally:
+        listener.stop()
+        listener.wait()
+        receiver.cleanup()
+    assert queue_depth(broker, f"{topic}.info") == 0  # the duplicate was acknowledged too
 
 
 class BatchEndpoint:

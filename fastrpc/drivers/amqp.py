@@ -669,23 +669,27 @@ class AmqpListener(Listener):
             return False
         return True
 
+    def _seen_before(self, uid: str, remember: bool = True) -> bool:
+        """Whether ``uid`` was remembered already (counted as a duplicate);
+        else remember it if asked. One step under the lock: several workers
+        take messages at once."""
+        seen = self._seen
+        with self._seen_lock:
+            if uid in seen:
+                self.duplicates += 1
+                return True
+            if remember:
+                seen[uid] = None
+                if len(seen) > DEDUP_WINDOW:
+                    seen.popitem(last=False)
+        return False
+
     def _accept(self, req: Any) -> AmqpIncomingMessage | None:
         """The incoming message for an acked request; None for a duplicate."""
         uid = req.unique_id
-        if uid is not None:
-            seen = self._seen
-            # Several workers take requests at once: check and insert as one step.
-            with self._seen_lock:
-                duplicate = uid in seen
-                if duplicate:
-                    self.duplicates += 1
-                else:
-                    seen[uid] = None
-                    if len(seen) > DEDUP_WINDOW:
-                        seen.popitem(last=False)
-            if duplicate:
-                LOG.warning("Dropped duplicate request %s", uid)
-                return None
+        if uid is not None and self._seen_before(uid):
+            LOG.warning("Dropped duplicate request %s", uid)
+            return None
         ctxt = req.ctxt
         # oslo's servers hand endpoints the context with this key added; do
         # the same so an endpoint sees one context whichever server runs it.

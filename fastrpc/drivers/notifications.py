@@ -9,7 +9,9 @@ queue a sender declares (``AmqpDriver.send_notification``) is the same one.
 Unlike RPC requests, a notification is not acknowledged when it is taken: the
 listener's user acknowledges it once processed, or requeues it (oslo's
 notification server does either, depending on its endpoints' answer), so a
-listener that dies mid-way leaves it to another.
+listener that dies mid-way leaves it to another. As oslo's listeners do, the
+``_unique_id`` of each acknowledged one is remembered, and one delivered again
+(its ack lost to a reconnect, say) is acknowledged and not run twice.
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ class NotificationIncoming(IncomingMessage):
     """One notification; ``acknowledge()`` or ``requeue()`` it once processed."""
 
     def __init__(self, listener: AmqpNotificationListener, gen: int, channel: Any, tag: int,
-                 ctxt: dict, message: dict) -> None:
+                 ctxt: dict, message: dict, unique_id: str | None) -> None:
         super().__init__(ctxt, message)
         self._listener = listener
         self._gen = gen
         self._channel = channel
         self._tag = tag
+        self._unique_id = unique_id
 
     def acknowledge(self) -> None:
         self._listener.settle(self._gen, self._channel, self._tag, requeue=False)
+        if self._unique_id is not None:
+            # Handled: if the ack is lost (a reconnect) and it comes again, skip it.
+            self._listener._seen_before(self._unique_id)
 
     def requeue(self) -> None:
         self._listener.settle(self._gen, self._channel, self._tag, requeue=True)
@@ -96,14 +102,20 @@ class AmqpNotificationListener(AmqpListener):
         taken: list[IncomingMessage] = []
         for delivery in deliveries:
             try:
-                ctxt, message = envelope_py.decode_notification(
+                ctxt, message, unique_id = envelope_py.decode_notification(
                     delivery.body, delivery.properties.get("content_type"), max_body)
             except EnvelopeError as exc:
                 self._reject(ch, delivery, exc)
                 continue
+            if unique_id is not None and self._seen_before(unique_id, remember=False):
+                # Handled and acknowledged before (as oslo's listeners, which
+                # remember the acknowledged ones): acknowledge it, do not run it again.
+                LOG.warning("Dropped duplicate notification %s", unique_id)
+                self.settle(gen, ch, delivery.delivery_tag, requeue=False)
+                continue
             # oslo's listeners hand every context over with this key.
             ctxt["client_timeout"] = message.pop("_timeout", None)
-            taken.append(NotificationIncoming(self, gen, ch, delivery.delivery_tag, ctxt, message))
+            taken.append(NotificationIncoming(self, gen, ch, delivery.delivery_tag, ctxt, message, unique_id))
         return taken
 
     def settle(self, gen: int, channel: Any, tag: int, requeue: bool) -> None:
