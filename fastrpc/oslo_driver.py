@@ -33,7 +33,7 @@ from oslo_messaging._drivers import common as oslo_common
 
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp import AmqpDriver, AmqpListener, Backoff
-from fastrpc.drivers.base import IncomingMessage, Listener
+from fastrpc.drivers.base import IncomingMessage
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
 from fastrpc.options import FASTRPC_OPTIONS, Options
@@ -62,7 +62,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(FASTRPC_OPTS, group=FASTRPC_GROUP)
 
 
-def _until_connected(make: Callable[[], Listener], driver: AmqpDriver) -> Listener:
+def _until_connected(make: Callable[[], AmqpListener], driver: AmqpDriver) -> AmqpListener:
     """``make()``, retried while the broker cannot be reached: oslo's servers
     wait for the broker at start (a service may start before it), until the
     transport is cleaned up."""
@@ -127,11 +127,11 @@ class FastrpcDriver(oslo_base.BaseDriver):
         return self._adapt(lambda: self._driver.listen_for_notifications(targets_and_priorities, pool),
                            _Incoming, batch_size, batch_timeout)
 
-    def _adapt(self, make: Callable[[], Listener], wrap: type[_Incoming], batch_size: int,
+    def _adapt(self, make: Callable[[], AmqpListener], wrap: type[_Incoming], batch_size: int,
                batch_timeout: float | None) -> oslo_base.Listener:
         prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
         listener = _until_connected(make, self._driver)
-        if isinstance(listener, AmqpListener) and (batch_size == 1 or prefetch == 1):
+        if batch_size == 1 or prefetch == 1:
             return _PushListener(listener, wrap, prefetch)
         return oslo_base.PollStyleListenerAdapter(_PollListener(listener, wrap, prefetch), batch_size,
                                                   batch_timeout)
@@ -175,7 +175,7 @@ class _PushListener(oslo_base.Listener):
 class _PollListener(oslo_base.PollStyleListener):
     """fastrpc's listener as oslo polls it: messages wrapped in oslo's message type."""
 
-    def __init__(self, listener: Listener, wrap: type[_Incoming], prefetch_size: int) -> None:
+    def __init__(self, listener: AmqpListener, wrap: type[_Incoming], prefetch_size: int) -> None:
         super().__init__(prefetch_size)
         self._listener = listener
         self._wrap = wrap

@@ -6,6 +6,7 @@ still use oslo's rabbit driver (a rolling upgrade), in both directions.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import queue
@@ -17,6 +18,7 @@ import pytest
 from oslo_config import cfg
 from test_oslo_interop import THIS_MODULE, WAIT, CustomError, Endpoint, assert_remote_errors_for_oslo, oslo_conf, stop
 
+from fastrpc.amqp.connection import Connection
 from fastrpc.oslo_driver import FastrpcDriver
 from fastrpc.testing.ports import free_ports
 
@@ -28,6 +30,27 @@ def url_for(broker, scheme: str, query: str = "") -> str:
 def oslo_transport(broker, scheme: str, conf=None, exmods=(THIS_MODULE,), query: str = ""):
     return oslo_messaging.get_rpc_transport(conf or oslo_conf(), url=url_for(broker, scheme, query),
                                             allowed_remote_exmods=list(exmods))
+
+
+def dead_broker_url() -> str:
+    """A fastrpc:// URL nobody answers, with short reconnect delays."""
+    port = free_ports(1)[0]
+    return f"fastrpc://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1&rabbit_interval_max=0.3"
+
+
+def in_thread(func) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``func`` in a started thread; what it raises lands in the returned list."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            func()
+        except BaseException as exc:  # checked by the caller
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, raised
 
 
 @pytest.fixture
@@ -200,10 +223,35 @@ def receive(ep: NotificationEndpoint, count: int) -> dict[str, list]:
 
 
 def queue_depth(broker, name: str) -> int:
-    from fastrpc.amqp.connection import Connection
-
     with Connection(broker.url) as conn:
         return conn.channel().queue_declare(name, passive=True)[1]
+
+
+def publish_raw(broker, queue_name: str, *bodies: bytes) -> None:
+    """Straight into a queue, past any driver (JSON content type)."""
+    with Connection(broker.url) as conn:
+        ch = conn.channel()
+        for body in bodies:
+            ch.basic_publish("", queue_name, body, {"content_type": "application/json"})
+
+
+@contextlib.contextmanager
+def listening(broker, scheme: str, topic: str, endpoints: list, batch: dict | None = None, **kwargs):
+    """An oslo notification listener on ``scheme``, started; stopped and cleaned up after.
+    ``batch``: batch_size and batch_timeout for a batch listener."""
+    transport = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, scheme))
+    targets = [oslo_messaging.Target(topic=topic)]
+    if batch is None:
+        listener = oslo_messaging.get_notification_listener(transport, targets, endpoints, **kwargs)
+    else:
+        listener = oslo_messaging.get_batch_notification_listener(transport, targets, endpoints, **batch, **kwargs)
+    listener.start()
+    try:
+        yield listener
+    finally:
+        listener.stop()
+        listener.wait()
+        transport.cleanup()
 
 
 @pytest.mark.parametrize("listener_scheme", ["rabbit", "fastrpc"])
@@ -211,57 +259,35 @@ def test_notifications_between_fastrpc_and_oslo(broker, topic, listener_scheme):
     # Sent before anyone listens (the queue the sender declares keeps them).
     # Whichever driver listens gets fastrpc's notifications exactly as oslo's own.
     notify_both_ways(broker, topic)
-    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, listener_scheme))
     ep = NotificationEndpoint()
-    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
-    listener.start()
-    try:
+    with listening(broker, listener_scheme, topic, [ep]):
         got = receive(ep, 4)
         assert sorted(e for e, _, _ in got["fastrpc.host1"]) == ["thing.messaging", "thing.messagingv2"]
         assert all(payload == {"size": 3, "name": "é"} for _, payload, _ in got["fastrpc.host1"])
         assert sorted(got["fastrpc.host1"], key=repr) == sorted(got["rabbit.host1"], key=repr)
-    finally:
-        listener.stop()
-        listener.wait()
-        receiver.cleanup()
     assert queue_depth(broker, f"{topic}.info") == 0  # every one acknowledged
 
 
 def test_fastrpc_and_oslo_listeners_hand_endpoints_the_same(broker, topic):
     # One listener on each driver, each with its own pool (so both get every
     # notification): endpoints see the same event types, payloads and contexts.
-    receivers = {scheme: oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, scheme))
-                 for scheme in ("rabbit", "fastrpc")}
-    eps = {scheme: NotificationEndpoint() for scheme in receivers}
-    listeners = [oslo_messaging.get_notification_listener(receivers[scheme], [oslo_messaging.Target(topic=topic)],
-                                                          [eps[scheme]], pool=f"{topic}_{scheme}")
-                 for scheme in receivers]
-    for listener in listeners:
-        listener.start()
-    try:
+    eps = {scheme: NotificationEndpoint() for scheme in ("rabbit", "fastrpc")}
+    with contextlib.ExitStack() as stack:
+        for scheme, ep in eps.items():
+            stack.enter_context(listening(broker, scheme, topic, [ep], pool=f"{topic}_{scheme}"))
         notify_both_ways(broker, topic)
         got = {scheme: receive(ep, 4) for scheme, ep in eps.items()}
         for publisher in ("rabbit.host1", "fastrpc.host1"):
             assert sorted(got["fastrpc"][publisher], key=repr) == sorted(got["rabbit"][publisher], key=repr)
-    finally:
-        for listener in listeners:
-            listener.stop()
-            listener.wait()
-        for transport in receivers.values():
-            transport.cleanup()
 
 
 def test_fastrpc_notification_listener_requeues_and_shares_a_pool(broker, topic):
-    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
     # Two listeners of one pool share its queue; REQUEUE gives a notification back.
     seen: queue.SimpleQueue = queue.SimpleQueue()
     eps = [NotificationEndpoint(requeue_first=1, seen=seen) for _ in range(2)]
-    listeners = [oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep],
-                                                          allow_requeue=True, pool=topic + "_pool")
-                 for ep in eps]
-    for listener in listeners:
-        listener.start()
-    try:
+    with contextlib.ExitStack() as stack:
+        for ep in eps:
+            stack.enter_context(listening(broker, "fastrpc", topic, [ep], allow_requeue=True, pool=topic + "_pool"))
         notify_both_ways(broker, topic)
         # 4 notifications, and again the two that each listener requeued once.
         got = collections.Counter((publisher, event_type) for event_type, publisher, _, _ in
@@ -270,35 +296,19 @@ def test_fastrpc_notification_listener_requeues_and_shares_a_pool(broker, topic)
                             for driver in ("messagingv2", "messaging")}
         assert sum(got.values()) == 6
         assert [ep.requeue_first for ep in eps] == [0, 0]  # both listeners of the pool got some
-    finally:
-        for listener in listeners:
-            listener.stop()
-            listener.wait()
-        receiver.cleanup()
     assert queue_depth(broker, topic + "_pool") == 0
     # The pool's queue took them; the default one was declared by the senders and holds its copies.
     assert queue_depth(broker, f"{topic}.info") == 4
 
 
 def test_malformed_notifications_are_rejected_and_listening_goes_on(broker, topic, caplog):
-    from fastrpc.amqp.connection import Connection
-
-    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
     ep = NotificationEndpoint()
-    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
-    listener.start()
-    try:
-        with Connection(broker.url) as conn:  # straight into the queue the listener declared
-            ch = conn.channel()
-            for body in (b"not json", b"[1, 2]", b'{"oslo.version": "9.0", "oslo.message": "{}"}'):
-                ch.basic_publish("", f"{topic}.info", body, {"content_type": "application/json"})
+    with listening(broker, "fastrpc", topic, [ep]):
+        # straight into the queue the listener declared
+        publish_raw(broker, f"{topic}.info", b"not json", b"[1, 2]", b'{"oslo.version": "9.0", "oslo.message": "{}"}')
         notify_both_ways(broker, topic)
         got = receive(ep, 4)
         assert sorted(e for e, _, _ in got["fastrpc.host1"]) == ["thing.messaging", "thing.messagingv2"]
-    finally:
-        listener.stop()
-        listener.wait()
-        receiver.cleanup()
     assert queue_depth(broker, f"{topic}.info") == 0  # rejected without requeue, the others acknowledged
     for reason in ("body is not valid JSON", "envelope is not a mapping", "unsupported oslo.version"):
         assert reason in caplog.text
@@ -307,57 +317,33 @@ def test_malformed_notifications_are_rejected_and_listening_goes_on(broker, topi
 def test_malformed_nan_and_infinity_notifications_are_read_as_oslo_reads_them(broker, topic):
     # oslo's JSON writer puts NaN and Infinity in bodies; such a notification
     # must not be thrown away as malformed.
-    from fastrpc.amqp.connection import Connection
-
-    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
     ep = NotificationEndpoint()
-    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
-    listener.start()
-    try:
+    with listening(broker, "fastrpc", topic, [ep]):
         inner = '{"event_type": "m.x", "publisher_id": "p", "priority": "INFO", "payload": {"v": NaN, "w": Infinity}}'
-        body = json.dumps({"oslo.version": "2.0", "oslo.message": inner}).encode()
-        with Connection(broker.url) as conn:
-            conn.channel().basic_publish("", f"{topic}.info", body, {"content_type": "application/json"})
+        publish_raw(broker, f"{topic}.info", json.dumps({"oslo.version": "2.0", "oslo.message": inner}).encode())
         event_type, publisher, payload, _ctxt = ep.seen.get(timeout=WAIT)
         assert (event_type, publisher, math.isnan(payload["v"]), payload["w"]) == ("m.x", "p", True, math.inf)
-    finally:
-        listener.stop()
-        listener.wait()
-        receiver.cleanup()
 
 
 def test_a_notification_delivered_again_after_its_ack_is_not_run_twice(broker, topic):
     # oslo's listeners remember the _unique_id of what they acknowledged: a
     # redelivery (its ack lost to a reconnect, say) is acknowledged, not run.
-    from fastrpc.amqp.connection import Connection
-
-    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
-    ep = NotificationEndpoint()
-    listener = oslo_messaging.get_notification_listener(receiver, [oslo_messaging.Target(topic=topic)], [ep])
-    listener.start()
-
     def body(event_type: str, unique_id: str) -> bytes:
         inner = {"event_type": event_type, "publisher_id": "p", "priority": "INFO", "payload": {},
                  "_unique_id": unique_id}
         return json.dumps({"oslo.version": "2.0", "oslo.message": json.dumps(inner)}).encode()
 
-    try:
-        with Connection(broker.url) as conn:
-            ch = conn.channel()
-            ch.basic_publish("", f"{topic}.info", body("dup.first", "u1"), {"content_type": "application/json"})
-            assert ep.seen.get(timeout=WAIT)[0] == "dup.first"
-            deadline = time.monotonic() + WAIT
-            while f"{topic}.info\t0" not in broker.ctl("list_queues", "name", "messages_unacknowledged"):
-                assert time.monotonic() < deadline, "the first one was never acknowledged"
-                time.sleep(0.05)
-            ch.basic_publish("", f"{topic}.info", body("dup.again", "u1"), {"content_type": "application/json"})
-            ch.basic_publish("", f"{topic}.info", body("dup.marker", "u2"), {"content_type": "application/json"})
+    ep = NotificationEndpoint()
+    with listening(broker, "fastrpc", topic, [ep]):
+        publish_raw(broker, f"{topic}.info", body("dup.first", "u1"))
+        assert ep.seen.get(timeout=WAIT)[0] == "dup.first"
+        deadline = time.monotonic() + WAIT
+        while f"{topic}.info\t0" not in broker.ctl("list_queues", "name", "messages_unacknowledged"):
+            assert time.monotonic() < deadline, "the first one was never acknowledged"
+            time.sleep(0.05)
+        publish_raw(broker, f"{topic}.info", body("dup.again", "u1"), body("dup.marker", "u2"))
         assert ep.seen.get(timeout=WAIT)[0] == "dup.marker"  # the one in between was skipped
         assert ep.seen.empty()
-    finally:
-        listener.stop()
-        listener.wait()
-        receiver.cleanup()
     assert queue_depth(broker, f"{topic}.info") == 0  # the duplicate was acknowledged too
 
 
@@ -370,51 +356,34 @@ class BatchEndpoint:
 
 
 def test_batch_listener_fills_its_batches_then_times_out(broker, topic):
-    receiver = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
     sender = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, "fastrpc"))
     ep = BatchEndpoint()
-    listener = oslo_messaging.get_batch_notification_listener(
-        receiver, [oslo_messaging.Target(topic=topic)], [ep], batch_size=3, batch_timeout=4)
-    listener.start()
     try:
-        notifier = oslo_messaging.Notifier(sender, publisher_id="p", driver="messagingv2", topics=[topic])
-        for n in range(4):  # one message per read: the batch is filled across reads
-            notifier.info({}, "batch.x", {"n": n})
-        assert ep.batches.get(timeout=WAIT) == [0, 1, 2]
-        assert ep.batches.get(timeout=WAIT) == [3]  # what the batch timeout found
+        with listening(broker, "fastrpc", topic, [ep], batch={"batch_size": 3, "batch_timeout": 4}):
+            notifier = oslo_messaging.Notifier(sender, publisher_id="p", driver="messagingv2", topics=[topic])
+            for n in range(4):  # one message per read: the batch is filled across reads
+                notifier.info({}, "batch.x", {"n": n})
+            assert ep.batches.get(timeout=WAIT) == [0, 1, 2]
+            assert ep.batches.get(timeout=WAIT) == [3]  # what the batch timeout found
     finally:
-        listener.stop()
-        listener.wait()
-        receiver.cleanup()
         sender.cleanup()
     assert queue_depth(broker, f"{topic}.info") == 0
 
 
 def test_retry_minus_one_retries_until_the_transport_is_cleaned_up(caplog):
     # oslo: retry None or -1 means for ever (the notifier's default is -1).
-    port = free_ports(1)[0]  # nobody listens there
-    transport = oslo_messaging.get_rpc_transport(
-        oslo_conf(), url=f"fastrpc://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1&rabbit_interval_max=0.3")
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=dead_broker_url())
     client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="nowhere"), retry=-1)
-    outcome: dict[str, BaseException] = {}
-
-    def cast() -> None:
-        try:
-            client.cast({}, "x")
-        except BaseException as exc:  # what ended it, checked below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=cast)
-    thread.start()
+    thread, raised = in_thread(lambda: client.cast({}, "x"))
     try:
         thread.join(2.0)
-        assert thread.is_alive() and not outcome  # still trying after 2 s
+        assert thread.is_alive() and not raised  # still trying after 2 s
         assert caplog.text.count("retrying in") >= 2
     finally:
         transport.cleanup()
         thread.join(WAIT)
     assert not thread.is_alive()
-    assert isinstance(outcome["error"], oslo_messaging.MessageDeliveryFailure)
+    assert len(raised) == 1 and isinstance(raised[0], oslo_messaging.MessageDeliveryFailure), raised
 
 
 def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory, topic):
@@ -424,16 +393,7 @@ def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory, to
     transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=url)
     srv = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic=topic, server="s1"),
                                         [Endpoint("s1")])
-    failed: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            srv.start()
-        except BaseException as exc:  # reported by the asserts below
-            failed.append(exc)
-
-    started = threading.Thread(target=start)
-    started.start()
+    started, failed = in_thread(srv.start)
     try:
         started.join(1.0)
         assert started.is_alive(), failed  # waiting for the broker
@@ -449,20 +409,9 @@ def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory, to
 
 
 def test_a_server_waiting_for_its_broker_gives_up_at_cleanup(topic):
-    port = free_ports(1)[0]  # nobody listens there
-    transport = oslo_messaging.get_rpc_transport(
-        oslo_conf(), url=f"fastrpc://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1&rabbit_interval_max=0.3")
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=dead_broker_url())
     srv = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic=topic, server="s1"), [Endpoint("s1")])
-    failed: list[BaseException] = []
-
-    def start() -> None:
-        try:
-            srv.start()
-        except BaseException as exc:  # checked below
-            failed.append(exc)
-
-    thread = threading.Thread(target=start)
-    thread.start()
+    thread, failed = in_thread(srv.start)
     thread.join(1.0)
     assert thread.is_alive()  # waiting for the broker
     transport.cleanup()

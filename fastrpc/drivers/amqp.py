@@ -1116,11 +1116,11 @@ class AmqpDriver(BaseDriver):
 
     # -- listening -----------------------------------------------------------
 
-    def listen(self, target: Any, batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
+    def listen(self, target: Any, batch_size: int = 1, batch_timeout: float | None = None) -> AmqpListener:
         return self._track(AmqpListener(self, target))
 
     def listen_for_notifications(self, targets_and_priorities: Iterable[tuple[Any, str]], pool: str | None,
-                                 batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
+                                 batch_size: int = 1, batch_timeout: float | None = None) -> AmqpListener:
         """Consume notifications (see ``fastrpc.drivers.notifications``)."""
         from fastrpc.drivers.notifications import AmqpNotificationListener
 

@@ -46,10 +46,7 @@ class NotificationIncoming(IncomingMessage):
         self._unique_id = unique_id
 
     def acknowledge(self) -> None:
-        self._listener.settle(self._gen, self._channel, self._tag, requeue=False)
-        if self._unique_id is not None:
-            # Handled: if the ack is lost (a reconnect) and it comes again, skip it.
-            self._listener._seen_before(self._unique_id)
+        self._listener.settle(self._gen, self._channel, self._tag, requeue=False, handled=self._unique_id)
 
     def requeue(self) -> None:
         self._listener.settle(self._gen, self._channel, self._tag, requeue=True)
@@ -118,8 +115,14 @@ class AmqpNotificationListener(AmqpListener):
             taken.append(NotificationIncoming(self, gen, ch, delivery.delivery_tag, ctxt, message, unique_id))
         return taken
 
-    def settle(self, gen: int, channel: Any, tag: int, requeue: bool) -> None:
-        """Acknowledge (or requeue) one notification on the channel it came on."""
+    def settle(self, gen: int, channel: Any, tag: int, requeue: bool, handled: str | None = None) -> None:
+        """Acknowledge (or requeue) one notification on the channel it came on.
+
+        ``handled``: the ``_unique_id`` of an acknowledged one, remembered so
+        that it is not run again if it comes back (its ack lost to a reconnect).
+        """
+        if handled is not None:
+            self._seen_before(handled)
         if gen != self._gen:
             # Its channel died: the broker has requeued it already.
             LOG.debug("Notification %d of a lost channel not settled (the broker requeued it)", tag)
