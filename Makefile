@@ -8,7 +8,8 @@ VPY     := $(VENV)/bin/python
 STAMPS  := $(VENV)/.fastrpc
 APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind
 
-EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h)
+EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h fastrpc/_ext/*.pxd) fastrpc/_impl.py \
+               $(patsubst fastrpc/_ext/%.pxd,fastrpc/amqp/%.py,$(wildcard fastrpc/_ext/*.pxd))
 # The pure-Python pass: codec and connection suites, plus everything that runs
 # the envelope and the AMQP driver end to end (RPC over a broker, bad input,
 # oslo interop, the oslo.messaging driver), since those exercise the

@@ -7,7 +7,9 @@ test suite fails when they should have been loaded but were not.
 
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 
 NO_EXTENSIONS = os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -36,3 +38,26 @@ if not NO_EXTENSIONS:
 
 if not ENVELOPE_COMPILED:
     from fastrpc import envelope_py as envelope  # type: ignore[no-redef]  # noqa: F401
+
+# Pure-Python modules that are also compiled, unchanged, into fastrpc._ext.<name>
+# (setup.py), with the C layout of their classes declared in
+# fastrpc/_ext/<name>.pxd: the connection layer, which runs for every frame. At
+# its end each such module calls compiled_twin(__name__) and, given a module,
+# puts it in its own place in sys.modules, so importers get the compiled build
+# of the same source.
+TWINS = ("fastrpc.amqp.connection", "fastrpc.amqp.channel", "fastrpc.amqp.transport")
+TWINS_COMPILED: dict[str, bool] = {}
+
+
+def compiled_twin(name: str) -> ModuleType | None:
+    """The compiled build of module ``name`` when extensions are on and it is built, else None."""
+    if name not in TWINS:
+        return None  # the compiled build itself (fastrpc._ext.*) runs this too
+    twin = None
+    if not NO_EXTENSIONS:
+        try:
+            twin = importlib.import_module("fastrpc._ext." + name.rpartition(".")[2])
+        except ImportError:
+            pass
+    TWINS_COMPILED[name] = twin is not None
+    return twin

@@ -17,6 +17,7 @@ import pytest
 from endpoints import Gate
 
 import fastrpc
+import fastrpc.amqp.connection as connection_module
 from fastrpc import Options, Target
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
@@ -432,13 +433,15 @@ class HoldFirst:
 def test_requests_that_piled_up_are_acked_together_and_run_once(
         monkeypatch, broker, transports, servers, topic, executor):
     acks: list[tuple[int, bool]] = []
-    original = Channel.basic_ack
 
-    def recording_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        acks.append((delivery_tag, multiple))
-        original(self, delivery_tag, multiple)
+    class RecordingChannel(Channel):
+        def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+            acks.append((delivery_tag, multiple))
+            super().basic_ack(delivery_tag, multiple)
 
-    monkeypatch.setattr(Channel, "basic_ack", recording_ack)
+    # Channels are made by the connection module: a subclass there records
+    # (the compiled Channel's own methods cannot be replaced).
+    monkeypatch.setattr(connection_module, "Channel", RecordingChannel)
     endpoint = HoldFirst()
     server_t = transports(executor_thread_pool_size=2)
     srv = fastrpc.get_rpc_server(server_t, Target(topic=topic, server="s1"), [endpoint], executor=executor)

@@ -554,3 +554,24 @@ def test_after_dispatch_runs_once_per_registration_after_the_read(broker: Any, c
         assert conn.is_open
         assert ch.queue_declare(q, passive=True)[1] == 0
     assert any("after_dispatch function failed" in r.getMessage() for r in caplog.records)
+
+
+def test_the_connection_layer_is_its_compiled_build_unless_extensions_are_off() -> None:
+    import importlib
+
+    from fastrpc import _impl
+
+    for name in _impl.TWINS:
+        module = importlib.import_module(name)
+        if _impl.NO_EXTENSIONS:
+            assert module.__name__ == name
+            assert _impl.TWINS_COMPILED[name] is False
+        else:
+            assert module.__name__ == "fastrpc._ext." + name.rpartition(".")[2], (
+                f"FASTRPC_NO_EXTENSIONS is not set but {name} is not its compiled build: build the extension"
+            )
+            assert _impl.TWINS_COMPILED[name] is True
+    from fastrpc.amqp.connection import Connection
+
+    # Compiled, its attributes are struct fields: no instance dict.
+    assert (Connection.__dictoffset__ == 0) is not _impl.NO_EXTENSIONS

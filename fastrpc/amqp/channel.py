@@ -11,6 +11,7 @@ must stay short.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
+from fastrpc import _impl
 from fastrpc.amqp import spec
 from fastrpc.amqp.exceptions import (
     AMQPError,
@@ -773,3 +775,10 @@ class Channel:
         data = w.take()
         if data:
             self._send(data)
+
+
+# Importers get the compiled build of this same file when there is one
+# (fastrpc._ext.channel, see fastrpc/_impl.py).
+_twin = _impl.compiled_twin(__name__)
+if _twin is not None:
+    sys.modules[__name__] = _twin

@@ -31,6 +31,7 @@ import itertools
 import logging
 import platform
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -1001,3 +1002,10 @@ class Connection:
             lock.release()
         if err is not None:
             self._send_failed(err)
+
+
+# Importers get the compiled build of this same file when there is one
+# (fastrpc._ext.connection, see fastrpc/_impl.py).
+_twin = _impl.compiled_twin(__name__)
+if _twin is not None:
+    sys.modules[__name__] = _twin

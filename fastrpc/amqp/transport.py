@@ -15,9 +15,11 @@ import select
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 
+from fastrpc import _impl
 from fastrpc.amqp.exceptions import ConnectionLost, ConnectionRefused, TLSError
 from fastrpc.amqp.url import ConnectionParams
 
@@ -274,3 +276,10 @@ def open_transport(params: ConnectionParams, timeout: float) -> PlainTransport:
         sock.close()
         raise
     return transport
+
+
+# Importers get the compiled build of this same file when there is one
+# (fastrpc._ext.transport, see fastrpc/_impl.py).
+_twin = _impl.compiled_twin(__name__)
+if _twin is not None:
+    sys.modules[__name__] = _twin

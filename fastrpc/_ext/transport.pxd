@@ -1,0 +1,8 @@
+# C layout of fastrpc/amqp/transport.py's classes in its compiled build
+# (fastrpc._ext.transport); see connection.pxd. TlsTransport stays a Python
+# subclass of PlainTransport.
+
+cdef class PlainTransport:
+    cdef public object sock, _rbuf, _rview, send_since
+    cdef dict __dict__  # tests wrap its methods on one instance
+    cdef object __weakref__
