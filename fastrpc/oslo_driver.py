@@ -32,7 +32,7 @@ from oslo_messaging._drivers import base as oslo_base
 from oslo_messaging._drivers import common as oslo_common
 
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp import AmqpDriver, AmqpListener, Backoff
+from fastrpc.drivers.amqp import AmqpDriver, AmqpListener
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
@@ -60,24 +60,6 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
         if group == RABBIT_GROUP:
             conf.register_opts(options, group=RABBIT_GROUP)
     conf.register_opts(FASTRPC_OPTS, group=FASTRPC_GROUP)
-
-
-def _until_connected(make: Callable[[], AmqpListener], driver: AmqpDriver) -> AmqpListener:
-    """``make()``, retried while the broker cannot be reached: oslo's servers
-    wait for the broker at start (a service may start before it), until the
-    transport is cleaned up."""
-    backoff = Backoff(driver.conf)
-    while True:
-        try:
-            return make()
-        except (amqp_exc.AMQPError, OSError) as exc:
-            if isinstance(exc, amqp_exc.ChannelClosed):
-                raise  # refused (a declare with other arguments): waiting cannot help
-            if driver.closed:
-                raise oslo_messaging.MessageDeliveryFailure(f"the transport was cleaned up: {exc}") from exc
-            delay = backoff.next()
-            LOG.warning("Cannot listen yet (%s); next attempt in %.1fs", exc, delay)
-            time.sleep(delay)
 
 
 def _sent(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -130,7 +112,7 @@ class FastrpcDriver(oslo_base.BaseDriver):
     def _adapt(self, make: Callable[[], AmqpListener], wrap: type[_Incoming], batch_size: int,
                batch_timeout: float | None) -> oslo_base.Listener:
         prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
-        listener = _until_connected(make, self._driver)
+        listener = _sent(make)  # waits for the broker; gives up at cleanup (MessageDeliveryFailure)
         if batch_size == 1 or prefetch == 1:
             return _PushListener(listener, wrap, prefetch)
         return oslo_base.PollStyleListenerAdapter(_PollListener(listener, wrap, prefetch), batch_size,

@@ -30,6 +30,7 @@ from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.exceptions import (
     ExecutorLoadFailure,
     ExpectedException,
+    MessageDeliveryFailure,
     MessageUndeliverable,
     NoSuchMethod,
     ServerListenError,
@@ -78,7 +79,12 @@ class RPCServer:
     # -- lifecycle -----------------------------------------------------
 
     def start(self, override_pool_size: int | None = None) -> None:
-        """Begin taking messages; returns once the server is listening."""
+        """Begin taking messages; returns once the server is listening.
+
+        While the broker cannot be reached this waits for it, retrying with
+        the reconnect backoff (as oslo's servers do: a service may boot before
+        its broker); ServerListenError once the transport is cleaned up.
+        """
         with self._lock:
             if self._started:
                 LOG.warning("The server has already been started. Ignoring the redundant call to start().")
@@ -88,7 +94,7 @@ class RPCServer:
                 self._finish()
             try:
                 listener = self.transport._listen(self.target, 1, None)
-            except TransportDriverError as exc:
+            except (TransportDriverError, MessageDeliveryFailure) as exc:
                 raise ServerListenError(self.target, exc) from exc
             self.listener = listener
             self._stopped.clear()

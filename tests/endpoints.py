@@ -1,8 +1,10 @@
-"""Endpoints shared by the server tests."""
+"""Endpoints and helpers shared by the server tests."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 WAIT = 10.0  # how long a gated call waits to be released before it fails
 
@@ -35,3 +37,18 @@ class Gate:
 
     def ping(self, ctxt):
         return "pong"
+
+
+def in_thread(func: Callable[[], Any]) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``func`` in a started thread; what it raises lands in the returned list."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            func()
+        except BaseException as exc:  # checked by the caller
+            raised.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, raised

@@ -7,10 +7,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+from endpoints import in_thread
+
 from fastrpc import Target, get_rpc_client, get_rpc_server, get_rpc_transport
 from fastrpc.drivers.amqp import connection_params, open_connection
-from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
+from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout, ServerListenError
 from fastrpc.options import Options
+from fastrpc.testing.ports import free_ports
 from fastrpc.transport import TransportURL
 
 WAIT = 10.0
@@ -90,3 +94,41 @@ def test_reconnect_starts_after_the_host_that_was_lost(rabbit_node_factory: Any)
     assert _port(third) == n1.port
     for conn in (first, second, third):
         conn.close()
+
+
+@pytest.mark.parametrize("executor", ["threading", "blocking"])
+def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory: Any, executor: str) -> None:
+    # As oslo's servers do: a service may boot before its broker.
+    node = rabbit_node_factory(autostart=False)
+    transport = get_rpc_transport(url=f"rabbit://{_netloc(node)}/?rabbit_retry_interval=0.2&rabbit_interval_max=0.5")
+    server = get_rpc_server(transport, Target(topic="early", server="s1"), [Echo()], executor=executor)
+    starting, failed = in_thread(server.start)
+    try:
+        starting.join(1.0)
+        assert starting.is_alive(), failed  # still waiting for the broker
+        node.start()
+        starting.join(RECOVERY)
+        assert not starting.is_alive() and not failed, failed
+        client = get_rpc_client(transport, Target(topic="early"), timeout=WAIT)
+        assert client.call({}, "echo", x=5) == 5
+    finally:
+        if not starting.is_alive():
+            server.stop()
+            server.wait()
+        transport.cleanup()
+        starting.join(WAIT)
+    assert not starting.is_alive()
+
+
+def test_a_server_waiting_for_its_broker_gives_up_when_its_transport_is_cleaned_up() -> None:
+    port = free_ports(1)[0]
+    transport = get_rpc_transport(url=f"rabbit://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1")
+    server = get_rpc_server(transport, Target(topic="never", server="s1"), [Echo()])
+    starting, failed = in_thread(server.start)
+    starting.join(1.0)
+    assert starting.is_alive()  # waiting for the broker
+    transport.cleanup()
+    starting.join(WAIT)
+    assert not starting.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], ServerListenError), failed
+    assert isinstance(failed[0].ex, MessageDeliveryFailure)

@@ -15,6 +15,7 @@ import time
 
 import oslo_messaging
 import pytest
+from endpoints import in_thread
 from oslo_config import cfg
 from test_oslo_interop import THIS_MODULE, WAIT, CustomError, Endpoint, assert_remote_errors_for_oslo, oslo_conf, stop
 
@@ -36,21 +37,6 @@ def dead_broker_url() -> str:
     """A fastrpc:// URL nobody answers, with short reconnect delays."""
     port = free_ports(1)[0]
     return f"fastrpc://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1&rabbit_interval_max=0.3"
-
-
-def in_thread(func) -> tuple[threading.Thread, list[BaseException]]:
-    """Run ``func`` in a started thread; what it raises lands in the returned list."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            func()
-        except BaseException as exc:  # checked by the caller
-            raised.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, raised
 
 
 @pytest.fixture

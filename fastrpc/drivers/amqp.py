@@ -1117,19 +1117,39 @@ class AmqpDriver(BaseDriver):
     # -- listening -----------------------------------------------------------
 
     def listen(self, target: Any, batch_size: int = 1, batch_timeout: float | None = None) -> AmqpListener:
-        return self._track(AmqpListener(self, target))
+        """A listener consuming ``target``'s queues; waits while the broker
+        cannot be reached (see :meth:`_until_connected`)."""
+        return self._until_connected(lambda: AmqpListener(self, target))
 
     def listen_for_notifications(self, targets_and_priorities: Iterable[tuple[Any, str]], pool: str | None,
                                  batch_size: int = 1, batch_timeout: float | None = None) -> AmqpListener:
-        """Consume notifications (see ``fastrpc.drivers.notifications``)."""
+        """Consume notifications (see ``fastrpc.drivers.notifications``); waits
+        for the broker as :meth:`listen` does."""
         from fastrpc.drivers.notifications import AmqpNotificationListener
 
-        return self._track(AmqpNotificationListener(self, targets_and_priorities, pool))
+        return self._until_connected(lambda: AmqpNotificationListener(self, targets_and_priorities, pool))
 
-    def _track(self, listener: AmqpListener) -> AmqpListener:
-        with self._lock:
-            self._listeners.append(listener)
-        return listener
+    def _until_connected(self, make: Callable[[], AmqpListener]) -> AmqpListener:
+        """``make()``, retried with the reconnect backoff while the broker
+        cannot be reached, as oslo's servers wait at start (a service may boot
+        before its broker); MessageDeliveryFailure once the transport is
+        cleaned up. A refusal (a declare with other arguments) is raised at once."""
+        backoff = Backoff(self.conf)
+        while True:
+            try:
+                listener = make()
+            except (amqp_exc.AMQPError, OSError) as exc:
+                if isinstance(exc, amqp_exc.ChannelClosed):
+                    raise
+                if self._closed:
+                    raise MessageDeliveryFailure(f"the transport was cleaned up: {exc}") from exc
+                delay = backoff.next()
+                LOG.warning("Cannot listen yet (%s); next attempt in %.1fs", exc, delay)
+                time.sleep(delay)
+                continue
+            with self._lock:
+                self._listeners.append(listener)
+            return listener
 
     @property
     def closed(self) -> bool:
