@@ -39,6 +39,7 @@ from fastrpc.transport import (
     RPCTransport,
     Transport,
     TransportHost,
+    TransportOptions,
     TransportURL,
     get_rpc_transport,
     get_transport,
@@ -54,7 +55,7 @@ __all__ = [
     "NoOpSerializer", "NoSuchMethod", "Options", "RPCAccessPolicyBase", "RPCClient", "RPCDispatcher",
     "RPCDispatcherError", "RPCServer", "RPCTransport", "RPCVersionCapError", "RemoteError",
     "RequestContextSerializer", "Serializer", "ServerListenError", "Target", "Transport",
-    "TransportDriverError", "TransportHost", "TransportURL", "UnsupportedVersion", "__version__",
+    "TransportDriverError", "TransportHost", "TransportOptions", "TransportURL", "UnsupportedVersion", "__version__",
     "expected_exceptions", "expose", "get_rpc_client", "get_rpc_server", "get_rpc_transport",
     "get_transport",
 ]

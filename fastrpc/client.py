@@ -13,7 +13,7 @@ from fastrpc.exceptions import (
 )
 from fastrpc.serializer import NoOpSerializer, Serializer
 from fastrpc.target import Target, version_is_compatible
-from fastrpc.transport import Transport
+from fastrpc.transport import Transport, TransportOptions
 
 __all__ = ["RPCClient", "get_rpc_client"]
 
@@ -42,7 +42,8 @@ class _CallContext:
 
     def __init__(self, transport: Transport, target: Target, serializer: Serializer,
                  timeout: float | None = None, version_cap: str | None = None,
-                 retry: int | None = None, call_monitor_timeout: float | None = None) -> None:
+                 retry: int | None = None, call_monitor_timeout: float | None = None,
+                 transport_options: TransportOptions | None = None) -> None:
         self.conf = transport.conf
         self.transport = transport
         self.target = target
@@ -51,6 +52,8 @@ class _CallContext:
         self.version_cap = version_cap
         self.retry = retry
         self.call_monitor_timeout = call_monitor_timeout
+        self.transport_options = transport_options
+        self._at_least_once = bool(transport_options is not None and transport_options.at_least_once)
 
     def _make_message(self, ctxt: Any, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if type(self.serializer) is NoOpSerializer:
@@ -81,7 +84,7 @@ class _CallContext:
     def prepare(self, exchange: Any = _UNSET, topic: Any = _UNSET, namespace: Any = _UNSET,
                 version: Any = _UNSET, server: Any = _UNSET, fanout: Any = _UNSET,
                 timeout: Any = _UNSET, version_cap: Any = _UNSET, retry: Any = _UNSET,
-                call_monitor_timeout: Any = _UNSET) -> _CallContext:
+                call_monitor_timeout: Any = _UNSET, transport_options: Any = _UNSET) -> _CallContext:
         """Return a context with some target fields or options overridden."""
         _check_version(version)
         fields = {"exchange": exchange, "topic": topic, "namespace": namespace,
@@ -93,6 +96,7 @@ class _CallContext:
             self.version_cap if version_cap is _UNSET else version_cap,
             self.retry if retry is _UNSET else retry,
             self.call_monitor_timeout if call_monitor_timeout is _UNSET else call_monitor_timeout,
+            self.transport_options if transport_options is _UNSET else transport_options,
         )
 
     def cast(self, ctxt: Any, method: str, **kwargs: Any) -> None:
@@ -104,7 +108,7 @@ class _CallContext:
         msg_ctxt = self.serializer.serialize_context(ctxt)
         self._check_version_cap(msg.get("version"))
         try:
-            self.transport._send(self.target, msg_ctxt, msg, retry=self.retry)
+            self.transport._send(self.target, msg_ctxt, msg, retry=self.retry, at_least_once=self._at_least_once)
         except TransportDriverError as exc:
             raise ClientSendError(self.target, exc) from exc
 
@@ -123,7 +127,7 @@ class _CallContext:
         try:
             result = self.transport._send(self.target, msg_ctxt, msg, wait_for_reply=True,
                                           timeout=timeout, call_monitor_timeout=self.call_monitor_timeout,
-                                          retry=self.retry)
+                                          retry=self.retry, at_least_once=self._at_least_once)
         except TransportDriverError as exc:
             raise ClientSendError(self.target, exc) from exc
         return self.serializer.deserialize_entity(ctxt, result)
@@ -136,20 +140,25 @@ class RPCClient(_CallContext):
     ``rpc_response_timeout``; ``version_cap`` refuses requests for newer
     versions; ``retry`` is passed to the driver (None/-1 forever, 0 never, N
     times); ``call_monitor_timeout`` asks servers to send keepalives for long
-    calls and fails a call that stays silent that long.
+    calls and fails a call that stays silent that long;
+    ``transport_options=TransportOptions(at_least_once=True)`` makes a request
+    no queue takes raise MessageUndeliverable at once (a call would otherwise
+    time out, a cast be dropped by the broker).
     """
 
     def __init__(self, transport: Transport, target: Target, timeout: float | None = None,
                  version_cap: str | None = None, serializer: Serializer | None = None,
-                 retry: int | None = None, call_monitor_timeout: float | None = None) -> None:
+                 retry: int | None = None, call_monitor_timeout: float | None = None,
+                 transport_options: TransportOptions | None = None) -> None:
         super().__init__(transport, target, serializer or NoOpSerializer(), timeout, version_cap,
-                         retry, call_monitor_timeout)
+                         retry, call_monitor_timeout, transport_options)
 
 
 def get_rpc_client(transport: Transport, target: Target, timeout: float | None = None,
                    version_cap: str | None = None, serializer: Serializer | None = None,
                    retry: int | None = None, call_monitor_timeout: float | None = None,
-                   client_cls: type[RPCClient] = RPCClient) -> RPCClient:
+                   client_cls: type[RPCClient] = RPCClient,
+                   transport_options: TransportOptions | None = None) -> RPCClient:
     """Build an RPC client sending to ``target`` over ``transport``."""
     return client_cls(transport, target, timeout=timeout, version_cap=version_cap, serializer=serializer,
-                      retry=retry, call_monitor_timeout=call_monitor_timeout)
+                      retry=retry, call_monitor_timeout=call_monitor_timeout, transport_options=transport_options)

@@ -35,7 +35,7 @@ from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp import AmqpDriver, AmqpListener
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
-from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
+from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable, MessagingTimeout
 from fastrpc.options import FASTRPC_OPTIONS, Options
 from fastrpc.transport import mask_url
 
@@ -68,6 +68,9 @@ def _sent(func: Any, *args: Any, **kwargs: Any) -> Any:
         return func(*args, **kwargs)
     except MessagingTimeout as exc:
         raise oslo_messaging.MessagingTimeout(str(exc)) from exc
+    except MessageUndeliverable as exc:
+        raise oslo_messaging.MessageUndeliverable(exc.exception, exc.exchange, exc.routing_key,
+                                                  exc.message) from exc
     except (MessageDeliveryFailure, amqp_exc.AMQPError) as exc:
         raise oslo_messaging.MessageDeliveryFailure(str(exc)) from exc
 
@@ -91,7 +94,8 @@ class FastrpcDriver(oslo_base.BaseDriver):
              timeout: float | None = None, call_monitor_timeout: float | None = None,
              retry: int | None = None, transport_options: Any = None) -> Any:
         return _sent(self._driver.send, target, ctxt, message, wait_for_reply=bool(wait_for_reply),
-                     timeout=timeout, call_monitor_timeout=call_monitor_timeout, retry=retry)
+                     timeout=timeout, call_monitor_timeout=call_monitor_timeout, retry=retry,
+                     at_least_once=bool(getattr(transport_options, "at_least_once", False)))
 
     def send_notification(self, target: Any, ctxt: dict, message: dict, version: float,
                           retry: int | None = None) -> None:

@@ -228,6 +228,22 @@ def mask_url(url: str) -> str:
     return f"{scheme}://{','.join(masked)}{tail}"
 
 
+class TransportOptions:
+    """Per-client sending options (oslo's name). ``at_least_once``: publish
+    requests mandatory and with a broker confirm, so that one no queue takes
+    raises MessageUndeliverable instead of being dropped."""
+
+    def __init__(self, at_least_once: bool = False) -> None:
+        self._at_least_once = bool(at_least_once)
+
+    @property
+    def at_least_once(self) -> bool:
+        return self._at_least_once
+
+    def __repr__(self) -> str:
+        return f"TransportOptions(at_least_once={self._at_least_once})"
+
+
 class Transport:
     """A handle on a driver; what clients and servers are built from."""
 
@@ -237,12 +253,12 @@ class Transport:
 
     def _send(self, target: Target, ctxt: dict, message: dict, wait_for_reply: bool = False,
               timeout: float | None = None, call_monitor_timeout: float | None = None,
-              retry: int | None = None) -> Any:
+              retry: int | None = None, at_least_once: bool = False) -> Any:
         if not target.topic:
             raise InvalidTarget("A topic is required to send", target)
         return self._driver.send(target, ctxt, message, wait_for_reply=wait_for_reply,
                                  timeout=timeout, call_monitor_timeout=call_monitor_timeout,
-                                 retry=retry)
+                                 retry=retry, at_least_once=at_least_once)
 
     def _listen(self, target: Target, batch_size: int = 1,
                 batch_timeout: float | None = None) -> Listener:

@@ -15,6 +15,7 @@ Layout (names and declare arguments in :mod:`fastrpc.drivers.topology`):
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import itertools
 import logging
 import os
@@ -33,7 +34,7 @@ from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.base import BaseDriver, IncomingMessage, Listener
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec, Topology, publish_properties
 from fastrpc.envelope_py import DEFAULT_MAX_BODY, EnvelopeError, Reply, encode_bare
-from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
+from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable, MessagingTimeout
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 
 LOG = logging.getLogger(__name__)
@@ -775,6 +776,7 @@ class AmqpDriver(BaseDriver):
         self._pub_ch: Any = None
         self._decl_ch: Any = None
         self._reply_ch: Any = None
+        self._confirm_ch: Any = None  # publisher confirms on: at-least-once sends
         self._declared: set[str] = set()  # exchanges
         self._notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
         self._reply_q: str | None = None
@@ -809,7 +811,7 @@ class AmqpDriver(BaseDriver):
             # but the reply queue outlives it (x-expires), so keep its name.
             self._declared.clear()
             self._notify_queues.clear()
-            self._pub_ch = self._decl_ch = self._reply_ch = None
+            self._pub_ch = self._decl_ch = self._reply_ch = self._confirm_ch = None
             self._reply_consuming = False
             conn = self._conn = open_connection(self.params, conn)
             conn.on_close.append(self._on_connection_closed)
@@ -912,13 +914,19 @@ class AmqpDriver(BaseDriver):
 
     def send(self, target: Any, ctxt: dict, message: dict, wait_for_reply: bool = False,
              timeout: float | None = None, call_monitor_timeout: float | None = None,
-             retry: int | None = None) -> Any:
+             retry: int | None = None, at_least_once: bool = False) -> Any:
+        """``at_least_once``: publish mandatory and wait for the broker's
+        confirm, raising MessageUndeliverable at once when no queue is bound
+        for the target (oslo's ``TransportOptions(at_least_once=True)``)."""
         ex, routing_key = self._route(target)
         unique_id = new_id()
         if not wait_for_reply:
             body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
             self._check_size(body, message)
-            self._publish(ex, routing_key, body, self._cast_props, retry, None)
+            if at_least_once:
+                self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, None, message)
+            else:
+                self._publish(ex, routing_key, body, self._cast_props, retry, None)
             return None
 
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -938,7 +946,10 @@ class AmqpDriver(BaseDriver):
         replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
         self._waiters[msg_id] = replies
         try:
-            self._publish(ex, routing_key, body, props, retry, deadline)
+            if at_least_once:
+                self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
+            else:
+                self._publish(ex, routing_key, body, props, retry, deadline)
             return self._wait(replies, msg_id, timeout, call_monitor_timeout)
         finally:
             self._waiters.pop(msg_id, None)
@@ -1003,6 +1014,38 @@ class AmqpDriver(BaseDriver):
             self._ensure_exchange(ex).basic_publish(ex.name, routing_key, body, props)
 
         self._with_retry(attempt, retry, deadline)
+
+    def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+                           retry: int | None, deadline: float | None, message: dict) -> None:
+        """Publish mandatory on the confirm channel and wait for the broker's
+        answer: MessageUndeliverable when it returned the message (no queue
+        bound), MessageDeliveryFailure when it refused it, MessagingTimeout
+        when no answer came before ``deadline`` (casts: ``rpc_response_timeout``)."""
+
+        def attempt() -> Any:
+            self._ensure_exchange(ex)
+            with self._lock:
+                ch = self._confirm_ch
+                if ch is None or not ch.is_open:
+                    ch = self._connection().channel()
+                    ch.confirm_select()
+                    self._confirm_ch = ch
+            return ch.basic_publish(ex.name, routing_key, body, props, mandatory=True)
+
+        confirmed = self._with_retry(attempt, retry, deadline)
+        if deadline is None:
+            wait = float(getattr(self.conf, "rpc_response_timeout", 60) or 60)
+        else:
+            wait = max(0.0, deadline - time.monotonic())
+        try:
+            confirmed.result(timeout=wait)
+        except amqp_exc.MessageReturned as exc:
+            raise MessageUndeliverable(exc, ex.name, routing_key, message) from exc
+        except concurrent.futures.TimeoutError:
+            raise MessagingTimeout(f"no publisher confirm for a message to {ex.name!r} / {routing_key!r} "
+                                   f"within {wait:g}s") from None
+        except amqp_exc.AMQPError as exc:
+            raise MessageDeliveryFailure(f"the broker did not take the message: {exc}") from exc
 
     def _with_retry(self, func: Any, retry: int | None, deadline: float | None) -> Any:
         """Run ``func``, reconnecting after connection errors.
@@ -1167,7 +1210,7 @@ class AmqpDriver(BaseDriver):
             listener.cleanup()
         with self._lock:
             conn, self._conn = self._conn, None
-            self._pub_ch = self._decl_ch = self._reply_ch = None
+            self._pub_ch = self._decl_ch = self._reply_ch = self._confirm_ch = None
             self._reply_q = None
             self._declared.clear()
             self._notify_queues.clear()

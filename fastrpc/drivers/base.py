@@ -86,11 +86,12 @@ class BaseDriver(ABC):
     @abstractmethod
     def send(self, target: Target, ctxt: dict, message: dict, wait_for_reply: bool = False,
              timeout: float | None = None, call_monitor_timeout: float | None = None,
-             retry: int | None = None) -> Any:
+             retry: int | None = None, at_least_once: bool = False) -> Any:
         """Cast (or fanout when ``target.fanout``) unless ``wait_for_reply``.
 
         For calls, return the result or raise ``MessagingTimeout`` or the rebuilt
-        remote exception.
+        remote exception. ``at_least_once``: raise ``MessageUndeliverable``
+        when no queue takes the message, instead of losing it.
         """
 
     @abstractmethod

@@ -287,7 +287,7 @@ class MemoryDriver(BaseDriver):
 
     def send(self, target: Target, ctxt: dict, message: dict, wait_for_reply: bool = False,
              timeout: float | None = None, call_monitor_timeout: float | None = None,
-             retry: int | None = None) -> Any:
+             retry: int | None = None, at_least_once: bool = False) -> Any:
         if self._closed:
             raise MessageDeliveryFailure("transport was cleaned up")
         if not target.topic:
@@ -306,10 +306,12 @@ class MemoryDriver(BaseDriver):
         try:
             body = self.codec.encode(payload)
             if target.fanout:
-                self.broker.publish(f"{target.topic}_fanout", "", body, fanout=True)
-                return None
-            routing_key = f"{target.topic}.{target.server}" if target.server else target.topic
-            self.broker.publish(self._exchange(target), routing_key, body)
+                exchange, routing_key = f"{target.topic}_fanout", ""
+            else:
+                exchange = self._exchange(target)
+                routing_key = f"{target.topic}.{target.server}" if target.server else target.topic
+            if not self.broker.publish(exchange, routing_key, body, fanout=bool(target.fanout)) and at_least_once:
+                raise MessageUndeliverable(None, exchange, routing_key, message)
             if waiter is None:
                 return None
             assert msg_id is not None
