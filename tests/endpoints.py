@@ -52,3 +52,15 @@ def in_thread(func: Callable[[], Any]) -> tuple[threading.Thread, list[BaseExcep
     thread = threading.Thread(target=run)
     thread.start()
     return thread, raised
+
+
+def failure_of_a_start_ended_by_cleanup(server: Any, transport: Any) -> list[BaseException]:
+    """Start ``server`` (whose broker cannot be reached) in a thread, check
+    that start() waits, clean ``transport`` up: what start() raised then."""
+    starting, failed = in_thread(server.start)
+    starting.join(1.0)
+    assert starting.is_alive(), failed  # waiting for the broker
+    transport.cleanup()
+    starting.join(WAIT)
+    assert not starting.is_alive()
+    return failed

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from endpoints import in_thread
+from endpoints import failure_of_a_start_ended_by_cleanup, in_thread
 
 from fastrpc import Target, get_rpc_client, get_rpc_server, get_rpc_transport
 from fastrpc.drivers.amqp import connection_params, open_connection
@@ -124,11 +124,6 @@ def test_a_server_waiting_for_its_broker_gives_up_when_its_transport_is_cleaned_
     port = free_ports(1)[0]
     transport = get_rpc_transport(url=f"rabbit://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1")
     server = get_rpc_server(transport, Target(topic="never", server="s1"), [Echo()])
-    starting, failed = in_thread(server.start)
-    starting.join(1.0)
-    assert starting.is_alive()  # waiting for the broker
-    transport.cleanup()
-    starting.join(WAIT)
-    assert not starting.is_alive()
+    failed = failure_of_a_start_ended_by_cleanup(server, transport)
     assert len(failed) == 1 and isinstance(failed[0], ServerListenError), failed
     assert isinstance(failed[0].ex, MessageDeliveryFailure)

@@ -15,7 +15,7 @@ import time
 
 import oslo_messaging
 import pytest
-from endpoints import in_thread
+from endpoints import failure_of_a_start_ended_by_cleanup, in_thread
 from oslo_config import cfg
 from test_oslo_interop import THIS_MODULE, WAIT, CustomError, Endpoint, assert_remote_errors_for_oslo, oslo_conf, stop
 
@@ -397,12 +397,7 @@ def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory, to
 def test_a_server_waiting_for_its_broker_gives_up_at_cleanup(topic):
     transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=dead_broker_url())
     srv = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic=topic, server="s1"), [Endpoint("s1")])
-    thread, failed = in_thread(srv.start)
-    thread.join(1.0)
-    assert thread.is_alive()  # waiting for the broker
-    transport.cleanup()
-    thread.join(WAIT)
-    assert not thread.is_alive()
+    failed = failure_of_a_start_ended_by_cleanup(srv, transport)
     assert len(failed) == 1 and isinstance(failed[0], oslo_messaging.MessageDeliveryFailure), failed
 
 
