@@ -82,6 +82,11 @@ class FastrpcDriver(oslo_base.BaseDriver):
                  allowed_remote_exmods: list[str] | None = None) -> None:
         super().__init__(conf, url, default_exchange, allowed_remote_exmods)
         register_opts(conf)
+        for name in url.query:
+            # As oslo's rabbit driver: a query key that is no option of the
+            # broker groups is an error, not a silent no-op.
+            if name not in conf[RABBIT_GROUP] and name not in conf[FASTRPC_GROUP]:
+                raise cfg.NoSuchOptError(name, cfg.OptGroup(RABBIT_GROUP))
         try:
             options = Options(conf).with_url_query(url.query)
         except ValueError as exc:

@@ -174,6 +174,15 @@ def test_options_from_config_file_and_url_query(broker, tmp_path):
     assert "s3cret" not in str(info.value) and "s3cret" not in repr(info.value.url)
 
 
+@pytest.mark.parametrize("scheme", ["rabbit", "fastrpc"])
+def test_an_unknown_url_option_is_refused_by_either_driver(broker, scheme):
+    # oslo's rabbit driver refuses a query key that is no option of its group;
+    # an option of the group that fastrpc does not use is accepted by both.
+    with pytest.raises(cfg.NoSuchOptError, match="heartbeat_timeout_treshold"):
+        oslo_transport(broker, scheme, query="?heartbeat_timeout_treshold=9")
+    oslo_transport(broker, scheme, query="?kombu_compression=gzip&heartbeat_rate=3").cleanup()
+
+
 class NotificationEndpoint:
     def __init__(self, requeue_first: int = 0, seen: queue.SimpleQueue | None = None) -> None:
         self.seen: queue.SimpleQueue = seen if seen is not None else queue.SimpleQueue()
