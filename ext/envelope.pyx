@@ -12,6 +12,12 @@ takes the general two-parse path, which also reports every error.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
+from cpython.dict cimport PyDict_Next
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.math cimport isfinite
 from libc.string cimport memcmp
 
 import msgpack
@@ -21,11 +27,13 @@ from fastrpc.envelope_py import (
     CONTEXT_PREFIX,
     DEFAULT_MAX_BODY,
     ENVELOPE_VERSION,
+    NONFINITE_SCAN_DEPTH,
     JSON,
     MESSAGE_KEY,
     MSGPACK,
     VERSION_KEY,
     EnvelopeError,
+    dumps_nonfinite,
     is_msgpack_type,
     loads_lenient,
     Reply,
@@ -51,6 +59,7 @@ cdef object _JSONDecodeError = orjson.JSONDecodeError
 # slow path only, after orjson failed.
 cdef object _loads_lenient = loads_lenient
 cdef object _JSONEncodeError = orjson.JSONEncodeError
+cdef int _SCAN_DEPTH = NONFINITE_SCAN_DEPTH
 cdef object _packb = msgpack.packb
 cdef object _unpackb = msgpack.unpackb
 
@@ -203,6 +212,40 @@ cdef extern from *:
 include "tuple_build.pxi"
 
 
+cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
+    cdef type kind = type(<object>item)
+    if kind is float:
+        return not isfinite(PyFloat_AS_DOUBLE(<object>item))
+    if kind is dict or kind is list or kind is tuple:
+        return _has_nonfinite(<object>item, depth + 1)
+    return False  # str, int, None, ...: the usual values, no call
+
+
+cdef bint _has_nonfinite(object value, int depth) except -1:
+    """envelope_py.has_nonfinite, compiled."""
+    cdef type kind = type(value)
+    cdef Py_ssize_t pos = 0, i
+    cdef PyObject* key
+    cdef PyObject* item
+    if kind is float:
+        return not isfinite(PyFloat_AS_DOUBLE(value))
+    if depth >= _SCAN_DEPTH:
+        return False
+    if kind is dict:
+        while PyDict_Next(value, &pos, &key, &item):
+            if _nonfinite_item(item, depth):
+                return True
+    elif kind is list:
+        for i in range(PyList_GET_SIZE(value)):
+            if _nonfinite_item(PyList_GET_ITEM(value, i), depth):
+                return True
+    elif kind is tuple:
+        for i in range(PyTuple_GET_SIZE(value)):
+            if _nonfinite_item(PyTuple_GET_ITEM(value, i), depth):
+                return True
+    return False
+
+
 def content_type(bint binary):
     return MSGPACK if binary else JSON
 
@@ -214,6 +257,10 @@ cdef bytes _dump(dict inner, bint binary):
             return _packb({VERSION_KEY: ENVELOPE_VERSION, MESSAGE_KEY: inner},
                           default=to_primitive, use_bin_type=True, datetime=False)
         text = _dumps(inner, default=to_primitive, option=_OPT_NON_STR_KEYS)
+        # orjson writes NaN and the infinities as null; oslo's peers write and
+        # read them as NaN / Infinity. Only a text with a null can hold one.
+        if b"null" in text and _has_nonfinite(inner, 0):
+            text = dumps_nonfinite(inner)
     except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
         raise EnvelopeError(f"cannot encode message: {exc}") from None
     # orjson never emits raw control characters: quoting its output as a JSON

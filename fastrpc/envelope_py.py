@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import json
+import math
 from typing import Any, NamedTuple
 
 import msgpack
@@ -107,9 +108,42 @@ def content_type(binary: bool) -> str:
 
 def _json(inner: dict[str, Any]) -> bytes:
     try:
-        return orjson.dumps(inner, default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
+        text = orjson.dumps(inner, default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
+        # orjson writes NaN and the infinities as null; oslo's peers write and
+        # read them as NaN / Infinity. Only a text with a null can hold one.
+        if b"null" in text and has_nonfinite(inner):
+            return dumps_nonfinite(inner)
+        return text
     except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError) as exc:
         raise EnvelopeError(f"cannot encode message: {exc}") from None
+
+
+# Deeper than this, has_nonfinite() stops looking (orjson refuses nesting past 254).
+NONFINITE_SCAN_DEPTH = 256
+
+
+def has_nonfinite(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` holds a NaN or infinite float in its dicts, lists and tuples."""
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(value)
+    if depth >= NONFINITE_SCAN_DEPTH:
+        return False
+    if kind is dict:
+        return any(has_nonfinite(v, depth + 1) for v in value.values())
+    if kind is list or kind is tuple:
+        return any(has_nonfinite(v, depth + 1) for v in value)
+    return False
+
+
+def dumps_nonfinite(inner: dict[str, Any]) -> bytes:
+    """JSON as Python's json module writes it, NaN and Infinity included (the
+    slow path for the rare message that holds one)."""
+    try:
+        return json.dumps(inner, default=to_primitive, ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=True).encode("utf-8")
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _dump(inner: dict[str, Any], binary: bool) -> bytes:

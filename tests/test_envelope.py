@@ -538,6 +538,33 @@ def test_nan_and_infinity_from_python_json_are_read_as_oslo_reads_them(env):
         assert req.message["args"]["w"] == float("inf") and req.ctxt == {"user": "x"}
 
 
+def test_nan_and_infinity_are_written_as_oslo_writes_them(env):
+    # orjson would write null; oslo's peers (Python's json) write NaN and
+    # Infinity and read them back as floats, so fastrpc writes them so too.
+    args = {"v": float("nan"), "w": [float("inf"), (1, -float("inf"))], "n": None, "s": "null"}
+    for body in (env.encode_request({"method": "m", "args": args}, {"user": None}, "u"),
+                 env.encode_reply("id", "u", result={"deep": [[{"x": float("nan")}]]})):
+        outer = json.loads(body)  # as oslo's jsonutils reads it
+        assert set(outer) == {"oslo.version", "oslo.message"}
+        inner = json.loads(outer["oslo.message"])
+        if "args" in inner:
+            got = inner["args"]
+            assert got["v"] != got["v"]  # NaN
+            assert got["w"] == [float("inf"), [1, float("-inf")]]
+            assert got["n"] is None and got["s"] == "null" and inner["_context_user"] is None
+            req = env.decode_request(body)  # and fastrpc reads its own
+            assert req.message["args"]["w"][0] == float("inf") and req.ctxt == {"user": None}
+        else:
+            x = inner["result"]["deep"][0][0]["x"]
+            assert x != x
+            reply = env.decode_reply(body)
+            assert reply.result["deep"][0][0]["x"] != reply.result["deep"][0][0]["x"]
+    # Without a NaN or an infinity the text is orjson's, nulls and all.
+    plain = env.encode_request({"method": "m", "args": {"n": None, "f": 1.5}}, {}, "u")
+    assert b"NaN" not in plain and b"Infinity" not in plain
+    assert json.loads(json.loads(plain)["oslo.message"])["args"] == {"n": None, "f": 1.5}
+
+
 def test_json_nested_too_deeply_is_malformed_not_a_crash(env):
     deep = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(EnvelopeError, match="not valid JSON"):

@@ -221,6 +221,27 @@ def test_fastrpc_client_to_oslo_server(oslo_transport, fast_transport, topic):
         stop(srv)
 
 
+def test_nan_and_infinity_cross_both_ways_as_floats(oslo_transport, fast_transport, topic):
+    # Python's json (oslo) writes them as NaN / Infinity; fastrpc reads and
+    # writes them the same way instead of orjson's null.
+    value = [float("inf"), -float("inf"), None, 1.5]
+    oslo_ep, fast_ep = Endpoint("oslo"), Endpoint("fast")
+    oslo_srv = start_oslo_server(oslo_transport, topic + "_o", "os1", [oslo_ep])
+    fast_srv = start_fast_server(fast_transport, topic + "_f", "fs1", [fast_ep])
+    try:
+        to_oslo = get_rpc_client(fast_transport, Target(topic=topic + "_o"), timeout=WAIT)
+        assert to_oslo.call({}, "echo", value=value)["value"] == value
+        nan = to_oslo.call({}, "echo", value=float("nan"))["value"]
+        assert isinstance(nan, float) and nan != nan
+        to_fast = oslo_messaging.get_rpc_client(oslo_transport, oslo_messaging.Target(topic=topic + "_f"),
+                                                timeout=WAIT)
+        assert to_fast.call({}, "echo", value=value)["value"] == value
+        assert oslo_ep.seen.get(timeout=WAIT) == ("echo", value)
+        assert fast_ep.seen.get(timeout=WAIT) == ("echo", value)
+    finally:
+        stop(oslo_srv, fast_srv)
+
+
 def test_fastrpc_client_not_allow_listed_gets_remote_error(broker, oslo_transport, topic):
     ep = Endpoint("oslo")
     srv = start_oslo_server(oslo_transport, topic, "os1", [ep])
