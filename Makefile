@@ -121,6 +121,7 @@ lint: setup
 clean:
 	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
 	rm -f fastrpc/_ext/*.so $(patsubst %.pyx,%.c,$(wildcard ext/*.pyx)) $(C_BENCH)
+	rm -f $(patsubst fastrpc/_ext/%.pxd,fastrpc/amqp/%.c,$(wildcard fastrpc/_ext/*.pxd))
 	rm -rf $(STAMPS)
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
 

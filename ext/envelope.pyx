@@ -12,11 +12,11 @@ takes the general two-parse path, which also reports every error.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
-from cpython.dict cimport PyDict_Next
-from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.dict cimport PyDict_Check, PyDict_Next
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
+from cpython.list cimport PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
-from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport isfinite
 from libc.string cimport memcmp
 
@@ -213,33 +213,32 @@ include "tuple_build.pxi"
 
 
 cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
-    cdef type kind = type(<object>item)
-    if kind is float:
-        return not isfinite(PyFloat_AS_DOUBLE(<object>item))
-    if kind is dict or kind is list or kind is tuple:
-        return _has_nonfinite(<object>item, depth + 1)
+    cdef object value = <object>item
+    if PyFloat_Check(value):
+        return not isfinite(PyFloat_AS_DOUBLE(value))
+    if PyDict_Check(value) or PyList_Check(value) or PyTuple_Check(value):
+        return _has_nonfinite(value, depth + 1)
     return False  # str, int, None, ...: the usual values, no call
 
 
 cdef bint _has_nonfinite(object value, int depth) except -1:
-    """envelope_py.has_nonfinite, compiled."""
-    cdef type kind = type(value)
+    """envelope_py.has_nonfinite, compiled (subclasses included, as there)."""
     cdef Py_ssize_t pos = 0, i
     cdef PyObject* key
     cdef PyObject* item
-    if kind is float:
+    if PyFloat_Check(value):
         return not isfinite(PyFloat_AS_DOUBLE(value))
     if depth >= _SCAN_DEPTH:
         return False
-    if kind is dict:
+    if PyDict_Check(value):
         while PyDict_Next(value, &pos, &key, &item):
             if _nonfinite_item(item, depth):
                 return True
-    elif kind is list:
+    elif PyList_Check(value):
         for i in range(PyList_GET_SIZE(value)):
             if _nonfinite_item(PyList_GET_ITEM(value, i), depth):
                 return True
-    elif kind is tuple:
+    elif PyTuple_Check(value):
         for i in range(PyTuple_GET_SIZE(value)):
             if _nonfinite_item(PyTuple_GET_ITEM(value, i), depth):
                 return True

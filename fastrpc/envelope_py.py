@@ -120,30 +120,41 @@ def _json(inner: dict[str, Any]) -> bytes:
 
 # Deeper than this, has_nonfinite() stops looking (orjson refuses nesting past 254).
 NONFINITE_SCAN_DEPTH = 256
+_NONFINITE_TEXT = {math.inf: orjson.Fragment(b"Infinity"), -math.inf: orjson.Fragment(b"-Infinity")}
+_NAN_TEXT = orjson.Fragment(b"NaN")
 
 
 def has_nonfinite(value: Any, depth: int = 0) -> bool:
     """Whether ``value`` holds a NaN or infinite float in its dicts, lists and tuples."""
-    kind = type(value)
-    if kind is float:
+    if isinstance(value, float):
         return not math.isfinite(value)
     if depth >= NONFINITE_SCAN_DEPTH:
         return False
-    if kind is dict:
+    if isinstance(value, dict):
         return any(has_nonfinite(v, depth + 1) for v in value.values())
-    if kind is list or kind is tuple:
+    if isinstance(value, (list, tuple)):
         return any(has_nonfinite(v, depth + 1) for v in value)
     return False
 
 
+def _as_written_by_python(value: Any, depth: int) -> Any:
+    """``value`` with its non-finite floats replaced by the text Python's json writes for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _NONFINITE_TEXT.get(value, _NAN_TEXT)
+    if depth >= NONFINITE_SCAN_DEPTH:
+        return value
+    if isinstance(value, dict):
+        return {k: _as_written_by_python(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_written_by_python(v, depth + 1) for v in value]
+    return value
+
+
 def dumps_nonfinite(inner: dict[str, Any]) -> bytes:
-    """JSON as Python's json module writes it, NaN and Infinity included (the
-    slow path for the rare message that holds one)."""
-    try:
-        return json.dumps(inner, default=to_primitive, ensure_ascii=False, separators=(",", ":"),
-                          allow_nan=True).encode("utf-8")
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    """orjson's JSON of ``inner`` with NaN and the infinities written as
+    Python's json writes them (NaN, Infinity, -Infinity), not as null: the
+    slow path for the rare message that holds one."""
+    return orjson.dumps(_as_written_by_python(inner, 0), default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _dump(inner: dict[str, Any], binary: bool) -> bytes:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import collections
+import datetime
 import json
+import uuid
 
 import msgpack
 import pytest
@@ -559,6 +562,15 @@ def test_nan_and_infinity_are_written_as_oslo_writes_them(env):
             assert x != x
             reply = env.decode_reply(body)
             assert reply.result["deep"][0][0]["x"] != reply.result["deep"][0][0]["x"]
+    # In dict and tuple subclasses too, and beside what orjson writes natively
+    # (a UUID, a date key) and what only to_primitive converts.
+    Point = collections.namedtuple("Point", "x y")
+    args = {"od": collections.OrderedDict(a=float("inf")), "p": Point(1, float("-inf")),
+            "id": uuid.UUID(int=5), "when": {datetime.date(2026, 1, 2): float("nan")}}
+    inner = json.loads(json.loads(env.encode_request({"method": "m", "args": args}, {}, "u"))["oslo.message"])
+    got = inner["args"]
+    assert got["od"] == {"a": float("inf")} and got["p"] == [1, float("-inf")]
+    assert got["id"] == str(uuid.UUID(int=5)) and got["when"]["2026-01-02"] != got["when"]["2026-01-02"]
     # Without a NaN or an infinity the text is orjson's, nulls and all.
     plain = env.encode_request({"method": "m", "args": {"n": None, "f": 1.5}}, {}, "u")
     assert b"NaN" not in plain and b"Infinity" not in plain

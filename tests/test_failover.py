@@ -122,7 +122,9 @@ def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory: An
 
 def test_a_server_waiting_for_its_broker_gives_up_when_its_transport_is_cleaned_up() -> None:
     port = free_ports(1)[0]
-    transport = get_rpc_transport(url=f"rabbit://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1")
+    # Long reconnect delays: the cleanup must end the wait at once, not after them.
+    transport = get_rpc_transport(
+        url=f"rabbit://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=30&rabbit_interval_max=30")
     server = get_rpc_server(transport, Target(topic="never", server="s1"), [Echo()])
     failed = failure_of_a_start_ended_by_cleanup(server, transport)
     assert len(failed) == 1 and isinstance(failed[0], ServerListenError), failed

@@ -404,7 +404,9 @@ def test_a_server_started_before_its_broker_waits_for_it(rabbit_node_factory, to
 
 
 def test_a_server_waiting_for_its_broker_gives_up_at_cleanup(topic):
-    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=dead_broker_url())
+    # Long reconnect delays: the cleanup must end the wait at once, not after them.
+    url = dead_broker_url().split("?")[0] + "?rabbit_retry_interval=30&rabbit_interval_max=30"
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=url)
     srv = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic=topic, server="s1"), [Endpoint("s1")])
     failed = failure_of_a_start_ended_by_cleanup(srv, transport)
     assert len(failed) == 1 and isinstance(failed[0], oslo_messaging.MessageDeliveryFailure), failed

@@ -4,7 +4,7 @@
 
 cdef class Connection:
     cdef public object params, server_properties, on_close, on_blocked, blocked_reason
-    cdef public int frame_max, channel_max, heartbeat
+    cdef public object frame_max, channel_max, heartbeat  # any int the URL allows
     cdef public bint blocked
     cdef public object _transport, _frame_reader, _lock, _send_lock, _out, _taken, _write_failed
     cdef public Py_ssize_t _out_bytes

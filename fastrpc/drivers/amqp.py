@@ -782,6 +782,7 @@ class AmqpDriver(BaseDriver):
         self._reply_q: str | None = None
         self._reply_consuming = False
         self._closed = False
+        self._closed_event = threading.Event()  # set by cleanup(): ends waits for the broker
         # msg_id -> the call's mailbox: replies are put by whichever thread
         # reads the connection (often the caller itself, see Connection.wait_for).
         self._waiters: dict[str, queue.SimpleQueue[Reply]] = {}
@@ -950,7 +951,9 @@ class AmqpDriver(BaseDriver):
                 self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
             else:
                 self._publish(ex, routing_key, body, props, retry, deadline)
-            return self._wait(replies, msg_id, timeout, call_monitor_timeout)
+            # What is left of the timeout: a publish that had to reconnect took some.
+            left = None if deadline is None else deadline - time.monotonic()
+            return self._wait(replies, msg_id, left, call_monitor_timeout)
         finally:
             self._waiters.pop(msg_id, None)
             conn = self._conn
@@ -1020,9 +1023,12 @@ class AmqpDriver(BaseDriver):
         """Publish mandatory on the confirm channel and wait for the broker's
         answer: MessageUndeliverable when it returned the message (no queue
         bound), MessageDeliveryFailure when it refused it, MessagingTimeout
-        when no answer came before ``deadline`` (casts: ``rpc_response_timeout``)."""
+        when no answer came before ``deadline`` (casts: ``rpc_response_timeout``).
+        A connection lost before the confirm publishes again, as ``retry`` allows
+        (a server drops the duplicate by its ``_unique_id``)."""
+        confirm_timeout = float(getattr(self.conf, "rpc_response_timeout", 60) or 60)
 
-        def attempt() -> Any:
+        def attempt() -> None:
             self._ensure_exchange(ex)
             with self._lock:
                 ch = self._confirm_ch
@@ -1030,20 +1036,18 @@ class AmqpDriver(BaseDriver):
                     ch = self._connection().channel()
                     ch.confirm_select()
                     self._confirm_ch = ch
-            return ch.basic_publish(ex.name, routing_key, body, props, mandatory=True)
+            confirmed = ch.basic_publish(ex.name, routing_key, body, props, mandatory=True)
+            wait = confirm_timeout if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                confirmed.result(timeout=wait)
+            except concurrent.futures.TimeoutError:
+                raise MessagingTimeout(f"no publisher confirm for a message to {ex.name!r} / {routing_key!r} "
+                                       f"within {wait:g}s") from None
 
-        confirmed = self._with_retry(attempt, retry, deadline)
-        if deadline is None:
-            wait = float(getattr(self.conf, "rpc_response_timeout", 60) or 60)
-        else:
-            wait = max(0.0, deadline - time.monotonic())
         try:
-            confirmed.result(timeout=wait)
+            self._with_retry(attempt, retry, deadline)
         except amqp_exc.MessageReturned as exc:
             raise MessageUndeliverable(exc, ex.name, routing_key, message) from exc
-        except concurrent.futures.TimeoutError:
-            raise MessagingTimeout(f"no publisher confirm for a message to {ex.name!r} / {routing_key!r} "
-                                   f"within {wait:g}s") from None
         except amqp_exc.AMQPError as exc:
             raise MessageDeliveryFailure(f"the broker did not take the message: {exc}") from exc
 
@@ -1188,10 +1192,17 @@ class AmqpDriver(BaseDriver):
                     raise MessageDeliveryFailure(f"the transport was cleaned up: {exc}") from exc
                 delay = backoff.next()
                 LOG.warning("Cannot listen yet (%s); next attempt in %.1fs", exc, delay)
-                time.sleep(delay)
+                self._closed_event.wait(delay)
                 continue
             with self._lock:
-                self._listeners.append(listener)
+                # Checked where cleanup() takes the list: either it cleans this
+                # listener up, or this sees the cleanup.
+                closed = self._closed
+                if not closed:
+                    self._listeners.append(listener)
+            if closed:
+                listener.cleanup()
+                raise MessageDeliveryFailure("the transport was cleaned up")
             return listener
 
     @property
@@ -1205,8 +1216,11 @@ class AmqpDriver(BaseDriver):
                 self._listeners.remove(listener)
 
     def cleanup(self) -> None:
-        self._closed = True
-        for listener in list(self._listeners):
+        with self._lock:
+            self._closed = True
+            listeners = list(self._listeners)
+        self._closed_event.set()
+        for listener in listeners:
             listener.cleanup()
         with self._lock:
             conn, self._conn = self._conn, None
