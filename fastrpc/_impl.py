@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from types import ModuleType
+import sys
 
 NO_EXTENSIONS = os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -41,18 +41,18 @@ if not ENVELOPE_COMPILED:
 
 # Pure-Python modules that are also compiled, unchanged, into fastrpc._ext.<name>
 # (setup.py), with the C layout of their classes declared in
-# fastrpc/_ext/<name>.pxd: the connection layer, which runs for every frame. At
-# its end each such module calls compiled_twin(__name__) and, given a module,
-# puts it in its own place in sys.modules, so importers get the compiled build
-# of the same source.
+# fastrpc/_ext/<name>.pxd: the connection layer, which runs for every frame. Each
+# such module ends with use_compiled_twin(__name__), so importers get the
+# compiled build of the same source.
 TWINS = ("fastrpc.amqp.connection", "fastrpc.amqp.channel", "fastrpc.amqp.transport")
 TWINS_COMPILED: dict[str, bool] = {}
 
 
-def compiled_twin(name: str) -> ModuleType | None:
-    """The compiled build of module ``name`` when extensions are on and it is built, else None."""
+def use_compiled_twin(name: str) -> None:
+    """Put the compiled build of module ``name`` in its place in sys.modules,
+    when extensions are on and it is built (the import then returns it)."""
     if name not in TWINS:
-        return None  # the compiled build itself (fastrpc._ext.*) runs this too
+        return  # the compiled build itself (fastrpc._ext.*) runs this too
     twin = None
     if not NO_EXTENSIONS:
         try:
@@ -60,4 +60,5 @@ def compiled_twin(name: str) -> ModuleType | None:
         except ImportError:
             pass
     TWINS_COMPILED[name] = twin is not None
-    return twin
+    if twin is not None:
+        sys.modules[name] = twin

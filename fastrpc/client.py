@@ -53,7 +53,11 @@ class _CallContext:
         self.retry = retry
         self.call_monitor_timeout = call_monitor_timeout
         self.transport_options = transport_options
-        self._at_least_once = bool(transport_options is not None and transport_options.at_least_once)
+
+    @property
+    def _at_least_once(self) -> bool:
+        options = self.transport_options
+        return options is not None and options.at_least_once
 
     def _make_message(self, ctxt: Any, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if type(self.serializer) is NoOpSerializer:

@@ -11,7 +11,6 @@ must stay short.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 import uuid
@@ -777,8 +776,5 @@ class Channel:
             self._send(data)
 
 
-# Importers get the compiled build of this same file when there is one
-# (fastrpc._ext.channel, see fastrpc/_impl.py).
-_twin = _impl.compiled_twin(__name__)
-if _twin is not None:
-    sys.modules[__name__] = _twin
+# Importers get the compiled build of this same file when there is one.
+_impl.use_compiled_twin(__name__)

@@ -31,7 +31,6 @@ import itertools
 import logging
 import platform
 import queue
-import sys
 import threading
 import time
 from collections import deque
@@ -1004,8 +1003,5 @@ class Connection:
             self._send_failed(err)
 
 
-# Importers get the compiled build of this same file when there is one
-# (fastrpc._ext.connection, see fastrpc/_impl.py).
-_twin = _impl.compiled_twin(__name__)
-if _twin is not None:
-    sys.modules[__name__] = _twin
+# Importers get the compiled build of this same file when there is one.
+_impl.use_compiled_twin(__name__)

@@ -15,7 +15,6 @@ import select
 import socket
 import ssl
 import struct
-import sys
 import threading
 import time
 
@@ -278,8 +277,5 @@ def open_transport(params: ConnectionParams, timeout: float) -> PlainTransport:
     return transport
 
 
-# Importers get the compiled build of this same file when there is one
-# (fastrpc._ext.transport, see fastrpc/_impl.py).
-_twin = _impl.compiled_twin(__name__)
-if _twin is not None:
-    sys.modules[__name__] = _twin
+# Importers get the compiled build of this same file when there is one.
+_impl.use_compiled_twin(__name__)

@@ -781,8 +781,7 @@ class AmqpDriver(BaseDriver):
         self._notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
         self._reply_q: str | None = None
         self._reply_consuming = False
-        self._closed = False
-        self._closed_event = threading.Event()  # set by cleanup(): ends waits for the broker
+        self._closed = threading.Event()  # set by cleanup(); also ends waits for the broker
         # msg_id -> the call's mailbox: replies are put by whichever thread
         # reads the connection (often the caller itself, see Connection.wait_for).
         self._waiters: dict[str, queue.SimpleQueue[Reply]] = {}
@@ -806,7 +805,7 @@ class AmqpDriver(BaseDriver):
             conn = self._conn
             if conn is not None and conn.is_open:
                 return conn
-            if self._closed:
+            if self._closed.is_set():
                 raise MessageDeliveryFailure("the transport was cleaned up")
             # A previous connection died: its channels and consumer are gone,
             # but the reply queue outlives it (x-expires), so keep its name.
@@ -819,7 +818,7 @@ class AmqpDriver(BaseDriver):
             return conn
 
     def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
-        if self._closed or conn is not self._conn or not self._waiters:
+        if self._closed.is_set() or conn is not self._conn or not self._waiters:
             return
         # Calls are waiting: get their reply queue consumed again soon.
         threading.Thread(target=self._recover, name="fastrpc-sender-reconnect", daemon=True).start()
@@ -830,7 +829,7 @@ class AmqpDriver(BaseDriver):
         # name, which the calls in flight gave their servers): at once if calls
         # wait, else at the next call.
         self._reply_consuming = False
-        if self._closed:
+        if self._closed.is_set():
             return
         LOG.warning("Reply queue %s lost its consumer (queue deleted or its node lost); declaring it again",
                     self._reply_q)
@@ -839,7 +838,7 @@ class AmqpDriver(BaseDriver):
 
     def _recover(self) -> None:
         backoff = Backoff(self.conf)
-        while self._waiters and not self._closed:
+        while self._waiters and not self._closed.is_set():
             try:
                 self._ensure_reply_queue()
                 LOG.info("Reconnected; reply queue %s consumed again", self._reply_q)
@@ -951,9 +950,8 @@ class AmqpDriver(BaseDriver):
                 self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
             else:
                 self._publish(ex, routing_key, body, props, retry, deadline)
-            # What is left of the timeout: a publish that had to reconnect took some.
-            left = None if deadline is None else deadline - time.monotonic()
-            return self._wait(replies, msg_id, left, call_monitor_timeout)
+            # The same deadline: a publish that had to reconnect took some of the timeout.
+            return self._wait(replies, msg_id, deadline, call_monitor_timeout)
         finally:
             self._waiters.pop(msg_id, None)
             conn = self._conn
@@ -1077,14 +1075,13 @@ class AmqpDriver(BaseDriver):
                 LOG.warning("Broker connection problem (%s); retrying in %.1fs", exc, delay)
                 time.sleep(delay)
 
-    def _wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, timeout: float | None,
+    def _wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
               call_monitor_timeout: float | None) -> Any:
         now = time.monotonic()
-        deadline = None if timeout is None else now + timeout
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
-        wait: float | None = timeout
+        wait = None if deadline is None else max(0.0, deadline - now)
         if call_monitor_timeout:
-            wait = call_monitor_timeout if timeout is None else min(timeout, call_monitor_timeout)
+            wait = call_monitor_timeout if wait is None else min(wait, call_monitor_timeout)
         while True:
             # The current connection (it changes after a reconnect): this
             # thread reads the reply itself while nobody else reads.
@@ -1188,16 +1185,16 @@ class AmqpDriver(BaseDriver):
             except (amqp_exc.AMQPError, OSError) as exc:
                 if isinstance(exc, amqp_exc.ChannelClosed):
                     raise
-                if self._closed:
+                if self._closed.is_set():
                     raise MessageDeliveryFailure(f"the transport was cleaned up: {exc}") from exc
                 delay = backoff.next()
                 LOG.warning("Cannot listen yet (%s); next attempt in %.1fs", exc, delay)
-                self._closed_event.wait(delay)
+                self._closed.wait(delay)
                 continue
             with self._lock:
                 # Checked where cleanup() takes the list: either it cleans this
                 # listener up, or this sees the cleanup.
-                closed = self._closed
+                closed = self._closed.is_set()
                 if not closed:
                     self._listeners.append(listener)
             if closed:
@@ -1208,7 +1205,7 @@ class AmqpDriver(BaseDriver):
     @property
     def closed(self) -> bool:
         """Whether cleanup() was called."""
-        return self._closed
+        return self._closed.is_set()
 
     def _forget_listener(self, listener: AmqpListener) -> None:
         with self._lock:
@@ -1217,9 +1214,8 @@ class AmqpDriver(BaseDriver):
 
     def cleanup(self) -> None:
         with self._lock:
-            self._closed = True
+            self._closed.set()
             listeners = list(self._listeners)
-        self._closed_event.set()
         for listener in listeners:
             listener.cleanup()
         with self._lock:
