@@ -18,7 +18,10 @@ from cpython.list cimport PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport isfinite
-from libc.string cimport memcmp
+from libc.string cimport memchr, memcmp, memcpy
+from cpython.unicode cimport PyUnicode_DecodeASCII
+
+import os
 
 import msgpack
 import orjson
@@ -33,6 +36,8 @@ from fastrpc.envelope_py import (
     MSGPACK,
     VERSION_KEY,
     EnvelopeError,
+    ID_COUNTER_MASK,
+    ID_PREFIX_BYTES,
     dumps_nonfinite,
     is_msgpack_type,
     loads_lenient,
@@ -62,6 +67,58 @@ cdef object _JSONEncodeError = orjson.JSONEncodeError
 cdef int _SCAN_DEPTH = NONFINITE_SCAN_DEPTH
 cdef object _packb = msgpack.packb
 cdef object _unpackb = msgpack.unpackb
+
+
+# ---- ids -------------------------------------------------------------------------
+# new_id() as the pure module makes them (random hex prefix, 12-hex-digit
+# counter), written into one buffer: no int formatting call per id. Callers
+# hold the GIL and nothing here releases it, so ids never repeat.
+
+cdef char _id_text[32]
+cdef Py_ssize_t _ID_PREFIX_LEN = 2 * ID_PREFIX_BYTES  # hex digits; the counter's 12 follow
+cdef unsigned long long _ID_MASK = ID_COUNTER_MASK
+cdef unsigned long long _id_next = 0
+assert _ID_PREFIX_LEN + 12 == 32
+cdef const char* _HEX_DIGITS = b"0123456789abcdef"
+
+
+def _reseed_ids():
+    global _id_next
+    prefix = os.urandom(ID_PREFIX_BYTES).hex().encode("ascii")
+    memcpy(_id_text, PyBytes_AS_STRING(prefix), _ID_PREFIX_LEN)
+    _id_next = int.from_bytes(os.urandom(5), "big")
+
+
+_reseed_ids()
+# A forked child must not repeat its parent's ids (peers drop duplicates).
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_id():
+    """A unique 32-hex-digit id for ``_unique_id`` / ``_msg_id`` (see envelope_py.new_id)."""
+    global _id_next
+    cdef unsigned long long n = _id_next & _ID_MASK
+    _id_next += 1
+    cdef Py_ssize_t i
+    for i in range(31, _ID_PREFIX_LEN - 1, -1):
+        _id_text[i] = _HEX_DIGITS[n & 15]
+        n >>= 4
+    return PyUnicode_DecodeASCII(_id_text, 32, NULL)
+
+
+cdef inline bint _has_null(bytes text):
+    # Not ``b"null" in text``: bytes.__contains__ first tries its argument as
+    # an int, raising and clearing a TypeError on every message.
+    cdef const char* p = PyBytes_AS_STRING(text)
+    cdef const char* end = p + PyBytes_GET_SIZE(text)
+    while end - p >= 4:
+        p = <const char*>memchr(p, b'n', end - p - 3)
+        if p == NULL:
+            return False
+        if memcmp(p, b"null", 4) == 0:
+            return True
+        p += 1
+    return False
 
 
 # ---- byte loops ------------------------------------------------------------------
@@ -258,7 +315,7 @@ cdef bytes _dump(dict inner, bint binary):
         text = _dumps(inner, default=to_primitive, option=_OPT_NON_STR_KEYS)
         # orjson writes NaN and the infinities as null; oslo's peers write and
         # read them as NaN / Infinity. Only a text with a null can hold one.
-        if b"null" in text and _has_nonfinite(inner, 0):
+        if _has_null(text) and _has_nonfinite(inner, 0):
             text = dumps_nonfinite(inner)
     except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
         raise EnvelopeError(f"cannot encode message: {exc}") from None

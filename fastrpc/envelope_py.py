@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import json
 import math
+import os
 from typing import Any, NamedTuple
 
 import msgpack
@@ -38,6 +40,9 @@ MESSAGE_KEY = "oslo.message"
 CONTEXT_PREFIX = "_context_"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
+# new_id(): random bytes per process, then a counter of 12 hex digits.
+ID_PREFIX_BYTES = 10
+ID_COUNTER_MASK = 0xFFFFFFFFFFFF
 _MSGPACK_TYPES = frozenset((MSGPACK, "application/x-msgpack"))
 _JSON_PREFIX = b'{"oslo.version":"2.0","oslo.message":"'
 _JSON_SUFFIX = b'"}'
@@ -82,6 +87,28 @@ class Reply(NamedTuple):
     ending: bool
 
 
+_id_prefix = ""
+_id_counter = itertools.count()
+
+
+def _reseed_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix = os.urandom(ID_PREFIX_BYTES).hex()
+    _id_counter = itertools.count(int.from_bytes(os.urandom(5), "big"))
+
+
+_reseed_ids()
+# A forked child must not repeat its parent's ids (peers drop duplicates).
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
+def new_id() -> str:
+    """A unique 32-hex-digit id for ``_unique_id`` / ``_msg_id``, as
+    uuid4().hex is on the wire, at a fraction of its cost: 80 random bits
+    per process, then a 48-bit counter."""
+    return f"{_id_prefix}{next(_id_counter) & ID_COUNTER_MASK:012x}"
+
+
 def to_primitive(obj: Any) -> Any:
     """Fallback for values orjson/msgpack cannot encode natively."""
     if isinstance(obj, (set, frozenset)):
@@ -111,7 +138,9 @@ def _json(inner: dict[str, Any]) -> bytes:
         text = orjson.dumps(inner, default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
         # orjson writes NaN and the infinities as null; oslo's peers write and
         # read them as NaN / Infinity. Only a text with a null can hold one.
-        if b"null" in text and has_nonfinite(inner):
+        # find(), not ``in``: bytes.__contains__ first tries its argument as an
+        # int, raising and clearing a TypeError on every message.
+        if text.find(b"null") >= 0 and has_nonfinite(inner):
             return dumps_nonfinite(inner)
         return text
     except (TypeError, ValueError, OverflowError, orjson.JSONEncodeError) as exc:
@@ -167,7 +196,7 @@ def _dump(inner: dict[str, Any], binary: bool) -> bytes:
     text = _json(inner)
     # orjson never emits raw control characters, so quoting a JSON text as a
     # JSON string only needs backslashes and double quotes escaped.
-    if b"\\" in text:
+    if text.find(b"\\") >= 0:
         text = text.replace(b"\\", b"\\\\")
     return _JSON_PREFIX + text.replace(b'"', b'\\"') + _JSON_SUFFIX
 

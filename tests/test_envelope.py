@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import datetime
 import json
+import os
 import uuid
 
 import msgpack
@@ -575,6 +576,38 @@ def test_nan_and_infinity_are_written_as_oslo_writes_them(env):
     plain = env.encode_request({"method": "m", "args": {"n": None, "f": 1.5}}, {}, "u")
     assert b"NaN" not in plain and b"Infinity" not in plain
     assert json.loads(json.loads(plain)["oslo.message"])["args"] == {"n": None, "f": 1.5}
+
+
+def test_nan_found_wherever_the_null_stands(env):
+    # The null scan must see a null at either end of the text and after
+    # many other n's; without a NaN nothing changes.
+    nan_last = env.encode_request({"method": "m", "args": {}}, {"z": float("nan")}, "u")
+    assert nan_last.endswith(b'_context_z\\":NaN}"}')  # the context comes last
+    nan_first = env.encode_reply("id", "u", result=float("nan"))
+    assert json.loads(nan_first)["oslo.message"].startswith('{"result":NaN,')
+    many_n = env.encode_request({"method": "n" * 50, "args": {"nnn": "nul", "x": [None, float("inf")]}}, {}, "u")
+    assert json.loads(json.loads(many_n)["oslo.message"])["args"]["x"] == [None, float("inf")]
+    no_null = env.encode_request({"method": "nul", "args": {"n": "nu"}}, {}, "nnnn")
+    assert b"NaN" not in no_null and b"null" not in no_null
+
+
+def test_new_id_unique_hex_and_fresh_after_fork(env):
+    ids = [env.new_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    assert len({i[:20] for i in ids}) == 1  # one random prefix per process, then the counter
+    assert [int(i[20:], 16) for i in ids[:3]] == [(int(ids[0][20:], 16) + k) & 0xFFFFFFFFFFFF for k in range(3)]
+    # A forked child must not repeat the parent's ids (peers drop duplicates).
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write_end, env.new_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child_id) == 32 and child_id[:20] != ids[0][:20]
 
 
 def test_json_nested_too_deeply_is_malformed_not_a_crash(env):

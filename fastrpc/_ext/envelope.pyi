@@ -2,6 +2,7 @@ from typing import Any
 
 from fastrpc.envelope_py import Reply, Request
 
+def new_id() -> str: ...
 def content_type(binary: bool) -> str: ...
 def encode_request(message: dict[str, Any], ctxt: dict[str, Any] | None, unique_id: str,
                    msg_id: str | None = ..., reply_q: str | None = ...,

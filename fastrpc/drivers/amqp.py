@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import itertools
 import logging
-import os
 import queue
 import random
 import threading
@@ -40,6 +38,8 @@ from fastrpc.failures import deserialize_remote_exception, serialize_remote_exce
 LOG = logging.getLogger(__name__)
 
 envelope = _impl.envelope
+# Ids for _unique_id / _msg_id, from the envelope codec (compiled: no formatting call).
+new_id = envelope.new_id
 # Requests acked with one frame at most. Acked ones still run after stop(),
 # so this also bounds what a stopping server finishes: up to this many per
 # worker of the threading executor beyond those running.
@@ -53,28 +53,6 @@ _EMPTY = object()
 # reconnect and another attempt.
 _RETRIABLE = (amqp_exc.ConnectionLost, amqp_exc.ConnectionRefused, amqp_exc.ConnectionClosed,
               amqp_exc.ChannelClosed, OSError)
-
-_id_prefix = ""
-_id_counter = itertools.count()
-
-
-def _reseed_ids() -> None:
-    global _id_prefix, _id_counter
-    _id_prefix = os.urandom(10).hex()
-    _id_counter = itertools.count(int.from_bytes(os.urandom(5), "big"))
-
-
-_reseed_ids()
-# A forked child must not repeat its parent's ids (peers drop duplicates).
-os.register_at_fork(after_in_child=_reseed_ids)
-
-
-def new_id() -> str:
-    """A unique 32-hex-digit id, as uuid4().hex is on the wire, at a fraction of its cost.
-
-    80 random bits per process, then a 48-bit counter.
-    """
-    return f"{_id_prefix}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 def connection_params(conf: Any, url: Any) -> list[ConnectionParams]:
