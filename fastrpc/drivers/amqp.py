@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import logging
 import queue
 import random
@@ -988,11 +989,11 @@ class AmqpDriver(BaseDriver):
                 return
             except _RETRIABLE:
                 pass
+        # partial, not a closure: a closure's cells would be made on every call.
+        self._with_retry(functools.partial(self._publish_once, ex, routing_key, body, props), retry, deadline)
 
-        def attempt() -> None:
-            self._ensure_exchange(ex).basic_publish(ex.name, routing_key, body, props)
-
-        self._with_retry(attempt, retry, deadline)
+    def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
+        self._ensure_exchange(ex).basic_publish(ex.name, routing_key, body, props)
 
     def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                            retry: int | None, deadline: float | None, message: dict) -> None:
@@ -1119,14 +1120,13 @@ class AmqpDriver(BaseDriver):
                 return
             except _RETRIABLE:
                 pass
-
-        def attempt() -> None:
-            pub, _decl = self._channels()
-            pub.basic_publish("", reply_q, body, props, mandatory=mandatory)
-
         # A few attempts ride out a reconnect; the caller's reply queue
         # survives it, so the answer is still worth sending.
-        self._with_retry(attempt, REPLY_RETRIES, None)
+        self._with_retry(functools.partial(self._reply_once, reply_q, body, props, mandatory), REPLY_RETRIES, None)
+
+    def _reply_once(self, reply_q: str, body: bytes, props: dict[str, Any], mandatory: bool) -> None:
+        pub, _decl = self._channels()
+        pub.basic_publish("", reply_q, body, props, mandatory=mandatory)
 
     def _send_error_reply(self, exc: EnvelopeError) -> None:
         assert exc.msg_id is not None and exc.reply_q is not None
