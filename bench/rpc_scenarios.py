@@ -3,7 +3,10 @@
 One run, one broker. Scenarios:
 
 * ``sequential``: one caller, calls with a ~150-byte payload, one after another
-  (fastrpc, oslo.messaging, C ``rpc-call`` against C ``rpc-server``);
+  (fastrpc, oslo.messaging, C ``rpc-call`` against C ``rpc-server``, twice:
+  requests through the default exchange, and through a topic exchange as the
+  RPC libraries route theirs; "vs C" and "vs C, topic exchange" compare with
+  each);
 * ``concurrent-16`` / ``concurrent-8``: that many threads calling through one
   client (fastrpc, oslo.messaging);
 * ``casts``: casts end to end, from the first cast published until the server
@@ -380,32 +383,48 @@ def publish_stop(url: str, queue: str) -> None:
         conn.close()
 
 
-def delete_queue(url: str, queue: str) -> None:
+def delete_queue(url: str, queue: str, exchange: str | None = None) -> None:
     from fastrpc.amqp.connection import Connection
 
     conn = Connection(url)
     conn.connect()
     try:
-        conn.channel().queue_delete(queue)
+        ch = conn.channel()
+        ch.queue_delete(queue)
+        if exchange is not None:
+            ch.exchange_delete(exchange)
     finally:
         conn.close()
 
 
-class CContender:
-    """The C request/reply pair: a server kept running, one rpc-call run per round."""
+C_DEFAULT = "C (librabbitmq)"
+C_TOPIC = "C (librabbitmq), topic exchange"
+C_KEYS = (C_DEFAULT, C_TOPIC)
 
-    def __init__(self, b: common.Broker) -> None:
+
+class CContender:
+    """The C request/reply pair: a server kept running, one rpc-call run per round.
+
+    With ``topic_exchange`` the requests go through a topic exchange to the
+    server's queue, bound by its name, as oslo.messaging's and fastrpc's RPC
+    requests must (the broker routes each one); otherwise through the default
+    exchange straight to the queue, which the broker routes more cheaply.
+    """
+
+    def __init__(self, b: common.Broker, topic_exchange: bool = False) -> None:
         self.b = b
         self.exe = str(common.c_client())
-        self.queue = f"bench.rpc.c.{uuid.uuid4().hex[:12]}"
+        tag = uuid.uuid4().hex[:12]
+        self.queue = f"bench.rpc.c.{tag}"
+        self.exchange = [f"bench.rpc.c.topic.{tag}"] if topic_exchange else []
         self.env = b.c_env()
-        self.server = Child([self.exe, "rpc-server", b.host, str(b.port), self.queue], self.env, "C rpc-server",
-                            stop=lambda: publish_stop(b.url, self.queue))
+        self.server = Child([self.exe, "rpc-server", b.host, str(b.port), self.queue, *self.exchange], self.env,
+                            "C rpc-server", stop=lambda: publish_stop(b.url, self.queue))
 
     def calls(self, seconds: float) -> dict[str, Any]:
         # rpc-call takes whole seconds; a round shorter than that is cut by N.
         return common.run_json([self.exe, "rpc-call", self.b.host, str(self.b.port), self.queue, "100000000",
-                                str(len(PAYLOAD)), str(max(1, round(seconds)))],
+                                str(len(PAYLOAD)), str(max(1, round(seconds))), *self.exchange],
                                env=self.env, what="C rpc-call", timeout=seconds + 60)
 
     def close(self) -> None:
@@ -413,7 +432,7 @@ class CContender:
             self.server.stop()
         finally:
             self.server.kill()
-            delete_queue(self.b.url, self.queue)
+            delete_queue(self.b.url, self.queue, *self.exchange)
 
 
 class LibContender:
@@ -461,13 +480,13 @@ def run_rounds(contenders: dict[str, Any], scenarios: list[tuple[str, int]], sec
     results: dict[str, dict[str, list[dict[str, Any]]]] = {key: {} for key in contenders}
     for r in range(rounds):
         for name, threads in scenarios:
-            keys = [k for k in contenders if name == "sequential" or k != "C (librabbitmq)"]
+            keys = [k for k in contenders if name == "sequential" or k not in C_KEYS]
             if r % 2:
                 keys.reverse()
             common.info(f"round {r + 1}/{rounds}: {name}")
             for key in keys:
                 contender = contenders[key]
-                if key == "C (librabbitmq)":
+                if key in C_KEYS:
                     res = contender.calls(per_round)
                 elif name == "casts":
                     res = contender.casts(per_round)
@@ -563,9 +582,10 @@ def main(argv: list[str] | None = None) -> int:
             for key, lib, executor in runs:
                 contenders[key] = LibContender(lib, b, executor, thread_counts)
             if "sequential" in chosen:
-                contenders["C (librabbitmq)"] = CContender(b)
+                contenders[C_DEFAULT] = CContender(b)
+                contenders[C_TOPIC] = CContender(b, topic_exchange=True)
                 common.info("warming up the broker (C client, discarded)")
-                contenders["C (librabbitmq)"].calls(2)
+                contenders[C_DEFAULT].calls(2)
             raw = run_rounds(contenders, scenarios, args.seconds, args.rounds)
         finally:
             for contender in contenders.values():
@@ -574,27 +594,29 @@ def main(argv: list[str] | None = None) -> int:
             common.info("fastrpc: memory")
             memory = run_memory(b)
 
-    headers = ["scenario", "client", "calls/s", "p50 ms", "p99 ms", "vs oslo", "vs C"]
+    headers = ["scenario", "client", "calls/s", "p50 ms", "p99 ms", "vs oslo", "vs C", "vs C, topic exchange"]
     rows = []
     names = {key: key for key, _, _ in runs}
     names.update({"fastrpc": f"fastrpc [{executors[0]}]" if len(executors) > 1 else "fastrpc",
                   "oslo": "oslo.messaging", "oslo-fastrpc": "oslo.messaging on fastrpc://",
-                  "C (librabbitmq)": "C (librabbitmq)"})
+                  C_DEFAULT: C_DEFAULT, C_TOPIC: C_TOPIC})
     summary: dict[str, dict[str, Any]] = {}
     for scenario, _ in scenarios:
         oslo_rounds = raw.get("oslo", {}).get(scenario)
-        c_rounds = raw.get("C (librabbitmq)", {}).get(scenario)
-        for client in [key for key, _, _ in runs] + ["C (librabbitmq)"]:
+        c_rounds = raw.get(C_DEFAULT, {}).get(scenario)
+        c_topic_rounds = raw.get(C_TOPIC, {}).get(scenario)
+        for client in [key for key, _, _ in runs] + list(C_KEYS):
             found = raw.get(client, {}).get(scenario)
             if not found:
                 continue
             vs_oslo = ratio(found, oslo_rounds)
             vs_c = ratio(found, c_rounds)
+            vs_c_topic = ratio(found, c_topic_rounds)
             res = summarize(found)
-            res.update(vs_oslo=vs_oslo, vs_c=vs_c)
+            res.update(vs_oslo=vs_oslo, vs_c=vs_c, vs_c_topic=vs_c_topic)
             summary.setdefault(client, {})[scenario] = res
             rows.append([scenario, names[client], common.fmt_rate(res["rate"]), common.fmt_ms(res.get("p50_ms")),
-                         common.fmt_ms(res.get("p99_ms")), fmt_x(vs_oslo), fmt_x(vs_c)])
+                         common.fmt_ms(res.get("p99_ms")), fmt_x(vs_oslo), fmt_x(vs_c), fmt_x(vs_c_topic)])
     fmt = common.format_markdown if args.markdown else common.format_table
     print(f"RPC scenarios, payload {len(PAYLOAD)} bytes, {args.rounds} rounds of {args.seconds / args.rounds:g} s "
           "per scenario and client; medians over the rounds, ratios taken within each round "

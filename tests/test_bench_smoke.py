@@ -27,18 +27,20 @@ def test_rpc_scenarios_runs_every_contender_in_rounds(broker, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     table = done.stdout
     for row in ("fastrpc [threading]", "fastrpc [blocking]", "oslo.messaging", "oslo.messaging on fastrpc://",
-                "C (librabbitmq)"):
+                "C (librabbitmq)", "C (librabbitmq), topic exchange"):
         assert row in table, table
     data = json.loads(out.read_text())
     summary = data["summary"]
-    assert set(summary) == {"fastrpc", "fastrpc [blocking]", "oslo", "oslo-fastrpc", "C (librabbitmq)"}
+    assert set(summary) == {"fastrpc", "fastrpc [blocking]", "oslo", "oslo-fastrpc", "C (librabbitmq)",
+                            "C (librabbitmq), topic exchange"}
     for key in ("fastrpc", "fastrpc [blocking]", "oslo", "oslo-fastrpc"):
         for scenario in ("sequential", "casts"):
             result = summary[key][scenario]
             assert result["rounds"] == 2 and result["rate"] > 0
             assert result["vs_oslo"] > 0
-        assert summary[key]["sequential"]["vs_c"] > 0
+        assert summary[key]["sequential"]["vs_c"] > 0 and summary[key]["sequential"]["vs_c_topic"] > 0
     assert summary["C (librabbitmq)"]["sequential"]["rate"] > 0
+    assert summary["C (librabbitmq), topic exchange"]["sequential"]["rate"] > 0
     # every round of every contender is kept, for whoever wants to look again
     assert len(data["rounds_raw"]["oslo"]["casts"]) == 2
 

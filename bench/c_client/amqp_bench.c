@@ -6,8 +6,13 @@
  *
  *   amqp_bench publish    HOST PORT QUEUE N SIZE
  *   amqp_bench consume    HOST PORT QUEUE N
- *   amqp_bench rpc-server HOST PORT QUEUE
- *   amqp_bench rpc-call   HOST PORT QUEUE N SIZE [MAX_SECONDS]
+ *   amqp_bench rpc-server HOST PORT QUEUE [EXCHANGE]
+ *   amqp_bench rpc-call   HOST PORT QUEUE N SIZE [MAX_SECONDS [EXCHANGE]]
+ *
+ * With EXCHANGE, requests go through a topic exchange of that name (the
+ * server declares it and binds QUEUE with QUEUE as routing key), as RPC
+ * requests of oslo.messaging and fastrpc do; without it, through the default
+ * exchange straight to QUEUE. Replies always take the default exchange.
  *
  * Credentials and vhost come from AMQP_BENCH_USER, AMQP_BENCH_PASSWORD and
  * AMQP_BENCH_VHOST (default guest / guest / "/"), never from argv, so they do
@@ -147,6 +152,16 @@ static uint32_t declare_queue(amqp_connection_state_t conn, const char *queue) {
   return ok->message_count;
 }
 
+/* A non-durable topic exchange, QUEUE bound to it by its own name. */
+static void bind_to_topic_exchange(amqp_connection_state_t conn, const char *queue, const char *exchange) {
+  amqp_exchange_declare(conn, CHANNEL, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0, 0, 0, 0,
+                        amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "exchange.declare");
+  amqp_queue_bind(conn, CHANNEL, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange), amqp_cstring_bytes(queue),
+                  amqp_empty_table);
+  check_reply(amqp_get_rpc_reply(conn), "queue.bind");
+}
+
 static amqp_bytes_t make_payload(size_t size) {
   amqp_bytes_t b = amqp_bytes_malloc(size ? size : 1);
   if (!b.bytes) fail(EXIT_PROTOCOL, "payload", "out of memory");
@@ -242,9 +257,10 @@ static int cmd_consume(const char *host, int port, const char *queue, long n) {
   return 0;
 }
 
-static int cmd_rpc_server(const char *host, int port, const char *queue) {
+static int cmd_rpc_server(const char *host, int port, const char *queue, const char *exchange) {
   amqp_connection_state_t conn = open_connection(host, port);
   declare_queue(conn, queue);
+  if (exchange) bind_to_topic_exchange(conn, queue, exchange);
   amqp_basic_qos(conn, CHANNEL, 0, RPC_SERVER_PREFETCH, 0);
   check_reply(amqp_get_rpc_reply(conn), "basic.qos");
   amqp_basic_consume(conn, CHANNEL, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
@@ -302,7 +318,8 @@ static double percentile(const double *sorted, long n, double p) {
   return sorted[idx];
 }
 
-static int cmd_rpc_call(const char *host, int port, const char *queue, long n, long size, double max_seconds) {
+static int cmd_rpc_call(const char *host, int port, const char *queue, long n, long size, double max_seconds,
+                        const char *exchange_name) {
   amqp_connection_state_t conn = open_connection(host, port);
   /* Private reply queue: server-named, exclusive, gone with the connection. */
   amqp_queue_declare_ok_t *ok = amqp_queue_declare(conn, CHANNEL, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
@@ -316,7 +333,7 @@ static int cmd_rpc_call(const char *host, int port, const char *queue, long n, l
   double *lat = malloc(sizeof(double) * cap);
   if (!lat) fail(EXIT_PROTOCOL, "latencies", "out of memory");
   amqp_bytes_t body = make_payload((size_t)size);
-  amqp_bytes_t exchange = amqp_cstring_bytes("");
+  amqp_bytes_t exchange = amqp_cstring_bytes(exchange_name ? exchange_name : "");
   amqp_bytes_t rkey = amqp_cstring_bytes(queue);
   char corr[32];
 
@@ -363,13 +380,18 @@ static int cmd_rpc_call(const char *host, int port, const char *queue, long n, l
   return 0;
 }
 
+static const char *exchange_arg(const char *name) {
+  if (name[0] == '\0' || strlen(name) > 255) fail(EXIT_USAGE, "EXCHANGE", "must be 1 to 255 bytes");
+  return name;
+}
+
 static void usage(void) {
   fprintf(stderr,
           "usage:\n"
           "  amqp_bench publish    HOST PORT QUEUE N SIZE\n"
           "  amqp_bench consume    HOST PORT QUEUE N\n"
-          "  amqp_bench rpc-server HOST PORT QUEUE\n"
-          "  amqp_bench rpc-call   HOST PORT QUEUE N SIZE [MAX_SECONDS]\n"
+          "  amqp_bench rpc-server HOST PORT QUEUE [EXCHANGE]\n"
+          "  amqp_bench rpc-call   HOST PORT QUEUE N SIZE [MAX_SECONDS [EXCHANGE]]\n"
           "credentials: AMQP_BENCH_USER, AMQP_BENCH_PASSWORD, AMQP_BENCH_VHOST (default guest/guest, /)\n");
   exit(EXIT_USAGE);
 }
@@ -389,12 +411,13 @@ int main(int argc, char **argv) {
   if (strcmp(mode_name, "consume") == 0 && argc == 6) {
     return cmd_consume(host, port, queue, parse_long(argv[5], "N", 0));
   }
-  if (strcmp(mode_name, "rpc-server") == 0 && argc == 5) {
-    return cmd_rpc_server(host, port, queue);
+  if (strcmp(mode_name, "rpc-server") == 0 && (argc == 5 || argc == 6)) {
+    return cmd_rpc_server(host, port, queue, argc == 6 ? exchange_arg(argv[5]) : NULL);
   }
-  if (strcmp(mode_name, "rpc-call") == 0 && (argc == 7 || argc == 8)) {
-    double max_seconds = argc == 8 ? (double)parse_long(argv[7], "MAX_SECONDS", 0) : 0.0;
-    return cmd_rpc_call(host, port, queue, parse_long(argv[5], "N", 1), parse_long(argv[6], "SIZE", 0), max_seconds);
+  if (strcmp(mode_name, "rpc-call") == 0 && argc >= 7 && argc <= 9) {
+    double max_seconds = argc >= 8 ? (double)parse_long(argv[7], "MAX_SECONDS", 0) : 0.0;
+    return cmd_rpc_call(host, port, queue, parse_long(argv[5], "N", 1), parse_long(argv[6], "SIZE", 0), max_seconds,
+                        argc == 9 ? exchange_arg(argv[8]) : NULL);
   }
   usage();
   return EXIT_USAGE;
