@@ -16,7 +16,7 @@ EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h fastrpc/_ext/*.p
 # pure-Python codecs on real traffic.
 NOEXT_TESTS := $(wildcard tests/test_codec*.py tests/test_connection*.py tests/test_amqp_driver.py \
                  tests/test_bad_input.py tests/test_envelope.py tests/test_oslo_interop.py \
-                 tests/test_oslo_driver.py tests/test_at_least_once.py)
+                 tests/test_oslo_driver.py tests/test_at_least_once.py tests/test_blocked_broker.py)
 C_BENCH     := bench/c_client/amqp_bench
 
 .PHONY: all setup system-deps test demo bench lint clean distclean

@@ -75,6 +75,10 @@ FASTRPC_OPTIONS: dict[str, Any] = {
     # before they are sent, larger ones received are rejected, and a reply
     # that would be larger becomes an error reply.
     "max_message_size": DEFAULT_MAX_BODY,
+    # Seconds a send waits while the broker blocks publishing (a memory or
+    # disk alarm): a cast or a reply then fails with MessageDeliveryFailure; a
+    # call waits no longer than its own timeout (MessagingTimeout).
+    "blocked_timeout": 60.0,
 }
 
 GROUPS: dict[str, dict[str, Any]] = {
@@ -186,6 +190,7 @@ class Options:
     amqp_auto_delete: bool
     serialization: str
     max_message_size: int
+    blocked_timeout: float
 
     def __init__(self, conf: Any = None, **overrides: Any) -> None:
         unknown = set(overrides) - set(_ALL)
@@ -215,6 +220,8 @@ class Options:
             raise ValueError("executor_thread_pool_size must be at least 1")
         if float(self.rpc_response_timeout) <= 0:
             raise ValueError("rpc_response_timeout must be positive")
+        if not float(self.blocked_timeout) > 0:
+            raise ValueError(f"blocked_timeout must be positive (seconds), got {self.blocked_timeout!r}")
         # Above the frame reader's limit a body ends the connection before the envelope sees it.
         if not 1024 <= int(self.max_message_size) <= DEFAULT_MAX_MESSAGE_SIZE:
             raise ValueError(f"max_message_size must be between 1024 and {DEFAULT_MAX_MESSAGE_SIZE} bytes "

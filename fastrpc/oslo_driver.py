@@ -51,6 +51,9 @@ FASTRPC_OPTS = [
                     "peers understand it; servers answer in the caller's encoding."),
     cfg.IntOpt("max_message_size", default=DEFAULT_MAX_BODY, min=1024,
                help="Largest message body sent or accepted, in bytes."),
+    cfg.FloatOpt("blocked_timeout", default=FASTRPC_OPTIONS["blocked_timeout"], min=0.001,
+                 help="Seconds a send waits while the broker blocks publishing (memory or disk alarm); "
+                      "casts and replies then fail, calls wait no longer than their timeout."),
 ]
 
 

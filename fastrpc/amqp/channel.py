@@ -630,18 +630,25 @@ class Channel:
 
     # ---- publishing --------------------------------------------------------
 
-    def _wait_publish_allowed(self) -> None:
+    def _wait_publish_allowed(self, until: float | None = None) -> None:
+        """Wait while the broker blocks publishing: up to the connection's
+        ``blocked_timeout``, or until ``until`` (a ``time.monotonic()``) if
+        that comes first; then raise PublishBlocked."""
         conn = self._conn
-        limit = conn.params.blocked_timeout
-        deadline = time.monotonic() + limit
+        started = time.monotonic()
+        deadline = started + conn.params.blocked_timeout
+        if until is not None and until < deadline:
+            deadline = until
         while conn.blocked or not self._flow.is_set():
             self._check_open()
             conn._check_open()
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0 or conn.in_reader_thread():
                 # The reader thread cannot wait: only it could see the unblock.
                 why = f"connection blocked by broker ({conn.blocked_reason})" if conn.blocked else "channel flow off"
-                raise PublishBlocked(f"publishing to {conn.params.address} not allowed for {limit:g}s: {why}")
+                raise PublishBlocked(f"publishing to {conn.params.address} not allowed for "
+                                     f"{now - started:.3g}s: {why}")
             if conn.blocked:
                 conn.wait_unblocked(remaining)
             else:
@@ -655,18 +662,22 @@ class Channel:
         properties: dict[str, Any] | None = None,
         mandatory: bool = False,
         immediate: bool = False,
+        blocked_until: float | None = None,
     ) -> Future[Any] | None:
         """Publish one message.
 
         With confirms on, returns a Future resolved True on ack, failed with
         PublishNacked / MessageReturned / ChannelClosed / ConnectionLost;
-        otherwise None. Future callbacks run in the reader thread.
+        otherwise None. Future callbacks run in the reader thread. While the
+        broker blocks publishing (connection.blocked, channel.flow), waits up
+        to ``blocked_timeout``, or until ``blocked_until`` (a
+        ``time.monotonic()``) if that comes first, then raises PublishBlocked.
         """
         conn = self._conn
         if self._closed is not None:
             raise _fresh(self._closed)
         if conn.blocked or not self._flow.is_set():
-            self._wait_publish_allowed()
+            self._wait_publish_allowed(blocked_until)
         w = conn.writer()
         try:
             w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, immediate)

@@ -56,12 +56,22 @@ _RETRIABLE = (amqp_exc.ConnectionLost, amqp_exc.ConnectionRefused, amqp_exc.Conn
               amqp_exc.ChannelClosed, OSError)
 
 
+def _blocked_error(exc: amqp_exc.PublishBlocked, deadline: float | None) -> Exception:
+    """What a publish the broker kept blocking (memory or disk alarm) means for
+    the caller: a call's timeout, or a delivery failure once the connection's
+    ``blocked_timeout`` passed (casts, and calls with a longer timeout)."""
+    if deadline is not None and time.monotonic() >= deadline:
+        return MessagingTimeout(f"the broker blocked publishing until the call timed out: {exc}")
+    return MessageDeliveryFailure(f"the broker blocked publishing: {exc}")
+
+
 def connection_params(conf: Any, url: Any) -> list[ConnectionParams]:
     """One ConnectionParams per host of the transport URL, in failover order."""
     vhost = url.virtual_host or "/" if url is not None else "/"
     use_ssl = bool(getattr(conf, "ssl", False))
     heartbeat = int(getattr(conf, "heartbeat_timeout_threshold", 60) or 0)
     common: dict[str, Any] = {"virtual_host": vhost, "ssl": use_ssl, "heartbeat": heartbeat,
+                              "blocked_timeout": float(getattr(conf, "blocked_timeout", 60.0)),
                               "connection_name": f"{getattr(conf, 'processname', 'fastrpc')}:fastrpc"}
     if use_ssl:
         common["cafile"] = getattr(conf, "ssl_ca_file", "") or None
@@ -980,20 +990,25 @@ class AmqpDriver(BaseDriver):
 
     def _publish(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                  retry: int | None, deadline: float | None) -> None:
-        # Usual case: the channel is open and the exchange declared, so no
-        # lock and no retry machinery; any failure takes the full path below.
-        pub = self._pub_ch
-        if pub is not None and ex.name in self._declared:
-            try:
-                pub.basic_publish(ex.name, routing_key, body, props)
-                return
-            except _RETRIABLE:
-                pass
-        # partial, not a closure: a closure's cells would be made on every call.
-        self._with_retry(functools.partial(self._publish_once, ex, routing_key, body, props), retry, deadline)
+        try:
+            # Usual case: the channel is open and the exchange declared, so no
+            # lock and no retry machinery; any failure takes the full path below.
+            pub = self._pub_ch
+            if pub is not None and ex.name in self._declared:
+                try:
+                    pub.basic_publish(ex.name, routing_key, body, props, False, False, deadline)
+                    return
+                except _RETRIABLE:
+                    pass
+            # partial, not a closure: a closure's cells would be made on every call.
+            self._with_retry(functools.partial(self._publish_once, ex, routing_key, body, props, deadline),
+                             retry, deadline)
+        except amqp_exc.PublishBlocked as exc:
+            raise _blocked_error(exc, deadline) from exc
 
-    def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any]) -> None:
-        self._ensure_exchange(ex).basic_publish(ex.name, routing_key, body, props)
+    def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+                      deadline: float | None) -> None:
+        self._ensure_exchange(ex).basic_publish(ex.name, routing_key, body, props, False, False, deadline)
 
     def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                            retry: int | None, deadline: float | None, message: dict) -> None:
@@ -1013,7 +1028,7 @@ class AmqpDriver(BaseDriver):
                     ch = self._connection().channel()
                     ch.confirm_select()
                     self._confirm_ch = ch
-            confirmed = ch.basic_publish(ex.name, routing_key, body, props, mandatory=True)
+            confirmed = ch.basic_publish(ex.name, routing_key, body, props, True, False, deadline)
             wait = confirm_timeout if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 confirmed.result(timeout=wait)
@@ -1025,6 +1040,8 @@ class AmqpDriver(BaseDriver):
             self._with_retry(attempt, retry, deadline)
         except amqp_exc.MessageReturned as exc:
             raise MessageUndeliverable(exc, ex.name, routing_key, message) from exc
+        except amqp_exc.PublishBlocked as exc:
+            raise _blocked_error(exc, deadline) from exc
         except amqp_exc.AMQPError as exc:
             raise MessageDeliveryFailure(f"the broker did not take the message: {exc}") from exc
 
