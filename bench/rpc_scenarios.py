@@ -390,9 +390,11 @@ def delete_queue(url: str, queue: str, exchange: str | None = None) -> None:
     conn.connect()
     try:
         ch = conn.channel()
-        ch.queue_delete(queue)
-        if exchange is not None:
-            ch.exchange_delete(exchange)
+        try:
+            ch.queue_delete(queue)
+        finally:
+            if exchange is not None:
+                ch.exchange_delete(exchange)
     finally:
         conn.close()
 
@@ -584,8 +586,9 @@ def main(argv: list[str] | None = None) -> int:
             if "sequential" in chosen:
                 contenders[C_DEFAULT] = CContender(b)
                 contenders[C_TOPIC] = CContender(b, topic_exchange=True)
-                common.info("warming up the broker (C client, discarded)")
-                contenders[C_DEFAULT].calls(2)
+                common.info("warming up the broker (C clients, discarded)")
+                for key in C_KEYS:
+                    contenders[key].calls(1)
             raw = run_rounds(contenders, scenarios, args.seconds, args.rounds)
         finally:
             for contender in contenders.values():

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -75,9 +76,10 @@ FASTRPC_OPTIONS: dict[str, Any] = {
     # before they are sent, larger ones received are rejected, and a reply
     # that would be larger becomes an error reply.
     "max_message_size": DEFAULT_MAX_BODY,
-    # Seconds a send waits while the broker blocks publishing (a memory or
-    # disk alarm): a cast or a reply then fails with MessageDeliveryFailure; a
-    # call waits no longer than its own timeout (MessagingTimeout).
+    # Seconds a cast (or a server's reply) waits while the broker blocks
+    # publishing (a memory or disk alarm) before it fails with
+    # MessageDeliveryFailure; a call waits up to its own timeout instead
+    # (MessagingTimeout).
     "blocked_timeout": 60.0,
 }
 
@@ -220,8 +222,8 @@ class Options:
             raise ValueError("executor_thread_pool_size must be at least 1")
         if float(self.rpc_response_timeout) <= 0:
             raise ValueError("rpc_response_timeout must be positive")
-        if not float(self.blocked_timeout) > 0:
-            raise ValueError(f"blocked_timeout must be positive (seconds), got {self.blocked_timeout!r}")
+        if not 0 < float(self.blocked_timeout) <= threading.TIMEOUT_MAX:  # NaN and inf too
+            raise ValueError(f"blocked_timeout must be a positive number of seconds, got {self.blocked_timeout!r}")
         # Above the frame reader's limit a body ends the connection before the envelope sees it.
         if not 1024 <= int(self.max_message_size) <= DEFAULT_MAX_MESSAGE_SIZE:
             raise ValueError(f"max_message_size must be between 1024 and {DEFAULT_MAX_MESSAGE_SIZE} bytes "

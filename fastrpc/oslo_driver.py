@@ -21,6 +21,7 @@ Importing this module needs oslo.messaging; nothing else in fastrpc does.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,8 +53,9 @@ FASTRPC_OPTS = [
     cfg.IntOpt("max_message_size", default=DEFAULT_MAX_BODY, min=1024,
                help="Largest message body sent or accepted, in bytes."),
     cfg.FloatOpt("blocked_timeout", default=FASTRPC_OPTIONS["blocked_timeout"], min=0.001,
-                 help="Seconds a send waits while the broker blocks publishing (memory or disk alarm); "
-                      "casts and replies then fail, calls wait no longer than their timeout."),
+                 max=threading.TIMEOUT_MAX,
+                 help="Seconds a cast or a reply waits while the broker blocks publishing (memory or "
+                      "disk alarm) before it fails; a call waits up to its own timeout instead."),
 ]
 
 

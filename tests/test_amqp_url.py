@@ -80,6 +80,10 @@ def test_ipv6_host() -> None:
         "amqp://h/?verify=maybe",
         "amqp://h/?frame_max=100",
         "amqp://h:99999/",
+        "amqp://h/?blocked_timeout=0",
+        "amqp://h/?blocked_timeout=inf",
+        "amqp://h/?blocked_timeout=nan",
+        "amqp://h/?operation_timeout=1e12",
     ],
 )
 def test_invalid_urls(url: str) -> None:

@@ -71,9 +71,14 @@ def test_fastrpc_calls_time_out_and_casts_fail_while_publishing_is_blocked(alarm
         with pytest.raises(fastrpc.MessageDeliveryFailure, match="blocked publishing"):
             client.cast({}, "echo", x=3)
         assert BLOCKED_TIMEOUT - 0.1 <= time.monotonic() - started < BLOCKED_TIMEOUT + SLACK
+        # A call waits for the alarm up to its own timeout, even past blocked_timeout.
+        started = time.monotonic()
+        with pytest.raises(fastrpc.MessagingTimeout, match="blocked publishing"):
+            client.prepare(timeout=BLOCKED_TIMEOUT + 1.5).call({}, "echo", x=4)
+        assert BLOCKED_TIMEOUT + 1.4 <= time.monotonic() - started < BLOCKED_TIMEOUT + 1.5 + SLACK
         alarm.set_memory_watermark(0.4)
         # Publishing resumes once the broker says so; the call waits for that.
-        assert client.prepare(timeout=30).call({}, "echo", x=4) == 4
+        assert client.prepare(timeout=30).call({}, "echo", x=5) == 5
     finally:
         server.stop()
         server.wait()
@@ -98,7 +103,7 @@ def test_oslo_api_on_fastrpc_while_publishing_is_blocked(alarm: RabbitNode) -> N
         started = time.monotonic()
         with pytest.raises(oslo_messaging.MessageDeliveryFailure, match="blocked publishing"):
             client.cast({}, "echo", x=3)
-        assert time.monotonic() - started < BLOCKED_TIMEOUT + SLACK
+        assert BLOCKED_TIMEOUT - 0.1 <= time.monotonic() - started < BLOCKED_TIMEOUT + SLACK
         alarm.set_memory_watermark(0.4)
         assert client.prepare(timeout=30).call({}, "echo", x=4) == 4
     finally:

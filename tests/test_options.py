@@ -65,6 +65,10 @@ def test_unknown_option_and_bad_values_rejected():
     with pytest.raises(ValueError, match="max_message_size"):
         Options(max_message_size=256 * 1024 * 1024)
     assert Options(max_message_size=4096).max_message_size == 4096
+    for bad in (0, -1, float("inf"), float("nan"), 1e12):
+        with pytest.raises(ValueError, match="blocked_timeout"):
+            Options(blocked_timeout=bad)
+    assert Options(blocked_timeout=0.5).blocked_timeout == 0.5
 
 
 def test_reads_oslo_config_groups_and_keeps_defaults_for_unregistered():
@@ -132,6 +136,9 @@ def test_url_query_sets_broker_options_with_their_types(caplog):
     ({"heartbeat_timeout_threshold": "soon"}, "heartbeat_timeout_threshold takes an integer"),
     ({"kombu_reconnect_delay": "x"}, "kombu_reconnect_delay takes a number"),
     ({"serialization": "xml"}, "serialization must be one of"),
+    ({"blocked_timeout": "inf"}, "blocked_timeout must be a positive number"),
+    ({"blocked_timeout": "nan"}, "blocked_timeout must be a positive number"),
+    ({"blocked_timeout": "soon"}, "blocked_timeout takes a number"),
 ])
 def test_url_query_bad_values_are_refused(query, message):
     with pytest.raises(ValueError, match=message):

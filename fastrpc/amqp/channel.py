@@ -631,14 +631,12 @@ class Channel:
     # ---- publishing --------------------------------------------------------
 
     def _wait_publish_allowed(self, until: float | None = None) -> None:
-        """Wait while the broker blocks publishing: up to the connection's
-        ``blocked_timeout``, or until ``until`` (a ``time.monotonic()``) if
-        that comes first; then raise PublishBlocked."""
+        """Wait while the broker blocks publishing: until ``until`` (a
+        ``time.monotonic()``, a call's deadline) when given, else up to the
+        connection's ``blocked_timeout``; then raise PublishBlocked."""
         conn = self._conn
         started = time.monotonic()
-        deadline = started + conn.params.blocked_timeout
-        if until is not None and until < deadline:
-            deadline = until
+        deadline = until if until is not None else started + conn.params.blocked_timeout
         while conn.blocked or not self._flow.is_set():
             self._check_open()
             conn._check_open()
@@ -649,6 +647,7 @@ class Channel:
                 why = f"connection blocked by broker ({conn.blocked_reason})" if conn.blocked else "channel flow off"
                 raise PublishBlocked(f"publishing to {conn.params.address} not allowed for "
                                      f"{now - started:.3g}s: {why}")
+            remaining = min(remaining, threading.TIMEOUT_MAX)
             if conn.blocked:
                 conn.wait_unblocked(remaining)
             else:
@@ -669,9 +668,9 @@ class Channel:
         With confirms on, returns a Future resolved True on ack, failed with
         PublishNacked / MessageReturned / ChannelClosed / ConnectionLost;
         otherwise None. Future callbacks run in the reader thread. While the
-        broker blocks publishing (connection.blocked, channel.flow), waits up
-        to ``blocked_timeout``, or until ``blocked_until`` (a
-        ``time.monotonic()``) if that comes first, then raises PublishBlocked.
+        broker blocks publishing (connection.blocked, channel.flow), waits
+        until ``blocked_until`` (a ``time.monotonic()``) when given, else up
+        to the connection's ``blocked_timeout``, then raises PublishBlocked.
         """
         conn = self._conn
         if self._closed is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -74,8 +75,11 @@ class ConnectionParams:
             raise ValueError(f"frame_max must be at least {spec.MIN_FRAME_MAX}")
         if not 0 <= self.channel_max <= 65535:
             raise ValueError(f"channel_max out of range: {self.channel_max}")
-        if self.connect_timeout <= 0 or self.operation_timeout <= 0 or self.blocked_timeout <= 0:
-            raise ValueError("timeouts must be positive")
+        for name in ("connect_timeout", "operation_timeout", "blocked_timeout"):
+            # Finite and within what a thread can wait for (NaN, inf and
+            # huge values would fail or spin in the waits).
+            if not 0 < getattr(self, name) <= threading.TIMEOUT_MAX:
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
         if self.auth_mechanism.upper() not in ("PLAIN", "EXTERNAL"):
             raise ValueError(f"unsupported auth_mechanism: {self.auth_mechanism!r}")
 

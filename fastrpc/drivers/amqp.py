@@ -979,7 +979,10 @@ class AmqpDriver(BaseDriver):
                     self._notify_queues.add((ex.name, routing_key))
             pub.basic_publish(ex.name, routing_key, body, props)
 
-        self._with_retry(attempt, retry, None)
+        try:
+            self._with_retry(attempt, retry, None)
+        except amqp_exc.PublishBlocked as exc:
+            raise _blocked_error(exc, None) from exc
 
     def _check_size(self, body: bytes, message: dict) -> None:
         """Refuse a request its receiver would reject as too large (no timeout later)."""
@@ -1130,16 +1133,20 @@ class AmqpDriver(BaseDriver):
             body = envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
         props = self._reply_props[bool(binary)]
         mandatory = self.topology.mandatory_replies
-        pub = self._pub_ch
-        if pub is not None:
-            try:
-                pub.basic_publish("", reply_q, body, props, mandatory=mandatory)
-                return
-            except _RETRIABLE:
-                pass
-        # A few attempts ride out a reconnect; the caller's reply queue
-        # survives it, so the answer is still worth sending.
-        self._with_retry(functools.partial(self._reply_once, reply_q, body, props, mandatory), REPLY_RETRIES, None)
+        try:
+            pub = self._pub_ch
+            if pub is not None:
+                try:
+                    pub.basic_publish("", reply_q, body, props, mandatory=mandatory)
+                    return
+                except _RETRIABLE:
+                    pass
+            # A few attempts ride out a reconnect; the caller's reply queue
+            # survives it, so the answer is still worth sending.
+            self._with_retry(functools.partial(self._reply_once, reply_q, body, props, mandatory),
+                             REPLY_RETRIES, None)
+        except amqp_exc.PublishBlocked as exc:
+            raise _blocked_error(exc, None) from exc
 
     def _reply_once(self, reply_q: str, body: bytes, props: dict[str, Any], mandatory: bool) -> None:
         pub, _decl = self._channels()
