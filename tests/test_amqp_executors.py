@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -574,3 +575,75 @@ def test_listener_reconnects_when_the_broker_closes_its_channel(transports, serv
     assert not old.is_open
     assert client.call({}, "record", i=7) == 7
     assert rec.seen == [7]
+
+
+@pytest.mark.parametrize("executor", ["blocking", "threading"])
+def test_when_a_request_is_acked_relative_to_its_run_and_reply(monkeypatch, transports, servers, topic, executor):
+    """blocking: after the reply, as oslo's blocking executor acks at its next
+    poll (the ack's send is off the caller's wait); threading: before the
+    request runs, as oslo's poller acks while workers run."""
+    events: list[str] = []
+
+    class RecordingChannel(Channel):
+        def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+            events.append("ack")
+            super().basic_ack(delivery_tag, multiple)
+
+        def basic_publish(self, exchange, routing_key, body, properties=None, mandatory=False, immediate=False,
+                          blocked_until=None):
+            if exchange == "" and routing_key.startswith("reply_"):
+                events.append("reply")
+            return super().basic_publish(exchange, routing_key, body, properties, mandatory, immediate,
+                                         blocked_until)
+
+    class Recording:
+        def work(self, ctxt, i):
+            events.append("run")
+            return i
+
+    client = client_for(transports(), topic)  # its channels are not recorded
+    monkeypatch.setattr(connection_module, "Channel", RecordingChannel)
+    srv = fastrpc.get_rpc_server(transports(), Target(topic=topic, server="s1"), [Recording()], executor=executor)
+    servers.append(srv)
+    srv.start()
+    for i in range(3):
+        assert client.call({}, "work", i=i) == i
+        deadline = time.monotonic() + WAIT
+        pause = threading.Event()
+        while len(events) < 3 * (i + 1) and time.monotonic() < deadline:
+            pause.wait(0.01)  # the ack may follow the reply the caller already has
+        expected = ["run", "reply", "ack"] if executor == "blocking" else ["ack", "run", "reply"]
+        assert events[3 * i:] == expected, events
+
+
+def test_blocking_request_redelivered_after_running_unacked_is_not_run_again(transports, servers, topic):
+    """The connection drops while a request runs (not acked yet): the broker
+    delivers it again, and the listener drops it by its _unique_id instead
+    of running it twice; the caller still gets its reply."""
+    gate = Gate()
+    srv = fastrpc.get_rpc_server(transports(), Target(topic=topic, server="s1"), [gate], executor="blocking")
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    listener = srv.listener
+    assert isinstance(listener, amqp.AmqpListener)
+    answer: list[int] = []
+    caller = threading.Thread(target=lambda: answer.append(client.call({}, "work", i=1)), daemon=True)
+    caller.start()
+    assert gate.entered.acquire(timeout=WAIT)
+    # Cut the listener's connection under the running request: the broker
+    # requeues it. The reader thread runs the request, so the listener sees
+    # the loss (and reconnects) once it is done.
+    conn = listener._conn
+    assert conn is not None and conn._transport is not None
+    conn._transport.sock.shutdown(socket.SHUT_RDWR)
+    gate.release.set()
+    caller.join(WAIT)
+    assert answer == [1]
+    deadline = time.monotonic() + WAIT
+    pause = threading.Event()
+    while listener.duplicates < 1 and time.monotonic() < deadline:
+        pause.wait(0.05)
+    assert listener.duplicates == 1 and listener.reconnects >= 1
+    assert gate.calls == [1]  # ran once
+    assert client.call({}, "work", i=2) == 2 and gate.calls == [1, 2]

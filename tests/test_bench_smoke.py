@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,3 +70,23 @@ def test_call_cost_counts_both_sides_of_fastrpc_and_c(broker, tmp_path):
         # A call cannot be free on either side: at the least a publish is
         # encoded and a delivery parsed (thousands of instructions in C).
         assert sides["client"] > 1000 and sides["server"] > 1000, costs
+
+
+def test_pair_ab_compares_two_trees_call_by_call(broker, tmp_path):
+    out = tmp_path / "pair.json"
+    env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "pair_ab.py"), "--calls", "50", str(ROOT), str(ROOT),
+         "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "B/A: mean" in done.stdout, done.stdout
+    data = json.loads(out.read_text())
+    assert data["pairs"] == 50 and data["executor"] == "blocking"
+    assert data["a"]["mean_us"] > 0 and data["b"]["mean_us"] > 0
+    assert data["mean_ratio"] == pytest.approx(data["b"]["mean_us"] / data["a"]["mean_us"])
+    # Not a tree: a clear error, not a traceback.
+    bad = subprocess.run([sys.executable, str(ROOT / "bench" / "pair_ab.py"), str(tmp_path), str(ROOT)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not a fastrpc source tree" in bad.stderr

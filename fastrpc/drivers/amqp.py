@@ -501,8 +501,7 @@ class AmqpListener(Listener):
                     item = self._incoming.get_nowait()
                     if item is _EMPTY or item is _STOP:
                         break
-                    for msg in self._take(item):
-                        handler(msg)
+                    self._run_read(handler, item)
             finally:
                 lock.release()
 
@@ -520,8 +519,7 @@ class AmqpListener(Listener):
             # the queue when the channel closes.
             if self._stopped.is_set():
                 return
-            for msg in self._take(item):
-                handler(msg)
+            self._run_read(handler, item)
 
     # -- polling -------------------------------------------------------------
 
@@ -611,14 +609,42 @@ class AmqpListener(Listener):
         return result
 
     def _take(self, item: _Read) -> list[IncomingMessage]:
-        """Decode the requests of one read and ack them (one frame when possible).
+        """Decode the requests of one read and ack them (one frame when possible),
+        before they run: for pollers (the threading executor).
 
         Malformed ones are rejected (and answered with an error where the
         caller is known), duplicates dropped.
         """
+        requests, settle = self._decode(item)
+        if settle is None or not self._ack(*settle):
+            return []
+        return self._accepted(requests)
+
+    def _run_read(self, handler: Any, item: _Read) -> None:
+        """Run the requests of one read in this thread, then ack them (inline dispatch).
+
+        As oslo's blocking executor, which sends a request's ack at its next
+        poll, after the reply: the ack's send stays off the caller's wait.
+        Unacked while they run, requests come back if the connection drops
+        meanwhile; their ``_unique_id`` is remembered by then, so this
+        listener drops them, as oslo's does. A handler that raises out
+        (KeyboardInterrupt, say) leaves the read unacked: the broker delivers
+        it again rather than lose the requests not yet run.
+        """
+        requests, settle = self._decode(item)
+        if settle is None:
+            return
+        for msg in self._accepted(requests):
+            handler(msg)
+        self._ack(*settle, ran=True)
+
+    def _decode(self, item: _Read) -> tuple[list[Any], tuple[Any, _Settled, list[int], list[int]] | None]:
+        """The well-formed requests of one read, and what ``_ack`` needs to
+        settle the read (None: its channel is gone, the broker requeued them).
+        Malformed ones are rejected here."""
         gen, ch, settled, deliveries = item
         if gen != self._gen:
-            return []  # from a dead channel: the broker requeued them
+            return [], None
         max_body = self._driver.max_body
         decode = envelope.decode_request
         requests = []
@@ -632,8 +658,9 @@ class AmqpListener(Listener):
             requests.append(req)
             ack.append(delivery.delivery_tag)
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
-        if not self._ack(ch, settled, tags, ack):
-            return []
+        return requests, (ch, settled, tags, ack)
+
+    def _accepted(self, requests: list[Any]) -> list[IncomingMessage]:
         taken: list[IncomingMessage] = []
         for req in requests:
             msg = self._accept(req)
@@ -641,8 +668,9 @@ class AmqpListener(Listener):
                 taken.append(msg)
         return taken
 
-    def _ack(self, ch: Any, settled: _Settled, tags: list[int], ack: list[int]) -> bool:
-        """Settle the ``tags`` of one read, sending acks for ``ack``; False if that failed."""
+    def _ack(self, ch: Any, settled: _Settled, tags: list[int], ack: list[int], ran: bool = False) -> bool:
+        """Settle the ``tags`` of one read, sending acks for ``ack``; False if
+        that failed. ``ran``: the requests ran already (inline dispatch)."""
         try:
             with self._ack_lock:
                 if len(tags) == 1 and ack and not settled.early and tags[0] == settled.upto + 1:
@@ -654,8 +682,12 @@ class AmqpListener(Listener):
                     for tag, multiple in settled.settle(tags, ack):
                         ch.basic_ack(tag, multiple)
         except amqp_exc.AMQPError as err:
-            # Not acked means the broker will deliver them again: do not run them twice.
-            LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(ack), err)
+            if ran:
+                LOG.warning("Could not acknowledge %d request(s) that ran: %s (the broker will deliver them "
+                            "again; this listener drops them as duplicates)", len(ack), err)
+            else:
+                # Not acked means the broker will deliver them again: do not run them twice.
+                LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(ack), err)
             return False
         return True
 

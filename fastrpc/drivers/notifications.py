@@ -115,6 +115,11 @@ class AmqpNotificationListener(AmqpListener):
             taken.append(NotificationIncoming(self, gen, ch, delivery.delivery_tag, ctxt, message, unique_id))
         return taken
 
+    def _run_read(self, handler: Any, item: _Read) -> None:
+        # Each notification is settled by itself once its endpoints ran.
+        for msg in self._take(item):
+            handler(msg)
+
     def settle(self, gen: int, channel: Any, tag: int, requeue: bool, handled: str | None = None) -> None:
         """Acknowledge (or requeue) one notification on the channel it came on.
 
