@@ -274,7 +274,8 @@ class _Settled:
 
 
 class AmqpIncomingMessage(IncomingMessage):
-    """A request taken from a queue (already acked, as oslo does)."""
+    """A request taken from a queue; the listener acks it (when a worker takes
+    it, or after it ran with inline dispatch), as oslo's executors do."""
 
     def __init__(self, driver: AmqpDriver, ctxt: dict, message: dict, msg_id: str | None,
                  reply_q: str | None, binary: bool, client_timeout: float | None = None) -> None:
@@ -291,7 +292,7 @@ class AmqpIncomingMessage(IncomingMessage):
         self.client_timeout = client_timeout
 
     def acknowledge(self) -> None:
-        # Acked when it was taken from the queue (at most once, like oslo).
+        # The listener acks (see _take and _run_read): nothing to do here.
         pass
 
     def requeue(self) -> None:
