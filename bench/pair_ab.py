@@ -48,7 +48,9 @@ url, topic, executor = sys.argv[1:4]
 transport = fastrpc.get_rpc_transport(url=url)
 server = fastrpc.get_rpc_server(transport, fastrpc.Target(topic=topic, server="s1"), [Echo()], executor=executor)
 server.start()
-print("ready", flush=True)
+from fastrpc import _impl
+compiled = _impl.COMPILED and _impl.ENVELOPE_COMPILED and all(_impl.TWINS_COMPILED.values())
+print("ready", fastrpc.__file__, "compiled" if compiled else "pure-python", flush=True)
 sys.stdin.read()
 server.stop()
 server.wait()
@@ -61,9 +63,18 @@ def start_server(tree: Path, url: str, topic: str, executor: str) -> subprocess.
     proc = subprocess.Popen([sys.executable, "-c", _SERVER, url, topic, executor], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
+    words = proc.stdout.readline().split()
+    problem = None
+    if not words or words[0] != "ready":
+        problem = "did not start"
+    elif not Path(words[1]).resolve().is_relative_to(tree):
+        problem = f"imported fastrpc from {words[1]}, not from the tree"
+    elif words[2] != "compiled":
+        problem = "runs without its compiled modules (build it: setup.py build_ext --inplace)"
+    if problem is not None:
         proc.kill()
-        raise common.BenchError(f"the server from {tree} did not start")
+        proc.wait(30)
+        raise common.BenchError(f"the server from {tree} {problem}")
     return proc
 
 
@@ -72,21 +83,27 @@ def measure(url: str, topics: list[str], pairs: int) -> list[list[float]]:
 
     transport = fastrpc.get_rpc_transport(url=url)
     try:
-        clients = [fastrpc.get_rpc_client(transport, fastrpc.Target(topic=t), timeout=CALL_TIMEOUT) for t in topics]
-        for _ in range(WARMUP_PAIRS):
-            for client in clients:
-                if client.call({}, "echo", payload=PAYLOAD) != PAYLOAD:
-                    raise common.BenchError("echo returned a different payload")
-        latencies: list[list[float]] = [[] for _ in topics]
-        for k in range(pairs):
-            order = (0, 1) if k % 2 == 0 else (1, 0)
-            for i in order:
-                started = time.perf_counter()
-                clients[i].call({}, "echo", payload=PAYLOAD)
-                latencies[i].append(time.perf_counter() - started)
-        return latencies
+        return _calls(fastrpc, transport, topics, pairs)
+    except fastrpc.MessagingTimeout as exc:
+        raise common.BenchError(f"a server stopped answering: {exc}") from None
     finally:
         transport.cleanup()
+
+
+def _calls(fastrpc: Any, transport: Any, topics: list[str], pairs: int) -> list[list[float]]:
+    clients = [fastrpc.get_rpc_client(transport, fastrpc.Target(topic=t), timeout=CALL_TIMEOUT) for t in topics]
+    for _ in range(WARMUP_PAIRS):
+        for client in clients:
+            if client.call({}, "echo", payload=PAYLOAD) != PAYLOAD:
+                raise common.BenchError("echo returned a different payload")
+    latencies: list[list[float]] = [[] for _ in topics]
+    for k in range(pairs):
+        order = (0, 1) if k % 2 == 0 else (1, 0)
+        for i in order:
+            started = time.perf_counter()
+            clients[i].call({}, "echo", payload=PAYLOAD)
+            latencies[i].append(time.perf_counter() - started)
+    return latencies
 
 
 def main() -> int:
@@ -97,6 +114,8 @@ def main() -> int:
     p.add_argument("--executor", default="blocking", choices=("blocking", "threading"))
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     args = p.parse_args()
+    if args.calls < 1:
+        p.error("--calls must be at least 1")
     trees = [args.tree_a.resolve(), args.tree_b.resolve()]
     for tree in trees:
         if not (tree / "fastrpc" / "__init__.py").is_file():
@@ -118,6 +137,7 @@ def main() -> int:
                     proc.wait(30)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait(30)
     result: dict[str, Any] = {"benchmark": "pair_ab", "executor": args.executor, "pairs": args.calls}
     for name, tree, values in zip(("a", "b"), trees, latencies, strict=True):
         result[name] = {"tree": str(tree), "mean_us": statistics.mean(values) * 1e6,

@@ -215,7 +215,8 @@ class _Incoming(oslo_base.IncomingMessage):
 
 
 class _RpcIncoming(_Incoming, oslo_base.RpcIncomingMessage):
-    """A request, already acknowledged when it was taken (at most once, as oslo's server expects)."""
+    """A request; fastrpc's listener acknowledges it (when taken, or after it
+    ran when handed over inline), so oslo's acknowledge() has nothing to do."""
 
     def __init__(self, incoming: IncomingMessage) -> None:
         super().__init__(incoming)

@@ -601,7 +601,9 @@ def test_when_a_request_is_acked_relative_to_its_run_and_reply(monkeypatch, tran
             events.append("run")
             return i
 
-    client = client_for(transports(), topic)  # its channels are not recorded
+    client = client_for(transports(), topic)
+    with pytest.raises(fastrpc.MessagingTimeout):  # connects the client before channels are recorded
+        client.prepare(timeout=0.2).call({}, "nobody_serves_this_yet")
     monkeypatch.setattr(connection_module, "Channel", RecordingChannel)
     srv = fastrpc.get_rpc_server(transports(), Target(topic=topic, server="s1"), [Recording()], executor=executor)
     servers.append(srv)

@@ -622,16 +622,22 @@ class AmqpListener(Listener):
         return self._accepted(requests)
 
     def _run_read(self, handler: Any, item: _Read) -> None:
-        """Run the requests of one read in this thread, then ack them (inline dispatch).
+        """Run the requests of one read in this thread (inline dispatch).
 
-        As oslo's blocking executor, which sends a request's ack at its next
-        poll, after the reply: the ack's send stays off the caller's wait.
-        Unacked while they run, requests come back if the connection drops
-        meanwhile; their ``_unique_id`` is remembered by then, so this
-        listener drops them, as oslo's does. A handler that raises out
-        (KeyboardInterrupt, say) leaves the read unacked: the broker delivers
-        it again rather than lose the requests not yet run.
+        A read of one request (a caller waiting for each answer) is acked
+        after it ran and was answered, as oslo's blocking executor sends a
+        request's ack at its next poll: the ack's send stays off the caller's
+        wait. Unacked while it runs, it comes back if the connection drops
+        meanwhile; its ``_unique_id`` is remembered by then, so this listener
+        drops it, as oslo's does. A read of several (requests piling up) is
+        acked with one frame before they run, as pollers do: none of them
+        waits unacked behind the others, so none is run again elsewhere
+        after it was answered.
         """
+        if len(item.deliveries) > 1:
+            for msg in self._take(item):
+                handler(msg)
+            return
         requests, settle = self._decode(item)
         if settle is None:
             return

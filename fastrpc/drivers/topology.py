@@ -38,9 +38,11 @@ Queues
 Consuming
   * ``basic.qos`` with ``prefetch_count = rabbit_qos_prefetch_count`` (0 = no
     limit); consumers use explicit acks.
-  * RPC servers ack a request *before* dispatching it (at most once), drop
-    duplicates by ``_unique_id`` (oslo remembers the last 16 ids per listener),
-    and rebuild the context from the ``_context_<key>`` entries.
+  * RPC servers ack a request when a worker takes it, before dispatching it;
+    oslo's blocking executor acks at its next poll, after the reply, and so
+    does fastrpc's for a request read alone. They drop duplicates by
+    ``_unique_id`` (oslo remembers the last 16 ids per listener), and rebuild
+    the context from the ``_context_<key>`` entries.
 
 Publishing (kombu defaults)
   * Properties: ``content_type='application/json'``,
