@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,16 @@ BENCH_URL_ENV = "FASTRPC_BENCH_URL"
 
 class BenchError(RuntimeError):
     """A benchmark step failed; the message says which one and why."""
+
+
+def run_main(main: Callable[[], int], name: str) -> None:
+    """Exit with ``main()``'s status; a BenchError is one line on stderr and status 1, not a traceback."""
+    try:
+        status = main()
+    except BenchError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        status = 1
+    sys.exit(status)
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except common.BenchError as exc:
-        print(f"pair_ab: {exc}", file=sys.stderr)
-        sys.exit(1)
+    common.run_main(main, "pair_ab")

@@ -197,8 +197,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except common.BenchError as exc:
-        print(f"raw_throughput: {exc}", file=sys.stderr)
-        sys.exit(1)
+    common.run_main(main, "raw_throughput")

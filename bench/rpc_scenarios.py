@@ -644,8 +644,4 @@ def fmt_x(ratio: float | None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except common.BenchError as exc:
-        print(f"rpc_scenarios: {exc}", file=sys.stderr)
-        sys.exit(1)
+    common.run_main(main, "rpc_scenarios")

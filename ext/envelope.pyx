@@ -11,7 +11,13 @@ takes the general two-parse path, which also reports every error.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_1BYTE_KIND, PyUnicode_DATA, PyUnicode_GET_LENGTH, PyUnicode_KIND
+from cpython.unicode cimport (
+    PyUnicode_1BYTE_KIND,
+    PyUnicode_DATA,
+    PyUnicode_DecodeASCII,
+    PyUnicode_GET_LENGTH,
+    PyUnicode_KIND,
+)
 from cpython.dict cimport PyDict_Check, PyDict_Next
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.list cimport PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE
@@ -19,7 +25,6 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport isfinite
 from libc.string cimport memchr, memcmp, memcpy
-from cpython.unicode cimport PyUnicode_DecodeASCII
 
 import os
 
@@ -38,6 +43,7 @@ from fastrpc.envelope_py import (
     EnvelopeError,
     ID_COUNTER_MASK,
     ID_PREFIX_BYTES,
+    id_seed,
     dumps_nonfinite,
     is_msgpack_type,
     loads_lenient,
@@ -84,9 +90,9 @@ cdef const char* _HEX_DIGITS = b"0123456789abcdef"
 
 def _reseed_ids():
     global _id_next
-    prefix = os.urandom(ID_PREFIX_BYTES).hex().encode("ascii")
-    memcpy(_id_text, PyBytes_AS_STRING(prefix), _ID_PREFIX_LEN)
-    _id_next = int.from_bytes(os.urandom(5), "big")
+    prefix, _id_next = id_seed()
+    cdef bytes text = prefix.encode("ascii")
+    memcpy(_id_text, PyBytes_AS_STRING(text), _ID_PREFIX_LEN)
 
 
 _reseed_ids()
@@ -279,12 +285,11 @@ cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
 
 
 cdef bint _has_nonfinite(object value, int depth) except -1:
-    """envelope_py.has_nonfinite, compiled (subclasses included, as there)."""
+    """envelope_py.has_nonfinite for a dict, list or tuple, compiled
+    (subclasses included, as there); floats are looked at by the caller."""
     cdef Py_ssize_t pos = 0, i
     cdef PyObject* key
     cdef PyObject* item
-    if PyFloat_Check(value):
-        return not isfinite(PyFloat_AS_DOUBLE(value))
     if depth >= _SCAN_DEPTH:
         return False
     if PyDict_Check(value):

@@ -91,10 +91,16 @@ _id_prefix = ""
 _id_counter = itertools.count()
 
 
+def id_seed() -> tuple[str, int]:
+    """A fresh start for new_id(): the hex prefix and the counter's first value
+    (both codecs draw theirs here, per process and again after fork)."""
+    return os.urandom(ID_PREFIX_BYTES).hex(), int.from_bytes(os.urandom(5), "big")
+
+
 def _reseed_ids() -> None:
     global _id_prefix, _id_counter
-    _id_prefix = os.urandom(ID_PREFIX_BYTES).hex()
-    _id_counter = itertools.count(int.from_bytes(os.urandom(5), "big"))
+    _id_prefix, first = id_seed()
+    _id_counter = itertools.count(first)
 
 
 _reseed_ids()

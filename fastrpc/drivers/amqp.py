@@ -1018,10 +1018,7 @@ class AmqpDriver(BaseDriver):
                     self._notify_queues.add((ex.name, routing_key))
             pub.basic_publish(ex.name, routing_key, body, props)
 
-        try:
-            self._with_retry(attempt, retry, None)
-        except amqp_exc.PublishBlocked as exc:
-            raise _blocked_error(exc, None) from exc
+        self._with_retry(attempt, retry, None)
 
     def _check_size(self, body: bytes, message: dict) -> None:
         """Refuse a request its receiver would reject as too large (no timeout later)."""
@@ -1032,21 +1029,20 @@ class AmqpDriver(BaseDriver):
 
     def _publish(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                  retry: int | None, deadline: float | None) -> None:
-        try:
-            # Usual case: the channel is open and the exchange declared, so no
-            # lock and no retry machinery; any failure takes the full path below.
-            pub = self._pub_ch
-            if pub is not None and ex.name in self._declared:
-                try:
-                    pub.basic_publish(ex.name, routing_key, body, props, False, False, deadline)
-                    return
-                except _RETRIABLE:
-                    pass
-            # partial, not a closure: a closure's cells would be made on every call.
-            self._with_retry(functools.partial(self._publish_once, ex, routing_key, body, props, deadline),
-                             retry, deadline)
-        except amqp_exc.PublishBlocked as exc:
-            raise _blocked_error(exc, deadline) from exc
+        # Usual case: the channel is open and the exchange declared, so no
+        # lock and no retry machinery; any failure takes the full path below.
+        pub = self._pub_ch
+        if pub is not None and ex.name in self._declared:
+            try:
+                pub.basic_publish(ex.name, routing_key, body, props, False, False, deadline)
+                return
+            except _RETRIABLE:
+                pass
+            except amqp_exc.PublishBlocked as exc:
+                raise _blocked_error(exc, deadline) from exc
+        # partial, not a closure: a closure's cells would be made on every call.
+        self._with_retry(functools.partial(self._publish_once, ex, routing_key, body, props, deadline),
+                         retry, deadline)
 
     def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                       deadline: float | None) -> None:
@@ -1082,8 +1078,6 @@ class AmqpDriver(BaseDriver):
             self._with_retry(attempt, retry, deadline)
         except amqp_exc.MessageReturned as exc:
             raise MessageUndeliverable(exc, ex.name, routing_key, message) from exc
-        except amqp_exc.PublishBlocked as exc:
-            raise _blocked_error(exc, deadline) from exc
         except amqp_exc.AMQPError as exc:
             raise MessageDeliveryFailure(f"the broker did not take the message: {exc}") from exc
 
@@ -1091,7 +1085,9 @@ class AmqpDriver(BaseDriver):
         """Run ``func``, reconnecting after connection errors.
 
         ``retry`` None or negative retries until ``deadline`` (forever for
-        casts, as oslo does), 0 never retries, N retries N times.
+        casts, as oslo does), 0 never retries, N retries N times. A broker
+        that kept publishing blocked is no connection error: see
+        ``_blocked_error``.
         """
         if retry is not None and retry < 0:
             retry = None
@@ -1100,6 +1096,8 @@ class AmqpDriver(BaseDriver):
         while True:
             try:
                 return func()
+            except amqp_exc.PublishBlocked as exc:
+                raise _blocked_error(exc, deadline) from exc
             except _RETRIABLE as exc:
                 if isinstance(exc, amqp_exc.ChannelClosed) and exc.reply_code not in (
                         spec.CONNECTION_FORCED, spec.INTERNAL_ERROR):
@@ -1172,24 +1170,22 @@ class AmqpDriver(BaseDriver):
             body = envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
         props = self._reply_props[bool(binary)]
         mandatory = self.topology.mandatory_replies
-        try:
-            pub = self._pub_ch
-            if pub is not None:
-                try:
-                    pub.basic_publish("", reply_q, body, props, mandatory=mandatory)
-                    return
-                except _RETRIABLE:
-                    pass
-            # A few attempts ride out a reconnect; the caller's reply queue
-            # survives it, so the answer is still worth sending.
-            self._with_retry(functools.partial(self._reply_once, reply_q, body, props, mandatory),
-                             REPLY_RETRIES, None)
-        except amqp_exc.PublishBlocked as exc:
-            raise _blocked_error(exc, None) from exc
+        pub = self._pub_ch
+        if pub is not None:
+            try:
+                pub.basic_publish("", reply_q, body, props, mandatory)
+                return
+            except _RETRIABLE:
+                pass
+            except amqp_exc.PublishBlocked as exc:
+                raise _blocked_error(exc, None) from exc
+        # A few attempts ride out a reconnect; the caller's reply queue
+        # survives it, so the answer is still worth sending.
+        self._with_retry(functools.partial(self._reply_once, reply_q, body, props, mandatory), REPLY_RETRIES, None)
 
     def _reply_once(self, reply_q: str, body: bytes, props: dict[str, Any], mandatory: bool) -> None:
         pub, _decl = self._channels()
-        pub.basic_publish("", reply_q, body, props, mandatory=mandatory)
+        pub.basic_publish("", reply_q, body, props, mandatory)
 
     def _send_error_reply(self, exc: EnvelopeError) -> None:
         assert exc.msg_id is not None and exc.reply_q is not None
