@@ -1,5 +1,6 @@
 """fastrpc: oslo.messaging-style RPC over RabbitMQ with a compiled hot path."""
 
+from fastrpc._version import __version__
 from fastrpc.client import RPCClient, get_rpc_client
 from fastrpc.dispatcher import (
     DefaultRPCAccessPolicy,
@@ -44,8 +45,6 @@ from fastrpc.transport import (
     get_rpc_transport,
     get_transport,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ClientSendError", "ConfigurationError", "DefaultRPCAccessPolicy", "DriverLoadFailure",

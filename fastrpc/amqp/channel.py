@@ -6,6 +6,10 @@ wait for their reply with a timeout. Everything the broker sends to the channel
 is handled in the connection's reader thread: consumer callbacks
 (``on_message``), confirm future callbacks and ``on_return`` run there and
 must stay short.
+
+A channel knows its connection only through
+:class:`fastrpc.amqp.interfaces.ChannelHost`; the connection hands it what it
+reads through the ``handle_*`` methods.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastrpc import _impl
 from fastrpc.amqp import spec
@@ -29,10 +33,9 @@ from fastrpc.amqp.exceptions import (
     OperationTimeout,
     PublishBlocked,
     PublishNacked,
+    fresh_error,
 )
-
-if TYPE_CHECKING:
-    from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.interfaces import ChannelHost
 
 LOG = logging.getLogger("fastrpc.amqp")
 
@@ -44,12 +47,6 @@ ChannelCloseCallback = Callable[["Channel", BaseException], None]
 PublishItem = Sequence[Any] | dict[str, Any]
 # (mandatory, exchange, routing_key) of one publish awaiting its confirm
 _Address = tuple[bool, str, str]
-
-
-def _fresh(exc: BaseException) -> BaseException:
-    from fastrpc.amqp.connection import fresh_error
-
-    return fresh_error(exc)
 
 
 def _settle(future: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
@@ -82,7 +79,7 @@ class _Waiter:
 class Channel:
     """One AMQP channel. Obtain with ``Connection.channel()``."""
 
-    def __init__(self, connection: Connection, channel_id: int) -> None:
+    def __init__(self, connection: ChannelHost, channel_id: int) -> None:
         self._conn = connection
         self.channel_id = channel_id
         self.on_return: OnReturn | None = None
@@ -108,7 +105,7 @@ class Channel:
     # ---- state -----------------------------------------------------------
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> ChannelHost:
         return self._conn
 
     @property
@@ -133,7 +130,7 @@ class Channel:
 
     def _check_open(self) -> None:
         if self._closed is not None:
-            raise _fresh(self._closed)
+            raise fresh_error(self._closed)
 
     # ---- sending ---------------------------------------------------------
 
@@ -175,7 +172,7 @@ class Channel:
         """
         conn = self._conn
         err: BaseException | None = None
-        with conn._send_lock:
+        with conn.send_lock:
             if end is not None:
                 first = self._closed is None
                 if not first and not answer:
@@ -183,21 +180,21 @@ class Channel:
                 if first:
                     self._closed = end
                 if data is not None and (answer or self._closing is None):
-                    err = conn._send_locked(data)
+                    err = conn.send_locked(data)
             else:
                 stopped = self._closed if self._closed is not None else self._closing
                 if stopped is not None:
-                    err = _fresh(stopped)
+                    err = fresh_error(stopped)
                 else:
                     if closing:
                         self._closing = ChannelClosed(spec.REPLY_SUCCESS, f"channel {self.channel_id} is closing")
                     undo = register() if register is not None else None
-                    err = conn._send_locked(data) if data is not None else None
+                    err = conn.send_locked(data) if data is not None else None
                     if err is not None and undo is not None:
                         undo()
         if err is None:
             return True
-        conn._send_failed(err)
+        conn.send_failed(err)
         if end is not None:
             return first
         raise err
@@ -209,11 +206,11 @@ class Channel:
         and ack goes through it.
         """
         conn = self._conn
-        with conn._send_lock:
+        with conn.send_lock:
             stopped = self._closed if self._closed is not None else self._closing
-            err = conn._send_locked(data) if stopped is None else _fresh(stopped)
+            err = conn.send_locked(data) if stopped is None else fresh_error(stopped)
         if err is not None:
-            conn._send_failed(err)
+            conn.send_failed(err)
             raise err
 
     def _call(self, name: str, expect: tuple[str, ...], timeout: float | None, **fields: Any) -> Any:
@@ -263,14 +260,15 @@ class Channel:
 
     # ---- lifecycle -------------------------------------------------------
 
-    def _open(self, timeout: float | None) -> None:
+    def open(self, timeout: float | None = None) -> None:
+        """Send channel.open and wait for its reply (Connection.channel() does this)."""
         try:
             self._call("channel.open", ("channel.open-ok",), timeout)
         except OperationTimeout:
             raise
         except BaseException:
             self._closed = self._closed or ChannelClosed(0, "channel open failed")
-            self._conn._release_channel(self)
+            self._conn.release_channel(self)
             raise
 
     def close(self, timeout: float | None = None) -> None:
@@ -293,7 +291,7 @@ class Channel:
         reason = ChannelClosed(spec.REPLY_SUCCESS, "channel closed by client")
         if self._write(None, end=reason):
             self._shutdown(reason)
-            self._conn._release_channel(self)
+            self._conn.release_channel(self)
 
     def _close_without_wait(self) -> None:
         reason = ChannelClosed(spec.REPLY_SUCCESS, "channel closed by client")
@@ -312,14 +310,14 @@ class Channel:
         self._flow.set()  # wake publishers held by channel.flow
         waiter = self._waiter
         if waiter is not None:
-            waiter.fail(_fresh(exc))
+            waiter.fail(fresh_error(exc))
         pending = self._pending
         while pending:
             try:
                 _, future = pending.popitem()
             except KeyError:
                 break
-            _settle(future, exc=_fresh(exc))
+            _settle(future, exc=fresh_error(exc))
         self._mandatory.clear()
         self._returned.clear()
         self._consumers = {}
@@ -330,14 +328,16 @@ class Channel:
             except Exception:
                 LOG.exception("channel on_close callback failed")
 
-    def _connection_failed(self, exc: BaseException) -> None:
+    def connection_failed(self, exc: BaseException) -> None:
+        """The connection ended with ``exc``: so does this channel."""
         if self._closed is None:
             self._closed = exc
         self._shutdown(exc)
 
     # ---- events from the reader thread -------------------------------------
 
-    def _on_delivery(self, delivery: spec.Delivery) -> None:
+    def handle_delivery(self, delivery: spec.Delivery) -> None:
+        """A delivery to one of this channel's consumers."""
         callback = self._consumers.get(delivery.consumer_tag)
         if callback is None:
             # Normal for deliveries in flight when a consumer was cancelled;
@@ -349,7 +349,8 @@ class Channel:
         except Exception:
             LOG.exception("on_message callback of consumer %r failed", delivery.consumer_tag)
 
-    def _on_method(self, event: spec.Method) -> None:
+    def handle_method(self, event: spec.Method) -> None:
+        """A method frame for this channel (replies, confirms, close, cancel, flow)."""
         name = event.name
         if name == "basic.ack":
             self._on_confirm(event.args, None)
@@ -363,7 +364,7 @@ class Channel:
         elif name == "channel.close-ok" and self._closed is not None:
             # Reply to a close that crossed the broker's, or of an abandoned
             # channel: only now may the id be reused.
-            self._conn._release_channel(self)
+            self._conn.release_channel(self)
             if waiter is not None:
                 waiter.event.set()
         elif waiter is not None and name in waiter.expect:
@@ -376,7 +377,8 @@ class Channel:
         else:
             LOG.warning("unexpected %s on channel %d ignored", name, self.channel_id)
 
-    def _on_content(self, event: Any) -> None:
+    def handle_content(self, event: Any) -> None:
+        """A content-bearing method other than a delivery (basic.return, basic.get-ok)."""
         if type(event) is spec.Returned:
             self._on_return(event)
             return
@@ -404,7 +406,7 @@ class Channel:
         if not already:
             self._shutdown(exc)
         if not crossing and not already:
-            conn._release_channel(self)
+            conn.release_channel(self)
 
     def _on_broker_cancel(self, args: dict[str, Any]) -> None:
         tag = args.get("consumer_tag", "")
@@ -639,7 +641,7 @@ class Channel:
         deadline = until if until is not None else started + conn.params.blocked_timeout
         while conn.blocked or not self._flow.is_set():
             self._check_open()
-            conn._check_open()
+            conn.check_open()
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0 or conn.in_reader_thread():
@@ -674,7 +676,7 @@ class Channel:
         """
         conn = self._conn
         if self._closed is not None:
-            raise _fresh(self._closed)
+            raise fresh_error(self._closed)
         if conn.blocked or not self._flow.is_set():
             self._wait_publish_allowed(blocked_until)
         w = conn.writer()
@@ -698,7 +700,7 @@ class Channel:
         """
         conn = self._conn
         if self._closed is not None:
-            raise _fresh(self._closed)
+            raise fresh_error(self._closed)
         if conn.blocked or not self._flow.is_set():
             self._wait_publish_allowed()
         w = conn.writer()

@@ -14,14 +14,17 @@ Threads and locks:
   stays free for them; whoever lets the baton go passes it on to a waiting
   thread, so someone always reads while anyone waits;
 - every send is a pre-encoded buffer (encoded before any lock, in a
-  FrameWriter owned by the sending thread), queued under ``_send_lock``
+  FrameWriter owned by the sending thread), queued under ``send_lock``
   together with the channel-state checks that decide whether it may go out.
   One thread at a time, the flusher, writes: the first sender that finds
   nobody writing, with the lock released; senders that come meanwhile queue
   and return, and it joins their bytes into its next sendall (bounded, see
-  :meth:`_send_locked`);
+  :meth:`send_locked`);
 - ``_lock`` guards connection state and channel id allocation only, and is
   never held while doing I/O or calling user code.
+
+Channels use only what :class:`fastrpc.amqp.interfaces.ChannelHost` declares
+(``send_lock``, ``send_locked``, ...).
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import fastrpc
 from fastrpc import _impl
+from fastrpc._version import __version__ as FASTRPC_VERSION
 from fastrpc.amqp import spec
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.exceptions import (
@@ -50,6 +53,7 @@ from fastrpc.amqp.exceptions import (
     HandshakeTimeout,
     HeartbeatTimeout,
     VirtualHostError,
+    fresh_error,
 )
 from fastrpc.amqp.transport import PlainTransport, open_transport
 from fastrpc.amqp.url import ConnectionParams, make_params
@@ -91,20 +95,6 @@ _Method = spec.Method
 _Heartbeat = spec.Heartbeat
 
 
-def fresh_error(exc: BaseException) -> BaseException:
-    """A new instance equal to ``exc``, so one failure can be raised in many
-    threads without them sharing (and rewriting) one traceback."""
-    try:
-        reduced: Any = exc.__reduce__()
-        new = reduced[0](*reduced[1])
-    except Exception:
-        return exc
-    if isinstance(new, BaseException):
-        new.__cause__ = exc.__cause__
-        return new
-    return exc
-
-
 def _negotiate(client: int, server: int) -> int:
     """Lower of two limits where 0 means "no preference"."""
     if client == 0:
@@ -134,7 +124,7 @@ class Connection:
         self._lock = threading.Lock()
         # Frames to write are queued under _send_lock (together with the
         # channel state checks that decide whether they may be sent); the
-        # flusher writes them out with the lock released (see _send_locked).
+        # flusher writes them out with the lock released (see send_locked).
         self._send_lock = threading.Lock()
         self._out: list[bytes] = []
         self._out_bytes = 0
@@ -194,6 +184,11 @@ class Connection:
         """Why the connection ended (None while open or never opened)."""
         return self._dead
 
+    @property
+    def send_lock(self) -> threading.Lock:
+        """The lock under which frames are queued (see :meth:`send_locked`)."""
+        return self._send_lock
+
     def __repr__(self) -> str:
         if self._dead is not None:
             state = "closed"
@@ -252,7 +247,7 @@ class Connection:
     def _client_properties(self) -> dict[str, Any]:
         props: dict[str, Any] = {
             "product": "fastrpc",
-            "version": fastrpc.__version__,
+            "version": FASTRPC_VERSION,
             "platform": f"Python {platform.python_version()}",
             "information": "oslo.messaging-compatible RPC over AMQP 0-9-1",
             "capabilities": dict(CAPABILITIES),
@@ -387,10 +382,10 @@ class Connection:
             w = self._local.writer = _impl.FrameWriter(self.frame_max)
             return w
 
-    def _send_locked(self, data: bytes, deadline: float | None = None) -> BaseException | None:
+    def send_locked(self, data: bytes, deadline: float | None = None) -> BaseException | None:
         """Send ``data`` after everything queued before it; return the error instead of raising.
 
-        The caller holds ``_send_lock``; it may be released and taken again
+        The caller holds ``send_lock``; it may be released and taken again
         here, so nothing checked under it may be relied on after the call.
 
         While another thread writes (the flusher), ``data`` is queued and the
@@ -521,23 +516,24 @@ class Connection:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         return ConnectionLost(f"send to {self.params.address} failed: {reason}")
 
-    def _send_failed(self, err: BaseException) -> None:
+    def send_failed(self, err: BaseException) -> None:
+        """A send returned ``err``: a lost connection fails it for everyone."""
         if self._dead is None and isinstance(err, ConnectionLost):
             self._fail(err)
 
     def send(self, data: bytes) -> None:
         """Write pre-encoded frames as one sendall under the send lock."""
         with self._send_lock:
-            err = self._send_locked(data)
+            err = self.send_locked(data)
         if err is not None:
-            self._send_failed(err)
+            self.send_failed(err)
             raise err
 
     # ---- channels ------------------------------------------------------
 
     def channel(self, timeout: float | None = None) -> Channel:
         """Open a new channel (ids of closed channels are reused)."""
-        self._check_open()
+        self.check_open()
         with self._lock:
             if self._free_ids:
                 cid = heapq.heappop(self._free_ids)
@@ -548,10 +544,10 @@ class Connection:
                 raise ChannelsExhausted(f"all {self.channel_max} channels of {self.params.address} are in use")
             ch = Channel(self, cid)
             self._channels[cid] = ch
-        ch._open(timeout)
+        ch.open(timeout)
         return ch
 
-    def _release_channel(self, ch: Channel) -> None:
+    def release_channel(self, ch: Channel) -> None:
         """Give a channel id back once the broker has confirmed the close."""
         with self._lock:
             if self._channels.get(ch.channel_id) is ch:
@@ -563,7 +559,8 @@ class Connection:
     def channel_count(self) -> int:
         return len(self._channels)
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """Raise why the connection cannot be used (lost, not opened, closing)."""
         if self._dead is not None:
             raise fresh_error(self._dead)
         if self._transport is None:
@@ -808,7 +805,7 @@ class Connection:
             if kind is _Delivery:
                 ch = channels.get(event.channel)
                 if ch is not None:
-                    ch._on_delivery(event)
+                    ch.handle_delivery(event)
                 else:
                     LOG.debug("delivery for unknown channel %d dropped", event.channel)
             elif kind is _Method:
@@ -817,7 +814,7 @@ class Connection:
                 else:
                     ch = channels.get(event.channel)
                     if ch is not None:
-                        ch._on_method(event)
+                        ch.handle_method(event)
                     else:
                         LOG.debug("%s for unknown channel %d ignored", event.name, event.channel)
             elif kind is _Heartbeat:
@@ -825,7 +822,7 @@ class Connection:
             else:
                 ch = channels.get(event.channel)
                 if ch is not None:
-                    ch._on_content(event)
+                    ch.handle_content(event)
                 else:
                     LOG.debug("%s for unknown channel %d ignored", kind.__name__, event.channel)
         # Not reached when an event raised: the connection is failing then,
@@ -840,7 +837,7 @@ class Connection:
             w = self.writer()
             w.method(0, "connection.close-ok")
             with self._send_lock:
-                self._send_locked(w.take())
+                self.send_locked(w.take())
             raise ConnectionClosed(
                 args.get("reply_code", 0), args.get("reply_text", ""), args.get("class_id", 0), args.get("method_id", 0)
             )
@@ -944,7 +941,7 @@ class Connection:
         else:
             LOG.warning("connection to %s failed: %s", self.params.address, exc)
         for ch in channels:
-            ch._connection_failed(exc)
+            ch.connection_failed(exc)
         for callback in list(self.on_close):
             try:
                 callback(self, exc)
@@ -996,11 +993,11 @@ class Connection:
                     transport.set_send_timeout(max(deadline - time.monotonic(), 0.001))
                 except OSError:
                     pass
-            err = self._send_locked(data, deadline)
+            err = self.send_locked(data, deadline)
         finally:
             lock.release()
         if err is not None:
-            self._send_failed(err)
+            self.send_failed(err)
 
 
 # Importers get the compiled build of this same file when there is one.

@@ -1,7 +1,8 @@
 """Errors of the AMQP connection layer.
 
 Messages name the broker by host:port only; credentials never appear.
-Every exception pickles (``__reduce__``) so it can cross process boundaries.
+Every exception pickles (``__reduce__``) so it can cross process boundaries,
+and so :func:`fresh_error` can copy it.
 """
 
 from __future__ import annotations
@@ -126,3 +127,17 @@ class PublishBlocked(AMQPError):
 
 class ConsumerCancelled(AMQPError):
     """The broker cancelled a consumer (for example, its queue was deleted)."""
+
+
+def fresh_error(exc: BaseException) -> BaseException:
+    """A new instance equal to ``exc``, so one failure can be raised in many
+    threads without them sharing (and rewriting) one traceback."""
+    try:
+        reduced: Any = exc.__reduce__()
+        new = reduced[0](*reduced[1])
+    except Exception:
+        return exc
+    if isinstance(new, BaseException):
+        new.__cause__ = exc.__cause__
+        return new
+    return exc

@@ -1,0 +1,68 @@
+"""What a channel needs of its connection, declared on its own.
+
+A Channel is written against :class:`ChannelHost`, not against Connection:
+the channel module then imports nothing of the connection module (which
+creates channels and so imports it), and the connection's internals stay its
+own. ``fastrpc.amqp.connection.Connection`` is the one implementation.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from fastrpc.amqp.url import ConnectionParams
+
+__all__ = ["ChannelHost"]
+
+
+class ChannelHost(Protocol):
+    """The connection as its channels see it.
+
+    Frames of a channel go out in one step with the checks that allow them:
+    under :attr:`send_lock`, the channel looks at its own state and hands the
+    bytes to :meth:`send_locked`, so nothing follows a channel.close and no
+    frame reaches a channel id after it was given back.
+    """
+
+    @property
+    def params(self) -> ConnectionParams: ...
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the broker blocks publishing (connection.blocked)."""
+
+    @property
+    def blocked_reason(self) -> str: ...
+
+    @property
+    def send_lock(self) -> AbstractContextManager[Any]:
+        """Held while a channel checks its state and queues frames (send_locked)."""
+
+    def writer(self) -> Any:
+        """The calling thread's FrameWriter for this connection."""
+
+    def send_locked(self, data: bytes) -> BaseException | None:
+        """Send ``data`` (``send_lock`` held); the error is returned, not raised.
+
+        The lock may be let go and taken again inside: nothing checked under
+        it may be relied on after the call.
+        """
+
+    def send_failed(self, err: BaseException) -> None:
+        """Tell the connection a send of a channel failed with ``err``."""
+
+    def check_open(self) -> None:
+        """Raise why the connection cannot be used, if it cannot."""
+
+    def in_reader_thread(self) -> bool:
+        """Whether the calling thread runs this connection's callbacks."""
+
+    def need_reader(self) -> None:
+        """Make sure somebody reads soon (a reply or confirm is awaited)."""
+
+    def wait_unblocked(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` until the broker lifts connection.blocked."""
+
+    def release_channel(self, channel: Any) -> None:
+        """Give ``channel``'s id back (the broker confirmed its close)."""
