@@ -1,22 +1,23 @@
-"""Build fastrpc, compiling ext/*.pyx into fastrpc._ext.*.
+"""Build fastrpc and the compiled builds of its twin modules (fastrpc._ext.*).
 
-The connection layer's pure-Python modules (fastrpc._impl.TWINS) are compiled
-too, unchanged, into fastrpc._ext.<name>, with their classes' C layout from
-fastrpc/_ext/<name>.pxd; each module swaps its compiled build in when imported.
+fastrpc._impl.TWINS lists them: each public twin module with its pure-Python
+implementation and the source of its compiled build, either a hand-written
+ext/<name>.pyx or the pure module itself, compiled unchanged with its
+classes' C layout from fastrpc/_ext/<name>.pxd.
 
 FASTRPC_NO_EXTENSIONS=1  build and install without the compiled modules
 FASTRPC_DEBUG=1          compile with line tracing (for coverage and profilers)
 """
 
-import ast
-import glob
 import os
+import runpy
 
 from setuptools import setup
 
-# The twin list lives in fastrpc/_impl.py; read it without importing the package.
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "fastrpc", "_impl.py")) as _impl:
-    TWINS = next(ast.literal_eval(line.split("=", 1)[1]) for line in _impl if line.startswith("TWINS = "))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# _impl.py needs only the standard library: run it alone, without importing
+# fastrpc (whose dependencies may not be installed yet).
+TWINS = runpy.run_path(os.path.join(HERE, "fastrpc", "_impl.py"))["TWINS"]
 
 ext_modules = []
 if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
@@ -26,35 +27,37 @@ if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
     debug = os.environ.get("FASTRPC_DEBUG", "") not in ("", "0")
     macros = [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")] if debug else []
 
-    def extensions(paths, **directives):
+    def extensions(modules, **directives):
+        """cythonize {compiled module name: source}."""
         return cythonize(
             [
-                Extension(
-                    "fastrpc._ext." + os.path.splitext(os.path.basename(path))[0],
-                    [path],
-                    define_macros=macros,
-                    extra_compile_args=["-O2"],
-                )
-                for path in paths
+                Extension(name, [source], define_macros=macros, extra_compile_args=["-O2"])
+                for name, source in sorted(modules.items())
             ],
             language_level=3,
             compiler_directives={"linetrace": debug, **directives},
         )
 
-    # cythonize does not see a twin's .pxd as its dependency: a .pxd newer than
-    # the generated C forces that twin to be translated again.
-    for twin in TWINS:
-        c_file = twin.replace(".", "/") + ".c"
-        pxd = "fastrpc/_ext/" + twin.rpartition(".")[2] + ".pxd"
+    hand_written = {}
+    same_source = {}
+    for public, (_pure, source) in TWINS.items():
+        name = "fastrpc._ext." + public.rpartition(".")[2]
+        (hand_written if source.endswith(".pyx") else same_source)[name] = source
+
+    # cythonize does not see a same-source twin's .pxd as its dependency: a
+    # .pxd newer than the generated C forces that twin to be translated again.
+    for name, source in same_source.items():
+        c_file = os.path.splitext(source)[0] + ".c"
+        pxd = name.replace(".", "/") + ".pxd"
         if os.path.exists(c_file) and os.path.getmtime(pxd) > os.path.getmtime(c_file):
             os.remove(c_file)
 
     ext_modules = extensions(
-        sorted(glob.glob("ext/*.pyx")), boundscheck=False, wraparound=False, cdivision=True
+        hand_written, boundscheck=False, wraparound=False, cdivision=True
     ) + extensions(
         # Python semantics kept whole (negative indexes, division); the
         # annotations are for mypy, not C types.
-        [twin.replace(".", "/") + ".py" for twin in TWINS],
+        same_source,
         annotation_typing=False,
     )
 

@@ -49,7 +49,10 @@ transport = fastrpc.get_rpc_transport(url=url)
 server = fastrpc.get_rpc_server(transport, fastrpc.Target(topic=topic, server="s1"), [Echo()], executor=executor)
 server.start()
 from fastrpc import _impl
-compiled = _impl.COMPILED and _impl.ENVELOPE_COMPILED and all(_impl.TWINS_COMPILED.values())
+if hasattr(_impl, "compiled_modules"):
+    compiled = all(_impl.compiled_modules().values())
+else:  # a tree from before every twin had a public module
+    compiled = _impl.COMPILED and _impl.ENVELOPE_COMPILED and all(_impl.TWINS_COMPILED.values())
 print("ready", fastrpc.__file__, "compiled" if compiled else "pure-python", flush=True)
 sys.stdin.read()
 server.stop()

@@ -132,7 +132,8 @@ def run_client(client: str, b: common.Broker, queue: str, n: int, size: int) -> 
 
 def check_compiled() -> bool:
     """True when the normal (non pure-Python) rows really use the compiled codec."""
-    out = common.run_json([sys.executable, "-c", "import json, fastrpc._impl as i; print(json.dumps({'compiled': i.COMPILED}))"],
+    out = common.run_json([sys.executable, "-c", "import json, fastrpc._impl as i; "
+                           "print(json.dumps({'compiled': i.compiled('fastrpc.amqp.codec')}))"],
                           env=common.python_env(), what="codec check")
     return bool(out["compiled"])
 

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, annotation_typing=False
-"""Compiled AMQP 0-9-1 frame codec: the same contract as ``fastrpc.amqp.codec_py``.
+"""Compiled AMQP 0-9-1 frame codec: the same contract as ``fastrpc.amqp.codec_py``
+(both are behind ``fastrpc.amqp.codec``).
 
 ``FrameReader`` keeps one growable byte buffer with a read and a write offset;
 frames are parsed in place through a bounds-checked cursor, so the stream is

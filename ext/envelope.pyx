@@ -1,13 +1,17 @@
 # cython: language_level=3
-"""Compiled oslo.messaging envelope codec (twin of fastrpc.envelope_py).
+"""Compiled oslo.messaging envelope codec, one of the two implementations
+behind fastrpc.envelope (the other is fastrpc.envelope_py).
 
-Same functions, same results and the same exception classes as the pure-Python
-module; the shared types (EnvelopeError, Request, Reply) live there so callers
-can catch one class whichever codec is loaded.
+Same functions and results as the pure-Python module. Both take the format's
+constants, types (EnvelopeError, Request, Reply) and rules from
+fastrpc.envelope_common, and so does every caller through fastrpc.envelope.
 
-A JSON body laid out exactly as oslo.messaging or fastrpc write it is read with
-one JSON parse (the quoted inner message is unescaped in C); any other body
-takes the general two-parse path, which also reports every error.
+This module keeps only fast paths. A JSON body laid out exactly as
+oslo.messaging or fastrpc write it is read with one JSON parse (the quoted
+inner message is unescaped in C); a request or reply in the shape senders
+write is accepted with checks of exact types. Everything else (other
+layouts, every invalid body, unusual types) goes to the shared rules, which
+give the result or the error.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -31,24 +35,32 @@ import os
 import msgpack
 import orjson
 
-from fastrpc.envelope_py import (
+# Imported here, these are also this module's names, as fastrpc.envelope's
+# callers expect of either implementation.
+from fastrpc.envelope_common import (
     CONTEXT_PREFIX,
     DEFAULT_MAX_BODY,
     ENVELOPE_VERSION,
-    NONFINITE_SCAN_DEPTH,
+    ID_COUNTER_MASK,
+    ID_PREFIX_BYTES,
     JSON,
     MESSAGE_KEY,
     MSGPACK,
+    NONFINITE_SCAN_DEPTH,
     VERSION_KEY,
     EnvelopeError,
-    ID_COUNTER_MASK,
-    ID_PREFIX_BYTES,
-    id_seed,
-    dumps_nonfinite,
-    is_msgpack_type,
-    loads_lenient,
     Reply,
     Request,
+    content_type,
+    decode_notification,
+    dumps_nonfinite,
+    encode_bare,
+    encode_failed,
+    id_seed,
+    is_msgpack_type,
+    load,
+    reply_from_inner,
+    request_from_inner,
     to_primitive,
 )
 
@@ -57,7 +69,6 @@ cdef bytes _JSON_PREFIX = b'{"oslo.version":"2.0","oslo.message":"'
 cdef bytes _JSON_PREFIX_SPACED = b'{"oslo.version": "2.0", "oslo.message": "'
 cdef bytes _JSON_SUFFIX = b'"}'
 cdef str _JSON_TYPE = JSON
-cdef str _ENVELOPE_VERSION = ENVELOPE_VERSION
 cdef type _Request = Request
 cdef type _Reply = Reply
 cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
@@ -66,13 +77,13 @@ cdef int _OPT_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 cdef object _dumps = orjson.dumps
 cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
-# What orjson refuses but Python's json (oslo's peers) writes, NaN say: the
-# slow path only, after orjson failed.
-cdef object _loads_lenient = loads_lenient
 cdef object _JSONEncodeError = orjson.JSONEncodeError
 cdef int _SCAN_DEPTH = NONFINITE_SCAN_DEPTH
 cdef object _packb = msgpack.packb
-cdef object _unpackb = msgpack.unpackb
+# The shared rules, for whatever the fast paths do not accept.
+cdef object _load_general = load
+cdef object _request_from_inner = request_from_inner
+cdef object _reply_from_inner = reply_from_inner
 
 
 # ---- ids -------------------------------------------------------------------------
@@ -101,7 +112,7 @@ os.register_at_fork(after_in_child=_reseed_ids)
 
 
 def new_id():
-    """A unique 32-hex-digit id for ``_unique_id`` / ``_msg_id`` (see envelope_py.new_id)."""
+    """A unique 32-hex-digit id for ``_unique_id`` / ``_msg_id`` (see fastrpc.envelope_py.new_id)."""
     global _id_next
     cdef unsigned long long n = _id_next & _ID_MASK
     _id_next += 1
@@ -285,7 +296,7 @@ cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
 
 
 cdef bint _has_nonfinite(object value, int depth) except -1:
-    """envelope_py.has_nonfinite for a dict, list or tuple, compiled
+    """envelope_common.has_nonfinite for a dict, list or tuple, compiled
     (subclasses included, as there); floats are looked at by the caller."""
     cdef Py_ssize_t pos = 0, i
     cdef PyObject* key
@@ -307,10 +318,6 @@ cdef bint _has_nonfinite(object value, int depth) except -1:
     return False
 
 
-def content_type(bint binary):
-    return MSGPACK if binary else JSON
-
-
 cdef bytes _dump(dict inner, bint binary):
     cdef bytes text
     try:
@@ -323,7 +330,7 @@ cdef bytes _dump(dict inner, bint binary):
         if _has_null(text) and _has_nonfinite(inner, 0):
             text = dumps_nonfinite(inner)
     except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
-        raise EnvelopeError(f"cannot encode message: {exc}") from None
+        raise encode_failed(exc) from None
     # orjson never emits raw control characters: quoting its output as a JSON
     # string only needs backslashes and double quotes escaped.
     return _quote(PyBytes_AS_STRING(_JSON_PREFIX), PyBytes_GET_SIZE(_JSON_PREFIX),
@@ -333,6 +340,8 @@ cdef bytes _dump(dict inner, bint binary):
 
 def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=None,
                    bint binary=False):
+    # envelope_common.request_inner, compiled: a call into Python per request
+    # would cost more than these lines.
     cdef dict inner = dict(message)
     if msg_id is not None:
         inner["_msg_id"] = msg_id
@@ -350,23 +359,6 @@ def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
     cdef dict inner = {"result": result, "failure": failure, "ending": ending,
                        "_msg_id": msg_id, "_unique_id": unique_id}
     return _dump(inner, binary)
-
-
-def _reject_ext(code, data):
-    raise ValueError(f"msgpack extension type {code} is not accepted")
-
-
-cdef _check_version(object version):
-    cdef list parts
-    if type(version) is str and <str>version == _ENVELOPE_VERSION:
-        return  # what every sender writes; no need to parse it
-    if isinstance(version, str):
-        parts = version.split(".")
-        if 1 <= len(parts) <= 3 and all(p.isdigit() for p in parts):
-            if int(parts[0]) == 2 and all(int(p) == 0 for p in parts[1:]):
-                return
-        raise EnvelopeError(f"unsupported oslo.version {version[:20]!r}")
-    raise EnvelopeError(f"oslo.version is not a string ({type(version).__name__})")
 
 
 cdef object _load_oslo_json(bytes body):
@@ -412,46 +404,17 @@ def _one_parse(body):
 
 
 cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out):
-    """Parse the outer envelope; return the inner mapping, set whether msgpack."""
-    cdef Py_ssize_t size = len(body)
-    cdef bint binary = False
-    if size > max_size:
-        raise EnvelopeError(f"body of {size} bytes exceeds the limit of {max_size} bytes")
-    if ctype is not None and not (type(ctype) is str and <str>ctype == _JSON_TYPE):
-        binary = is_msgpack_type(ctype)
+    """The inner mapping of a body; sets whether it came as msgpack."""
+    cdef object inner
+    if (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
+            and (ctype is None or (type(ctype) is str and <str>ctype == _JSON_TYPE))):
+        inner = _load_oslo_json(<bytes>body)
+        if inner is not None:
+            binary_out[0] = False
+            return <dict>inner
+    inner, binary = _load_general(body, ctype, max_size)
     binary_out[0] = binary
-    if binary:
-        try:
-            outer = _unpackb(body, raw=False, strict_map_key=False, ext_hook=_reject_ext, timestamp=0)
-        except Exception as exc:
-            raise EnvelopeError(f"body is not valid msgpack ({type(exc).__name__})", binary=True) from None
-    else:
-        if type(body) is bytes:
-            inner = _load_oslo_json(<bytes>body)
-            if inner is not None:
-                return <dict>inner
-        try:
-            outer = _loads_lenient(body)
-        except ValueError:
-            raise EnvelopeError("body is not valid JSON") from None
-    if type(outer) is not dict:
-        raise EnvelopeError(f"envelope is not a mapping ({type(outer).__name__})", binary=binary)
-    if VERSION_KEY not in outer or MESSAGE_KEY not in outer:
-        return outer
-    _check_version(outer[VERSION_KEY])
-    raw = outer[MESSAGE_KEY]
-    if binary:
-        inner = raw
-    else:
-        if not isinstance(raw, str):
-            raise EnvelopeError("oslo.message is not a string")
-        try:
-            inner = _loads_lenient(raw)
-        except ValueError:
-            raise EnvelopeError("oslo.message is not valid JSON") from None
-    if type(inner) is not dict:
-        raise EnvelopeError(f"oslo.message is not a mapping ({type(inner).__name__})", binary=binary)
-    return inner
+    return <dict>inner
 
 
 cdef inline bint _is_context_key(str key) except -1:
@@ -463,76 +426,82 @@ cdef inline bint _is_context_key(str key) except -1:
     return key.startswith(CONTEXT_PREFIX)
 
 
-def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
-    cdef dict inner
-    cdef bint binary
+cdef object _plain_request(dict inner, bint binary):
+    """The Request of a valid request in the shape senders write it (exact
+    str, int and float types, no stray field); None for anything else,
+    with ``inner`` left as it was."""
     cdef dict ctxt = {}
-    cdef dict message
     cdef list context_keys = None
-    inner = _load(body, ctype, max_size, &binary)
-    msg_id = inner.pop("_msg_id", None)
-    reply_q = inner.pop("_reply_q", None)
-    if not isinstance(msg_id, str) or not isinstance(reply_q, str) or not <str>msg_id or not <str>reply_q:
-        if msg_id is not None and not isinstance(msg_id, str):
-            raise EnvelopeError("_msg_id is not a string", binary=binary)
-        if reply_q is not None and not isinstance(reply_q, str):
-            raise EnvelopeError("_reply_q is not a string", binary=binary)
-        if msg_id and not reply_q:
-            raise EnvelopeError("call without _reply_q", binary=binary)
-        msg_id = msg_id or None
-        reply_q = None if msg_id is None else reply_q
+    msg_id = inner.get("_msg_id")
+    reply_q = inner.get("_reply_q")
+    if msg_id is None:
+        if reply_q is not None:
+            return None
+    elif type(msg_id) is not str or type(reply_q) is not str or not <str>msg_id or not <str>reply_q:
+        return None
+    timeout = inner.get("_timeout")
+    if timeout is not None and type(timeout) is not float and type(timeout) is not int:
+        return None
+    unique_id = inner.get("_unique_id")
+    if unique_id is not None and type(unique_id) is not str:
+        return None
+    method = inner.get("method")
+    if type(method) is not str or not <str>method:
+        return None
+    args = inner.get("args")
+    if args is None:
+        if "args" in inner:
+            return None
+    elif type(args) is not dict:
+        return None
+    else:
+        for key in <dict>args:
+            if type(key) is not str:
+                return None
+    value = inner.get("namespace")
+    if value is not None and type(value) is not str:
+        return None
+    value = inner.get("version")
+    if value is not None and type(value) is not str:
+        return None
     for key, value in inner.items():
         if type(key) is not str:
-            raise EnvelopeError("message has a non-string key", msg_id, reply_q, binary)
+            return None
         if _is_context_key(<str>key):
             ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = value
             if context_keys is None:
                 context_keys = []
             context_keys.append(key)
+    # Valid: what is left of the parsed mapping, which nothing else holds,
+    # becomes the message.
+    inner.pop("_msg_id", None)
+    inner.pop("_reply_q", None)
+    inner.pop("_timeout", None)
+    inner.pop("_unique_id", None)
     if context_keys is not None:
         for key in context_keys:
             del inner[key]
-    # What is left of the parsed mapping, which nothing else holds, is the message.
-    message = inner
-    timeout = message.pop("_timeout", None)
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))):
-        raise EnvelopeError("_timeout is not a number", msg_id, reply_q, binary)
-    unique_id = message.pop("_unique_id", None)
-    if unique_id is not None and not isinstance(unique_id, str):
-        raise EnvelopeError("_unique_id is not a string", msg_id, reply_q, binary)
-    method = message.get("method")
-    if not isinstance(method, str) or not method:
-        reason = "missing method" if method is None else "method is not a non-empty string"
-        raise EnvelopeError(reason, msg_id, reply_q, binary)
-    args = message.get("args")
     if args is None:
-        if "args" in message:
-            raise EnvelopeError("args is not a mapping (null)", msg_id, reply_q, binary)
-        message["args"] = {}
-    elif type(args) is not dict:
-        raise EnvelopeError(f"args is not a mapping ({type(args).__name__})", msg_id, reply_q, binary)
-    else:
-        for key in <dict>args:
-            if type(key) is not str:
-                raise EnvelopeError("args has a non-string key", msg_id, reply_q, binary)
-    for key in ("namespace", "version"):
-        value = message.get(key)
-        if value is not None and not isinstance(value, str):
-            raise EnvelopeError(f"{key} is not a string", msg_id, reply_q, binary)
-    return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
+        inner["args"] = {}
+    return _ev7(_Request, ctxt, inner, unique_id, msg_id, reply_q, timeout, binary)
+
+
+def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
+    cdef bint binary
+    cdef dict inner = _load(body, ctype, max_size, &binary)
+    request = _plain_request(inner, binary)
+    if request is None:
+        return _request_from_inner(inner, binary)
+    return request
 
 
 def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
-    cdef dict inner
     cdef bint binary
-    inner = _load(body, ctype, max_size, &binary)
+    cdef dict inner = _load(body, ctype, max_size, &binary)
     msg_id = inner.get("_msg_id")
-    if not isinstance(msg_id, str) or not msg_id:
-        raise EnvelopeError("reply without a valid _msg_id")
     unique_id = inner.get("_unique_id")
-    if unique_id is not None and not isinstance(unique_id, str):
-        raise EnvelopeError("_unique_id is not a string")
     failure = inner.get("failure")
-    if failure is not None and not isinstance(failure, str):
-        raise EnvelopeError("failure is not a string")
-    return _ev5(_Reply, msg_id, unique_id, inner.get("result"), failure, bool(inner.get("ending", False)))
+    if (type(msg_id) is str and <str>msg_id and (unique_id is None or type(unique_id) is str)
+            and (failure is None or type(failure) is str)):
+        return _ev5(_Reply, msg_id, unique_id, inner.get("result"), failure, bool(inner.get("ending", False)))
+    return _reply_from_inner(inner)

@@ -1,8 +1,21 @@
-"""The one place that chooses compiled or pure-Python implementations.
+"""Compiled or pure Python: the one switch, used by every public twin module.
 
-``FASTRPC_NO_EXTENSIONS=1`` forces the pure-Python ones. Without it the compiled
-modules are used when importable; ``COMPILED`` says which were chosen, and the
-test suite fails when they should have been loaded but were not.
+A *twin* is a public module with two implementations of the same names: a
+pure-Python module and a compiled build, ``fastrpc._ext.<last part of the
+public name>``. The public module (``fastrpc.amqp.codec``, say) is a few
+lines that call :func:`bind`; callers import the public name and never an
+implementation. ``FASTRPC_NO_EXTENSIONS=1`` forces pure Python everywhere;
+otherwise the compiled build is used when it is importable, and
+:data:`COMPILED_MODULES` records the choice (the test suite fails when a
+compiled build should have been loaded but was not).
+
+The public name is bound to the chosen module itself (it *is* that module in
+``sys.modules``), not to copies of its names: the connection layer's compiled
+build is its pure module compiled unchanged, and a tuning constant or class
+patched on the public module (as tests do) must be the one its code reads.
+
+Standard library only at module level: setup.py runs this file by itself
+(without importing fastrpc) to read :data:`TWINS`.
 """
 
 from __future__ import annotations
@@ -10,55 +23,75 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from types import ModuleType
+from typing import Any
 
 NO_EXTENSIONS = os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0")
 
-COMPILED = False
-if not NO_EXTENSIONS:
-    try:
-        from fastrpc._ext.codec import FrameReader, FrameWriter
+# public module: (pure-Python implementation, source of its compiled build).
+# A .pyx is a hand-written compiled twin; a .py source is the pure module
+# itself, compiled unchanged with its classes' C layout declared in
+# fastrpc/_ext/<name>.pxd. Listed in import order (a module before those
+# that import it).
+TWINS: dict[str, tuple[str, str]] = {
+    "fastrpc.amqp.codec": ("fastrpc.amqp.codec_py", "ext/codec.pyx"),
+    "fastrpc.envelope": ("fastrpc.envelope_py", "ext/envelope.pyx"),
+    "fastrpc.amqp.transport": ("fastrpc.amqp.transport_py", "fastrpc/amqp/transport_py.py"),
+    "fastrpc.amqp.channel": ("fastrpc.amqp.channel_py", "fastrpc/amqp/channel_py.py"),
+    "fastrpc.amqp.connection": ("fastrpc.amqp.connection_py", "fastrpc/amqp/connection_py.py"),
+}
 
-        COMPILED = True
-    except ImportError:
-        pass
-
-if not COMPILED:
-    from fastrpc.amqp.codec_py import FrameReader, FrameWriter  # type: ignore[assignment]  # noqa: F401
-
-# The envelope codec is chosen the same way; ``envelope`` is a module exposing
-# encode_request / encode_reply / decode_request / decode_reply / content_type.
-ENVELOPE_COMPILED = False
-if not NO_EXTENSIONS:
-    try:
-        from fastrpc._ext import envelope
-
-        ENVELOPE_COMPILED = True
-    except ImportError:
-        pass
-
-if not ENVELOPE_COMPILED:
-    from fastrpc import envelope_py as envelope  # type: ignore[no-redef]  # noqa: F401
-
-# Pure-Python modules that are also compiled, unchanged, into fastrpc._ext.<name>
-# (setup.py), with the C layout of their classes declared in
-# fastrpc/_ext/<name>.pxd: the connection layer, which runs for every frame. Each
-# such module ends with use_compiled_twin(__name__), so importers get the
-# compiled build of the same source.
-TWINS = ("fastrpc.amqp.connection", "fastrpc.amqp.channel", "fastrpc.amqp.transport")
-TWINS_COMPILED: dict[str, bool] = {}
+# public module -> whether its compiled build was chosen (set by bind()).
+COMPILED_MODULES: dict[str, bool] = {}
 
 
-def use_compiled_twin(name: str) -> None:
-    """Put the compiled build of module ``name`` in its place in sys.modules,
-    when extensions are on and it is built (the import then returns it)."""
-    if name not in TWINS:
-        return  # the compiled build itself (fastrpc._ext.*) runs this too
-    twin = None
+def compiled_name(public: str) -> str:
+    """The compiled build's module name of twin ``public``."""
+    return "fastrpc._ext." + public.rpartition(".")[2]
+
+
+def bind(public: str) -> ModuleType:
+    """Bind the public module name ``public`` to its chosen implementation.
+
+    Called once, by the public module while it is imported: the import then
+    returns the implementation (the import system hands out whatever
+    ``sys.modules`` holds for the name once the module ran).
+    """
+    pure, _source = TWINS[public]
+    module = None
     if not NO_EXTENSIONS:
+        name = compiled_name(public)
         try:
-            twin = importlib.import_module("fastrpc._ext." + name.rpartition(".")[2])
-        except ImportError:
-            pass
-    TWINS_COMPILED[name] = twin is not None
-    if twin is not None:
-        sys.modules[name] = twin
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            # Only the build itself missing or unloadable means pure Python
+            # (and tests/test_twins.py fails); an import inside it that fails
+            # would fail in the pure module too.
+            if exc.name != name:
+                raise
+    COMPILED_MODULES[public] = module is not None
+    if module is None:
+        module = importlib.import_module(pure)
+    sys.modules[public] = module
+    return module
+
+
+def compiled(public: str) -> bool:
+    """Whether twin ``public`` runs compiled (imports it first)."""
+    importlib.import_module(public)
+    return COMPILED_MODULES[public]
+
+
+def compiled_modules() -> dict[str, bool]:
+    """Every twin's public name -> whether it runs compiled (imports them all)."""
+    return {public: compiled(public) for public in TWINS}
+
+
+# Names of the switch before every twin had a public module; kept until the
+# last callers import the public modules instead.
+def __getattr__(name: str) -> Any:
+    if name == "envelope":
+        return importlib.import_module("fastrpc.envelope")
+    if name == "COMPILED":
+        return compiled("fastrpc.amqp.codec")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

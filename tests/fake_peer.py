@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fastrpc import _impl
 from fastrpc.amqp import spec
 from fastrpc.amqp.channel import Channel
+from fastrpc.amqp.codec import FrameReader, FrameWriter
 from fastrpc.amqp.connection import Connection
 
 WAIT = 10.0
@@ -30,8 +30,8 @@ class Peer:
         self.listener.settimeout(WAIT)
         self.port = self.listener.getsockname()[1]
         self.sock: socket.socket | None = None
-        self.reader = _impl.FrameReader()
-        self.writer = _impl.FrameWriter()
+        self.reader = FrameReader()
+        self.writer = FrameWriter()
         self.events: list[Any] = []
         self.preamble = b""
 

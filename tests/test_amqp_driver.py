@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fastrpc import _impl
+from fastrpc import envelope
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp import DEDUP_WINDOW, AmqpDriver
 from fastrpc.drivers.topology import Topology, publish_properties
@@ -271,7 +271,7 @@ def test_duplicate_unique_id_dispatched_once(broker, topic):
     conn.connect()
     try:
         ch = conn.channel()
-        env = _impl.envelope
+        env = envelope
         body = env.encode_request({"method": "dup", "args": {}}, {}, "same-unique-id")
         props = publish_properties("application/json")
         for _ in range(3):

@@ -16,7 +16,7 @@ import uuid
 import msgpack
 import pytest
 
-from fastrpc import _impl
+from fastrpc import envelope
 from fastrpc.amqp.connection import Connection
 from fastrpc.client import get_rpc_client
 from fastrpc.drivers.topology import publish_properties
@@ -107,7 +107,7 @@ def wrap(inner: dict | str, version: str = "2.0") -> bytes:
 
 def error_reply(replies, msg_id):
     delivery = replies.get(timeout=WAIT)
-    reply = _impl.envelope.decode_reply(delivery.body, delivery.properties.get("content_type"))
+    reply = envelope.decode_reply(delivery.body, delivery.properties.get("content_type"))
     assert reply.msg_id == msg_id and reply.ending is True and reply.result is None
     return reply
 

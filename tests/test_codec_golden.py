@@ -533,20 +533,21 @@ def test_writer_gives_back_big_buffers(codec: ModuleType) -> None:
 
 def test_impl_selects_compiled_codec() -> None:
     import fastrpc._impl as impl
+    from fastrpc.amqp import codec
 
     if impl.NO_EXTENSIONS:
         from fastrpc.amqp import codec_py
 
-        assert impl.COMPILED is False
-        assert impl.FrameReader is codec_py.FrameReader
-        assert impl.FrameWriter is codec_py.FrameWriter
+        assert impl.COMPILED_MODULES["fastrpc.amqp.codec"] is False
+        assert codec.FrameReader is codec_py.FrameReader
+        assert codec.FrameWriter is codec_py.FrameWriter
     else:
-        assert impl.COMPILED is True, (
+        assert impl.COMPILED_MODULES["fastrpc.amqp.codec"] is True, (
             "FASTRPC_NO_EXTENSIONS is not set but fastrpc._impl fell back to the pure-Python codec: build the extension"
         )
         compiled = load_codec("c")
-        assert impl.FrameReader is compiled.FrameReader
-        assert impl.FrameWriter is compiled.FrameWriter
+        assert codec.FrameReader is compiled.FrameReader
+        assert codec.FrameWriter is compiled.FrameWriter
 
 
 def test_spec_tables_are_consistent() -> None:

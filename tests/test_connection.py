@@ -564,13 +564,13 @@ def test_the_connection_layer_is_its_compiled_build_unless_extensions_are_off() 
     for name in _impl.TWINS:
         module = importlib.import_module(name)
         if _impl.NO_EXTENSIONS:
-            assert module.__name__ == name
-            assert _impl.TWINS_COMPILED[name] is False
+            assert module.__name__ == _impl.TWINS[name][0]
+            assert _impl.COMPILED_MODULES[name] is False
         else:
             assert module.__name__ == "fastrpc._ext." + name.rpartition(".")[2], (
                 f"FASTRPC_NO_EXTENSIONS is not set but {name} is not its compiled build: build the extension"
             )
-            assert _impl.TWINS_COMPILED[name] is True
+            assert _impl.COMPILED_MODULES[name] is True
     from fastrpc.amqp.connection import Connection
 
     # Compiled, its attributes are struct fields: no instance dict.

@@ -32,14 +32,15 @@ def env(request):
 
 
 def test_compiled_envelope_loaded():
+    import fastrpc.envelope as envelope
     from fastrpc import _impl
 
     if _impl.NO_EXTENSIONS:
-        assert _impl.envelope is envelope_py
+        assert envelope is envelope_py
         return
     assert envelope_ext is not None, "fastrpc._ext.envelope is not built (setup.py build_ext --inplace)"
-    assert _impl.ENVELOPE_COMPILED is True
-    assert _impl.envelope is envelope_ext
+    assert _impl.COMPILED_MODULES["fastrpc.envelope"] is True
+    assert envelope is envelope_ext
 
 
 def test_same_error_class_in_both():

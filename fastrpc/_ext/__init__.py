@@ -1,1 +1,1 @@
-"""Compiled modules built from ext/*.pyx (see fastrpc._impl for the selection)."""
+"""Compiled builds of the twin modules (fastrpc._impl.TWINS lists them and chooses)."""

@@ -1,4 +1,4 @@
-# C layout of fastrpc/amqp/channel.py's classes in its compiled build
+# C layout of fastrpc/amqp/channel_py.py's classes in its compiled build
 # (fastrpc._ext.channel); see connection.pxd.
 
 cdef class Channel:

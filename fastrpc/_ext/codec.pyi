@@ -1,6 +1,6 @@
 """Type stub for the compiled AMQP 0-9-1 codec (ext/codec.pyx).
 
-Same contract as ``fastrpc.amqp.codec_py``; see docs/architecture.md.
+Same contract as ``fastrpc.amqp.codec_py``; both are behind ``fastrpc.amqp.codec``.
 """
 
 from typing import Any

@@ -1,4 +1,4 @@
-# C layout of fastrpc/amqp/connection.py's classes in its compiled build
+# C layout of fastrpc/amqp/connection_py.py's classes in its compiled build
 # (fastrpc._ext.connection): attributes become struct fields instead of
 # instance-dict entries. Numbers and flags that only ever hold those are typed.
 

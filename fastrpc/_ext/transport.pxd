@@ -1,4 +1,4 @@
-# C layout of fastrpc/amqp/transport.py's classes in its compiled build
+# C layout of fastrpc/amqp/transport_py.py's classes in its compiled build
 # (fastrpc._ext.transport); see connection.pxd. TlsTransport stays a Python
 # subclass of PlainTransport.
 

@@ -1,4 +1,5 @@
-"""Pure-Python AMQP 0-9-1 frame codec.
+"""Pure-Python AMQP 0-9-1 frame codec (import ``fastrpc.amqp.codec``, which
+chooses it or the compiled one).
 
 ``FrameReader`` turns bytes into events; ``FrameWriter`` turns requests into
 bytes.  Neither does I/O.  Both are driven by the tables in ``spec`` so this
