@@ -12,13 +12,6 @@ APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind
 # the connection layer's pure modules are compiled unchanged).
 EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h fastrpc/_ext/*.pxd fastrpc/amqp/*_py.py) \
                fastrpc/_impl.py
-# The pure-Python pass: codec and connection suites, plus everything that runs
-# the envelope and the AMQP driver end to end (RPC over a broker, bad input,
-# oslo interop, the oslo.messaging driver), since those exercise the
-# pure-Python codecs on real traffic.
-NOEXT_TESTS := $(wildcard tests/test_codec*.py tests/test_connection*.py tests/test_amqp_driver.py \
-                 tests/test_bad_input.py tests/test_envelope.py tests/test_oslo_interop.py \
-                 tests/test_oslo_driver.py tests/test_at_least_once.py tests/test_blocked_broker.py)
 C_BENCH     := bench/c_client/amqp_bench
 
 .PHONY: all setup system-deps test demo bench lint clean distclean
@@ -79,17 +72,13 @@ setup: system-deps $(STAMPS)/installed $(STAMPS)/ext
 # --- test --------------------------------------------------------------------
 # Every step runs even if an earlier one failed, so one run shows all problems;
 # the target fails if any did. pytest's exit status 5 (nothing collected) is a
-# failure like any other non-zero status.
+# failure like any other non-zero status. The pure-Python pass runs the tests
+# marked `twins` (those that exercise a compiled/pure twin; see tests/conftest.py).
 test: setup
 	@failed=""; \
 	run() { name=$$1; shift; echo "==> $$name"; "$$@" || failed="$$failed $$name"; }; \
 	run "pytest (compiled)" $(VPY) -m pytest tests -q; \
-	if [ -n "$(NOEXT_TESTS)" ]; then \
-	  run "pytest (pure Python)" env FASTRPC_NO_EXTENSIONS=1 $(VPY) -m pytest -q $(NOEXT_TESTS); \
-	else \
-	  echo "==> pytest (pure Python): no tests/test_codec*.py or tests/test_connection*.py found"; \
-	  failed="$$failed pytest-pure-python"; \
-	fi; \
+	run "pytest (pure Python)" env FASTRPC_NO_EXTENSIONS=1 $(VPY) -m pytest tests -q -m twins; \
 	run "ruff" $(VENV)/bin/ruff check fastrpc; \
 	run "mypy" $(VENV)/bin/mypy fastrpc; \
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi; \

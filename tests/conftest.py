@@ -9,6 +9,10 @@ is not installed (plain checkout).
 "py" (fastrpc.amqp.codec_py) always, "c" (fastrpc._ext.codec) unless
 FASTRPC_NO_EXTENSIONS=1 (as decided by fastrpc._impl). A missing extension fails
 the "c" cases instead of skipping them.
+
+Test modules that exercise a compiled/pure twin are marked ``twins``
+(``pytestmark = pytest.mark.twins``): ``make test`` runs them a second time
+with FASTRPC_NO_EXTENSIONS=1 (``pytest -m twins``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from fastrpc.drivers.amqp import _Settled
+
+pytestmark = pytest.mark.twins
 
 
 def test_in_order_reads_get_one_multiple_ack_each() -> None:

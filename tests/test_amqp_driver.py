@@ -18,6 +18,8 @@ from fastrpc.options import Options
 from fastrpc.target import Target
 from fastrpc.transport import TransportURL
 
+pytestmark = pytest.mark.twins
+
 WAIT = 10.0
 
 

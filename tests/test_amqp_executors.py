@@ -25,6 +25,8 @@ from fastrpc.amqp.connection import Connection
 from fastrpc.drivers import amqp
 from fastrpc.server import RPCServer
 
+pytestmark = pytest.mark.twins
+
 WAIT = 10.0  # bound of every wait in this file
 CALL_TIMEOUT = 20.0  # client-side bound of every call
 

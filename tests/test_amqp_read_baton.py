@@ -20,6 +20,8 @@ from fastrpc.target import Target
 from fastrpc.testing.node import RabbitNode
 from fastrpc.transport import TransportURL
 
+pytestmark = pytest.mark.twins
+
 WAIT = 10.0
 
 

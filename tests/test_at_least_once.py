@@ -17,6 +17,8 @@ from test_oslo_interop import Endpoint, stop
 import fastrpc
 from fastrpc import MessageUndeliverable, Target, TransportOptions
 
+pytestmark = pytest.mark.twins
+
 WAIT = 10.0
 LONG = 30.0  # a call's timeout: MessageUndeliverable must come well before it
 

@@ -27,6 +27,8 @@ from fastrpc.server import get_rpc_server
 from fastrpc.target import Target
 from fastrpc.transport import get_rpc_transport
 
+pytestmark = pytest.mark.twins
+
 WAIT = 10.0
 SECRET = "hunter2-do-not-log"
 

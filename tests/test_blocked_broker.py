@@ -21,6 +21,8 @@ from test_oslo_interop import oslo_conf
 import fastrpc
 from fastrpc.testing.node import RabbitNode
 
+pytestmark = pytest.mark.twins
+
 CALL_TIMEOUT = 1.0
 BLOCKED_TIMEOUT = 1.5
 SLACK = 1.5  # scheduling and the broker's answer on a loaded machine

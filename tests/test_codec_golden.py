@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from fastrpc.amqp import spec
 from fastrpc.amqp.spec import ContentMethod, Delivery, Heartbeat, Method
 
+pytestmark = pytest.mark.twins
+
 UTC = datetime.timezone.utc
 
 

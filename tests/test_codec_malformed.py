@@ -27,6 +27,8 @@ from test_codec_golden import STREAM
 from fastrpc.amqp import spec
 from fastrpc.amqp.spec import FrameError
 
+pytestmark = pytest.mark.twins
+
 SETTINGS = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )

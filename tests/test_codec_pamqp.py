@@ -28,7 +28,7 @@ from test_codec_golden import GOLDEN
 from fastrpc.amqp import spec
 from fastrpc.amqp.spec import Method
 
-pytestmark = pytest.mark.filterwarnings("ignore:This command is deprecated:DeprecationWarning")
+pytestmark = [pytest.mark.twins, pytest.mark.filterwarnings("ignore:This command is deprecated:DeprecationWarning")]
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )

@@ -24,6 +24,8 @@ from hypothesis import strategies as st
 from fastrpc.amqp import spec
 from fastrpc.amqp.spec import Method
 
+pytestmark = pytest.mark.twins
+
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from codec_support import HEARTBEAT
 
+pytestmark = pytest.mark.twins
+
 
 def refused(codec: ModuleType, call: Callable[[Any], None], errors: Any, match: str | None) -> None:
     writer = codec.FrameWriter()

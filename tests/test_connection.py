@@ -25,6 +25,8 @@ from fastrpc.amqp.exceptions import (
 )
 from fastrpc.testing.ports import free_ports
 
+pytestmark = pytest.mark.twins
+
 WAIT = 15.0  # upper bound for anything the broker should do promptly
 
 

@@ -23,6 +23,8 @@ from fastrpc.amqp.exceptions import (
     VirtualHostError,
 )
 
+pytestmark = pytest.mark.twins
+
 
 def test_handshake_fields(peer: Peer) -> None:
     _, result = run_in_thread(lambda: peer.handshake(heartbeat=10, frame_max=8192, channel_max=50))

@@ -17,6 +17,8 @@ from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.exceptions import ConnectionLost, HeartbeatTimeout, OperationTimeout, PublishBlocked
 from fastrpc.testing.node import RabbitNode
 
+pytestmark = pytest.mark.twins
+
 WAIT = 15.0
 
 

@@ -25,6 +25,8 @@ from fastrpc.amqp.exceptions import (
     HeartbeatTimeout,
 )
 
+pytestmark = pytest.mark.twins
+
 BIG = b"z" * (1 << 20)
 # Far more than the socket buffers of both ends can hold, even after the
 # kernel compacts the peer's receive queue (which lets a stalled send move a

@@ -14,6 +14,8 @@ from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.exceptions import TLSError
 
+pytestmark = pytest.mark.twins
+
 WAIT = 15.0
 
 

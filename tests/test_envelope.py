@@ -17,6 +17,8 @@ from oslo_messaging._drivers import common as oslo_common
 from fastrpc import envelope_py
 from fastrpc.envelope_py import JSON, MSGPACK, EnvelopeError
 
+pytestmark = pytest.mark.twins
+
 IMPLS = [pytest.param(envelope_py, id="py")]
 try:
     from fastrpc._ext import envelope as envelope_ext

@@ -17,6 +17,8 @@ from fastrpc.options import Options
 from fastrpc.testing.ports import free_ports
 from fastrpc.transport import TransportURL
 
+pytestmark = pytest.mark.twins
+
 WAIT = 10.0
 # A node that dies takes the calls in flight with it; the first calls after
 # it may also be published before the server consumes on the next node.

@@ -23,6 +23,8 @@ from fastrpc.amqp.connection import Connection
 from fastrpc.oslo_driver import FastrpcDriver
 from fastrpc.testing.ports import free_ports
 
+pytestmark = pytest.mark.twins
+
 
 def url_for(broker, scheme: str, query: str = "") -> str:
     return f"{scheme}://{broker.url.split('://', 1)[1]}{query}"

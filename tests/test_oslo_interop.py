@@ -22,6 +22,8 @@ from fastrpc.server import get_rpc_server
 from fastrpc.target import Target
 from fastrpc.transport import get_rpc_transport
 
+pytestmark = pytest.mark.twins
+
 WAIT = 15.0
 
 

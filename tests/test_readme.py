@@ -5,6 +5,10 @@ from __future__ import annotations
 import pathlib
 import re
 
+import pytest
+
+pytestmark = pytest.mark.twins
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 EXAMPLE_URL = "guest:guest@127.0.0.1:5672/"
 

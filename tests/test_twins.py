@@ -18,6 +18,8 @@ import pytest
 
 from fastrpc import _impl
 
+pytestmark = pytest.mark.twins
+
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = sorted(_impl.TWINS)
 # Library modules that still import an implementation by name; they move to
