@@ -1,9 +1,9 @@
 """Shared test configuration.
 
 The broker fixtures (``broker``, ``tls_broker``, ``private_node``,
-``rabbit_node_factory``) come from fastrpc.testing.pytest_plugin, registered by
-the package's pytest11 entry point; it is registered here too when the package
-is not installed (plain checkout).
+``rabbit_node_factory``) come from fastrpc.testing.pytest_plugin, which a
+test suite opts into with the ``pytest_plugins`` line below (installing
+fastrpc adds no fixtures to anyone's tests).
 
 ``codec`` runs a test once per codec implementation (``codec_support.CODECS``):
 "py" (fastrpc.amqp.codec_py) always, "c" (fastrpc._ext.codec) unless
@@ -24,12 +24,7 @@ import pytest
 from codec_support import CODECS, load_codec
 from fake_peer import Peer
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    from fastrpc.testing import pytest_plugin
-
-    if not config.pluginmanager.is_registered(pytest_plugin):
-        config.pluginmanager.register(pytest_plugin, "fastrpc_broker")
+pytest_plugins = ["fastrpc.testing.pytest_plugin"]
 
 
 @pytest.fixture(params=CODECS, scope="module")

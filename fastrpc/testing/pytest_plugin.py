@@ -1,4 +1,7 @@
-"""pytest fixtures that provide RabbitMQ brokers (registered through the pytest11 entry point).
+"""pytest fixtures that provide RabbitMQ brokers.
+
+Opt in from a conftest.py: ``pytest_plugins = ["fastrpc.testing.pytest_plugin"]``
+(installing fastrpc registers nothing by itself).
 
 - ``broker`` (session): a private RabbitNode, or, when FASTRPC_TEST_URL is set, an
   ExternalBroker for that URL (same ``url``/``host``/``port``).
