@@ -6,6 +6,8 @@ import sys
 from types import TracebackType
 from typing import Any
 
+from fastrpc.redact import mask_url
+
 __all__ = [
     "MessagingException", "MessagingTimeout", "MessageDeliveryFailure", "InvalidTarget",
     "MessageUndeliverable", "ConfigurationError", "RemoteError", "RPCVersionCapError",
@@ -162,8 +164,6 @@ class InvalidTransportURL(MessagingException):
     def __init__(self, url: Any, msg: str) -> None:
         super().__init__(msg)
         # The URL may carry a password: keep only a masked form.
-        from fastrpc.transport import mask_url
-
         self.url = mask_url(url) if isinstance(url, str) else None
 
 

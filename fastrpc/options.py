@@ -18,6 +18,7 @@ from typing import Any
 
 from fastrpc.amqp.spec import DEFAULT_MAX_MESSAGE_SIZE
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
+from fastrpc.redact import mask_url
 
 # name -> default, per oslo.config group.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -104,8 +105,6 @@ LOG = logging.getLogger(__name__)
 
 
 def _mask(url: Any) -> Any:
-    from fastrpc.transport import mask_url
-
     return mask_url(url) if isinstance(url, str) else url
 
 

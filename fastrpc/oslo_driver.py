@@ -33,12 +33,12 @@ from oslo_messaging._drivers import base as oslo_base
 from oslo_messaging._drivers import common as oslo_common
 
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp import AmqpDriver, AmqpListener
+from fastrpc.drivers.amqp import AmqpDriver, Consumer
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
 from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable, MessagingTimeout
 from fastrpc.options import FASTRPC_OPTIONS, Options
-from fastrpc.transport import mask_url
+from fastrpc.redact import mask_url
 
 __all__ = ["FastrpcDriver", "register_opts", "FASTRPC_OPTS"]
 
@@ -123,7 +123,7 @@ class FastrpcDriver(oslo_base.BaseDriver):
         return self._adapt(lambda: self._driver.listen_for_notifications(targets_and_priorities, pool),
                            _Incoming, batch_size, batch_timeout)
 
-    def _adapt(self, make: Callable[[], AmqpListener], wrap: type[_Incoming], batch_size: int,
+    def _adapt(self, make: Callable[[], Consumer], wrap: type[_Incoming], batch_size: int,
                batch_timeout: float | None) -> oslo_base.Listener:
         prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
         listener = _sent(make)  # waits for the broker; gives up at cleanup (MessageDeliveryFailure)
@@ -141,7 +141,7 @@ class _PushListener(oslo_base.Listener):
     reads the connection: no polling thread in between. oslo's servers only
     submit each message to their executor there, which never waits."""
 
-    def __init__(self, listener: AmqpListener, wrap: type[_Incoming], prefetch_size: int) -> None:
+    def __init__(self, listener: Consumer, wrap: type[_Incoming], prefetch_size: int) -> None:
         super().__init__(1, None, prefetch_size)
         self._listener = listener
         self._wrap = wrap
@@ -171,7 +171,7 @@ class _PushListener(oslo_base.Listener):
 class _PollListener(oslo_base.PollStyleListener):
     """fastrpc's listener as oslo polls it: messages wrapped in oslo's message type."""
 
-    def __init__(self, listener: AmqpListener, wrap: type[_Incoming], prefetch_size: int) -> None:
+    def __init__(self, listener: Consumer, wrap: type[_Incoming], prefetch_size: int) -> None:
         super().__init__(prefetch_size)
         self._listener = listener
         self._wrap = wrap

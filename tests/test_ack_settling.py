@@ -1,4 +1,4 @@
-"""Which acks a listener sends for the requests of one read (fastrpc.drivers.amqp._Settled).
+"""Which acks a listener sends for the requests of one read (fastrpc.drivers.amqp.acks.Settled).
 
 One ``multiple`` ack may only cover tags that are all settled by it or
 before it: an ack for a tag another thread is still taking would make that
@@ -11,13 +11,13 @@ import random
 
 import pytest
 
-from fastrpc.drivers.amqp import _Settled
+from fastrpc.drivers.amqp.acks import Settled
 
 pytestmark = pytest.mark.twins
 
 
 def test_in_order_reads_get_one_multiple_ack_each() -> None:
-    s = _Settled()
+    s = Settled()
     assert s.settle([1, 2, 3], [1, 2, 3]) == [(3, True)]
     assert s.settle([4], [4]) == [(4, False)]
     assert s.settle([5, 6], [5, 6]) == [(6, True)]
@@ -25,7 +25,7 @@ def test_in_order_reads_get_one_multiple_ack_each() -> None:
 
 
 def test_rejected_tags_are_settled_but_not_acked() -> None:
-    s = _Settled()
+    s = Settled()
     # 2 was rejected: the multiple ack of 3 covers only 1 (2 is gone already).
     assert s.settle([1, 2, 3], [1, 3]) == [(3, True)]
     # A read whose last request was rejected acks up to the one before it.
@@ -36,7 +36,7 @@ def test_rejected_tags_are_settled_but_not_acked() -> None:
 
 
 def test_a_read_taken_before_an_older_one_is_acked_tag_by_tag() -> None:
-    s = _Settled()
+    s = Settled()
     # Another thread still takes 1..3: acking 6 with multiple would cover them.
     assert s.settle([4, 5, 6], [4, 6]) == [(4, False), (6, False)]
     assert s.upto == 0
@@ -47,7 +47,7 @@ def test_a_read_taken_before_an_older_one_is_acked_tag_by_tag() -> None:
 
 
 def test_tags_with_a_gap_are_acked_one_by_one() -> None:
-    s = _Settled()
+    s = Settled()
     # 3 belongs to a read another thread takes: never cover it.
     assert s.settle([1, 2, 4], [1, 2, 4]) == [(1, False), (2, False), (4, False)]
     assert s.settle([3], [3]) == [(3, False)]
@@ -77,7 +77,7 @@ def test_random_interleavings_never_ack_a_tag_twice_or_before_it_is_taken() -> N
             if rng.random() < 0.25:
                 order[i:i + 2] = [sorted(order[i] + order[i + 1])]
             i += 1
-        s = _Settled()
+        s = Settled()
         outstanding = set(range(1, last + 1))
         taken: set[int] = set()
         for read in order:

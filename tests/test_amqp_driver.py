@@ -174,8 +174,8 @@ def test_many_concurrent_calls_share_one_reply_queue(broker, topic):
             t.join(60)
         assert not errors, errors[:3]
         assert len(results) == 8
-        assert client._reply_q is not None and client._reply_q.startswith("reply_")
-        assert client._waiters == {}
+        assert client.reply_queue is not None and client.reply_queue.startswith("reply_")
+        assert client.waiting_calls == {}
     finally:
         served.close()
         client.cleanup()
@@ -356,11 +356,11 @@ def test_survives_connections_closed_by_broker(broker, topic):
     pair = HoldingPair(broker, topic)
     try:
         assert pair.call("before") == "before"
-        reply_q = pair.client._reply_q
+        reply_q = pair.client.reply_queue
         pair.hold_in_flight()
         broker.ctl("close_all_connections", "test: simulated failover")
         assert pair.release_in_flight() == {"value": "hold"}
-        assert pair.client._reply_q == reply_q  # the same reply queue, consumed again
+        assert pair.client.reply_queue == reply_q  # the same reply queue, consumed again
         assert pair.call("after") == "after"
         assert pair.served.listener.reconnects >= 1
     finally:
@@ -386,13 +386,13 @@ def test_queues_deleted_under_consumers_are_declared_again(broker, topic):
     pair = HoldingPair(broker, topic)
     try:
         assert pair.call("before") == "before"
-        reply_q = pair.client._reply_q
+        reply_q = pair.client.reply_queue
         assert reply_q is not None
         pair.hold_in_flight()
         broker.ctl("delete_queue", reply_q)
         _wait_consumed(broker, reply_q)
         assert pair.release_in_flight() == {"value": "hold"}
-        assert pair.client._reply_q == reply_q
+        assert pair.client.reply_queue == reply_q
 
         reconnects = pair.served.listener.reconnects
         broker.ctl("delete_queue", f"{topic}.s1")
@@ -407,7 +407,7 @@ def test_queues_deleted_under_consumers_are_declared_again(broker, topic):
 def test_a_reconnect_finishing_after_cleanup_consumes_nothing(broker, topic, monkeypatch):
     """A listener stopped and cleaned up while its reconnect is still
     connecting: the new connection is closed, no consumer is left behind."""
-    import fastrpc.drivers.amqp as amqp_module
+    import fastrpc.drivers.amqp.consumer as amqp_module  # where listeners connect
 
     driver = make_driver(broker, rabbit_retry_interval=0.2, rabbit_retry_backoff=0.2)
     listener = driver.listen(Target(topic=topic, server="s1"))

@@ -23,6 +23,7 @@ from fastrpc import Options, Target
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers import amqp
+from fastrpc.drivers.amqp import handoff
 from fastrpc.server import RPCServer
 
 pytestmark = pytest.mark.twins
@@ -382,11 +383,11 @@ def test_blocking_request_delivered_while_start_installs_inline_handler(monkeypa
 
     in_put = threading.Event()
     installed = threading.Event()
-    original_put = amqp._Handoff.put
+    original_put = handoff.Handoff.put
     original_inline = amqp.AmqpListener.dispatch_inline
 
     def put(self, item):
-        if item is not amqp._STOP and threading.current_thread().name.startswith("fastrpc-reader") \
+        if item is not handoff.STOP and threading.current_thread().name.startswith("fastrpc-reader") \
                 and not installed.is_set():
             in_put.set()
             installed.wait(WAIT)
@@ -400,7 +401,7 @@ def test_blocking_request_delivered_while_start_installs_inline_handler(monkeypa
         finally:
             installed.set()
 
-    monkeypatch.setattr(amqp._Handoff, "put", put)
+    monkeypatch.setattr(handoff.Handoff, "put", put)
     monkeypatch.setattr(amqp.AmqpListener, "dispatch_inline", dispatch_inline)
     servers.append(srv)
     srv.start()

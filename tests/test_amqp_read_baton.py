@@ -59,15 +59,16 @@ def pair(broker, topic):
 def record_reply_threads(client: AmqpDriver) -> list[int]:
     """Thread idents that ran the reply callback, in order."""
     seen: list[int] = []
-    original = client._on_reply
+    replies = client._replies
+    original = replies._on_reply
 
     def on_reply(delivery):
         seen.append(threading.get_ident())
         original(delivery)
 
-    client._on_reply = on_reply  # type: ignore[method-assign]
+    replies._on_reply = on_reply  # type: ignore[method-assign]
     # The consumer callback was bound at basic_consume time: re-point it.
-    ch = client._reply_ch
+    ch = replies.ch
     for tag in list(ch._consumers):
         ch._consumers[tag] = on_reply
     return seen
@@ -89,7 +90,7 @@ def test_sequential_caller_reads_its_own_replies(pair, topic):
     # The reader thread may take the first reply or two (it sat in recv
     # when the calls began); after that it stands aside.
     assert seen[5:].count(me) == len(seen) - 5, f"{seen.count(me)} of {len(seen)} read by the caller"
-    assert client._waiters == {}
+    assert client.waiting_calls == {}
 
 
 def test_concurrent_callers_are_all_served_then_the_caller_reads_again(pair, topic):
@@ -117,7 +118,7 @@ def test_concurrent_callers_are_all_served_then_the_caller_reads_again(pair, top
     assert not errors, errors[:3]
     assert len(seen) == 16 * 60
     assert slowest[0] < WAIT
-    assert client._waiters == {}
+    assert client.waiting_calls == {}
 
     # Waits overlapped, so the reader thread read for everyone; once they
     # are one at a time again, the caller reads its own replies again.
@@ -148,7 +149,7 @@ def test_method_replies_are_read_while_the_reader_thread_stands_aside(pair, topi
     client = pair
     for i in range(20):
         call(client, topic, i)
-    conn = client._conn
+    conn = client.sending_connection
     assert conn is not None
     # Calls just happened, so the reader thread stands aside; a declare on
     # another channel must still get its declare-ok promptly.
@@ -198,7 +199,7 @@ def test_heartbeat_silence_detected_while_a_caller_reads(private_node: RabbitNod
     echo = EchoServer(server, "baton_hb")
     try:
         assert call(client, "baton_hb", 1) == {"i": 1}
-        conn = client._conn
+        conn = client.sending_connection
         assert conn is not None
         died: queue.SimpleQueue = queue.SimpleQueue()
         conn.on_close.append(lambda c, exc: died.put((time.monotonic(), exc)))
@@ -217,7 +218,7 @@ def test_heartbeat_silence_detected_while_a_caller_reads(private_node: RabbitNod
         # The call is published and its caller waits in recv (no event to
         # wait on for that: poll, bounded).
         deadline = time.monotonic() + WAIT
-        while not (client._waiters and conn._recv_since is not None):
+        while not (client.waiting_calls and conn._recv_since is not None):
             assert time.monotonic() < deadline, "the call never started waiting"
             time.sleep(0.01)
         private_node.pause()

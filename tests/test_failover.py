@@ -61,18 +61,18 @@ def test_rpc_moves_to_the_next_host_and_back(rabbit_node_factory: Any) -> None:
         assert client.call({}, "echo", x=1) == 1
         listener = server.listener
         sender = client_transport._driver
-        assert _port(listener._conn) == n1.port and _port(sender._conn) == n1.port
+        assert _port(listener._conn) == n1.port and _port(sender.sending_connection) == n1.port
 
         n1.halt(graceful=False)
         assert _call_until_answered(client, 2) == 2
-        assert _port(listener._conn) == n2.port and _port(sender._conn) == n2.port
+        assert _port(listener._conn) == n2.port and _port(sender.sending_connection) == n2.port
         assert listener.reconnects >= 1
 
         # The first host is back, the second dies: round the list to the first.
         n1.start()
         n2.halt(graceful=False)
         assert _call_until_answered(client, 3) == 3
-        assert _port(listener._conn) == n1.port and _port(sender._conn) == n1.port
+        assert _port(listener._conn) == n1.port and _port(sender.sending_connection) == n1.port
         assert client.call({}, "echo", x=4) == 4
     finally:
         server.stop()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastrpc.options import Options
     from fastrpc.target import Target
-    from fastrpc.transport import TransportURL
+    from fastrpc.transport_url import TransportURL
 
 
 class IncomingMessage(ABC):

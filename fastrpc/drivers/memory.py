@@ -32,7 +32,7 @@ from fastrpc.exceptions import (
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 from fastrpc.options import Options
 from fastrpc.target import Target
-from fastrpc.transport import TransportURL
+from fastrpc.transport_url import TransportURL
 
 __all__ = ["MemoryDriver", "MemoryIncomingMessage", "MemoryListener"]
 

@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from fastrpc import envelope_py
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp import AmqpListener, _declare_exchange, _declare_queue, _Read
+from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
+from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
 from fastrpc.drivers.base import IncomingMessage
-from fastrpc.drivers.topology import ExchangeSpec, QueueSpec, Topology
+from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
 from fastrpc.envelope_py import EnvelopeError
 
 if TYPE_CHECKING:
-    from fastrpc.drivers.amqp import AmqpDriver
+    from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
 
@@ -58,14 +59,15 @@ class NotificationIncoming(IncomingMessage):
         pass
 
 
-class AmqpNotificationListener(AmqpListener):
+class AmqpNotificationListener(Consumer):
     """Consumes the notification queues of some targets and priorities on its own connection.
 
-    Reconnecting, stopping and polling are the RPC listener's; what differs is
-    what is declared and that taking a notification does not acknowledge it.
+    Reconnecting, stopping and polling are every listener's (:class:`Consumer`);
+    what differs is what is declared and that taking a notification does not
+    acknowledge it.
     """
 
-    def __init__(self, driver: AmqpDriver, targets_and_priorities: Iterable[tuple[Any, str]],
+    def __init__(self, driver: ListenerDriver, targets_and_priorities: Iterable[tuple[Any, str]],
                  pool: str | None) -> None:
         targets_and_priorities = list(targets_and_priorities)  # oslo passes a set
         if not targets_and_priorities:
@@ -79,21 +81,19 @@ class AmqpNotificationListener(AmqpListener):
             if pool:
                 queue = QueueSpec(pool, queue.durable, queue.auto_delete, queue.arguments)
             self._bindings.append((exchange, queue, routing_key))
-        super().__init__(driver, targets_and_priorities[0][0])
-
-    def _queue_names(self, topo: Topology, target: Any) -> tuple[str | None, list[str]]:
         # One consumer per queue, even when a pool's queue has several bindings.
-        return None, list(dict.fromkeys(queue.name for _ex, queue, _key in self._bindings))
+        queues = list(dict.fromkeys(queue.name for _ex, queue, _key in self._bindings))
+        super().__init__(driver, queues, targets_and_priorities[0][0].topic)
 
-    def _declare(self, ch: Any) -> None:
+    def declare(self, ch: Any) -> None:
         for exchange, queue, routing_key in self._bindings:
-            _declare_exchange(ch, exchange)
-            _declare_queue(ch, queue)
+            declare_exchange(ch, exchange)
+            declare_queue(ch, queue)
             ch.queue_bind(queue.name, exchange.name, routing_key)
 
-    def _take(self, item: _Read) -> list[IncomingMessage]:
+    def take(self, item: Read) -> list[IncomingMessage]:
         gen, ch, _settled, deliveries = item
-        if gen != self._gen:
+        if not self.is_current(gen):
             return []  # from a dead channel: the broker requeued them
         max_body = self._driver.max_body
         taken: list[IncomingMessage] = []
@@ -102,9 +102,9 @@ class AmqpNotificationListener(AmqpListener):
                 ctxt, message, unique_id = envelope_py.decode_notification(
                     delivery.body, delivery.properties.get("content_type"), max_body)
             except EnvelopeError as exc:
-                self._reject(ch, delivery, exc)
+                self.reject(ch, delivery, exc)
                 continue
-            if unique_id is not None and self._seen_before(unique_id, remember=False):
+            if unique_id is not None and self.seen_before(unique_id, remember=False):
                 # Handled and acknowledged before (as oslo's listeners, which
                 # remember the acknowledged ones): acknowledge it, do not run it again.
                 LOG.warning("Dropped duplicate notification %s", unique_id)
@@ -115,9 +115,9 @@ class AmqpNotificationListener(AmqpListener):
             taken.append(NotificationIncoming(self, gen, ch, delivery.delivery_tag, ctxt, message, unique_id))
         return taken
 
-    def _run_read(self, handler: Any, item: _Read) -> None:
+    def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
         # Each notification is settled by itself once its endpoints ran.
-        for msg in self._take(item):
+        for msg in self.take(item):
             handler(msg)
 
     def settle(self, gen: int, channel: Any, tag: int, requeue: bool, handled: str | None = None) -> None:
@@ -127,8 +127,8 @@ class AmqpNotificationListener(AmqpListener):
         that it is not run again if it comes back (its ack lost to a reconnect).
         """
         if handled is not None:
-            self._seen_before(handled)
-        if gen != self._gen:
+            self.seen_before(handled)
+        if not self.is_current(gen):
             # Its channel died: the broker has requeued it already.
             LOG.debug("Notification %d of a lost channel not settled (the broker requeued it)", tag)
             return

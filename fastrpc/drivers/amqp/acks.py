@@ -1,0 +1,45 @@
+"""Ack bookkeeping of one listener channel: which delivery tags are settled,
+and which ack frames settle a read."""
+
+from __future__ import annotations
+
+
+class Settled:
+    """Which delivery tags of a listener's channel are settled (acked or rejected).
+
+    The requests of one read are acked with one ``multiple`` ack of the
+    highest tag; that is only right when every lower tag is settled already
+    (otherwise it would also ack a request another thread is still taking,
+    whose own ack would then fail the channel). Tags run 1, 2, 3, ... per
+    channel in delivery order. Use under a lock, and send what ``settle``
+    returns under the same lock, so that frames leave in the order decided.
+    """
+
+    __slots__ = ("upto", "early")
+
+    def __init__(self) -> None:
+        self.upto = 0  # every tag <= upto is settled
+        self.early: set[int] = set()  # settled tags above upto
+
+    def settle(self, tags: list[int], ack: list[int]) -> list[tuple[int, bool]]:
+        """Mark ``tags`` (ascending) settled, of which ``ack`` still need an
+        ack (the others were rejected); return the acks to send as
+        ``(delivery_tag, multiple)``."""
+        first = tags[0]
+        last = tags[-1]
+        if first == self.upto + 1 and last - first == len(tags) - 1:
+            self.upto = last
+            frames = [(ack[-1], len(ack) > 1)] if ack else []
+            if not self.early:  # the usual case
+                return frames
+        else:
+            frames = [(tag, False) for tag in ack]
+            self.early.update(tags)
+        early = self.early
+        if early:
+            upto = self.upto
+            while upto + 1 in early:
+                upto += 1
+                early.discard(upto)
+            self.upto = upto
+        return frames

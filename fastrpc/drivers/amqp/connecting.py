@@ -1,0 +1,92 @@
+"""From options and a transport URL to an open connection: connection
+parameters per host, the order hosts are tried in, reconnect delays, and the
+two declarations every connection owner makes."""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.url import ConnectionParams
+from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
+
+LOG = logging.getLogger(__name__)
+
+
+def connection_params(conf: Any, url: Any) -> list[ConnectionParams]:
+    """One ConnectionParams per host of the transport URL, in failover order."""
+    vhost = url.virtual_host or "/" if url is not None else "/"
+    use_ssl = bool(getattr(conf, "ssl", False))
+    heartbeat = int(getattr(conf, "heartbeat_timeout_threshold", 60) or 0)
+    common: dict[str, Any] = {"virtual_host": vhost, "ssl": use_ssl, "heartbeat": heartbeat,
+                              "blocked_timeout": float(getattr(conf, "blocked_timeout", 60.0)),
+                              "connection_name": f"{getattr(conf, 'processname', 'fastrpc')}:fastrpc"}
+    if use_ssl:
+        common["cafile"] = getattr(conf, "ssl_ca_file", "") or None
+        common["certfile"] = getattr(conf, "ssl_cert_file", "") or None
+        common["keyfile"] = getattr(conf, "ssl_key_file", "") or None
+    hosts = list(getattr(url, "hosts", None) or [])
+    if not hosts:
+        return [ConnectionParams(**common)]
+    result = []
+    for host in hosts:
+        values = dict(common)
+        values["host"] = host.hostname or "localhost"
+        values["port"] = host.port or (5671 if use_ssl else 5672)
+        if host.username is not None:
+            values["username"] = host.username
+        if host.password is not None:
+            values["password"] = host.password
+        result.append(ConnectionParams(**values))
+    return result
+
+
+def open_connection(params: list[ConnectionParams], lost: Connection | None = None) -> Connection:
+    """Connect to the first host that answers, in URL order.
+
+    After ``lost`` (the previous connection of the same owner) failed, start
+    with the host after its host: that one is likely down, and a host that
+    hangs instead of refusing would cost a whole connect timeout on every
+    reconnect (round robin, as oslo's default failover strategy).
+    """
+    if lost is not None:
+        at = next((i for i, p in enumerate(params) if p.address == lost.params.address), None)
+        if at is not None:
+            params = params[at + 1:] + params[:at + 1]
+    last: Exception | None = None
+    for p in params:
+        conn = Connection(p)
+        try:
+            conn.connect()
+            return conn
+        except amqp_exc.AMQPError as exc:
+            LOG.warning("Cannot connect to %s: %s", p.address, exc)
+            last = exc
+    assert last is not None
+    raise last
+
+
+class Backoff:
+    """Exponential reconnect delays with jitter (no synchronized storms)."""
+
+    def __init__(self, conf: Any) -> None:
+        self.delay = float(getattr(conf, "rabbit_retry_interval", 1) or 1)
+        self.step = float(getattr(conf, "rabbit_retry_backoff", 2) or 0)
+        self.limit = float(getattr(conf, "rabbit_interval_max", 30) or 30)
+
+    def next(self) -> float:
+        delay = min(self.delay, self.limit)
+        self.delay = min(self.delay + self.step, self.limit) if self.step else self.delay * 2
+        return delay * random.uniform(0.5, 1.0)
+
+
+def declare_exchange(ch: Any, ex: ExchangeSpec) -> None:
+    ch.exchange_declare(ex.name, ex.type, durable=ex.durable, auto_delete=ex.auto_delete)
+
+
+def declare_queue(ch: Any, q: QueueSpec) -> None:
+    ch.queue_declare(q.name, durable=q.durable, auto_delete=q.auto_delete, exclusive=q.exclusive,
+                     arguments=q.arguments)

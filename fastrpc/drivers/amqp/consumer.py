@@ -1,0 +1,435 @@
+"""What every listener of the AMQP driver shares: its own connection that
+consumes some queues, reconnecting when lost; deliveries handed to pollers
+(or run in the reader thread: inline dispatch); stop and cleanup.
+
+A listener kind (RPC requests, notifications) is a subclass that fills in
+the extension points of :class:`Consumer`: what it declares, what a poller
+gets from one read, and how a read runs inline.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.amqp import spec
+from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.url import ConnectionParams
+from fastrpc.drivers.amqp.acks import Settled
+from fastrpc.drivers.amqp.connecting import Backoff, open_connection
+from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
+from fastrpc.drivers.base import IncomingMessage, Listener
+from fastrpc.drivers.topology import Topology
+from fastrpc.envelope_py import EnvelopeError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+LOG = logging.getLogger(__name__)
+
+# Deliveries acked with one frame at most. Acked ones still run after stop(),
+# so this also bounds what a stopping server finishes: up to this many per
+# worker of the threading executor beyond those running.
+ACK_BATCH = 16
+DEDUP_WINDOW = 8192  # _unique_ids remembered per listener (oslo keeps 16)
+
+
+class ListenerDriver(Protocol):
+    """What a listener needs of the driver that made it."""
+
+    conf: Any
+    params: list[ConnectionParams]
+    topology: Topology
+    default_exchange: str
+    max_body: int
+
+    def forget_listener(self, listener: Consumer) -> None:
+        """``listener`` was cleaned up."""
+
+
+class Read(NamedTuple):
+    """The deliveries of one read of a listener's channel, taken together."""
+
+    gen: int  # the listener's connection generation they came on
+    channel: Any
+    settled: Settled  # that channel's
+    deliveries: list[spec.Delivery]
+
+
+class Consumer(Listener):
+    """Consumes ``queues`` on its own connection.
+
+    When the connection dies the listener reconnects in the background (with
+    jittered exponential backoff) and declares and consumes the same queues
+    again; deliveries from the dead channel are dropped unacked, the broker
+    has already requeued them.
+
+    Extension points, for subclasses:
+
+    * :meth:`declare` (required): declare and bind what is consumed, on every connect;
+    * :meth:`take` (required): what a poller gets from one read, settling
+      (acking, rejecting) as the kind of message requires;
+    * :meth:`run_read`: run the messages of one read in the reader thread
+      (inline dispatch); by default ``handler`` of each message ``take`` gives;
+    * :meth:`owned_queues`: queues only this listener uses, deleted at cleanup.
+
+    And helpers for them: :meth:`is_current` (whether a read's channel is still
+    the live one), :meth:`seen_before` (the ``_unique_id`` window) and
+    :meth:`reject` (a malformed delivery).
+    """
+
+    def __init__(self, driver: ListenerDriver, queues: list[str], label: str) -> None:
+        """``label`` names the listener in logs (a topic); connects at once."""
+        self._driver = driver
+        self.queues = queues
+        self._label = label
+        self._incoming = Handoff()
+        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._seen_lock = threading.Lock()
+        # Set by dispatch_inline(): requests run in the reader thread.
+        self._inline: Any = None
+        self._inline_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self.bad_messages = 0
+        self.duplicates = 0
+        self.reconnects = 0
+        self._gen = 0
+        self._conn: Connection | None = None
+        self._channel: Any = None
+        self._tags: list[str] = []
+        self._connect()
+
+    # -- extension points ------------------------------------------------------
+
+    def declare(self, ch: Any) -> None:
+        """Declare and bind the exchanges and queues consumed (on every connect)."""
+        raise NotImplementedError
+
+    def take(self, item: Read) -> list[IncomingMessage]:
+        """The messages a poller gets from one read (settled as their kind requires)."""
+        raise NotImplementedError
+
+    def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
+        """Run ``handler`` for each message of one read, in this thread (inline dispatch)."""
+        for msg in self.take(item):
+            handler(msg)
+
+    def owned_queues(self) -> list[str]:
+        """Queues only this listener uses: deleted at cleanup, not left until they expire."""
+        return []
+
+    # -- helpers for subclasses --------------------------------------------------
+
+    def is_current(self, gen: int) -> bool:
+        """Whether ``gen`` (a read's) is the live connection's: a read of a
+        lost one must not be settled, the broker requeued it."""
+        return gen == self._gen
+
+    def seen_before(self, uid: str, remember: bool = True) -> bool:
+        """Whether ``uid`` was remembered already (counted as a duplicate);
+        else remember it if asked. One step under the lock: several workers
+        take messages at once."""
+        seen = self._seen
+        with self._seen_lock:
+            if uid in seen:
+                self.duplicates += 1
+                return True
+            if remember:
+                seen[uid] = None
+                if len(seen) > DEDUP_WINDOW:
+                    seen.popitem(last=False)
+        return False
+
+    def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
+        """Count, log and reject (without requeue) a delivery that could not be decoded."""
+        with self._seen_lock:  # pollers reject at once
+            self.bad_messages += 1
+        LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
+                    self._label, delivery.exchange, delivery.routing_key, exc.reason)
+        try:
+            ch.basic_reject(delivery.delivery_tag, requeue=False)
+        except amqp_exc.AMQPError as err:
+            LOG.debug("basic.reject failed: %s", err)
+
+    # -- connecting ------------------------------------------------------------
+
+    def _connect(self) -> None:
+        driver = self._driver
+        conn = open_connection(driver.params, self._conn)
+        try:
+            ch = conn.channel()
+            prefetch = driver.topology.prefetch_count
+            if prefetch > 0:
+                ch.basic_qos(prefetch_count=prefetch)
+            self.declare(ch)
+            gen = self._gen + 1
+            # Acks of this channel's tags go to this channel, with its own
+            # bookkeeping, even when taken after a reconnect replaced both.
+            settled = Settled()
+            put = self._incoming.put
+            # The deliveries of one read, taken together after it: one ack
+            # frame for all of them instead of one each.
+            arrived: list[spec.Delivery] = []
+            after_read = conn.after_dispatch
+
+            def on_message(delivery: spec.Delivery) -> None:
+                arrived.append(delivery)
+                if len(arrived) == 1:
+                    after_read(on_read_dispatched)  # at once when the read brought only this
+                elif len(arrived) >= ACK_BATCH:
+                    on_read_dispatched()  # the registered call takes the rest
+
+            def on_read_dispatched() -> None:
+                nonlocal arrived
+                if not arrived:
+                    return
+                # tuple.__new__: the NamedTuple's own __new__ is a Python call.
+                item = tuple.__new__(Read, (gen, ch, settled, arrived))
+                arrived = []
+                handler = self._inline
+                if handler is None:
+                    # Decide under the lock: dispatch_inline() must not look at
+                    # the backlog between our check and our put.
+                    with self._inline_lock:
+                        handler = self._inline
+                        if handler is None:
+                            put(item)
+                            return
+                self._run_inline(handler, item)
+
+            with self._lock:
+                # Checked where cleanup() reads _conn: either it closes this
+                # connection, or this sees the stop and closes it here.
+                stopped = self._stopped.is_set()
+                if not stopped:
+                    self._gen = gen
+                    self._conn, self._channel = conn, ch
+                    if gen > 1:
+                        self.reconnects += 1
+            if stopped:
+                conn.close()  # stopped while connecting: nothing to consume for
+                return
+
+            def on_cancel(tag: str) -> None:
+                self._restart(ch, f"the broker cancelled its consumer {tag!r} (queue deleted or its node lost)")
+
+            self._tags = [ch.basic_consume(name, on_message, on_cancel=on_cancel) for name in self.queues]
+            conn.on_close.append(self._on_connection_closed)
+            ch.on_close.append(self._on_channel_closed)
+        except BaseException:
+            conn.close()
+            raise
+
+    def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
+        if self._stopped.is_set() or conn is not self._conn:
+            return
+        LOG.warning("Listener for topic %s lost its connection: %s; reconnecting", self._label, exc)
+        threading.Thread(target=self._reconnect, name="fastrpc-listener-reconnect", daemon=True).start()
+
+    def _on_channel_closed(self, ch: Any, exc: BaseException) -> None:
+        # The broker closed the channel alone (a refused ack, say): the
+        # consumers are gone with it.
+        self._restart(ch, f"its channel was closed: {exc}")
+
+    def _restart(self, ch: Any, why: str) -> None:
+        """A consumer of ``ch`` is gone while the connection stays: close the
+        connection, which reconnects, declares the queues and consumes again.
+        From another thread, as this runs in the reader."""
+        conn = self._conn
+        if self._stopped.is_set() or ch is not self._channel or conn is None or not conn.is_open:
+            return
+        LOG.warning("Listener for topic %s: %s; reconnecting", self._label, why)
+        threading.Thread(target=conn.close, name="fastrpc-listener-close", daemon=True).start()
+
+    def _reconnect(self) -> None:
+        backoff = Backoff(self._driver.conf)
+        while not self._stopped.is_set():
+            try:
+                self._connect()
+            except (amqp_exc.AMQPError, OSError) as exc:
+                delay = backoff.next()
+                LOG.warning("Listener reconnect failed: %s; next attempt in %.1fs", exc, delay)
+                self._stopped.wait(delay)
+                continue
+            if not self._stopped.is_set():
+                LOG.info("Listener for topic %s reconnected", self._label)
+            return
+
+    # -- inline dispatch -----------------------------------------------------
+
+    def dispatch_inline(self, handler: Any) -> None:
+        """Run ``handler(incoming)`` for each request in the connection's reader thread.
+
+        For a server that handles one message at a time anyway (the blocking
+        executor): no thread handoff per message. ``handler`` must not wait
+        for anything this listener's connection would deliver. Requests that
+        arrived before this call are handled first, in order, by a short-lived
+        thread (the reader waits for it), so this returns at once.
+        """
+        lock = self._inline_lock
+        lock.acquire()
+        self._inline = handler
+        if not self._incoming.pending():
+            lock.release()
+            return
+
+        def drain() -> None:
+            # Holds the lock taken above (a Lock may be released by any
+            # thread): new deliveries wait until the backlog is done.
+            try:
+                while not self._stopped.is_set():
+                    item = self._incoming.get_nowait()
+                    if item is EMPTY or item is STOP:
+                        break
+                    self.run_read(handler, item)
+            finally:
+                lock.release()
+
+        threading.Thread(target=drain, name=f"fastrpc-server-{self._label}", daemon=True).start()
+
+    def wait_inline_idle(self) -> None:
+        """Return once no inline handler runs, and none will start after stop()."""
+        with self._inline_lock:
+            pass
+
+    def _run_inline(self, handler: Any, item: Read) -> None:
+        with self._inline_lock:
+            # Checked under the lock: once stop() and wait_inline_idle()
+            # returned, nothing more runs. Unacked, the message goes back to
+            # the queue when the channel closes.
+            if self._stopped.is_set():
+                return
+            self.run_read(handler, item)
+
+    # -- polling -------------------------------------------------------------
+
+    def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
+        result: list[IncomingMessage] = []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        incoming = self._incoming
+        while not result:
+            if self._stopped.is_set():
+                return self._taken_leftovers(batch_size)
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            item = incoming.get(wait)
+            if item is EMPTY:
+                return []
+            while True:
+                if item is STOP:
+                    # Leave the marker for any other poller, then stop.
+                    incoming.put(STOP)
+                    break
+                if type(item) is Read:
+                    if incoming.pending():
+                        item = self._with_queued_reads(item)
+                    result += self.take(item)
+                else:
+                    result.append(item)  # taken (acked) by another poller
+                if len(result) >= batch_size:
+                    break
+                item = incoming.get_nowait()
+                if item is EMPTY:
+                    break
+            if len(result) > batch_size:
+                # Acked with the others of their read: idle pollers run them,
+                # or the next poll returns them (even after stop()).
+                incoming.put_front(result[batch_size:])
+                del result[batch_size:]
+            if item is STOP or (deadline is not None and time.monotonic() >= deadline):
+                break
+        return result
+
+    def _with_queued_reads(self, item: Read) -> Read:
+        """Join the reads queued right behind ``item`` to it (up to ACK_BATCH
+        deliveries), so that one frame acks them all: pollers fall behind
+        under load, and each read then often holds only one request."""
+        gen, ch, settled, deliveries = item
+        room = ACK_BATCH - len(deliveries)
+        next_tag = deliveries[-1].delivery_tag + 1
+
+        def accept(queued: Any) -> bool:
+            # Only the read right after ours: another poller may have taken
+            # the one in between, and it must not be acked for it.
+            nonlocal room, next_tag
+            if type(queued) is not Read or queued.gen != gen:
+                return False
+            more = queued.deliveries
+            if len(more) > room or more[0].delivery_tag != next_tag:
+                return False
+            room -= len(more)
+            next_tag = more[-1].delivery_tag + 1
+            return True
+
+        if room <= 0:
+            return item
+        queued = self._incoming.pop_front_while(accept)
+        if not queued:
+            return item
+        joined = list(deliveries)
+        for read in queued:
+            joined += read.deliveries
+        return Read(gen, ch, settled, joined)
+
+    def _taken_leftovers(self, batch_size: int) -> list[IncomingMessage]:
+        """After stop(): the requests already acked (they must still run), not the others."""
+        result: list[IncomingMessage] = []
+        incoming = self._incoming
+        skipped = []
+        while len(result) < batch_size:
+            item = incoming.get_nowait()
+            if item is EMPTY:
+                break
+            if type(item) is Read or item is STOP:
+                skipped.append(item)  # not taken: the broker requeues it (and the marker stays)
+            else:
+                result.append(item)
+        if skipped:
+            # Queued, not handed to a poller still waiting: nobody takes them now.
+            incoming.put_front(skipped, hand=False)
+        return result
+
+    # -- shutdown ------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self._incoming.put(STOP)
+        if self._inline is not None and not self._conn_in_reader():
+            # The reader thread may be busy running a request, and only it
+            # can read basic.cancel-ok: do not make stop() wait for that.
+            threading.Thread(target=self._cancel_consumers, name="fastrpc-listener-cancel", daemon=True).start()
+        else:
+            self._cancel_consumers()
+
+    def _conn_in_reader(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.in_reader_thread()
+
+    def _cancel_consumers(self) -> None:
+        conn, ch = self._conn, self._channel
+        if conn is not None and conn.is_open:
+            for tag in self._tags:
+                try:
+                    ch.basic_cancel(tag)
+                except amqp_exc.AMQPError as exc:
+                    LOG.debug("basic.cancel failed: %s", exc)
+
+    def cleanup(self) -> None:
+        self.stop()
+        with self._lock:  # after stop(): a reconnect either published its connection or will close it
+            conn, ch = self._conn, self._channel
+        if conn is not None and conn.is_open:
+            for name in self.owned_queues():
+                try:
+                    ch.queue_delete(name)
+                except amqp_exc.AMQPError as exc:
+                    LOG.debug("queue delete of %s failed: %s", name, exc)
+        if conn is not None:
+            conn.close()
+        self._driver.forget_listener(self)

@@ -1,0 +1,103 @@
+"""Handing a listener's deliveries from the thread that reads its connection
+to the threads that poll it."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from typing import Any
+
+EMPTY = object()  # what a get returns when nothing came
+STOP = object()  # put by stop(): each poller that meets it returns
+
+
+class _Slot:
+    """One poller blocked in :meth:`Handoff.get`: its own lock, its own item."""
+
+    __slots__ = ("lock", "item")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.item: Any = EMPTY
+
+
+class Handoff:
+    """Deliveries from the reader thread to the threads polling a listener.
+
+    A put hands the item straight to the most recently idle poller and wakes
+    that one thread only. (A SimpleQueue with several blocked getters wakes a
+    second getter for nothing on every item: a context switch and a GIL round
+    trip per message.) Items nobody waits for queue up in order.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: collections.deque[Any] = collections.deque()
+        self._waiting: list[_Slot] = []  # a stack: the warmest thread first
+
+    def put(self, item: Any) -> None:
+        with self._lock:
+            if self._waiting:
+                slot = self._waiting.pop()
+                slot.item = item
+                slot.lock.release()
+                return
+            self._items.append(item)
+
+    def put_front(self, items: list[Any], hand: bool = True) -> None:
+        """Hand ``items`` to idle pollers (unless ``hand`` is false), or queue
+        them in order ahead of the rest."""
+        with self._lock:
+            waiting = self._waiting if hand else []
+            i = 0
+            while waiting and i < len(items):
+                slot = waiting.pop()
+                slot.item = items[i]
+                slot.lock.release()
+                i += 1
+            if i < len(items):
+                self._items.extendleft(reversed(items[i:]))
+
+    def pop_front_while(self, accept: Callable[[Any], bool]) -> list[Any]:
+        """Take queued items from the front for as long as ``accept(item)`` says so."""
+        taken = []
+        with self._lock:
+            items = self._items
+            while items and accept(items[0]):
+                taken.append(items.popleft())
+        return taken
+
+    def pending(self) -> int:
+        """How many items wait for a poller."""
+        return len(self._items)
+
+    def get_nowait(self) -> Any:
+        """The next item, or ``EMPTY``."""
+        with self._lock:
+            return self._items.popleft() if self._items else EMPTY
+
+    def get(self, timeout: float | None) -> Any:
+        """The next item, waiting up to ``timeout`` seconds; ``EMPTY`` on timeout."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            slot = _Slot()
+            self._waiting.append(slot)
+        try:
+            if slot.lock.acquire(timeout=-1 if timeout is None else timeout):
+                return slot.item
+        except BaseException:
+            # Interrupted: an item handed to us meanwhile goes back in front.
+            with self._lock:
+                if slot.item is EMPTY:
+                    self._waiting.remove(slot)
+                else:
+                    self._items.appendleft(slot.item)
+            raise
+        with self._lock:
+            if slot.item is EMPTY:
+                self._waiting.remove(slot)
+        # Either still EMPTY, or an item handed over just as the wait timed out.
+        return slot.item

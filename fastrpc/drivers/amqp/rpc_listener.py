@@ -1,0 +1,225 @@
+"""The RPC listener: consumes ``<topic>``, ``<topic>.<server>`` and its own
+``<topic>_fanout_<uuid hex>``, decodes requests, acks them (when a poller
+takes them, or after an inline run of one) and answers through the driver."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastrpc import _impl
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.amqp import spec
+from fastrpc.drivers.amqp.acks import Settled
+from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
+from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
+from fastrpc.drivers.base import IncomingMessage
+from fastrpc.drivers.topology import QueueSpec
+from fastrpc.envelope_py import EnvelopeError
+from fastrpc.exceptions import MessageDeliveryFailure
+from fastrpc.failures import serialize_remote_exception
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+LOG = logging.getLogger(__name__)
+
+envelope = _impl.envelope
+
+
+class RpcDriver(ListenerDriver, Protocol):
+    """What the RPC listener and its messages need of the driver: answering."""
+
+    def send_reply(self, reply_q: str, msg_id: str, result: Any, failure: str | None, ending: bool,
+                   binary: bool) -> None:
+        """Answer a call (``ending``), or tell its caller it still runs."""
+
+    def send_error_reply(self, exc: EnvelopeError) -> None:
+        """Tell the caller of a malformed request why it was rejected."""
+
+
+class AmqpIncomingMessage(IncomingMessage):
+    """A request taken from a queue; the listener acks it (when a worker takes
+    it, or after it ran with inline dispatch), as oslo's executors do."""
+
+    def __init__(self, driver: RpcDriver, ctxt: dict, message: dict, msg_id: str | None,
+                 reply_q: str | None, binary: bool, client_timeout: float | None = None) -> None:
+        # IncomingMessage's fields set here, not by super().__init__: one
+        # Python call less per request.
+        self.ctxt = ctxt
+        self.message = message
+        self.msg_id = msg_id
+        self._driver = driver
+        self.reply_q = reply_q
+        self.binary = binary
+        # The caller's call-monitor timeout: the dispatcher sends heartbeats
+        # more often than this while the call runs.
+        self.client_timeout = client_timeout
+
+    def acknowledge(self) -> None:
+        # The listener acks (see take and run_read): nothing to do here.
+        pass
+
+    def requeue(self) -> None:
+        pass
+
+    def reply(self, reply: Any = None, failure: BaseException | None = None) -> None:
+        if self.msg_id is None or self.reply_q is None:
+            return
+        data = serialize_remote_exception(failure) if failure is not None else None
+        self._driver.send_reply(self.reply_q, self.msg_id, reply, data, True, self.binary)
+
+    def heartbeat(self) -> None:
+        if self.msg_id is None or self.reply_q is None:
+            return
+        try:
+            self._driver.send_reply(self.reply_q, self.msg_id, None, None, False, self.binary)
+        except amqp_exc.AMQPError as exc:
+            raise MessageDeliveryFailure(f"heartbeat send failed: {exc}") from exc
+
+
+class AmqpListener(Consumer):
+    """Consumes the three queues of one RPC target on its own connection."""
+
+    _driver: RpcDriver
+
+    def __init__(self, driver: RpcDriver, target: Any) -> None:
+        topo = driver.topology
+        self._target = target
+        self._exchange = topo.exchange_name(target.exchange, driver.default_exchange)
+        self.fanout_queue = topo.fanout_queue(target.topic).name
+        self._ack_lock = threading.Lock()  # guards each channel's Settled
+        queues = [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server),
+                  self.fanout_queue]
+        super().__init__(driver, queues, target.topic)
+
+    def owned_queues(self) -> list[str]:
+        # Our uniquely named fanout queue has no other user: do not leave it
+        # collecting broadcasts until x-expires.
+        return [self.fanout_queue]
+
+    def declare(self, ch: Any) -> None:
+        topo = self._driver.topology
+        target = self._target
+        declare_exchange(ch, topo.topic_exchange(self._exchange))
+        for server in (None, target.server):
+            q = topo.topic_queue(target.topic, server)
+            declare_queue(ch, q)
+            ch.queue_bind(q.name, self._exchange, q.name)
+        fanout_ex = topo.fanout_exchange(target.topic)
+        declare_exchange(ch, fanout_ex)
+        fq = topo.fanout_queue(target.topic)
+        declare_queue(ch, QueueSpec(self.fanout_queue, fq.durable, fq.auto_delete, fq.arguments))
+        ch.queue_bind(self.fanout_queue, fanout_ex.name, target.topic)
+
+    def take(self, item: Read) -> list[IncomingMessage]:
+        """Decode the requests of one read and ack them (one frame when possible),
+        before they run: for pollers (the threading executor).
+
+        Malformed ones are rejected (and answered with an error where the
+        caller is known), duplicates dropped.
+        """
+        requests, settle = self._decode(item)
+        if settle is None or not self._ack(*settle):
+            return []
+        return self._accepted(requests)
+
+    def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
+        """Run the requests of one read in this thread (inline dispatch).
+
+        A read of one request (a caller waiting for each answer) is acked
+        after it ran and was answered, as oslo's blocking executor sends a
+        request's ack at its next poll: the ack's send stays off the caller's
+        wait. Unacked while it runs, it comes back if the connection drops
+        meanwhile; its ``_unique_id`` is remembered by then, so this listener
+        drops it, as oslo's does. A read of several (requests piling up) is
+        acked with one frame before they run, as pollers do: none of them
+        waits unacked behind the others, so none is run again elsewhere
+        after it was answered.
+        """
+        if len(item.deliveries) > 1:
+            for msg in self.take(item):
+                handler(msg)
+            return
+        requests, settle = self._decode(item)
+        if settle is None:
+            return
+        for msg in self._accepted(requests):
+            handler(msg)
+        self._ack(*settle, ran=True)
+
+    def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
+        super().reject(ch, delivery, exc)
+        if exc.msg_id and exc.reply_q:
+            try:
+                self._driver.send_error_reply(exc)
+            except Exception:
+                # The rest of the read must still be settled and run.
+                LOG.exception("Error reply for a malformed request failed")
+
+    def _decode(self, item: Read) -> tuple[list[Any], tuple[Any, Settled, list[int], list[int]] | None]:
+        """The well-formed requests of one read, and what ``_ack`` needs to
+        settle the read (None: its channel is gone, the broker requeued them).
+        Malformed ones are rejected here."""
+        gen, ch, settled, deliveries = item
+        if gen != self._gen:
+            return [], None
+        max_body = self._driver.max_body
+        decode = envelope.decode_request
+        requests = []
+        ack = []
+        for delivery in deliveries:
+            try:
+                req = decode(delivery.body, delivery.properties.get("content_type"), max_body)
+            except EnvelopeError as exc:
+                self.reject(ch, delivery, exc)
+                continue
+            requests.append(req)
+            ack.append(delivery.delivery_tag)
+        tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
+        return requests, (ch, settled, tags, ack)
+
+    def _accepted(self, requests: list[Any]) -> list[IncomingMessage]:
+        taken: list[IncomingMessage] = []
+        for req in requests:
+            msg = self._accept(req)
+            if msg is not None:
+                taken.append(msg)
+        return taken
+
+    def _ack(self, ch: Any, settled: Settled, tags: list[int], ack: list[int], ran: bool = False) -> bool:
+        """Settle the ``tags`` of one read, sending acks for ``ack``; False if
+        that failed. ``ran``: the requests ran already (inline dispatch)."""
+        try:
+            with self._ack_lock:
+                if len(tags) == 1 and ack and not settled.early and tags[0] == settled.upto + 1:
+                    # What settle() does for the usual read of one request,
+                    # without its call and lists: 2.5k instructions a request.
+                    settled.upto = tags[0]
+                    ch.basic_ack(tags[0])
+                else:
+                    for tag, multiple in settled.settle(tags, ack):
+                        ch.basic_ack(tag, multiple)
+        except amqp_exc.AMQPError as err:
+            if ran:
+                LOG.warning("Could not acknowledge %d request(s) that ran: %s (the broker will deliver them "
+                            "again; this listener drops them as duplicates)", len(ack), err)
+            else:
+                # Not acked means the broker will deliver them again: do not run them twice.
+                LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(ack), err)
+            return False
+        return True
+
+    def _accept(self, req: Any) -> AmqpIncomingMessage | None:
+        """The incoming message for an acked request; None for a duplicate."""
+        uid = req.unique_id
+        if uid is not None and self.seen_before(uid):
+            LOG.warning("Dropped duplicate request %s", uid)
+            return None
+        ctxt = req.ctxt
+        # oslo's servers hand endpoints the context with this key added; do
+        # the same so an endpoint sees one context whichever server runs it.
+        ctxt["client_timeout"] = req.timeout
+        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
+                                   req.timeout)
