@@ -4,6 +4,11 @@
 ``ConfigOpts`` (groups ``DEFAULT`` and ``oslo_messaging_rabbit``, plus
 ``fastrpc`` for fastrpc's own settings), keeping the default for any option the
 application did not register; keyword arguments override both.
+
+Every option is defined once, in ``OPTIONS``: its group, type, default and
+bounds. The per-group dicts, what a transport URL may set, how URL text is
+converted, what ``Options.validate`` checks and the oslo.config options of the
+``[fastrpc]`` group (``fastrpc.oslo_driver``) all come from that table.
 """
 
 from __future__ import annotations
@@ -14,75 +19,141 @@ import socket
 import sys
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastrpc.amqp.spec import DEFAULT_MAX_MESSAGE_SIZE
 from fastrpc.envelope_py import DEFAULT_MAX_BODY
 from fastrpc.redact import mask_url
 
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: its oslo.config group, type, default and bounds.
+
+    ``min`` and ``max`` are inclusive, as oslo.config's; ``kind`` is the type a
+    value is converted to (from a URL's query string, and to check the bounds).
+    """
+
+    name: str
+    default: Any
+    group: str
+    kind: type[Any]
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] | None = None
+    help: str = ""
+    unit: str = ""
+
+    def bounds_text(self) -> str:
+        """What a valid value is, for an error message."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.min is not None and self.max is not None:
+            span = f"between {self.min} and {self.max}{unit}"
+        elif self.min is not None:
+            span = f"at least {self.min}{unit}"
+        else:
+            span = f"at most {self.max}{unit}"
+        if self.kind is float and self.min is not None and self.min > 0:
+            return f"a positive number{' of' + unit if unit else ''} ({span.removesuffix(unit)})"
+        return span
+
+    def check(self, value: Any) -> None:
+        """Raise ValueError if ``value`` is not one of the choices or is outside the bounds."""
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {self.choices}, got {value!r}")
+        if self.min is None and self.max is None:
+            return
+        try:
+            number = self.kind(value)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"{self.name} must be {self.bounds_text()}, got {value!r}") from None
+        # NaN fails both comparisons, so it is refused; inf is above any max.
+        if not ((self.min is None or number >= self.min) and (self.max is None or number <= self.max)):
+            raise ValueError(f"{self.name} must be {self.bounds_text()}, got {value!r}")
+
+
+_D, _R, _F = "DEFAULT", "oslo_messaging_rabbit", "fastrpc"
+
+OPTIONS: tuple[Opt, ...] = (
+    # [DEFAULT]: oslo.messaging registers these itself.
+    Opt("transport_url", "rabbit://", _D, str),
+    Opt("control_exchange", "openstack", _D, str),
+    Opt("rpc_response_timeout", 60, _D, float, min=0.001, unit="seconds",
+        help="Seconds a call waits for its reply when it names no timeout."),
+    Opt("executor_thread_pool_size", 64, _D, int, min=1),
+    Opt("rpc_ping_enabled", False, _D, bool),
+    # [oslo_messaging_rabbit]: oslo's rabbit driver registers these (and
+    # fastrpc's oslo driver registers oslo's own definitions). No bounds here:
+    # Options accepts what oslo's config files accept and more (fractions of a
+    # second for the reconnect delays, from a URL).
+    Opt("rpc_conn_pool_size", 30, _R, int),
+    Opt("conn_pool_min_size", 2, _R, int),
+    Opt("conn_pool_ttl", 1200, _R, int),
+    Opt("ssl", False, _R, bool),
+    Opt("ssl_version", "", _R, str),
+    Opt("ssl_key_file", "", _R, str),
+    Opt("ssl_cert_file", "", _R, str),
+    Opt("ssl_ca_file", "", _R, str),
+    Opt("ssl_enforce_hostname_verification", True, _R, bool),
+    Opt("ssl_enforce_fips_mode", False, _R, bool),
+    Opt("kombu_reconnect_delay", 1.0, _R, float),
+    Opt("kombu_reconnect_splay", 0.0, _R, float),
+    Opt("kombu_compression", None, _R, str),
+    Opt("kombu_missing_consumer_retry_timeout", 60, _R, int),
+    Opt("kombu_failover_strategy", "round-robin", _R, str),
+    Opt("rabbit_login_method", "AMQPLAIN", _R, str),
+    # Reconnect delays in seconds: oslo takes whole seconds, fastrpc's backoff
+    # also fractions (a URL may say rabbit_retry_interval=0.2). 0 means the
+    # default interval and limit; a backoff of 0 means doubling.
+    Opt("rabbit_retry_interval", 1, _R, float),
+    Opt("rabbit_retry_backoff", 2, _R, float),
+    Opt("rabbit_interval_max", 30, _R, float),
+    Opt("rabbit_ha_queues", False, _R, bool),
+    Opt("rabbit_quorum_queue", False, _R, bool),
+    Opt("rabbit_transient_quorum_queue", False, _R, bool),
+    Opt("rabbit_quorum_delivery_limit", 0, _R, int),
+    Opt("rabbit_quorum_max_memory_length", 0, _R, int),
+    Opt("rabbit_quorum_max_memory_bytes", 0, _R, int),
+    Opt("rabbit_transient_queues_ttl", 1800, _R, int),
+    Opt("rabbit_qos_prefetch_count", 0, _R, int),
+    Opt("heartbeat_timeout_threshold", 60, _R, int),  # 0: no heartbeat
+    Opt("heartbeat_rate", 3, _R, int),
+    Opt("direct_mandatory_flag", True, _R, bool),
+    Opt("enable_cancel_on_failover", False, _R, bool),
+    Opt("use_queue_manager", False, _R, bool),
+    Opt("hostname", socket.gethostname(), _R, str),
+    Opt("processname", os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python", _R, str),
+    Opt("rabbit_stream_fanout", False, _R, bool),
+    Opt("amqp_durable_queues", False, _R, bool),
+    Opt("amqp_auto_delete", False, _R, bool),
+    # [fastrpc]: fastrpc's own; fastrpc.oslo_driver registers them from here.
+    Opt("serialization", "json", _F, str, choices=("json", "msgpack"),
+        help="Body encoding of requests and replies. 'json' interoperates with oslo; 'msgpack' is "
+             "faster but only fastrpc peers understand it; servers answer in the caller's encoding."),
+    # Above the frame reader's limit (RabbitMQ's own) a body would end the
+    # connection before the envelope sees it.
+    Opt("max_message_size", DEFAULT_MAX_BODY, _F, int, min=1024, max=DEFAULT_MAX_MESSAGE_SIZE, unit="bytes",
+        help="Largest message body sent or accepted, in bytes: larger requests are refused before "
+             "they are sent, larger ones received are rejected, and a reply that would be larger "
+             "becomes an error reply. At most RabbitMQ's own limit."),
+    Opt("blocked_timeout", 60.0, _F, float, min=0.001, max=threading.TIMEOUT_MAX, unit="seconds",
+        help="Seconds a cast or a reply waits while the broker blocks publishing (memory or disk "
+             "alarm) before it fails with MessageDeliveryFailure; a call waits up to its own "
+             "timeout instead (MessagingTimeout)."),
+)
+
+OPTIONS_BY_NAME: dict[str, Opt] = {opt.name: opt for opt in OPTIONS}
+
+
+def _defaults(group: str) -> dict[str, Any]:
+    return {opt.name: opt.default for opt in OPTIONS if opt.group == group}
+
+
 # name -> default, per oslo.config group.
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "transport_url": "rabbit://",
-    "control_exchange": "openstack",
-    "rpc_response_timeout": 60,
-    "executor_thread_pool_size": 64,
-    "rpc_ping_enabled": False,
-}
-
-RABBIT_OPTIONS: dict[str, Any] = {
-    "rpc_conn_pool_size": 30,
-    "conn_pool_min_size": 2,
-    "conn_pool_ttl": 1200,
-    "ssl": False,
-    "ssl_version": "",
-    "ssl_key_file": "",
-    "ssl_cert_file": "",
-    "ssl_ca_file": "",
-    "ssl_enforce_hostname_verification": True,
-    "ssl_enforce_fips_mode": False,
-    "kombu_reconnect_delay": 1.0,
-    "kombu_reconnect_splay": 0.0,
-    "kombu_compression": None,
-    "kombu_missing_consumer_retry_timeout": 60,
-    "kombu_failover_strategy": "round-robin",
-    "rabbit_login_method": "AMQPLAIN",
-    "rabbit_retry_interval": 1,
-    "rabbit_retry_backoff": 2,
-    "rabbit_interval_max": 30,
-    "rabbit_ha_queues": False,
-    "rabbit_quorum_queue": False,
-    "rabbit_transient_quorum_queue": False,
-    "rabbit_quorum_delivery_limit": 0,
-    "rabbit_quorum_max_memory_length": 0,
-    "rabbit_quorum_max_memory_bytes": 0,
-    "rabbit_transient_queues_ttl": 1800,
-    "rabbit_qos_prefetch_count": 0,
-    "heartbeat_timeout_threshold": 60,
-    "heartbeat_rate": 3,
-    "direct_mandatory_flag": True,
-    "enable_cancel_on_failover": False,
-    "use_queue_manager": False,
-    "hostname": socket.gethostname(),
-    "processname": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
-    "rabbit_stream_fanout": False,
-    "amqp_durable_queues": False,
-    "amqp_auto_delete": False,
-}
-
-FASTRPC_OPTIONS: dict[str, Any] = {
-    # Body encoding inside the oslo envelope: 'json' interoperates with oslo,
-    # 'msgpack' is faster but only fastrpc peers understand it.
-    "serialization": "json",
-    # Largest message body accepted, in bytes: larger requests are refused
-    # before they are sent, larger ones received are rejected, and a reply
-    # that would be larger becomes an error reply.
-    "max_message_size": DEFAULT_MAX_BODY,
-    # Seconds a cast (or a server's reply) waits while the broker blocks
-    # publishing (a memory or disk alarm) before it fails with
-    # MessageDeliveryFailure; a call waits up to its own timeout instead
-    # (MessagingTimeout).
-    "blocked_timeout": 60.0,
-}
+DEFAULT_OPTIONS: dict[str, Any] = _defaults(_D)
+RABBIT_OPTIONS: dict[str, Any] = _defaults(_R)
+FASTRPC_OPTIONS: dict[str, Any] = _defaults(_F)
 
 GROUPS: dict[str, dict[str, Any]] = {
     "DEFAULT": DEFAULT_OPTIONS,
@@ -90,14 +161,12 @@ GROUPS: dict[str, dict[str, Any]] = {
     "fastrpc": FASTRPC_OPTIONS,
 }
 
-_ALL: dict[str, Any] = {**DEFAULT_OPTIONS, **RABBIT_OPTIONS, **FASTRPC_OPTIONS}
-_SERIALIZATIONS = ("json", "msgpack")
+_ALL: dict[str, Any] = {opt.name: opt.default for opt in OPTIONS}
+_CHECKED: tuple[Opt, ...] = tuple(o for o in OPTIONS if o.choices is not None or o.min is not None
+                                  or o.max is not None)
 # What a transport URL's query string may set, as oslo lets it set the
 # driver's group: the broker options, not the service-wide ones.
 URL_OPTIONS: dict[str, Any] = {**RABBIT_OPTIONS, **FASTRPC_OPTIONS}
-# Reconnect delays in seconds: oslo takes whole seconds, fastrpc's backoff
-# also fractions (a URL may say rabbit_retry_interval=0.2).
-_FRACTIONAL = ("rabbit_retry_interval", "rabbit_retry_backoff", "rabbit_interval_max")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -109,20 +178,19 @@ def _mask(url: Any) -> Any:
 
 
 def _from_text(name: str, text: str) -> Any:
-    """A query-string value as the option's type (that of its default)."""
-    default = URL_OPTIONS[name]
-    if isinstance(default, bool):
+    """A query-string value as the option's type."""
+    kind = OPTIONS_BY_NAME[name].kind
+    if kind is bool:
         lowered = text.strip().lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:
             return False
         raise ValueError(f"option {name} takes a boolean (true/false, 1/0, yes/no, on/off), got {text!r}")
-    kind: type
-    if name in _FRACTIONAL or isinstance(default, float):
-        kind, what = float, "a number"
-    elif isinstance(default, int):
-        kind, what = int, "an integer"
+    if kind is float:
+        what = "a number"
+    elif kind is int:
+        what = "an integer"
     else:
         return text
     try:
@@ -214,19 +282,9 @@ class Options:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError for values fastrpc cannot work with."""
-        if self.serialization not in _SERIALIZATIONS:
-            raise ValueError(f"serialization must be one of {_SERIALIZATIONS}, got {self.serialization!r}")
-        if int(self.executor_thread_pool_size) < 1:
-            raise ValueError("executor_thread_pool_size must be at least 1")
-        if float(self.rpc_response_timeout) <= 0:
-            raise ValueError("rpc_response_timeout must be positive")
-        if not 0 < float(self.blocked_timeout) <= threading.TIMEOUT_MAX:  # NaN and inf too
-            raise ValueError(f"blocked_timeout must be a positive number of seconds, got {self.blocked_timeout!r}")
-        # Above the frame reader's limit a body ends the connection before the envelope sees it.
-        if not 1024 <= int(self.max_message_size) <= DEFAULT_MAX_MESSAGE_SIZE:
-            raise ValueError(f"max_message_size must be between 1024 and {DEFAULT_MAX_MESSAGE_SIZE} bytes "
-                             f"(RabbitMQ's own limit), got {self.max_message_size!r}")
+        """Raise ValueError for values fastrpc cannot work with (the table's choices and bounds)."""
+        for opt in _CHECKED:
+            opt.check(getattr(self, opt.name))
 
     @classmethod
     def coerce(cls, conf: Any = None) -> Options:

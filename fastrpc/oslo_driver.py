@@ -21,7 +21,6 @@ Importing this module needs oslo.messaging; nothing else in fastrpc does.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -35,9 +34,8 @@ from oslo_messaging._drivers import common as oslo_common
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp import AmqpDriver, Consumer
 from fastrpc.drivers.base import IncomingMessage
-from fastrpc.envelope_py import DEFAULT_MAX_BODY
 from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable, MessagingTimeout
-from fastrpc.options import FASTRPC_OPTIONS, Options
+from fastrpc.options import OPTIONS, Opt, Options
 from fastrpc.redact import mask_url
 
 __all__ = ["FastrpcDriver", "register_opts", "FASTRPC_OPTS"]
@@ -46,17 +44,19 @@ LOG = logging.getLogger(__name__)
 RABBIT_GROUP = "oslo_messaging_rabbit"
 FASTRPC_GROUP = "fastrpc"
 
-FASTRPC_OPTS = [
-    cfg.StrOpt("serialization", default=FASTRPC_OPTIONS["serialization"], choices=["json", "msgpack"],
-               help="Body encoding of requests and replies. 'msgpack' is faster but only fastrpc "
-                    "peers understand it; servers answer in the caller's encoding."),
-    cfg.IntOpt("max_message_size", default=DEFAULT_MAX_BODY, min=1024,
-               help="Largest message body sent or accepted, in bytes."),
-    cfg.FloatOpt("blocked_timeout", default=FASTRPC_OPTIONS["blocked_timeout"], min=0.001,
-                 max=threading.TIMEOUT_MAX,
-                 help="Seconds a cast or a reply waits while the broker blocks publishing (memory or "
-                      "disk alarm) before it fails; a call waits up to its own timeout instead."),
-]
+_CFG_TYPES: dict[type, Any] = {str: cfg.StrOpt, int: cfg.IntOpt, float: cfg.FloatOpt, bool: cfg.BoolOpt}
+
+
+def _cfg_opt(opt: Opt) -> cfg.Opt:
+    """One option of fastrpc's table as an oslo.config option: type, default, bounds, help."""
+    bounds: dict[str, Any] = {key: value for key, value in (("min", opt.min), ("max", opt.max)) if value is not None}
+    if opt.choices is not None:
+        bounds["choices"] = list(opt.choices)
+    return _CFG_TYPES[opt.kind](opt.name, default=opt.default, help=opt.help, **bounds)
+
+
+# The [fastrpc] group, from the one definition of each option (fastrpc.options.OPTIONS).
+FASTRPC_OPTS = [_cfg_opt(opt) for opt in OPTIONS if opt.group == FASTRPC_GROUP]
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:

@@ -78,8 +78,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_CONTROL_EXCHANGE = "openstack"
-DEFAULT_TRANSIENT_TTL = 1800
+from fastrpc.options import Options
+
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_MSGPACK = "application/msgpack"
 
@@ -101,27 +101,24 @@ class QueueSpec:
     exclusive: bool = False
 
 
-def _opt(conf: Any, name: str, default: Any) -> Any:
-    value = getattr(conf, name, default)
-    return default if value is None else value
-
-
 class Topology:
     """Names and declare arguments computed from the transport options."""
 
-    def __init__(self, conf: Any = None) -> None:
-        self.durable_queues = bool(_opt(conf, "amqp_durable_queues", False))
-        self.auto_delete = bool(_opt(conf, "amqp_auto_delete", False))
-        self.ha_queues = bool(_opt(conf, "rabbit_ha_queues", False))
-        self.quorum = bool(_opt(conf, "rabbit_quorum_queue", False))
-        self.transient_quorum = bool(_opt(conf, "rabbit_transient_quorum_queue", False))
-        self.delivery_limit = int(_opt(conf, "rabbit_quorum_delivery_limit", 0))
-        self.max_memory_length = int(_opt(conf, "rabbit_quorum_max_memory_length", 0))
-        self.max_memory_bytes = int(_opt(conf, "rabbit_quorum_max_memory_bytes", 0))
-        self.transient_ttl = int(_opt(conf, "rabbit_transient_queues_ttl", DEFAULT_TRANSIENT_TTL))
-        self.prefetch_count = int(_opt(conf, "rabbit_qos_prefetch_count", 0))
-        self.mandatory_replies = bool(_opt(conf, "direct_mandatory_flag", True))
-        self.control_exchange = str(_opt(conf, "control_exchange", DEFAULT_CONTROL_EXCHANGE))
+    def __init__(self, conf: Options | None = None) -> None:
+        if conf is None:
+            conf = Options()
+        self.durable_queues = bool(conf.amqp_durable_queues)
+        self.auto_delete = bool(conf.amqp_auto_delete)
+        self.ha_queues = bool(conf.rabbit_ha_queues)
+        self.quorum = bool(conf.rabbit_quorum_queue)
+        self.transient_quorum = bool(conf.rabbit_transient_quorum_queue)
+        self.delivery_limit = int(conf.rabbit_quorum_delivery_limit)
+        self.max_memory_length = int(conf.rabbit_quorum_max_memory_length)
+        self.max_memory_bytes = int(conf.rabbit_quorum_max_memory_bytes)
+        self.transient_ttl = int(conf.rabbit_transient_queues_ttl)
+        self.prefetch_count = int(conf.rabbit_qos_prefetch_count)
+        self.mandatory_replies = bool(conf.direct_mandatory_flag)
+        self.control_exchange = str(conf.control_exchange)
         if self.quorum and self.ha_queues:
             raise ValueError("rabbit_quorum_queue and rabbit_ha_queues cannot both be enabled")
 

@@ -12,22 +12,24 @@ from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
+from fastrpc.options import RABBIT_OPTIONS, Options
 
 LOG = logging.getLogger(__name__)
 
 
-def connection_params(conf: Any, url: Any) -> list[ConnectionParams]:
+def connection_params(conf: Options, url: Any) -> list[ConnectionParams]:
     """One ConnectionParams per host of the transport URL, in failover order."""
     vhost = url.virtual_host or "/" if url is not None else "/"
-    use_ssl = bool(getattr(conf, "ssl", False))
-    heartbeat = int(getattr(conf, "heartbeat_timeout_threshold", 60) or 0)
+    use_ssl = bool(conf.ssl)
+    heartbeat = int(conf.heartbeat_timeout_threshold or 0)  # 0: no heartbeat
     common: dict[str, Any] = {"virtual_host": vhost, "ssl": use_ssl, "heartbeat": heartbeat,
-                              "blocked_timeout": float(getattr(conf, "blocked_timeout", 60.0)),
-                              "connection_name": f"{getattr(conf, 'processname', 'fastrpc')}:fastrpc"}
+                              "blocked_timeout": float(conf.blocked_timeout),
+                              "connection_name": f"{conf.processname}:fastrpc"}
     if use_ssl:
-        common["cafile"] = getattr(conf, "ssl_ca_file", "") or None
-        common["certfile"] = getattr(conf, "ssl_cert_file", "") or None
-        common["keyfile"] = getattr(conf, "ssl_key_file", "") or None
+        # An empty path is no file.
+        common["cafile"] = conf.ssl_ca_file or None
+        common["certfile"] = conf.ssl_cert_file or None
+        common["keyfile"] = conf.ssl_key_file or None
     hosts = list(getattr(url, "hosts", None) or [])
     if not hosts:
         return [ConnectionParams(**common)]
@@ -72,10 +74,11 @@ def open_connection(params: list[ConnectionParams], lost: Connection | None = No
 class Backoff:
     """Exponential reconnect delays with jitter (no synchronized storms)."""
 
-    def __init__(self, conf: Any) -> None:
-        self.delay = float(getattr(conf, "rabbit_retry_interval", 1) or 1)
-        self.step = float(getattr(conf, "rabbit_retry_backoff", 2) or 0)
-        self.limit = float(getattr(conf, "rabbit_interval_max", 30) or 30)
+    def __init__(self, conf: Options) -> None:
+        # An interval or limit of 0 means the default; a backoff step of 0 means doubling.
+        self.delay = float(conf.rabbit_retry_interval or RABBIT_OPTIONS["rabbit_retry_interval"])
+        self.step = float(conf.rabbit_retry_backoff or 0)
+        self.limit = float(conf.rabbit_interval_max or RABBIT_OPTIONS["rabbit_interval_max"])
 
     def next(self) -> float:
         delay = min(self.delay, self.limit)

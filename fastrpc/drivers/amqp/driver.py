@@ -25,9 +25,10 @@ from fastrpc.drivers.amqp.rpc_listener import AmqpListener
 from fastrpc.drivers.amqp.sending import Sender
 from fastrpc.drivers.base import BaseDriver
 from fastrpc.drivers.topology import ExchangeSpec, Topology, publish_properties
-from fastrpc.envelope_py import DEFAULT_MAX_BODY, EnvelopeError, Reply, encode_bare
+from fastrpc.envelope_py import EnvelopeError, Reply, encode_bare
 from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
+from fastrpc.options import DEFAULT_OPTIONS, Options
 
 LOG = logging.getLogger(__name__)
 
@@ -43,15 +44,13 @@ class AmqpDriver(BaseDriver):
 
     def __init__(self, conf: Any, url: Any, default_exchange: str | None = None,
                  allowed_remote_exmods: list[str] | None = None) -> None:
-        exchange = default_exchange or str(getattr(conf, "control_exchange", None) or "openstack")
+        conf = Options.coerce(conf)  # validated once here; below, typed attributes
+        exchange = default_exchange or conf.control_exchange or DEFAULT_OPTIONS["control_exchange"]
         super().__init__(conf, url, exchange, list(allowed_remote_exmods or []))
         self.topology = Topology(conf)
         self.params = connection_params(conf, url)
-        serialization = str(getattr(conf, "serialization", "json") or "json").lower()
-        if serialization not in ("json", "msgpack"):
-            raise ValueError(f"unknown serialization {serialization!r}")
-        self.binary = serialization == "msgpack"
-        self.max_body = int(getattr(conf, "max_message_size", DEFAULT_MAX_BODY) or DEFAULT_MAX_BODY)
+        self.binary = conf.serialization == "msgpack"
+        self.max_body = int(conf.max_message_size)
         self._lock = threading.Lock()  # the listener list and the closed flag, taken together
         self._closed = threading.Event()  # set by cleanup(); also ends waits for the broker
         self._sender = Sender(conf, self.params, self._closed)

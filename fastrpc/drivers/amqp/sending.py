@@ -58,7 +58,7 @@ class Sender:
         self.confirm_ch: Any = None  # publisher confirms on: at-least-once sends
         self.declared: set[str] = set()  # exchanges
         self.notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
-        self.confirm_timeout = float(getattr(conf, "rpc_response_timeout", 60) or 60)
+        self.confirm_timeout = float(conf.rpc_response_timeout)  # Options refuses <= 0
         # Hooks of the reply queue: a new connection (its channel and consumer
         # are gone), and a lost one (calls may be waiting).
         self.on_new_connection: Callable[[], None] | None = None
