@@ -12,8 +12,12 @@ from fastrpc.dispatcher import (
     expose,
 )
 from fastrpc.exceptions import (
+    AuthenticationError,
+    BrokerError,
+    BrokerRefused,
     ClientSendError,
     ConfigurationError,
+    DeclarationRefused,
     DriverLoadFailure,
     ExecutorLoadFailure,
     ExpectedException,
@@ -31,6 +35,7 @@ from fastrpc.exceptions import (
     ServerListenError,
     TransportDriverError,
     UnsupportedVersion,
+    VirtualHostRefused,
 )
 from fastrpc.options import Options
 from fastrpc.serializer import JsonPayloadSerializer, NoOpSerializer, RequestContextSerializer, Serializer
@@ -47,14 +52,15 @@ from fastrpc.transport import (
 )
 
 __all__ = [
-    "ClientSendError", "ConfigurationError", "DefaultRPCAccessPolicy", "DriverLoadFailure",
+    "AuthenticationError", "BrokerError", "BrokerRefused", "ClientSendError", "DeclarationRefused", "ConfigurationError", "DefaultRPCAccessPolicy", "DriverLoadFailure",
     "ExecutorLoadFailure", "ExpectedException", "ExplicitRPCAccessPolicy", "InvalidTarget",
     "InvalidTransportURL", "JsonPayloadSerializer", "LegacyRPCAccessPolicy", "MessageDeliveryFailure",
     "MessageUndeliverable", "MessagingException", "MessagingServerError", "MessagingTimeout",
     "NoOpSerializer", "NoSuchMethod", "Options", "RPCAccessPolicyBase", "RPCClient", "RPCDispatcher",
     "RPCDispatcherError", "RPCServer", "RPCTransport", "RPCVersionCapError", "RemoteError",
     "RequestContextSerializer", "Serializer", "ServerListenError", "Target", "Transport",
-    "TransportDriverError", "TransportHost", "TransportOptions", "TransportURL", "UnsupportedVersion", "__version__",
+    "TransportDriverError", "TransportHost", "TransportOptions", "TransportURL", "UnsupportedVersion", "VirtualHostRefused",
+    "__version__",
     "expected_exceptions", "expose", "get_rpc_client", "get_rpc_server", "get_rpc_transport",
     "get_transport",
 ]

@@ -14,6 +14,7 @@ __all__ = [
     "ClientSendError", "MessagingServerError", "ExecutorLoadFailure", "ServerListenError",
     "TaskTimeout", "RPCDispatcherError", "NoSuchMethod", "UnsupportedVersion",
     "ExpectedException", "InvalidTransportURL", "DriverLoadFailure", "TransportDriverError",
+    "BrokerError", "AuthenticationError", "VirtualHostRefused", "BrokerRefused", "DeclarationRefused",
 ]
 
 
@@ -174,3 +175,46 @@ class DriverLoadFailure(MessagingException):
         super().__init__(f'Failed to load transport driver "{driver}": {ex}')
         self.driver = driver
         self.ex = ex
+
+
+class BrokerError(TransportDriverError):
+    """The broker refused an operation, or the connection to it failed.
+
+    ``reply_code`` and ``reply_text`` are the broker's own (AMQP reply codes:
+    403 access refused, 404 not found, 406 precondition failed, ...), 0 and
+    ``""`` when it gave none. Raised by the driver for what the connection
+    layer reports, so callers branch on a class, not on text.
+    """
+
+    def __init__(self, msg: str, reply_code: int = 0, reply_text: str = "") -> None:
+        super().__init__(msg)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+
+
+class AuthenticationError(BrokerError):
+    """The broker refused the user name or password (or the login mechanism)."""
+
+
+class VirtualHostRefused(BrokerError):
+    """The virtual host does not exist, or the user may not use it."""
+
+
+class BrokerRefused(BrokerError):
+    """The broker refused an operation on a channel (the reply code says why)."""
+
+
+class DeclarationRefused(BrokerRefused):
+    """The broker refused to declare or bind a queue or an exchange, most
+    often (406 PRECONDITION_FAILED) because it exists with other arguments
+    than those declared: the reply text names the argument that differs.
+
+    ``kind`` is ``"queue"`` or ``"exchange"`` and ``name`` its name, when the
+    broker's text says so (else ``None``).
+    """
+
+    def __init__(self, msg: str, reply_code: int = 0, reply_text: str = "", kind: str | None = None,
+                 name: str | None = None) -> None:
+        super().__init__(msg, reply_code, reply_text)
+        self.kind = kind
+        self.name = name

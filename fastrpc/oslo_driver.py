@@ -11,7 +11,9 @@ translates between the two driver interfaces:
   driver registers it (so existing config files keep working), plus a
   ``[fastrpc]`` group; the URL's query string overrides both, as with oslo;
 * errors: calls raise oslo's exception classes (``MessagingTimeout``,
-  ``MessageDeliveryFailure``, and remote failures rebuilt by oslo's own code);
+  ``MessageDeliveryFailure``, :class:`BrokerError` as an oslo driver error
+  (so oslo's ``ClientSendError`` / ``ServerListenError``), and remote
+  failures rebuilt by oslo's own code);
 * listeners: oslo's servers (RPC and notification) poll fastrpc's listeners
   from their own thread.
 
@@ -31,14 +33,14 @@ from oslo_messaging import opts as oslo_opts
 from oslo_messaging._drivers import base as oslo_base
 from oslo_messaging._drivers import common as oslo_common
 
-from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp import AmqpDriver, Consumer
 from fastrpc.drivers.base import IncomingMessage
+from fastrpc.exceptions import BrokerError as FastrpcBrokerError
 from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable, MessagingTimeout
 from fastrpc.options import OPTIONS, Opt, Options
 from fastrpc.redact import mask_url
 
-__all__ = ["FastrpcDriver", "register_opts", "FASTRPC_OPTS"]
+__all__ = ["BrokerError", "FastrpcDriver", "ListenRefused", "register_opts", "FASTRPC_OPTS"]
 
 LOG = logging.getLogger(__name__)
 RABBIT_GROUP = "oslo_messaging_rabbit"
@@ -67,8 +69,39 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(FASTRPC_OPTS, group=FASTRPC_GROUP)
 
 
+class BrokerError(oslo_base.TransportDriverError):
+    """fastrpc's :class:`fastrpc.exceptions.BrokerError` as an oslo driver
+    error, so oslo's client raises ClientSendError and its server
+    ServerListenError for it, as for its own drivers' errors. ``cause`` is
+    fastrpc's exception (its class says what failed: AuthenticationError,
+    VirtualHostRefused, DeclarationRefused, ...)."""
+
+    def __init__(self, cause: FastrpcBrokerError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.reply_code = cause.reply_code
+        self.reply_text = cause.reply_text
+
+
+class ListenRefused(oslo_messaging.MessageDeliveryFailure):
+    """What a listener's start raises for fastrpc's BrokerError (``cause``).
+
+    Not a TransportDriverError: oslo's RPC server turns one into an
+    AttributeError (its start() builds ServerListenError from
+    ``self.target``, an attribute its RPC server does not set), so the
+    listen path raises MessageDeliveryFailure, as it did, with the cause.
+    """
+
+    def __init__(self, cause: FastrpcBrokerError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.reply_code = cause.reply_code
+        self.reply_text = cause.reply_text
+
+
 def _sent(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a send of the AMQP driver; its errors become oslo's exception classes."""
+    """Run a send of the AMQP driver; its errors (fastrpc's classes, see
+    ``fastrpc.drivers.amqp.errors``) become oslo's exception classes."""
     try:
         return func(*args, **kwargs)
     except MessagingTimeout as exc:
@@ -76,8 +109,10 @@ def _sent(func: Any, *args: Any, **kwargs: Any) -> Any:
     except MessageUndeliverable as exc:
         raise oslo_messaging.MessageUndeliverable(exc.exception, exc.exchange, exc.routing_key,
                                                   exc.message) from exc
-    except (MessageDeliveryFailure, amqp_exc.AMQPError) as exc:
+    except MessageDeliveryFailure as exc:
         raise oslo_messaging.MessageDeliveryFailure(str(exc)) from exc
+    except FastrpcBrokerError as exc:
+        raise BrokerError(exc) from exc
 
 
 class FastrpcDriver(oslo_base.BaseDriver):
@@ -126,7 +161,10 @@ class FastrpcDriver(oslo_base.BaseDriver):
     def _adapt(self, make: Callable[[], Consumer], wrap: type[_Incoming], batch_size: int,
                batch_timeout: float | None) -> oslo_base.Listener:
         prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
-        listener = _sent(make)  # waits for the broker; gives up at cleanup (MessageDeliveryFailure)
+        try:
+            listener = _sent(make)  # waits for the broker; gives up at cleanup (MessageDeliveryFailure)
+        except BrokerError as exc:
+            raise ListenRefused(exc.cause) from exc.cause
         if batch_size == 1 or prefetch == 1:
             return _PushListener(listener, wrap, prefetch)
         return oslo_base.PollStyleListenerAdapter(_PollListener(listener, wrap, prefetch), batch_size,

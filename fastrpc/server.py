@@ -15,8 +15,11 @@ Executors:
   Workers are started lazily, only when a message arrives while no other
   worker is waiting, so a server seeing one call at a time runs one or two.
 
-Requests are acknowledged before dispatch (at-most-once, as oslo's rabbit
-driver does), then answered through ``incoming.reply``.
+When a request is acknowledged is the listener's business: the AMQP
+listener acks what a worker takes before it runs (as oslo's poller does), and,
+for the blocking executor, a request read alone after it ran and was answered
+(as oslo's blocking executor acks at its next poll); several read together are
+acked before they run. Each is answered through ``incoming.reply``.
 """
 
 from __future__ import annotations

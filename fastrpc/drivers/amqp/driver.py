@@ -19,6 +19,7 @@ from fastrpc import _impl
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
+from fastrpc.drivers.amqp.errors import messaging_error
 from fastrpc.drivers.amqp.notifications import AmqpNotificationListener
 from fastrpc.drivers.amqp.replies import Replies
 from fastrpc.drivers.amqp.rpc_listener import AmqpListener
@@ -37,6 +38,8 @@ envelope = _impl.envelope
 new_id = envelope.new_id
 ROUTE_CACHE_SIZE = 1024  # targets whose exchange and routing key are remembered
 _L = TypeVar("_L", bound=Consumer)
+# What no wait for the broker can cure: raised at once by listen().
+REFUSALS = (amqp_exc.ChannelClosed, amqp_exc.AuthenticationFailed, amqp_exc.VirtualHostError)
 
 
 class AmqpDriver(BaseDriver):
@@ -114,47 +117,50 @@ class AmqpDriver(BaseDriver):
         """``at_least_once``: publish mandatory and wait for the broker's
         confirm, raising MessageUndeliverable at once when no queue is bound
         for the target (oslo's ``TransportOptions(at_least_once=True)``)."""
-        ex, routing_key = self._route(target)
-        unique_id = new_id()
-        sender = self._sender
-        if not wait_for_reply:
-            body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
-            self._check_size(body, message)
-            if at_least_once:
-                self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, None, message)
-            else:
-                sender.publish(ex, routing_key, body, self._cast_props, retry, None)
-            return None
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        rq = self._replies
-        reply_q = rq.name
-        ch = rq.ch
-        if reply_q is None or ch is None or not ch.is_open or not rq.consuming:
-            reply_q = sender.with_retry(rq.ensure, retry, deadline)
-        msg_id = new_id()
-        body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
-                                       self.binary)
-        self._check_size(body, message)
-        props = self._call_props.get(timeout)
-        if props is None:
-            props = publish_properties(self._ctype, timeout)
-            if len(self._call_props) < 64:  # timeouts are few; do not grow without bound
-                self._call_props[timeout] = props
-        replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
-        rq.waiters[msg_id] = replies
         try:
-            if at_least_once:
-                self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
-            else:
-                sender.publish(ex, routing_key, body, props, retry, deadline)
-            # The same deadline: a publish that had to reconnect took some of the timeout.
-            reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout)
-        finally:
-            rq.done(msg_id, replies)
-        if reply.failure is not None:
-            raise self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
-        return reply.result
+            ex, routing_key = self._route(target)
+            unique_id = new_id()
+            sender = self._sender
+            if not wait_for_reply:
+                body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
+                self._check_size(body, message)
+                if at_least_once:
+                    self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, None, message)
+                else:
+                    sender.publish(ex, routing_key, body, self._cast_props, retry, None)
+                return None
+
+            deadline = None if timeout is None else time.monotonic() + timeout
+            rq = self._replies
+            reply_q = rq.name
+            ch = rq.ch
+            if reply_q is None or ch is None or not ch.is_open or not rq.consuming:
+                reply_q = sender.with_retry(rq.ensure, retry, deadline)
+            msg_id = new_id()
+            body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
+                                           self.binary)
+            self._check_size(body, message)
+            props = self._call_props.get(timeout)
+            if props is None:
+                props = publish_properties(self._ctype, timeout)
+                if len(self._call_props) < 64:  # timeouts are few; do not grow without bound
+                    self._call_props[timeout] = props
+            replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+            rq.waiters[msg_id] = replies
+            try:
+                if at_least_once:
+                    self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
+                else:
+                    sender.publish(ex, routing_key, body, props, retry, deadline)
+                # The same deadline: a publish that had to reconnect took some of the timeout.
+                reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout)
+            finally:
+                rq.done(msg_id, replies)
+            if reply.failure is not None:
+                raise self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
+            return reply.result
+        except amqp_exc.AMQPError as exc:
+            raise messaging_error(exc) from exc
 
     def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                            retry: int | None, deadline: float | None, message: dict) -> None:
@@ -165,6 +171,8 @@ class AmqpDriver(BaseDriver):
             self._sender.publish_confirmed(ex, routing_key, body, props, retry, deadline)
         except amqp_exc.MessageReturned as exc:
             raise MessageUndeliverable(exc, ex.name, routing_key, message) from exc
+        except amqp_exc.ChannelClosed as exc:
+            raise messaging_error(exc) from exc  # a refused declaration, say
         except amqp_exc.AMQPError as exc:
             raise MessageDeliveryFailure(f"the broker did not take the message: {exc}") from exc
 
@@ -195,7 +203,10 @@ class AmqpDriver(BaseDriver):
             sender.ensure_bound_queue(ex, topo.topic_queue(routing_key), routing_key)
             pub.basic_publish(ex.name, routing_key, body, props)
 
-        sender.with_retry(attempt, retry, None)
+        try:
+            sender.with_retry(attempt, retry, None)
+        except amqp_exc.AMQPError as exc:
+            raise messaging_error(exc) from exc
 
     def _check_size(self, body: bytes, message: dict) -> None:
         """Refuse a request its receiver would reject as too large (no timeout later)."""
@@ -246,14 +257,16 @@ class AmqpDriver(BaseDriver):
         """``make()``, retried with the reconnect backoff while the broker
         cannot be reached, as oslo's servers wait at start (a service may boot
         before its broker); MessageDeliveryFailure once the transport is
-        cleaned up. A refusal (a declare with other arguments) is raised at once."""
+        cleaned up. A refusal (a declare with other arguments, wrong
+        credentials, a virtual host that does not exist) is raised at once, as
+        a fastrpc exception (:mod:`.errors`)."""
         backoff = Backoff(self.conf)
         while True:
             try:
                 listener = make()
             except (amqp_exc.AMQPError, OSError) as exc:
-                if isinstance(exc, amqp_exc.ChannelClosed):
-                    raise
+                if isinstance(exc, REFUSALS):
+                    raise messaging_error(exc) from exc
                 if self._closed.is_set():
                     raise MessageDeliveryFailure(f"the transport was cleaned up: {exc}") from exc
                 delay = backoff.next()

@@ -1,0 +1,75 @@
+"""The driver's one error boundary: what the connection layer raises
+(``fastrpc.amqp.exceptions``) becomes a fastrpc exception here, carrying the
+broker's reply code and text, so no AMQP-layer class reaches an RPC caller."""
+
+from __future__ import annotations
+
+import re
+
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.amqp import spec
+from fastrpc.exceptions import (
+    AuthenticationError,
+    BrokerError,
+    BrokerRefused,
+    DeclarationRefused,
+    MessageDeliveryFailure,
+    MessagingException,
+    MessagingTimeout,
+    VirtualHostRefused,
+)
+
+# (class id, method id) of the methods that declare or bind.
+_DECLARING = {
+    (40, 10): "exchange declaration",
+    (50, 10): "queue declaration",
+    (50, 20): "queue binding",
+    (40, 30): "exchange binding",
+}
+# RabbitMQ's texts name what they refuse: "... for exchange 'x' in vhost '/' ...".
+_NAMED = re.compile(r"\b(queue|exchange) '((?:[^']|'')*)'")
+# The connection layer's login and vhost errors end in "<code> <text>".
+_CODED = re.compile(r": (\d{3}) (.*)$")
+
+# What the connection layer's errors become when no reply code decides it.
+_BY_CLASS: tuple[tuple[type[Exception], type[MessagingException]], ...] = (
+    (amqp_exc.AuthenticationFailed, AuthenticationError),
+    (amqp_exc.VirtualHostError, VirtualHostRefused),
+    (amqp_exc.OperationTimeout, MessagingTimeout),
+    (amqp_exc.HandshakeTimeout, MessageDeliveryFailure),
+    (amqp_exc.ConnectionRefused, MessageDeliveryFailure),
+    (amqp_exc.ConnectionLost, MessageDeliveryFailure),
+    (amqp_exc.TLSError, MessageDeliveryFailure),
+    (amqp_exc.PublishBlocked, MessageDeliveryFailure),
+)
+
+
+def messaging_error(exc: BaseException) -> Exception:
+    """The fastrpc exception for ``exc``, an error of the connection layer;
+    anything else (a fastrpc exception already) is returned as it is."""
+    if not isinstance(exc, amqp_exc.AMQPError):
+        return exc  # type: ignore[return-value]
+    if isinstance(exc, amqp_exc.ChannelClosed | amqp_exc.ConnectionClosed):
+        return _refusal(exc)
+    for amqp_cls, cls in _BY_CLASS:
+        if isinstance(exc, amqp_cls):
+            if issubclass(cls, BrokerError):
+                coded = _CODED.search(str(exc))
+                if coded:
+                    return cls(str(exc), int(coded.group(1)), coded.group(2))
+            return cls(str(exc))
+    return BrokerError(str(exc))
+
+
+def _refusal(exc: amqp_exc.ChannelClosed | amqp_exc.ConnectionClosed) -> BrokerError:
+    code, text = exc.reply_code, exc.reply_text
+    doing = _DECLARING.get((exc.class_id, exc.method_id))
+    named = _NAMED.search(text)
+    if doing is not None or (code == spec.PRECONDITION_FAILED and named):
+        kind, name = (named.group(1), named.group(2).replace("''", "'")) if named else (None, None)
+        what = f"{kind} {name!r}" if named else (doing or "a declaration")
+        return DeclarationRefused(f"the broker refused {doing or 'the declaration'} of {what}: {code} {text}",
+                                  code, text, kind, name)
+    if isinstance(exc, amqp_exc.ConnectionClosed):
+        return BrokerError(f"the broker closed the connection: {code} {text}", code, text)
+    return BrokerRefused(f"the broker refused the operation: {code} {text}", code, text)
