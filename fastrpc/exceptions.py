@@ -178,7 +178,9 @@ class DriverLoadFailure(MessagingException):
 
 
 class BrokerError(TransportDriverError):
-    """The broker refused an operation, or the connection to it failed.
+    """The broker refused an operation or the login, or failed otherwise in
+    a way no retry can cure (a broker that cannot be reached is a
+    MessageDeliveryFailure, or a MessagingTimeout for a call).
 
     ``reply_code`` and ``reply_text`` are the broker's own (AMQP reply codes:
     403 access refused, 404 not found, 406 precondition failed, ...), 0 and

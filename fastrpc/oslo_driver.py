@@ -11,8 +11,8 @@ translates between the two driver interfaces:
   driver registers it (so existing config files keep working), plus a
   ``[fastrpc]`` group; the URL's query string overrides both, as with oslo;
 * errors: calls raise oslo's exception classes (``MessagingTimeout``,
-  ``MessageDeliveryFailure``, :class:`BrokerError` as an oslo driver error
-  (so oslo's ``ClientSendError`` / ``ServerListenError``), and remote
+  ``MessageDeliveryFailure``, :class:`OsloBrokerError` (an oslo driver error
+  for fastrpc's BrokerError, so oslo's client raises ``ClientSendError``), and remote
   failures rebuilt by oslo's own code);
 * listeners: oslo's servers (RPC and notification) poll fastrpc's listeners
   from their own thread.
@@ -40,7 +40,7 @@ from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable, Mes
 from fastrpc.options import OPTIONS, Opt, Options
 from fastrpc.redact import mask_url
 
-__all__ = ["BrokerError", "FastrpcDriver", "ListenRefused", "register_opts", "FASTRPC_OPTS"]
+__all__ = ["FastrpcDriver", "ListenRefused", "OsloBrokerError", "register_opts", "FASTRPC_OPTS"]
 
 LOG = logging.getLogger(__name__)
 RABBIT_GROUP = "oslo_messaging_rabbit"
@@ -69,7 +69,7 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(FASTRPC_OPTS, group=FASTRPC_GROUP)
 
 
-class BrokerError(oslo_base.TransportDriverError):
+class OsloBrokerError(oslo_base.TransportDriverError):
     """fastrpc's :class:`fastrpc.exceptions.BrokerError` as an oslo driver
     error, so oslo's client raises ClientSendError and its server
     ServerListenError for it, as for its own drivers' errors. ``cause`` is
@@ -112,7 +112,7 @@ def _sent(func: Any, *args: Any, **kwargs: Any) -> Any:
     except MessageDeliveryFailure as exc:
         raise oslo_messaging.MessageDeliveryFailure(str(exc)) from exc
     except FastrpcBrokerError as exc:
-        raise BrokerError(exc) from exc
+        raise OsloBrokerError(exc) from exc
 
 
 class FastrpcDriver(oslo_base.BaseDriver):
@@ -163,7 +163,7 @@ class FastrpcDriver(oslo_base.BaseDriver):
         prefetch = self._driver.topology.prefetch_count or -1  # oslo caps batches at the prefetch
         try:
             listener = _sent(make)  # waits for the broker; gives up at cleanup (MessageDeliveryFailure)
-        except BrokerError as exc:
+        except OsloBrokerError as exc:
             raise ListenRefused(exc.cause) from exc.cause
         if batch_size == 1 or prefetch == 1:
             return _PushListener(listener, wrap, prefetch)

@@ -9,7 +9,7 @@ from fastrpc.drivers import get_driver_class
 from fastrpc.drivers.base import BaseDriver, Listener
 from fastrpc.exceptions import InvalidTarget, InvalidTransportURL
 from fastrpc.options import Options
-from fastrpc.redact import mask_url
+from fastrpc.redact import MASK, mask_url  # noqa: F401  # MASK: also known here
 from fastrpc.target import Target
 from fastrpc.transport_url import TransportHost, TransportURL
 

@@ -28,8 +28,7 @@ from fastrpc.exceptions import (
     MessagingTimeout,
     VirtualHostRefused,
 )
-from fastrpc.oslo_driver import BrokerError as OsloBrokerError
-from fastrpc.oslo_driver import ListenRefused
+from fastrpc.oslo_driver import ListenRefused, OsloBrokerError
 from fastrpc.testing.ports import free_ports
 
 pytestmark = pytest.mark.twins
@@ -198,3 +197,46 @@ def test_a_refused_connection_is_a_delivery_problem_not_a_refusal():
         assert not isinstance(cast.value, BrokerError) and "127.0.0.1" in str(cast.value)
     finally:
         transport.cleanup()
+
+
+@pytest.mark.parametrize("refusing_first", [True, False])
+def test_a_login_refusal_on_any_host_is_not_waited_out(broker, refusing_first):
+    """Two hosts, one down and one refusing the password: the refusal is what
+    start() reports, at once, whichever host comes first."""
+    dead = f"guest:guest@127.0.0.1:{free_ports(1)[0]}"
+    refusing = _netloc(broker, "wrong")
+    hosts = [refusing, dead] if refusing_first else [dead, refusing]
+    transport = _fastrpc_transport(f"rabbit://{','.join(hosts)}/", rabbit_retry_interval=0.1)
+    try:
+        server = fastrpc.get_rpc_server(transport, fastrpc.Target(topic="t", server="s1"), [Gate()])
+        with pytest.raises(fastrpc.ServerListenError) as start:
+            server.start()
+        assert isinstance(start.value.ex, AuthenticationError)
+    finally:
+        transport.cleanup()
+
+
+class RaisesAmqpError:
+    def fail(self, ctxt):
+        raise amqp_exc.ConsumerCancelled("raised by the endpoint itself")
+
+
+def test_a_remote_exception_of_an_amqp_class_is_the_callers_not_the_boundarys(broker):
+    """The boundary converts what the connection layer raises, not what a
+    remote endpoint raised (rebuilt as its own class when its module is allowed)."""
+    topic = "boundary_remote_" + uuid.uuid4().hex[:8]
+    server_t = _fastrpc_transport(broker.url)
+    client_t = fastrpc.get_rpc_transport(fastrpc.Options(), url=broker.url,
+                                         allowed_remote_exmods=["fastrpc.amqp.exceptions"])
+    server = fastrpc.get_rpc_server(server_t, fastrpc.Target(topic=topic, server="s1"), [RaisesAmqpError()])
+    server.start()
+    try:
+        client = fastrpc.get_rpc_client(client_t, fastrpc.Target(topic=topic), timeout=CALL_TIMEOUT)
+        with pytest.raises(amqp_exc.ConsumerCancelled) as call:
+            client.call({}, "fail")
+        assert "raised by the endpoint itself" in str(call.value)
+    finally:
+        server.stop()
+        server.wait()
+        client_t.cleanup()
+        server_t.cleanup()

@@ -78,7 +78,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastrpc.options import Options
+from fastrpc.options import RABBIT_OPTIONS, Options
 
 CONTENT_TYPE_JSON = "application/json"
 CONTENT_TYPE_MSGPACK = "application/msgpack"
@@ -112,11 +112,12 @@ class Topology:
         self.ha_queues = bool(conf.rabbit_ha_queues)
         self.quorum = bool(conf.rabbit_quorum_queue)
         self.transient_quorum = bool(conf.rabbit_transient_quorum_queue)
-        self.delivery_limit = int(conf.rabbit_quorum_delivery_limit)
-        self.max_memory_length = int(conf.rabbit_quorum_max_memory_length)
-        self.max_memory_bytes = int(conf.rabbit_quorum_max_memory_bytes)
-        self.transient_ttl = int(conf.rabbit_transient_queues_ttl)
-        self.prefetch_count = int(conf.rabbit_qos_prefetch_count)
+        self.delivery_limit = int(conf.rabbit_quorum_delivery_limit or 0)
+        self.max_memory_length = int(conf.rabbit_quorum_max_memory_length or 0)
+        self.max_memory_bytes = int(conf.rabbit_quorum_max_memory_bytes or 0)
+        ttl = conf.rabbit_transient_queues_ttl  # None (unset in a config object): the default
+        self.transient_ttl = int(RABBIT_OPTIONS["rabbit_transient_queues_ttl"] if ttl is None else ttl)
+        self.prefetch_count = int(conf.rabbit_qos_prefetch_count or 0)
         self.mandatory_replies = bool(conf.direct_mandatory_flag)
         self.control_exchange = str(conf.control_exchange)
         if self.quorum and self.ha_queues:

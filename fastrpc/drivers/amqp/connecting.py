@@ -16,6 +16,10 @@ from fastrpc.options import RABBIT_OPTIONS, Options
 
 LOG = logging.getLogger(__name__)
 
+# A broker that answered "no" to the login: no retry helps until someone
+# fixes the credentials or the virtual host.
+LOGIN_REFUSALS = (amqp_exc.AuthenticationFailed, amqp_exc.VirtualHostError)
+
 
 def connection_params(conf: Options, url: Any) -> list[ConnectionParams]:
     """One ConnectionParams per host of the transport URL, in failover order."""
@@ -59,6 +63,7 @@ def open_connection(params: list[ConnectionParams], lost: Connection | None = No
         if at is not None:
             params = params[at + 1:] + params[:at + 1]
     last: Exception | None = None
+    refused: Exception | None = None
     for p in params:
         conn = Connection(p)
         try:
@@ -67,8 +72,10 @@ def open_connection(params: list[ConnectionParams], lost: Connection | None = No
         except amqp_exc.AMQPError as exc:
             LOG.warning("Cannot connect to %s: %s", p.address, exc)
             last = exc
-    assert last is not None
-    raise last
+            if isinstance(exc, LOGIN_REFUSALS):
+                refused = refused or exc
+    # A broker that said no to the login says more than one that did not answer.
+    raise refused or last  # type: ignore[misc]  # params is never empty
 
 
 class Backoff:

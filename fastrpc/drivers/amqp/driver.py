@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from fastrpc import _impl
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp.connecting import Backoff, connection_params
+from fastrpc.drivers.amqp.connecting import LOGIN_REFUSALS, Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
 from fastrpc.drivers.amqp.errors import messaging_error
 from fastrpc.drivers.amqp.notifications import AmqpNotificationListener
@@ -27,7 +27,7 @@ from fastrpc.drivers.amqp.sending import Sender
 from fastrpc.drivers.base import BaseDriver
 from fastrpc.drivers.topology import ExchangeSpec, Topology, publish_properties
 from fastrpc.envelope_py import EnvelopeError, Reply, encode_bare
-from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable
+from fastrpc.exceptions import BrokerError, MessageDeliveryFailure, MessageUndeliverable
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 from fastrpc.options import DEFAULT_OPTIONS, Options
 
@@ -39,7 +39,7 @@ new_id = envelope.new_id
 ROUTE_CACHE_SIZE = 1024  # targets whose exchange and routing key are remembered
 _L = TypeVar("_L", bound=Consumer)
 # What no wait for the broker can cure: raised at once by listen().
-REFUSALS = (amqp_exc.ChannelClosed, amqp_exc.AuthenticationFailed, amqp_exc.VirtualHostError)
+REFUSALS = (amqp_exc.ChannelClosed, *LOGIN_REFUSALS)
 
 
 class AmqpDriver(BaseDriver):
@@ -47,7 +47,8 @@ class AmqpDriver(BaseDriver):
 
     def __init__(self, conf: Any, url: Any, default_exchange: str | None = None,
                  allowed_remote_exmods: list[str] | None = None) -> None:
-        conf = Options.coerce(conf)  # validated once here; below, typed attributes
+        conf = Options.coerce(conf)
+        conf.validate()  # also when changed since it was made; below, typed attributes
         exchange = default_exchange or conf.control_exchange or DEFAULT_OPTIONS["control_exchange"]
         super().__init__(conf, url, exchange, list(allowed_remote_exmods or []))
         self.topology = Topology(conf)
@@ -146,7 +147,8 @@ class AmqpDriver(BaseDriver):
                 if len(self._call_props) < 64:  # timeouts are few; do not grow without bound
                     self._call_props[timeout] = props
             replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
-            rq.waiters[msg_id] = replies
+            waiters = rq.waiters
+            waiters[msg_id] = replies
             try:
                 if at_least_once:
                     self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
@@ -155,12 +157,16 @@ class AmqpDriver(BaseDriver):
                 # The same deadline: a publish that had to reconnect took some of the timeout.
                 reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout)
             finally:
-                rq.done(msg_id, replies)
-            if reply.failure is not None:
-                raise self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
-            return reply.result
+                waiters.pop(msg_id, None)
+                conn = sender.conn
+                if conn is not None:
+                    conn.done_waiting(replies)  # a read baton handed to this call goes on
         except amqp_exc.AMQPError as exc:
             raise messaging_error(exc) from exc
+        # Outside the boundary: a remote exception is the caller's, whatever its class.
+        if reply.failure is not None:
+            raise self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
+        return reply.result
 
     def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                            retry: int | None, deadline: float | None, message: dict) -> None:
@@ -200,7 +206,8 @@ class AmqpDriver(BaseDriver):
 
         def attempt() -> None:
             pub = sender.ensure_exchange(ex)
-            sender.ensure_bound_queue(ex, topo.topic_queue(routing_key), routing_key)
+            if (ex.name, routing_key) not in sender.notify_queues:
+                sender.ensure_bound_queue(ex, topo.topic_queue(routing_key), routing_key)
             pub.basic_publish(ex.name, routing_key, body, props)
 
         try:
@@ -219,7 +226,8 @@ class AmqpDriver(BaseDriver):
 
     def send_reply(self, reply_q: str, msg_id: str, result: Any, failure: str | None, ending: bool,
                    binary: bool) -> None:
-        """Answer a call (``ending``), or tell its caller it still runs."""
+        """Answer a call (``ending``), or tell its caller it still runs;
+        MessageDeliveryFailure or a BrokerError when that failed."""
         body = envelope.encode_reply(msg_id, new_id(), result, failure, ending, binary)
         if len(body) > self.max_body:
             # The caller would reject it and wait until its timeout: tell it why instead.
@@ -228,7 +236,11 @@ class AmqpDriver(BaseDriver):
             error = ValueError(f"the reply is {len(body)} bytes, more than max_message_size "
                                f"({self.max_body} bytes) allows")
             body = envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
-        self._sender.publish_reply(reply_q, body, self._reply_props[bool(binary)], self.topology.mandatory_replies)
+        try:
+            self._sender.publish_reply(reply_q, body, self._reply_props[bool(binary)],
+                                       self.topology.mandatory_replies)
+        except amqp_exc.AMQPError as exc:
+            raise messaging_error(exc) from exc
 
     def send_error_reply(self, exc: EnvelopeError) -> None:
         """Tell the caller of a malformed request why it was rejected."""
@@ -236,7 +248,7 @@ class AmqpDriver(BaseDriver):
         data = serialize_remote_exception(EnvelopeError(f"malformed request rejected: {exc.reason}"))
         try:
             self.send_reply(exc.reply_q, exc.msg_id, None, data, True, exc.binary)
-        except (amqp_exc.AMQPError, MessageDeliveryFailure) as err:
+        except (BrokerError, MessageDeliveryFailure) as err:
             LOG.warning("Could not send the error reply for %s: %s", exc.msg_id, err)
 
     # -- listening -----------------------------------------------------------
@@ -301,6 +313,4 @@ class AmqpDriver(BaseDriver):
             listeners = list(self._listeners)
         for listener in listeners:
             listener.cleanup()
-        with self._sender.lock:
-            self._replies.reset()
-        self._sender.close()
+        self._sender.close()  # and the reply queue forgotten, in the same step

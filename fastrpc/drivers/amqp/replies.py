@@ -46,6 +46,7 @@ class Replies:
         self.bad_replies = 0
         sender.on_new_connection = self._on_new_connection
         sender.on_connection_lost = self._on_connection_lost
+        sender.on_closed = self._forget
 
     def ensure(self) -> str:
         """The reply queue's name, once it is declared and consumed on the
@@ -100,15 +101,9 @@ class Replies:
             limits = [d for d in (deadline, monitor) if d is not None]
             wait = None if not limits else max(0.0, min(limits) - now)
 
-    def done(self, msg_id: str, replies: queue.SimpleQueue[Reply]) -> None:
-        """The call of ``msg_id`` stopped waiting (answered or not)."""
-        self.waiters.pop(msg_id, None)
-        conn = self._sender.conn
-        if conn is not None:
-            conn.done_waiting(replies)
-
-    def reset(self) -> None:
-        """Forget the queue (at cleanup)."""
+    def _forget(self) -> None:
+        # The sending connection is closed for good (cleanup): under its lock,
+        # so no call declares a new queue on it meanwhile.
         self.ch = None
         self.name = None
         self.consuming = False

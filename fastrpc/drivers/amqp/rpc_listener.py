@@ -17,7 +17,7 @@ from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import QueueSpec
 from fastrpc.envelope_py import EnvelopeError
-from fastrpc.exceptions import MessageDeliveryFailure
+from fastrpc.exceptions import BrokerError, MessageDeliveryFailure
 from fastrpc.failures import serialize_remote_exception
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class AmqpIncomingMessage(IncomingMessage):
             return
         try:
             self._driver.send_reply(self.reply_q, self.msg_id, None, None, False, self.binary)
-        except amqp_exc.AMQPError as exc:
+        except BrokerError as exc:
             raise MessageDeliveryFailure(f"heartbeat send failed: {exc}") from exc
 
 

@@ -60,9 +60,10 @@ class Sender:
         self.notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
         self.confirm_timeout = float(conf.rpc_response_timeout)  # Options refuses <= 0
         # Hooks of the reply queue: a new connection (its channel and consumer
-        # are gone), and a lost one (calls may be waiting).
+        # are gone), a lost one (calls may be waiting), and the close at cleanup.
         self.on_new_connection: Callable[[], None] | None = None
         self.on_connection_lost: Callable[[], None] | None = None
+        self.on_closed: Callable[[], None] | None = None  # under the lock, by close()
 
     # -- connection ----------------------------------------------------------
 
@@ -138,6 +139,8 @@ class Sender:
             self.pub_ch = self.decl_ch = self.confirm_ch = None
             self.declared.clear()
             self.notify_queues.clear()
+            if self.on_closed is not None:
+                self.on_closed()
         if conn is not None:
             conn.close()
 
