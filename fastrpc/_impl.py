@@ -24,7 +24,6 @@ import importlib
 import os
 import sys
 from types import ModuleType
-from typing import Any
 
 NO_EXTENSIONS = os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -85,13 +84,3 @@ def compiled(public: str) -> bool:
 def compiled_modules() -> dict[str, bool]:
     """Every twin's public name -> whether it runs compiled (imports them all)."""
     return {public: compiled(public) for public in TWINS}
-
-
-# Names of the switch before every twin had a public module; kept until the
-# last callers import the public modules instead.
-def __getattr__(name: str) -> Any:
-    if name == "envelope":
-        return importlib.import_module("fastrpc.envelope")
-    if name == "COMPILED":
-        return compiled("fastrpc.amqp.codec")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     from fastrpc import _impl
 
     title = "fastrpc demo (connection layer)" if raw else "fastrpc demo (RPC over RabbitMQ)"
-    print(f"\n{title}, compiled codec: {'yes' if _impl.COMPILED else 'no'}")
+    print(f"\n{title}, compiled codec: {'yes' if _impl.compiled('fastrpc.amqp.codec') else 'no'}")
     print(format_summary(results))
     print(f"total {time.monotonic() - t0:.1f} s")
     return 0

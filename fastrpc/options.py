@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastrpc.amqp.spec import DEFAULT_MAX_MESSAGE_SIZE
-from fastrpc.envelope_py import DEFAULT_MAX_BODY
+from fastrpc.envelope import DEFAULT_MAX_BODY
 from fastrpc.redact import mask_url
 
 

@@ -24,12 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = sorted(_impl.TWINS)
 # Library modules that still import an implementation by name; they move to
 # the public names (fastrpc.envelope, fastrpc.amqp.codec), then this empties.
-NOT_YET_SWITCHED = {
-    "fastrpc/drivers/amqp.py",
-    "fastrpc/drivers/notifications.py",
-    "fastrpc/options.py",
-    "fastrpc/oslo_driver.py",
-}
 
 
 def _compiled_build(public: str):
@@ -99,7 +93,7 @@ def test_the_library_imports_public_twins_only() -> None:
     for path in sorted((ROOT / "fastrpc").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         module = rel[:-3].replace("/", ".").removesuffix(".__init__")
-        if module == "fastrpc._impl" or module in _impl.TWINS or rel in NOT_YET_SWITCHED:
+        if module == "fastrpc._impl" or module in _impl.TWINS:
             continue  # the switch itself, and each public module naming its pure build for mypy
         named = _imported_modules(ast.parse(path.read_text())) & implementations
         if named:

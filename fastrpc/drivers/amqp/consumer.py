@@ -24,7 +24,7 @@ from fastrpc.drivers.amqp.connecting import Backoff, open_connection
 from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.drivers.topology import Topology
-from fastrpc.envelope_py import EnvelopeError
+from fastrpc.envelope import EnvelopeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

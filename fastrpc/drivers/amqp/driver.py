@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fastrpc import _impl
+from fastrpc import envelope
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.connecting import LOGIN_REFUSALS, Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
@@ -26,14 +26,13 @@ from fastrpc.drivers.amqp.rpc_listener import AmqpListener
 from fastrpc.drivers.amqp.sending import Sender
 from fastrpc.drivers.base import BaseDriver
 from fastrpc.drivers.topology import ExchangeSpec, Topology, publish_properties
-from fastrpc.envelope_py import EnvelopeError, Reply, encode_bare
+from fastrpc.envelope import EnvelopeError, Reply, encode_bare
 from fastrpc.exceptions import BrokerError, MessageDeliveryFailure, MessageUndeliverable
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 from fastrpc.options import DEFAULT_OPTIONS, Options
 
 LOG = logging.getLogger(__name__)
 
-envelope = _impl.envelope
 # Ids for _unique_id / _msg_id, from the envelope codec (compiled: no formatting call).
 new_id = envelope.new_id
 ROUTE_CACHE_SIZE = 1024  # targets whose exchange and routing key are remembered

@@ -20,13 +20,13 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fastrpc import envelope_py
+from fastrpc import envelope
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
 from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
-from fastrpc.envelope_py import EnvelopeError
+from fastrpc.envelope import EnvelopeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -99,7 +99,7 @@ class AmqpNotificationListener(Consumer):
         taken: list[IncomingMessage] = []
         for delivery in deliveries:
             try:
-                ctxt, message, unique_id = envelope_py.decode_notification(
+                ctxt, message, unique_id = envelope.decode_notification(
                     delivery.body, delivery.properties.get("content_type"), max_body)
             except EnvelopeError as exc:
                 self.reject(ch, delivery, exc)

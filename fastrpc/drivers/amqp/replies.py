@@ -12,18 +12,16 @@ import threading
 import time
 from typing import Any
 
-from fastrpc import _impl
+from fastrpc import envelope
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
 from fastrpc.drivers.amqp.sending import Sender
 from fastrpc.drivers.topology import QueueSpec, Topology
-from fastrpc.envelope_py import EnvelopeError, Reply
+from fastrpc.envelope import EnvelopeError, Reply
 from fastrpc.exceptions import MessagingTimeout
 
 LOG = logging.getLogger(__name__)
-
-envelope = _impl.envelope
 
 
 class Replies:

@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastrpc import _impl
+from fastrpc import envelope
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.drivers.amqp.acks import Settled
@@ -16,7 +16,7 @@ from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
 from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import QueueSpec
-from fastrpc.envelope_py import EnvelopeError
+from fastrpc.envelope import EnvelopeError
 from fastrpc.exceptions import BrokerError, MessageDeliveryFailure
 from fastrpc.failures import serialize_remote_exception
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 LOG = logging.getLogger(__name__)
-
-envelope = _impl.envelope
 
 
 class RpcDriver(ListenerDriver, Protocol):
