@@ -121,13 +121,9 @@ def test_refused_declaration_on_oslos_api(broker, durable_exchange, caplog):
         assert start.value.reply_code == 406
         _assert_refused_declaration(start.value.cause, durable_exchange)
 
-        # oslo's notifier logs what the driver raised (with the exception) and goes on.
-        notifier = oslo_messaging.Notifier(transport, publisher_id="p", driver="messagingv2", topics=["n"])
-        with caplog.at_level(logging.ERROR, logger="oslo_messaging.notify"):
-            notifier.info({}, "event", {"x": 1})
-        raised = [r.exc_info[1] for r in caplog.records if r.name.startswith("oslo_messaging.notify") and r.exc_info]
-        assert len(raised) == 1 and isinstance(raised[0], OsloBrokerError), raised
-        _assert_refused_declaration(raised[0].cause, durable_exchange)
+        notified = _oslo_notification_error(transport, caplog)
+        assert isinstance(notified, OsloBrokerError)
+        _assert_refused_declaration(notified.cause, durable_exchange)
     finally:
         transport.cleanup()
 
@@ -153,14 +149,45 @@ def test_wrong_credentials_fail_at_once_and_say_so(broker):
         transport.cleanup()
 
 
-def test_wrong_credentials_on_oslos_api(broker):
-    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=f"fastrpc://{_netloc(broker, 'nope')}/")
+def _oslo_notification_error(transport, caplog) -> BaseException:
+    """What oslo's notifier logged (it logs what the driver raised and goes on)."""
+    notifier = oslo_messaging.Notifier(transport, publisher_id="p", driver="messagingv2", topics=["n"])
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="oslo_messaging.notify"):
+        notifier.info({}, "event", {"x": 1})
+    raised = [r.exc_info[1] for r in caplog.records if r.name.startswith("oslo_messaging.notify") and r.exc_info]
+    assert len(raised) == 1, raised
+    assert raised[0] is not None
+    return raised[0]
+
+
+@pytest.mark.parametrize("case", ["credentials", "vhost"])
+def test_login_refusals_on_oslos_api(broker, case, caplog):
+    """Wrong credentials and a missing vhost from oslo's call, cast, server
+    start and notifier: oslo's classes, fastrpc's error (and the broker's
+    reply code) as their cause."""
+    expected = {"credentials": AuthenticationError, "vhost": VirtualHostRefused}[case]
+    url = (f"fastrpc://{_netloc(broker, 'nope')}/" if case == "credentials"
+           else f"fastrpc://{_netloc(broker)}/missing_{uuid.uuid4().hex[:8]}")
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=url)
     try:
         client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="t"), timeout=CALL_TIMEOUT)
+        started = time.monotonic()
         with pytest.raises(oslo_messaging.ClientSendError) as call:
             client.call({}, "ping")
-        assert isinstance(call.value.ex, OsloBrokerError)
-        assert isinstance(call.value.ex.cause, AuthenticationError) and call.value.ex.reply_code == 403
+        assert time.monotonic() - started < AT_ONCE
+        with pytest.raises(oslo_messaging.ClientSendError) as cast:
+            client.cast({}, "ping")
+        for raised in (call.value.ex, cast.value.ex):
+            assert isinstance(raised, OsloBrokerError) and isinstance(raised.cause, expected)
+            assert raised.reply_code == raised.cause.reply_code != 0
+        server = oslo_messaging.get_rpc_server(transport, oslo_messaging.Target(topic="t", server="s1"),
+                                               [Gate()], executor="threading")
+        with pytest.raises(ListenRefused) as start:
+            server.start()
+        assert isinstance(start.value.cause, expected)
+        notified = _oslo_notification_error(transport, caplog)
+        assert isinstance(notified, OsloBrokerError) and isinstance(notified.cause, expected)
     finally:
         transport.cleanup()
 
@@ -240,3 +267,18 @@ def test_a_remote_exception_of_an_amqp_class_is_the_callers_not_the_boundarys(br
         server.wait()
         client_t.cleanup()
         server_t.cleanup()
+
+
+def test_a_refused_connection_on_oslos_api():
+    port = free_ports(1)[0]
+    url = f"fastrpc://guest:guest@127.0.0.1:{port}/?rabbit_retry_interval=0.1&rabbit_interval_max=0.2"
+    transport = oslo_messaging.get_rpc_transport(oslo_conf(), url=url)
+    try:
+        client = oslo_messaging.get_rpc_client(transport, oslo_messaging.Target(topic="t"), timeout=1.0)
+        with pytest.raises(oslo_messaging.MessagingTimeout):
+            client.call({}, "ping")
+        with pytest.raises(oslo_messaging.MessageDeliveryFailure) as cast:
+            client.prepare(retry=0).cast({}, "ping")
+        assert not isinstance(cast.value, oslo_messaging.ClientSendError) and "127.0.0.1" in str(cast.value)
+    finally:
+        transport.cleanup()
