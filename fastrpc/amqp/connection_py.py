@@ -23,8 +23,10 @@ Threads and locks:
 - ``_lock`` guards connection state and channel id allocation only, and is
   never held while doing I/O or calling user code.
 
+The handshake is :func:`fastrpc.amqp.handshake.handshake` and the heartbeat
+thread runs :func:`fastrpc.amqp.heartbeat.run_heartbeats`, both pure Python.
 Channels use only what :class:`fastrpc.amqp.interfaces.ChannelHost` declares
-(``send_lock``, ``send_locked``, ...). Import this module as
+(``send_lock``, ``send_locked``, ...), the timer what ``HeartbeatHost`` does. Import this module as
 ``fastrpc.amqp.connection``: it runs as it is, or compiled unchanged into
 ``fastrpc._ext.connection`` (see fastrpc._impl).
 """
@@ -34,45 +36,32 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import platform
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from fastrpc._version import __version__ as FASTRPC_VERSION
 from fastrpc.amqp import spec
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.codec import FrameReader, FrameWriter
 from fastrpc.amqp.exceptions import (
     AMQPError,
-    AuthenticationFailed,
     ChannelsExhausted,
     ConnectionClosed,
     ConnectionLost,
     HandshakeTimeout,
     HeartbeatTimeout,
-    VirtualHostError,
     fresh_error,
 )
+from fastrpc.amqp.handshake import CAPABILITIES, handshake
+from fastrpc.amqp.heartbeat import run_heartbeats
 from fastrpc.amqp.transport import PlainTransport, open_transport
 from fastrpc.amqp.url import ConnectionParams, make_params
 
 __all__ = ["CAPABILITIES", "BlockedCallback", "CloseCallback", "Connection"]
 
 LOG = logging.getLogger("fastrpc.amqp")
-
-CAPABILITIES = {
-    "publisher_confirms": True,
-    "consumer_cancel_notify": True,
-    "basic.nack": True,
-    "connection.blocked": True,
-    "authentication_failure_close": True,
-    "exchange_exchange_bindings": True,
-    "per_consumer_qos": True,
-}
 
 CloseCallback = Callable[["Connection", BaseException], None]
 BlockedCallback = Callable[["Connection", bool, str], None]
@@ -97,15 +86,6 @@ NUDGE = object()
 _Delivery = spec.Delivery
 _Method = spec.Method
 _Heartbeat = spec.Heartbeat
-
-
-def _negotiate(client: int, server: int) -> int:
-    """Lower of two limits where 0 means "no preference"."""
-    if client == 0:
-        return server
-    if server == 0:
-        return client
-    return min(client, server)
 
 
 class Connection:
@@ -210,7 +190,7 @@ class Connection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # ---- handshake -----------------------------------------------------
+    # ---- connecting ----------------------------------------------------
 
     def connect(self) -> Connection:
         """Open the socket, run the AMQP handshake and start the I/O threads."""
@@ -224,12 +204,19 @@ class Connection:
             raise HandshakeTimeout(
                 f"TLS handshake with {params.address} not completed within {params.connect_timeout:g}s"
             ) from None
+        reader = FrameReader(spec.DEFAULT_FRAME_MAX)
         try:
-            leftover = self._handshake(transport, deadline)
+            done = handshake(transport, params, deadline, reader, FrameWriter(spec.DEFAULT_FRAME_MAX))
             transport.sock.settimeout(None)
         except BaseException:
             transport.shutdown()
             raise
+        self.server_properties = done.server_properties
+        self.channel_max = done.channel_max
+        self.frame_max = done.frame_max
+        self.heartbeat = done.heartbeat
+        self._frame_reader = reader
+        leftover = done.leftover
         self._transport = transport
         if self.heartbeat:
             # A send that moves no byte for two intervals means the broker
@@ -241,140 +228,12 @@ class Connection:
         self._reader_thread.start()
         if self.heartbeat:
             self._heartbeat_thread = threading.Thread(
-                target=self._heartbeat_loop, name=f"fastrpc-heartbeat-{params.address}", daemon=True
+                target=run_heartbeats, args=(self, transport), name=f"fastrpc-heartbeat-{params.address}", daemon=True
             )
             self._heartbeat_thread.start()
         LOG.debug("connected to %s (frame_max=%d, channel_max=%d, heartbeat=%d)",
                   params.address, self.frame_max, self.channel_max, self.heartbeat)
         return self
-
-    def _client_properties(self) -> dict[str, Any]:
-        props: dict[str, Any] = {
-            "product": "fastrpc",
-            "version": FASTRPC_VERSION,
-            "platform": f"Python {platform.python_version()}",
-            "information": "oslo.messaging-compatible RPC over AMQP 0-9-1",
-            "capabilities": dict(CAPABILITIES),
-        }
-        if self.params.connection_name:
-            props["connection_name"] = self.params.connection_name
-        return props
-
-    def _handshake(self, transport: PlainTransport, deadline: float) -> list[Any]:
-        params = self.params
-        address = params.address
-        reader = FrameReader(spec.DEFAULT_FRAME_MAX)
-        writer = FrameWriter(spec.DEFAULT_FRAME_MAX)
-        events: deque[Any] = deque()
-        stage = "start"
-
-        def send() -> None:
-            try:
-                transport.sendall(writer.take())
-            except TimeoutError:
-                raise HandshakeTimeout(f"AMQP handshake with {address} timed out") from None
-            except OSError as exc:
-                raise ConnectionLost(f"connection to {address} failed during handshake: {exc.strerror}") from None
-
-        def closed_by_broker(args: dict[str, Any]) -> AMQPError:
-            writer.method(0, "connection.close-ok")
-            try:
-                transport.sendall(writer.take())
-            except OSError:
-                pass
-            code, text = args.get("reply_code", 0), args.get("reply_text", "")
-            if stage == "auth" and code == spec.ACCESS_REFUSED:
-                return AuthenticationFailed(
-                    f"authentication failed for user {params.username!r} at {address}: {code} {text}"
-                )
-            if stage == "open" and code in (spec.NOT_ALLOWED, spec.ACCESS_REFUSED, spec.INVALID_PATH):
-                return VirtualHostError(f"cannot open virtual host {params.virtual_host!r} at {address}: {code} {text}")
-            return ConnectionClosed(code, text, args.get("class_id", 0), args.get("method_id", 0))
-
-        def next_method(expected: str) -> dict[str, Any]:
-            while True:
-                while not events:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise HandshakeTimeout(
-                            f"AMQP handshake with {address} not completed within {params.connect_timeout:g}s "
-                            f"(waiting for {expected})"
-                        )
-                    transport.sock.settimeout(remaining)
-                    try:
-                        data = transport.recv()
-                    except TimeoutError:
-                        continue  # the deadline check above raises
-                    except OSError as exc:
-                        raise ConnectionLost(f"connection to {address} failed during handshake: {exc.strerror}") from None
-                    if data is None:
-                        if stage == "auth":
-                            # Brokers without authentication_failure_close just hang up.
-                            raise AuthenticationFailed(
-                                f"broker at {address} closed the connection during login of user {params.username!r}"
-                            )
-                        raise ConnectionLost(f"broker at {address} closed the connection during handshake ({stage})")
-                    try:
-                        events.extend(reader.feed(data))
-                    except spec.FrameError as exc:
-                        raise ConnectionLost(f"invalid data from {address} during handshake: {exc}") from exc
-                event = events.popleft()
-                if type(event) is _Heartbeat:
-                    continue
-                if type(event) is not _Method or event.channel != 0:
-                    raise ConnectionLost(f"unexpected frame from {address} during handshake: {type(event).__name__}")
-                if event.name == "connection.close":
-                    raise closed_by_broker(event.args)
-                if event.name != expected:
-                    raise ConnectionLost(f"unexpected {event.name} from {address} during handshake (wanted {expected})")
-                return dict(event.args)
-
-        transport.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        writer.protocol_header()
-        send()
-        start = next_method("connection.start")
-        if (start.get("version_major"), start.get("version_minor")) != (0, 9):
-            raise ConnectionLost(f"broker at {address} speaks AMQP {start.get('version_major')}-{start.get('version_minor')}")
-        self.server_properties = dict(start.get("server_properties") or {})
-        mechanisms = start.get("mechanisms") or b""
-        if isinstance(mechanisms, str):
-            mechanisms = mechanisms.encode()
-        mechanism = params.auth_mechanism.upper()
-        if mechanism.encode() not in mechanisms.split():
-            raise AuthenticationFailed(
-                f"broker at {address} does not offer SASL {mechanism} (offers {mechanisms.decode(errors='replace')})"
-            )
-        if mechanism == "PLAIN":
-            response = b"\x00" + params.username.encode() + b"\x00" + params.password.encode()
-        else:
-            response = b""
-        writer.method(
-            0,
-            "connection.start-ok",
-            client_properties=self._client_properties(),
-            mechanism=mechanism,
-            response=response,
-            locale="en_US",
-        )
-        del response
-        stage = "auth"
-        send()
-        tune = next_method("connection.tune")
-        stage = "tune"
-        self.channel_max = _negotiate(params.channel_max, tune.get("channel_max", 0)) or 65535
-        self.frame_max = _negotiate(params.frame_max, tune.get("frame_max", 0)) or spec.DEFAULT_FRAME_MAX
-        # Lower non-zero of both proposals; our 0 means "no heartbeats" (as in
-        # oslo's heartbeat_timeout_threshold=0, py-amqp and kombu).
-        self.heartbeat = _negotiate(params.heartbeat, tune.get("heartbeat", 0)) if params.heartbeat else 0
-        writer.method(0, "connection.tune-ok", channel_max=self.channel_max, frame_max=self.frame_max,
-                      heartbeat=self.heartbeat)
-        writer.method(0, "connection.open", virtual_host=params.virtual_host)
-        stage = "open"
-        send()
-        reader.frame_max = self.frame_max
-        next_method("connection.open-ok")
-        self._frame_reader = reader
-        return list(events)
 
     # ---- sending -------------------------------------------------------
 
@@ -871,56 +730,26 @@ class Connection:
         """Wait until the broker lifts connection.blocked (or the connection dies)."""
         return self._unblocked.wait(timeout)
 
-    # ---- heartbeat timer -----------------------------------------------
+    # ---- what the heartbeat timer sees (interfaces.HeartbeatHost) -----
 
-    def _heartbeat_loop(self) -> None:
-        interval = float(self.heartbeat)
-        send_every = interval / 2
-        check_every = max(0.05, min(interval / 4, 1.0))
-        limit = 2 * interval
-        transport = self._transport
-        assert transport is not None
-        lock = self._send_lock
-        frame = FrameWriter(self.frame_max)
-        frame.heartbeat()
-        beat = frame.take()
-        next_send = time.monotonic() + send_every
-        stop = self._dead_event
-        while not stop.wait(check_every):
-            now = time.monotonic()
-            # Silence counts only while the reader waits in recv: time spent
-            # in slow callbacks is not the broker's fault.
-            since = self._recv_since
-            if since is not None and now - since >= limit:
-                self._fail(HeartbeatTimeout(
-                    f"no data from {self.params.address} for {now - since:.1f}s (heartbeat {self.heartbeat}s)"
-                ))
-                return
-            # A send stuck behind a broker that stopped reading holds the send
-            # lock, and the reader may be queued behind it (acks, close-ok), so
-            # the silence check above never fires: judge the send instead.
-            sending = transport.send_since
-            if sending is not None and now - sending >= limit:
-                self._fail(HeartbeatTimeout(
-                    f"send to {self.params.address} made no progress for {now - sending:.1f}s "
-                    f"(heartbeat {self.heartbeat}s)"
-                ))
-                return
-            if now >= next_send:
-                next_send = now + send_every
-                # While a thread writes, bytes are going out anyway: never
-                # write beside it or wait for it (a stuck write would stop
-                # this check). Under the lock, nobody starts writing.
-                if not self._flushing and lock.acquire(blocking=False):
-                    try:
-                        if not self._flushing:
-                            transport.try_send(beat)
-                    except (OSError, ValueError) as exc:  # ValueError: socket closed meanwhile
-                        err = ConnectionLost(f"heartbeat to {self.params.address} failed: {exc}")
-                        lock.release()
-                        self._fail(err)
-                        return
-                    lock.release()
+    @property
+    def ended(self) -> threading.Event:
+        """Set once the connection is dead (closed or failed)."""
+        return self._dead_event
+
+    @property
+    def recv_since(self) -> float | None:
+        """Monotonic time since when the reading thread waits in recv (None: nobody does)."""
+        return self._recv_since
+
+    @property
+    def writing(self) -> bool:
+        """Whether a thread is writing queued frames now (the flusher)."""
+        return self._flushing
+
+    def fail(self, exc: BaseException) -> None:
+        """End the connection with ``exc``: close the socket, fail every waiter (once)."""
+        self._fail(exc)
 
     # ---- shutdown ------------------------------------------------------
 

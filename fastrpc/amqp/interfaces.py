@@ -1,4 +1,4 @@
-"""What a channel needs of its connection, declared on its own.
+"""What a channel, and the heartbeat timer, need of their connection, declared on its own.
 
 A Channel is written against :class:`ChannelHost`, not against Connection:
 the channel module then imports nothing of the connection module (which
@@ -8,12 +8,13 @@ own. ``fastrpc.amqp.connection.Connection`` is the one implementation.
 
 from __future__ import annotations
 
+import threading
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from fastrpc.amqp.url import ConnectionParams
 
-__all__ = ["ChannelHost"]
+__all__ = ["ChannelHost", "HeartbeatHost"]
 
 
 class ChannelHost(Protocol):
@@ -66,3 +67,36 @@ class ChannelHost(Protocol):
 
     def release_channel(self, channel: Any) -> None:
         """Give ``channel``'s id back (the broker confirmed its close)."""
+
+
+class HeartbeatHost(Protocol):
+    """The connection as its heartbeat timer (``fastrpc.amqp.heartbeat``) sees it."""
+
+    @property
+    def params(self) -> ConnectionParams: ...
+
+    @property
+    def heartbeat(self) -> int:
+        """The negotiated interval in seconds."""
+
+    @property
+    def frame_max(self) -> int: ...
+
+    @property
+    def send_lock(self) -> Any:
+        """Held by whoever queues frames; the timer only ever tries it."""
+
+    @property
+    def ended(self) -> threading.Event:
+        """Set once the connection is dead (closed or failed)."""
+
+    @property
+    def recv_since(self) -> float | None:
+        """Monotonic time since when the reading thread waits in recv (None: nobody does)."""
+
+    @property
+    def writing(self) -> bool:
+        """Whether a thread is writing queued frames now."""
+
+    def fail(self, exc: BaseException) -> None:
+        """End the connection with ``exc`` (once; later calls do nothing)."""
