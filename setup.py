@@ -44,12 +44,19 @@ if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
         name = "fastrpc._ext." + public.rpartition(".")[2]
         (hand_written if source.endswith(".pyx") else same_source)[name] = source
 
-    # cythonize does not see a same-source twin's .pxd as its dependency: a
-    # .pxd newer than the generated C forces that twin to be translated again.
-    for name, source in same_source.items():
+    # cythonize does not see a same-source twin's .pxd, nor the .pxd/.pxi
+    # files it cimports (a base class's layout), as its dependencies: any of
+    # them newer than the generated C forces that twin to be translated again.
+    pxds = [
+        os.path.join(folder, f)
+        for folder in ("fastrpc/_ext", "fastrpc/amqp")
+        for f in os.listdir(os.path.join(HERE, folder))
+        if f.endswith((".pxd", ".pxi"))
+    ]
+    newest_pxd = max((os.path.getmtime(os.path.join(HERE, path)) for path in pxds), default=0.0)
+    for source in same_source.values():
         c_file = os.path.splitext(source)[0] + ".c"
-        pxd = name.replace(".", "/") + ".pxd"
-        if os.path.exists(c_file) and os.path.getmtime(pxd) > os.path.getmtime(c_file):
+        if os.path.exists(c_file) and newest_pxd > os.path.getmtime(c_file):
             os.remove(c_file)
 
     ext_modules = extensions(

@@ -36,7 +36,9 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.amqp.codec": ("fastrpc.amqp.codec_py", "ext/codec.pyx"),
     "fastrpc.envelope": ("fastrpc.envelope_py", "ext/envelope.pyx"),
     "fastrpc.amqp.transport": ("fastrpc.amqp.transport_py", "fastrpc/amqp/transport_py.py"),
+    "fastrpc.amqp.channel_core": ("fastrpc.amqp.channel_core_py", "fastrpc/amqp/channel_core_py.py"),
     "fastrpc.amqp.channel": ("fastrpc.amqp.channel_py", "fastrpc/amqp/channel_py.py"),
+    "fastrpc.amqp.connection_core": ("fastrpc.amqp.connection_core_py", "fastrpc/amqp/connection_core_py.py"),
     "fastrpc.amqp.connection": ("fastrpc.amqp.connection_py", "fastrpc/amqp/connection_py.py"),
 }
 

@@ -33,6 +33,14 @@ def _compiled_build(public: str):
         if _impl.NO_EXTENSIONS:
             pytest.skip(f"{public}: no compiled build to compare ({exc})")
         pytest.fail(f"{_impl.compiled_name(public)} is not built: run `.venv/bin/python setup.py build_ext --inplace`")
+    except ValueError as exc:
+        # A compiled class derived from another twin's compiled class (Channel
+        # from channel_core's ChannelCore, say) gets its base through the
+        # public name, which is the pure module in a pure-Python process:
+        # Cython refuses it by its size. The compiled pass compares them.
+        if _impl.NO_EXTENSIONS and "size changed" in str(exc):
+            pytest.skip(f"{public}: its compiled build needs its compiled base class ({exc})")
+        raise
 
 
 @pytest.mark.parametrize("public", PUBLIC)

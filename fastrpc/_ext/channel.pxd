@@ -1,10 +1,10 @@
 # C layout of fastrpc/amqp/channel_py.py's classes in its compiled build
-# (fastrpc._ext.channel); see connection.pxd.
+# (fastrpc._ext.channel). Every attribute is declared in the base class's layout,
+# fastrpc/_ext/channel_core.pxi, which is cimported by the name channel_py.py imports
+# it by (fastrpc/amqp/channel_core.pxd).
 
-cdef class Channel:
-    cdef public object _conn, on_return, on_close, _closed, _closing, _rpc_lock, _waiter
-    cdef public object _consumers, _cancel_callbacks, _flow, _pending, _mandatory, _returned
-    cdef public object _next_tag, _low_tag
-    cdef public int channel_id
-    cdef public bint _confirm
-    cdef object __weakref__
+from fastrpc.amqp.channel_core cimport ChannelCore
+
+
+cdef class Channel(ChannelCore):
+    pass

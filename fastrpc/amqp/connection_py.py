@@ -23,6 +23,10 @@ Threads and locks:
 - ``_lock`` guards connection state and channel id allocation only, and is
   never held while doing I/O or calling user code.
 
+A connection's state and its read side (the baton, the reader thread's loop,
+dispatching to channels, failing) are its base class
+:class:`fastrpc.amqp.connection_core.ConnectionCore`; this module adds
+connecting, the send path, channels, connection-level methods and closing.
 The handshake is :func:`fastrpc.amqp.handshake.handshake` and the heartbeat
 thread runs :func:`fastrpc.amqp.heartbeat.run_heartbeats`, both pure Python.
 Channels use only what :class:`fastrpc.amqp.interfaces.ChannelHost` declares
@@ -34,9 +38,7 @@ Channels use only what :class:`fastrpc.amqp.interfaces.ChannelHost` declares
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +47,7 @@ from typing import Any
 from fastrpc.amqp import spec
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.codec import FrameReader, FrameWriter
+from fastrpc.amqp.connection_core import READER_STEP_ASIDE, ConnectionCore
 from fastrpc.amqp.exceptions import (
     AMQPError,
     ChannelsExhausted,
@@ -56,106 +59,23 @@ from fastrpc.amqp.exceptions import (
 )
 from fastrpc.amqp.handshake import CAPABILITIES, handshake
 from fastrpc.amqp.heartbeat import run_heartbeats
-from fastrpc.amqp.transport import PlainTransport, open_transport
-from fastrpc.amqp.url import ConnectionParams, make_params
+from fastrpc.amqp.transport import open_transport
 
-__all__ = ["CAPABILITIES", "BlockedCallback", "CloseCallback", "Connection"]
+__all__ = ["CAPABILITIES", "READER_STEP_ASIDE", "BlockedCallback", "CloseCallback", "Connection"]
 
 LOG = logging.getLogger("fastrpc.amqp")
 
 CloseCallback = Callable[["Connection", BaseException], None]
 BlockedCallback = Callable[["Connection", bool, str], None]
-
-# While threads wait in wait_for, the reader thread looks this often whether
-# they still do (and reads again once they stopped): data nobody asked for
-# (a broker close, heartbeats) waits at most this long.
-READER_STEP_ASIDE = 0.05
-# After two waits overlapped, the reader thread reads for all waiters for at
-# least this long.
-SHARED_HOLD = 0.05
-# A waiting thread's recv returns at least this often, to check its deadline.
-WAITER_RECV_SLICE = 1.0
 # Batches of other senders a writing thread takes before it makes them wait
 # (and hands over to one of them), and the bytes queued behind a write past
 # which senders wait for it.
 FLUSH_BATCHES = 2
 OUT_LIMIT = 1 << 20
-# Put into a waiting thread's mailbox: the baton was let go, try to take it.
-NUDGE = object()
-
-_Delivery = spec.Delivery
-_Method = spec.Method
-_Heartbeat = spec.Heartbeat
 
 
-class Connection:
+class Connection(ConnectionCore):
     """An AMQP connection shared by many channels and many threads."""
-
-    def __init__(self, params_or_url: ConnectionParams | str | None = None, **overrides: Any) -> None:
-        self.params: ConnectionParams = make_params(params_or_url, **overrides)
-        self.server_properties: dict[str, Any] = {}
-        self.frame_max: int = self.params.frame_max
-        self.channel_max: int = self.params.channel_max
-        self.heartbeat: int = 0
-        self.on_close: list[CloseCallback] = []
-        # called in the reader thread with (connection, blocked, reason)
-        self.on_blocked: list[BlockedCallback] = []
-        self.blocked = False
-        self.blocked_reason = ""
-
-        self._transport: PlainTransport | None = None
-        self._frame_reader: Any = None
-        self._lock = threading.Lock()
-        # Frames to write are queued under _send_lock (together with the
-        # channel state checks that decide whether they may be sent); the
-        # flusher writes them out with the lock released (see send_locked).
-        self._send_lock = threading.Lock()
-        self._out: list[bytes] = []
-        self._out_bytes = 0
-        self._flushing = False
-        self._hand_over = False  # the flusher wants a waiting sender to take over
-        # Notified when the flusher takes the queue, hands over, or fails.
-        self._taken = threading.Condition(self._send_lock)
-        self._out_waiting = 0  # senders waiting for the queue now in _out
-        self._waiting = 0  # senders waiting in _taken (some may be told already)
-        self._write_failed: BaseException | None = None
-        self._channels: dict[int, Channel] = {}
-        self._free_ids: list[int] = []
-        self._next_id = 1
-        self._dead: BaseException | None = None
-        self._dead_event = threading.Event()
-        self._closing = False
-        self._unblocked = threading.Event()
-        self._unblocked.set()
-        self._local = threading.local()
-        self._reader_thread: threading.Thread | None = None
-        self._reader_ident: int | None = None
-        self._heartbeat_thread: threading.Thread | None = None
-        # The read baton (see the module docstring) and the mailboxes of the
-        # threads sleeping in wait_for while somebody else reads.
-        self._baton = threading.Lock()
-        self._sleepers: list[queue.SimpleQueue[Any]] = []
-        self._sleepers_lock = threading.Lock()
-        self._waits = 0  # wait_for calls so far: the reader thread steps aside while it moves
-        # Threads in wait_for now: entries minus _left.
-        self._entries = itertools.count()
-        self._exits = itertools.count()
-        self._left = 0
-        self._reader_parked = False
-        # Until then several threads wait at once: the reader thread reads for all.
-        self._shared_until = 0.0
-        self._reader_wanted = False  # a thread needs the reader thread to read now
-        self._reader_wake = threading.Event()
-        self._recv_timeout = 0.0  # the socket's SO_RCVTIMEO (0: none)
-        # Monotonic time since when the reading thread has waited for data
-        # (None while nobody is in recv, e.g. while dispatching); a recv that
-        # timed out carries its start over to the next one.
-        self._recv_since: float | None = None
-        self._quiet_since: float | None = None
-        # Run by the reading thread once the frames of one read are dispatched
-        # (see after_dispatch).
-        self._after_dispatch: list[Callable[[], None]] = []
-        self._one_event = False  # the read being dispatched brought one event
 
     # ---- public state --------------------------------------------------
 
@@ -435,264 +355,6 @@ class Connection:
         """Whether the calling thread holds the read baton (runs callbacks of this connection)."""
         return threading.get_ident() == self._reader_ident
 
-    # ---- reading -------------------------------------------------------
-
-    def _read_loop(self, leftover: list[Any]) -> None:
-        """The reader thread: reads whenever no waiting thread does."""
-        baton = self._baton
-        if leftover:
-            with baton:
-                self._reader_ident = threading.get_ident()
-                try:
-                    self._dispatch(leftover)
-                except BaseException as exc:
-                    self._reader_ident = None
-                    self._fail(self._read_error(exc))
-                    return
-                self._reader_ident = None
-        seen = self._waits
-        while self._dead is None:
-            waits = self._waits
-            if waits != seen and not self._reader_wanted and time.monotonic() >= self._shared_until:
-                # One thread at a time waits for replies and reads them
-                # itself: keep out of recv (the baton would be stuck here
-                # until data came), and give it to anyone who waits now.
-                seen = waits
-                self._hand_off()
-                self._park()
-                continue
-            self._reader_wanted = False
-            if not baton.acquire(blocking=False):
-                seen = self._waits
-                self._park()
-                continue
-            self._read_batch(0.0)
-
-    def _park(self) -> None:
-        """The reader thread waits READER_STEP_ASIDE, or until need_reader()."""
-        self._reader_parked = True
-        # Checked after announcing the park: need_reader() either sees the
-        # flag (and wakes us) or set its wish before this look.
-        if not self._reader_wanted:
-            self._reader_wake.wait(READER_STEP_ASIDE)
-        self._reader_parked = False
-        self._reader_wake.clear()
-
-    def need_reader(self) -> None:
-        """Make sure somebody reads soon: the caller is about to wait for
-        something (a method's reply, a confirm) without reading itself."""
-        self._reader_wanted = True
-        if self._reader_parked:
-            self._reader_wake.set()
-
-    def wait_for(self, mailbox: queue.SimpleQueue[Any], timeout: float | None) -> Any:
-        """The next item a callback of this connection puts into ``mailbox``.
-
-        While nobody else reads and no other thread waits, the calling thread
-        reads and dispatches itself. Otherwise it sleeps until the item
-        arrives or the baton is handed to it; while several threads wait, the
-        reader thread reads for all of them (handing the baton from caller to
-        caller would cost a wake-up per reply). Raises ``queue.Empty`` after
-        ``timeout`` seconds. Call :meth:`done_waiting` when the mailbox is no
-        longer used.
-        """
-        # Counted without a lock (next() is atomic): a late store of _left
-        # can only make waits look shared for a moment, never lose one.
-        entered = next(self._entries)
-        if entered != self._left:
-            self._shared_until = time.monotonic() + SHARED_HOLD
-        self._waits = entered + 1
-        baton = self._baton
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while True:
-                if not mailbox.empty():
-                    item = mailbox.get_nowait()
-                    if item is not NUDGE:
-                        return item
-                    continue
-                now = time.monotonic()
-                remaining = None if deadline is None else deadline - now
-                if remaining is not None and remaining <= 0:
-                    raise queue.Empty
-                if now < self._shared_until or self._dead is not None:
-                    # Several threads wait: the reader thread reads for all (and
-                    # does not stand aside meanwhile). Look again after a while,
-                    # in case the waits have become one-at-a-time again.
-                    if not baton.locked():
-                        self.need_reader()
-                    slice_ = SHARED_HOLD if remaining is None else min(remaining, SHARED_HOLD)
-                    try:
-                        item = mailbox.get(timeout=slice_)
-                    except queue.Empty:
-                        continue
-                    if item is not NUDGE:
-                        return item
-                    continue
-                if not baton.acquire(blocking=False):
-                    # Somebody else reads. Register first, then look once more:
-                    # the reader lets go either before our second look or after
-                    # our registration (and then hands the baton to a sleeper).
-                    with self._sleepers_lock:
-                        self._sleepers.append(mailbox)
-                    if not baton.acquire(blocking=False):
-                        try:
-                            item = mailbox.get(timeout=remaining)
-                        finally:
-                            self._forget_sleeper(mailbox)
-                        if item is not NUDGE:
-                            return item
-                        continue
-                    self._forget_sleeper(mailbox)
-                self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
-                if self._sleepers:
-                    self._pass_baton()
-        finally:
-            self._left = next(self._exits) + 1
-
-    def _pass_baton(self) -> None:
-        """After a waiting thread read while others sleep: make sure they are read for."""
-        if time.monotonic() < self._shared_until:
-            self.need_reader()
-        else:
-            self._hand_off()
-
-    def done_waiting(self, mailbox: queue.SimpleQueue[Any]) -> None:
-        """Release ``mailbox``: a baton handed to it meanwhile goes to another sleeper."""
-        nudged = False
-        while not mailbox.empty():
-            if mailbox.get_nowait() is NUDGE:
-                nudged = True
-        if nudged:
-            self._hand_off()
-
-    def _forget_sleeper(self, mailbox: queue.SimpleQueue[Any]) -> None:
-        with self._sleepers_lock:
-            try:
-                self._sleepers.remove(mailbox)
-            except ValueError:
-                pass  # already handed the baton (a NUDGE is in the mailbox)
-
-    def _hand_off(self) -> None:
-        """The baton is free: wake one sleeping waiter to take it."""
-        if self._sleepers:
-            with self._sleepers_lock:
-                mailbox = self._sleepers.pop() if self._sleepers else None
-            if mailbox is not None:
-                mailbox.put(NUDGE)
-
-    def _read_batch(self, recv_timeout: float) -> None:
-        """Read once and dispatch what came (baton held; let go here).
-
-        ``recv_timeout``: how long recv may wait for data; 0 for ever.
-        """
-        transport = self._transport
-        assert transport is not None
-        self._reader_ident = threading.get_ident()
-        error: BaseException | None = None
-        try:
-            if recv_timeout != self._recv_timeout:
-                transport.set_recv_timeout(recv_timeout)
-                self._recv_timeout = recv_timeout
-            since = self._quiet_since
-            self._recv_since = since if since is not None else time.monotonic()
-            try:
-                data = transport.recv()
-            except BlockingIOError:  # the receive timeout passed: still quiet
-                self._quiet_since = self._recv_since
-                data = b""
-            else:
-                self._quiet_since = None
-            finally:
-                self._recv_since = None
-            if data is None:
-                error = ConnectionLost(f"connection to {self.params.address} closed by the broker without "
-                                       "connection.close")
-            elif data:
-                self._dispatch(self._frame_reader.feed(data))
-        except BaseException as exc:
-            error = self._read_error(exc)
-        finally:
-            self._reader_ident = None
-            self._baton.release()
-        if error is not None:
-            self._fail(error)
-            self._hand_off()  # sleepers must not wait for a read that never comes
-
-    def _read_error(self, exc: BaseException) -> BaseException:
-        """What a failure while reading means for the connection."""
-        address = self.params.address
-        error: BaseException
-        if isinstance(exc, spec.FrameError):
-            error = ConnectionLost(f"invalid data from {address}: {exc}")
-            error.__cause__ = exc
-        elif isinstance(exc, OSError):
-            error = ConnectionLost(f"connection to {address} lost: {exc.strerror or exc}")
-        elif isinstance(exc, AMQPError):
-            error = exc
-        else:  # a bug must not leave waiters hanging
-            LOG.error("reading from %s crashed", address, exc_info=exc)
-            error = ConnectionLost(f"reading from {address} crashed: {type(exc).__name__}")
-            error.__cause__ = exc
-        return error
-
-    def after_dispatch(self, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` once the frames of the current read are all dispatched.
-
-        For callbacks of this connection (they run in the reading thread):
-        a consumer can gather the deliveries of one read and settle them with
-        one frame. ``fn`` runs in the same thread, in the order registered;
-        an exception from it is logged. When the read brought only the event
-        being dispatched, ``fn`` runs at once, before this returns.
-        """
-        self._after_dispatch.append(fn)
-        if self._one_event:
-            self._run_after_dispatch()
-
-    def _run_after_dispatch(self) -> None:
-        after = self._after_dispatch
-        while after:
-            pending = after.copy()
-            after.clear()
-            for fn in pending:
-                try:
-                    fn()
-                except Exception:
-                    LOG.exception("after_dispatch function failed")
-
-    def _dispatch(self, events: list[Any]) -> None:
-        channels = self._channels
-        self._one_event = len(events) == 1
-        for event in events:
-            kind = type(event)
-            if kind is _Delivery:
-                ch = channels.get(event.channel)
-                if ch is not None:
-                    ch.handle_delivery(event)
-                else:
-                    LOG.debug("delivery for unknown channel %d dropped", event.channel)
-            elif kind is _Method:
-                if event.channel == 0:
-                    self._on_connection_method(event)
-                else:
-                    ch = channels.get(event.channel)
-                    if ch is not None:
-                        ch.handle_method(event)
-                    else:
-                        LOG.debug("%s for unknown channel %d ignored", event.name, event.channel)
-            elif kind is _Heartbeat:
-                pass
-            else:
-                ch = channels.get(event.channel)
-                if ch is not None:
-                    ch.handle_content(event)
-                else:
-                    LOG.debug("%s for unknown channel %d ignored", kind.__name__, event.channel)
-        # Not reached when an event raised: the connection is failing then,
-        # and what the functions would settle goes back to the broker's queues.
-        if self._after_dispatch:
-            self._run_after_dispatch()
-
     def _on_connection_method(self, event: spec.Method) -> None:
         name = event.name
         args = event.args
@@ -729,57 +391,6 @@ class Connection:
     def wait_unblocked(self, timeout: float) -> bool:
         """Wait until the broker lifts connection.blocked (or the connection dies)."""
         return self._unblocked.wait(timeout)
-
-    # ---- what the heartbeat timer sees (interfaces.HeartbeatHost) -----
-
-    @property
-    def ended(self) -> threading.Event:
-        """Set once the connection is dead (closed or failed)."""
-        return self._dead_event
-
-    @property
-    def recv_since(self) -> float | None:
-        """Monotonic time since when the reading thread waits in recv (None: nobody does)."""
-        return self._recv_since
-
-    @property
-    def writing(self) -> bool:
-        """Whether a thread is writing queued frames now (the flusher)."""
-        return self._flushing
-
-    def fail(self, exc: BaseException) -> None:
-        """End the connection with ``exc``: close the socket, fail every waiter (once)."""
-        self._fail(exc)
-
-    # ---- shutdown ------------------------------------------------------
-
-    def _fail(self, exc: BaseException) -> None:
-        """Mark the connection dead once: close the socket, fail every waiter."""
-        with self._lock:
-            if self._dead is not None:
-                return
-            self._dead = exc
-            channels = list(self._channels.values())
-            self._channels.clear()
-            self._free_ids.clear()
-        self._dead_event.set()
-        self._reader_wake.set()  # a reader thread standing aside ends now
-        self._unblocked.set()  # blocked publishers wake up and see the failure
-        transport = self._transport
-        if transport is not None:
-            transport.shutdown()
-        clean = isinstance(exc, ConnectionClosed) and exc.reply_code == spec.REPLY_SUCCESS and self._closing
-        if clean:
-            LOG.debug("connection to %s closed", self.params.address)
-        else:
-            LOG.warning("connection to %s failed: %s", self.params.address, exc)
-        for ch in channels:
-            ch.connection_failed(exc)
-        for callback in list(self.on_close):
-            try:
-                callback(self, exc)
-            except Exception:
-                LOG.exception("on_close callback failed")
 
     def close(self, timeout: float = 5.0) -> None:
         """Close politely (connection.close, wait for close-ok) and stop the threads.

@@ -1,0 +1,3 @@
+# See fastrpc/_ext/connection_core.pxi.
+
+include "connection_core.pxi"

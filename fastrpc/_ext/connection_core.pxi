@@ -1,0 +1,23 @@
+# C layout of fastrpc/amqp/connection_core_py.py's class ConnectionCore: every
+# attribute of a connection, as struct fields instead of instance-dict entries
+# (Connection, its subclass, adds none). Numbers and flags that only ever hold
+# those are typed. Included by fastrpc/_ext/connection_core.pxd, the layout of
+# the compiled build fastrpc._ext.connection_core, and by
+# fastrpc/amqp/connection_core.pxd, the same type under the name
+# connection_py.py imports it by (Cython needs a class it derives from
+# declared under the name it is imported by).
+
+cdef class ConnectionCore:
+    cdef public object params, server_properties, on_close, on_blocked, blocked_reason
+    cdef public object frame_max, channel_max, heartbeat  # any int the URL allows
+    cdef public bint blocked
+    cdef public object _transport, _frame_reader, _lock, _send_lock, _out, _taken, _write_failed
+    cdef public Py_ssize_t _out_bytes
+    cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, _one_event
+    cdef public int _out_waiting, _waiting
+    cdef public object _channels, _free_ids, _next_id, _dead, _dead_event, _unblocked, _local
+    cdef public object _reader_thread, _reader_ident, _heartbeat_thread
+    cdef public object _baton, _sleepers, _sleepers_lock, _waits, _entries, _exits, _left
+    cdef public double _shared_until, _recv_timeout
+    cdef public object _reader_wake, _recv_since, _quiet_since, _after_dispatch
+    cdef object __weakref__

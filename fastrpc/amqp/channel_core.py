@@ -1,0 +1,15 @@
+"""A channel's state, frame writing and event handling: the base class of Channel.
+
+The code is in fastrpc/amqp/channel_core_py.py, which runs as it is or
+compiled unchanged into ``fastrpc._ext.channel_core``. This name is bound to
+the one fastrpc._impl chooses; import it, not an implementation.
+"""
+
+from typing import TYPE_CHECKING
+
+from fastrpc import _impl
+
+if TYPE_CHECKING:
+    from fastrpc.amqp.channel_core_py import *  # noqa: F403
+else:
+    _impl.bind(__name__)

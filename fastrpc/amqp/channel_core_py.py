@@ -1,0 +1,432 @@
+"""The state of a channel, how its frames go out, and what the broker sends it.
+
+:class:`ChannelCore` is the base class of :class:`fastrpc.amqp.channel.Channel`,
+which adds opening and closing, the synchronous AMQP methods, publishing and
+acknowledgements; it is not used alone. It holds every attribute of a channel
+(so its compiled build lays them all out in one struct), the one place its
+frames are written (:meth:`ChannelCore._write`, :meth:`ChannelCore._send`), a
+synchronous request's wait for its reply, and the ``handle_*`` methods the
+connection's reader calls for every frame of this channel: deliveries,
+replies, confirms, returns, close, cancel and flow. Both classes together run
+as one class did: no call per message is added.
+
+Import this module as ``fastrpc.amqp.channel_core``: it runs as it is, or
+compiled unchanged into ``fastrpc._ext.channel_core`` (see fastrpc._impl); its
+C layout is fastrpc/_ext/channel_core.pxd.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from fastrpc.amqp import spec
+from fastrpc.amqp.exceptions import (
+    AMQPError,
+    ChannelClosed,
+    MessageReturned,
+    OperationTimeout,
+    PublishNacked,
+    fresh_error,
+)
+from fastrpc.amqp.interfaces import ChannelHost
+
+__all__ = ["ChannelCore", "OnCancel", "OnMessage", "OnReturn"]
+
+LOG = logging.getLogger("fastrpc.amqp")
+
+OnMessage = Callable[[spec.Delivery], None]
+OnCancel = Callable[[str], None]
+OnReturn = Callable[[spec.Returned], None]
+
+
+def _settle(future: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
+    try:
+        if exc is None:
+            future.set_result(result)
+        else:
+            future.set_exception(exc)
+    except InvalidStateError:
+        pass  # cancelled by its owner meanwhile
+
+
+class _Waiter:
+    """One synchronous request waiting for its reply."""
+
+    __slots__ = ("expect", "event", "result", "error")
+
+    def __init__(self, expect: tuple[str, ...]) -> None:
+        self.expect = expect
+        self.event = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.event.is_set():
+            self.error = exc
+            self.event.set()
+
+
+class ChannelCore:
+    """A channel's state, frame writing and event handling (base class of ``Channel``)."""
+
+    def __init__(self, connection: ChannelHost, channel_id: int) -> None:
+        self._conn = connection
+        self.channel_id = channel_id
+        self.on_return: OnReturn | None = None
+        self.on_close: list[Callable[[Any, BaseException], None]] = []
+        self._closed: BaseException | None = None
+        # set (under the send lock) once close() sent channel.close: from then
+        # on nothing else may be sent on this channel
+        self._closing: BaseException | None = None
+        self._rpc_lock = threading.Lock()
+        self._waiter: _Waiter | None = None
+        self._consumers: dict[str, OnMessage] = {}
+        self._cancel_callbacks: dict[str, OnCancel] = {}
+        self._flow = threading.Event()
+        self._flow.set()
+        # publisher confirms: tag -> future; tags below _low_tag are settled
+        self._confirm = False
+        self._next_tag = 1
+        self._low_tag = 1
+        self._pending: dict[int, Future[Any]] = {}
+        self._mandatory: dict[int, tuple[str, str]] = {}
+        self._returned: dict[int, MessageReturned] = {}
+
+    # ---- state -----------------------------------------------------------
+
+    @property
+    def connection(self) -> ChannelHost:
+        return self._conn
+
+    @property
+    def is_open(self) -> bool:
+        return self._closed is None and self._closing is None
+
+    @property
+    def closed_reason(self) -> BaseException | None:
+        return self._closed
+
+    @property
+    def confirm_mode(self) -> bool:
+        return self._confirm
+
+    @property
+    def pending_confirms(self) -> int:
+        return len(self._pending)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed is not None else "closing" if self._closing is not None else "open"
+        return f"<Channel {self.channel_id} {state} on {self._conn.params.address}>"
+
+    def _check_open(self) -> None:
+        if self._closed is not None:
+            raise fresh_error(self._closed)
+
+    # ---- sending ---------------------------------------------------------
+
+    def _encode(self, name: str, fields: dict[str, Any]) -> bytes:
+        w = self._conn.writer()
+        try:
+            w.method(self.channel_id, name, **fields)
+        except BaseException:
+            w.take()  # never leave half a frame for the next caller
+            raise
+        return w.take()
+
+    def _write(
+        self,
+        data: bytes | None,
+        *,
+        end: BaseException | None = None,
+        answer: bool = False,
+        closing: bool = False,
+        register: Callable[[], Callable[[], None]] | None = None,
+    ) -> bool:
+        """The one place frames of this channel are written (under the send lock).
+
+        The open/closed decision is made under the same lock as the write, so
+        no frame can follow channel.close or reach a channel id after it was
+        given back (and maybe reused).
+
+        - default: refused (the closing/closed reason is raised) once close
+          began; a failed send fails the connection and is raised;
+        - ``closing``: these frames are our channel.close; later writes are refused;
+        - ``register``: run under the lock just before the send (confirm tags);
+          it returns an undo run if the send fails;
+        - ``end``: these frames end the channel, which is marked closed with
+          ``end`` in the same step. Returns False (nothing sent) if it already
+          was closed; after our own channel.close nothing more is sent. Send
+          errors only fail the connection: the channel is over anyway;
+        - ``answer`` (with ``end``): send even on a closed channel (close-ok
+          owed to the broker); returns whether this call closed the channel.
+        """
+        conn = self._conn
+        err: BaseException | None = None
+        with conn.send_lock:
+            if end is not None:
+                first = self._closed is None
+                if not first and not answer:
+                    return False
+                if first:
+                    self._closed = end
+                if data is not None and (answer or self._closing is None):
+                    err = conn.send_locked(data)
+            else:
+                stopped = self._closed if self._closed is not None else self._closing
+                if stopped is not None:
+                    err = fresh_error(stopped)
+                else:
+                    if closing:
+                        self._closing = ChannelClosed(spec.REPLY_SUCCESS, f"channel {self.channel_id} is closing")
+                    undo = register() if register is not None else None
+                    err = conn.send_locked(data) if data is not None else None
+                    if err is not None and undo is not None:
+                        undo()
+        if err is None:
+            return True
+        conn.send_failed(err)
+        if end is not None:
+            return first
+        raise err
+
+    def _send(self, data: bytes) -> None:
+        """Send frames of this channel; refused once the channel is closing or closed.
+
+        The common case of :meth:`_write`, written out because every publish
+        and ack goes through it.
+        """
+        conn = self._conn
+        with conn.send_lock:
+            stopped = self._closed if self._closed is not None else self._closing
+            err = conn.send_locked(data) if stopped is None else fresh_error(stopped)
+        if err is not None:
+            conn.send_failed(err)
+            raise err
+
+    def _call(self, name: str, expect: tuple[str, ...], timeout: float | None, **fields: Any) -> Any:
+        conn = self._conn
+        if conn.in_reader_thread():
+            raise RuntimeError(f"{name} cannot wait for its reply inside the reader thread (callbacks must hand off)")
+        data = self._encode(name, fields)
+        if timeout is None:
+            timeout = conn.params.operation_timeout
+        with self._rpc_lock:
+            self._check_open()
+            waiter = _Waiter(expect)
+            self._waiter = waiter
+            try:
+                # Re-check after publishing the waiter: a close racing with us
+                # either sees the waiter or is seen here.
+                self._check_open()
+                if name == "channel.close":
+                    self._write(data, closing=True)
+                else:
+                    self._send(data)
+                conn.need_reader()
+                if not waiter.event.wait(timeout):
+                    exc = OperationTimeout(
+                        f"{name} on channel {self.channel_id} of {conn.params.address} got no reply in {timeout:g}s"
+                    )
+                    self._waiter = None
+                    self._abandon(name, exc)
+                    raise exc
+            finally:
+                self._waiter = None
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result
+
+    def _abandon(self, name: str, exc: OperationTimeout) -> None:
+        """After a timeout the reply stream is out of step: close the channel.
+
+        The id is given back only when the broker's close-ok arrives.
+        """
+        reason = ChannelClosed(0, f"channel abandoned: {exc}")
+        data = None if name == "channel.close" else self._encode(
+            "channel.close", {"reply_code": spec.REPLY_SUCCESS, "reply_text": "timeout"}
+        )
+        if self._write(data, end=reason):
+            self._shutdown(reason)
+
+    def _shutdown(self, exc: BaseException) -> None:
+        """Fail everything that waits on this channel (``_closed`` already set)."""
+        self._flow.set()  # wake publishers held by channel.flow
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.fail(fresh_error(exc))
+        pending = self._pending
+        while pending:
+            try:
+                _, future = pending.popitem()
+            except KeyError:
+                break
+            _settle(future, exc=fresh_error(exc))
+        self._mandatory.clear()
+        self._returned.clear()
+        self._consumers = {}
+        self._cancel_callbacks = {}
+        for callback in list(self.on_close):
+            try:
+                callback(self, exc)
+            except Exception:
+                LOG.exception("channel on_close callback failed")
+
+    def connection_failed(self, exc: BaseException) -> None:
+        """The connection ended with ``exc``: so does this channel."""
+        if self._closed is None:
+            self._closed = exc
+        self._shutdown(exc)
+
+    # ---- events from the reader thread -------------------------------------
+
+    def handle_delivery(self, delivery: spec.Delivery) -> None:
+        """A delivery to one of this channel's consumers."""
+        callback = self._consumers.get(delivery.consumer_tag)
+        if callback is None:
+            # Normal for deliveries in flight when a consumer was cancelled;
+            # unacked ones return to the queue when the channel closes.
+            LOG.debug("delivery for unknown consumer %r on channel %d", delivery.consumer_tag, self.channel_id)
+            return
+        try:
+            callback(delivery)
+        except Exception:
+            LOG.exception("on_message callback of consumer %r failed", delivery.consumer_tag)
+
+    def handle_method(self, event: spec.Method) -> None:
+        """A method frame for this channel (replies, confirms, close, cancel, flow)."""
+        name = event.name
+        if name == "basic.ack":
+            self._on_confirm(event.args, None)
+            return
+        if name == "basic.nack":
+            self._on_confirm(event.args, PublishNacked)
+            return
+        waiter = self._waiter
+        if name == "channel.close":
+            self._on_broker_close(event.args, waiter)
+        elif name == "channel.close-ok" and self._closed is not None:
+            # Reply to a close that crossed the broker's, or of an abandoned
+            # channel: only now may the id be reused.
+            self._conn.release_channel(self)
+            if waiter is not None:
+                waiter.event.set()
+        elif waiter is not None and name in waiter.expect:
+            waiter.result = event.args
+            waiter.event.set()
+        elif name == "basic.cancel":
+            self._on_broker_cancel(event.args)
+        elif name == "channel.flow":
+            self._on_flow(bool(event.args.get("active")))
+        else:
+            LOG.warning("unexpected %s on channel %d ignored", name, self.channel_id)
+
+    def handle_content(self, event: Any) -> None:
+        """A content-bearing method other than a delivery (basic.return, basic.get-ok)."""
+        if type(event) is spec.Returned:
+            self._on_return(event)
+            return
+        waiter = self._waiter
+        if waiter is not None and event.name in waiter.expect:
+            waiter.result = event
+            waiter.event.set()
+        else:
+            LOG.warning("unexpected %s on channel %d ignored", event.name, self.channel_id)
+
+    def _on_broker_close(self, args: dict[str, Any], waiter: _Waiter | None) -> None:
+        exc = ChannelClosed(
+            args.get("reply_code", 0), args.get("reply_text", ""), args.get("class_id", 0), args.get("method_id", 0)
+        )
+        conn = self._conn
+        already = not self._write(self._encode("channel.close-ok", {}), end=exc, answer=True)
+        crossing = waiter is not None and "channel.close-ok" in waiter.expect
+        if crossing:
+            # Our close crossed the broker's: closed either way, but the
+            # broker still answers our close; the id waits for that close-ok.
+            assert waiter is not None
+            waiter.event.set()
+        elif exc.reply_code != spec.REPLY_SUCCESS:
+            LOG.warning("channel %d of %s closed by broker: %s", self.channel_id, conn.params.address, exc)
+        if not already:
+            self._shutdown(exc)
+        if not crossing and not already:
+            conn.release_channel(self)
+
+    def _on_broker_cancel(self, args: dict[str, Any]) -> None:
+        tag = args.get("consumer_tag", "")
+        self._consumers.pop(tag, None)
+        on_cancel = self._cancel_callbacks.pop(tag, None)
+        LOG.info("broker cancelled consumer %r on channel %d", tag, self.channel_id)
+        if not args.get("nowait"):
+            try:
+                self._send(self._encode("basic.cancel-ok", {"consumer_tag": tag}))
+            except AMQPError:
+                pass
+        if on_cancel is not None:
+            try:
+                on_cancel(tag)
+            except Exception:
+                LOG.exception("on_cancel callback of consumer %r failed", tag)
+
+    def _on_flow(self, active: bool) -> None:
+        if active:
+            self._flow.set()
+        else:
+            self._flow.clear()
+        try:
+            self._send(self._encode("channel.flow-ok", {"active": active}))
+        except AMQPError:
+            pass
+
+    def _on_confirm(self, args: dict[str, Any], error: type[PublishNacked] | None) -> None:
+        tag = args["delivery_tag"]
+        pending = self._pending
+        low = self._low_tag
+        tags: Iterable[int] = range(low, tag + 1) if args.get("multiple") else (tag,)
+        special = self._mandatory or self._returned
+        for t in tags:
+            future = pending.pop(t, None)
+            if future is None:
+                continue
+            if special:
+                self._mandatory.pop(t, None)
+                returned = self._returned.pop(t, None)
+                if returned is not None:
+                    _settle(future, exc=returned)
+                    continue
+            if error is None:
+                _settle(future, True)
+            else:
+                _settle(future, exc=error(f"broker nacked publish {t} on channel {self.channel_id}"))
+        # Tags below _low_tag are settled: move it past every settled tag so a
+        # multiple ack walks only unsettled ones (single acks usually arrive in
+        # order, so this also keeps up without multiple acks). Publishers add
+        # to _pending before raising _next_tag.
+        limit = self._next_tag
+        while low < limit and low not in pending:
+            low += 1
+        self._low_tag = low
+
+    def _on_return(self, event: spec.Returned) -> None:
+        exc = MessageReturned(
+            event.reply_code, event.reply_text, event.exchange, event.routing_key, event.properties, event.body
+        )
+        if self._confirm and self._mandatory:
+            # The broker sends basic.return before the ack of the same message;
+            # the oldest unconfirmed mandatory publish to that address is it.
+            for tag, address in list(self._mandatory.items()):
+                if address == (event.exchange, event.routing_key):
+                    self._mandatory.pop(tag, None)
+                    self._returned[tag] = exc
+                    break
+        callback = self.on_return
+        if callback is not None:
+            try:
+                callback(event)
+            except Exception:
+                LOG.exception("on_return callback failed")
+        elif not self._confirm:
+            LOG.warning("%s (no on_return handler on channel %d)", exc, self.channel_id)
