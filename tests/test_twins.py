@@ -22,8 +22,6 @@ pytestmark = pytest.mark.twins
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLIC = sorted(_impl.TWINS)
-# Library modules that still import an implementation by name; they move to
-# the public names (fastrpc.envelope, fastrpc.amqp.codec), then this empties.
 
 
 def _compiled_build(public: str):
@@ -50,6 +48,21 @@ def name_mismatches(public: str) -> list[str]:
             if getattr(compiled, name, None) is not value:
                 found.append(f"not shared: {name}")
     return found
+
+
+@pytest.mark.parametrize("public", PUBLIC)
+def test_a_public_twin_is_the_chosen_build(public: str) -> None:
+    module = importlib.import_module(public)
+    pure, _source = _impl.TWINS[public]
+    if _impl.NO_EXTENSIONS:
+        assert module is importlib.import_module(pure)
+        assert _impl.COMPILED_MODULES[public] is False
+    else:
+        assert module.__name__ == _impl.compiled_name(public), (
+            f"FASTRPC_NO_EXTENSIONS is not set but {public} is not its compiled build: build the extension"
+        )
+        assert _impl.COMPILED_MODULES[public] is True
+    assert sys.modules[public] is module
 
 
 @pytest.mark.parametrize("public", PUBLIC)
