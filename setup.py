@@ -17,7 +17,8 @@ from setuptools import setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 # _impl.py needs only the standard library: run it alone, without importing
 # fastrpc (whose dependencies may not be installed yet).
-TWINS = runpy.run_path(os.path.join(HERE, "fastrpc", "_impl.py"))["TWINS"]
+_IMPL = runpy.run_path(os.path.join(HERE, "fastrpc", "_impl.py"))
+TWINS, compiled_name = _IMPL["TWINS"], _IMPL["compiled_name"]
 
 ext_modules = []
 if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
@@ -41,7 +42,7 @@ if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
     hand_written = {}
     same_source = {}
     for public, (_pure, source) in TWINS.items():
-        name = "fastrpc._ext." + public.rpartition(".")[2]
+        name = compiled_name(public)
         (hand_written if source.endswith(".pyx") else same_source)[name] = source
 
     # cythonize does not see a same-source twin's .pxd, nor the .pxd/.pxi

@@ -138,3 +138,11 @@ def test_exceptions_pickle_and_format() -> None:
     assert issubclass(exc.HeartbeatTimeout, exc.ConnectionLost)
     assert issubclass(exc.OperationTimeout, TimeoutError)
     assert isinstance(pickle.loads(pickle.dumps(exc.HeartbeatTimeout("x"))), exc.HeartbeatTimeout)
+
+
+def test_login_refusals_pickle_with_the_brokers_reply() -> None:
+    refused = exc.VirtualHostError("cannot open virtual host 'x': 530 NOT_ALLOWED", 530, "NOT_ALLOWED")
+    again = pickle.loads(pickle.dumps(refused))
+    assert isinstance(again, exc.VirtualHostError) and isinstance(again, exc.LoginRefused)
+    assert (str(again), again.reply_code, again.reply_text) == (str(refused), 530, "NOT_ALLOWED")
+    assert exc.AuthenticationFailed("hung up").reply_code == 0

@@ -47,7 +47,7 @@ def test_handshake_fields(peer: Peer) -> None:
     assert (conn.heartbeat, conn.frame_max, conn.channel_max) == (0, 8192, 50)
     assert info["open"]["virtual_host"] == "vh"
     assert conn.server_properties["product"] == "fake"
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_handshake_timeout(peer: Peer) -> None:
@@ -139,7 +139,7 @@ def test_connection_blocked_then_unblocked(peer: Peer) -> None:
     event = peer.next_event()
     assert type(event) is spec.ContentMethod and event.name == "basic.publish" and event.body == b"goes out"
     assert states.get(timeout=WAIT) == (False, "")
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_channel_flow_and_unexpected_methods(peer: Peer) -> None:
@@ -161,7 +161,7 @@ def test_channel_flow_and_unexpected_methods(peer: Peer) -> None:
     event = peer.next_event()
     assert event.name == "basic.publish" and event.body == b"flows"
     assert conn.is_open and ch.is_open
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_frame_error_fails_waiters_promptly(peer: Peer) -> None:
@@ -204,7 +204,7 @@ def test_confirm_ack_multiple_and_nack(peer: Peer) -> None:
     exc = futures[5].exception(timeout=WAIT)
     assert isinstance(exc, ChannelClosed) and exc.reply_code == 406
     assert peer.expect("channel.close-ok")
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_operation_timeout_abandons_channel(peer: Peer) -> None:
@@ -231,7 +231,7 @@ def test_operation_timeout_abandons_channel(peer: Peer) -> None:
     _, reopened = run_in_thread(conn.channel)
     assert peer.open_channel() == cid
     assert reopened.get(timeout=WAIT)[1].channel_id == cid
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_close_crossing_broker_close(peer: Peer) -> None:
@@ -254,7 +254,7 @@ def test_close_crossing_broker_close(peer: Peer) -> None:
     peer.send_method(0, "connection.unblocked")
     assert barrier.wait(WAIT)
     assert conn.channel_count == 0
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_broker_cancel_and_unknown_consumer(peer: Peer) -> None:
@@ -283,4 +283,4 @@ def test_broker_cancel_and_unknown_consumer(peer: Peer) -> None:
     ch.basic_ack(1)
     assert peer.expect("basic.ack").args["delivery_tag"] == 1
     assert got.empty() and conn.is_open and ch.is_open
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))

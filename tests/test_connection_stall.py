@@ -150,7 +150,7 @@ def _wait_queued(conn: Connection, count: int) -> list[bytes]:
     """Until ``count`` sends are queued behind the write in progress (bounded)."""
     deadline = time.monotonic() + WAIT
     while True:
-        with conn._send_lock:
+        with conn.send_lock:
             if len(conn._out) == count:
                 return list(conn._out)
         assert time.monotonic() < deadline, f"{len(conn._out)} sends queued, not {count}"
@@ -214,7 +214,7 @@ def test_bytes_left_by_a_hand_over_go_before_a_new_senders(peer: Peer) -> None:
     w = conn.writer()
     w.publish(ch.channel_id, "", "q", b"older", {}, False, False)
     older = w.take()
-    with conn._send_lock:
+    with conn.send_lock:
         # The moment after a hand-over, before the waiting sender woke.
         assert not conn._flushing
         conn._out.append(older)
@@ -300,7 +300,7 @@ def test_close_is_bounded_when_its_own_send_stalls(peer: Peer) -> None:
     # Fill the buffers without blocking: non-blocking sends under the lock.
     # MSG_DONTWAIT per call, not setblocking(False): the socket's mode is
     # shared with the reader thread, whose recv would then fail with EAGAIN.
-    with conn._send_lock:
+    with conn.send_lock:
         with pytest.raises(BlockingIOError):
             for _ in range(10_000):
                 transport.sock.send(BIG, socket.MSG_DONTWAIT)
@@ -323,7 +323,7 @@ def test_heartbeat_negotiation(peer: Peer, client: int, server: int, expected: i
     assert conn.heartbeat == expected
     # No timer thread when heartbeats are off.
     assert (conn._heartbeat_thread is not None) == bool(expected)
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_publish_refused_while_channel_close_in_flight(peer: Peer) -> None:
@@ -348,7 +348,7 @@ def test_publish_refused_while_channel_close_in_flight(peer: Peer) -> None:
     # peer sees is the next channel's open, and the connection is alive.
     ch2, cid2 = open_channel(conn, peer)
     assert cid2 == cid and ch2.is_open and conn.is_open
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_reader_side_close_during_close_in_flight_sends_no_second_close(peer: Peer) -> None:
@@ -371,7 +371,7 @@ def test_reader_side_close_during_close_in_flight_sends_no_second_close(peer: Pe
     barrier(conn, peer)
     ch2, cid2 = open_channel(conn, peer)  # the next frame is channel.open
     assert cid2 == cid and ch2.is_open
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_single_acks_advance_the_low_confirm_mark(peer: Peer) -> None:
@@ -396,7 +396,7 @@ def test_single_acks_advance_the_low_confirm_mark(peer: Peer) -> None:
     assert all(f is not None and f.result(timeout=WAIT) is True for f in futures)
     barrier(conn, peer)
     assert ch._low_tag == 9 and ch.pending_confirms == 0
-    conn._fail(ConnectionLost("test over"))
+    conn.fail(ConnectionLost("test over"))
 
 
 def test_tls_handshake_reset_is_an_amqp_error() -> None:

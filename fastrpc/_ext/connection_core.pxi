@@ -11,7 +11,7 @@ cdef class ConnectionCore:
     cdef public object params, server_properties, on_close, on_blocked, blocked_reason
     cdef public object frame_max, channel_max, heartbeat  # any int the URL allows
     cdef public bint blocked
-    cdef public object _transport, _frame_reader, _lock, _send_lock, _out, _taken, _write_failed
+    cdef public object _transport, _frame_reader, _lock, send_lock, _out, _taken, _write_failed
     cdef public Py_ssize_t _out_bytes
     cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, _one_event
     cdef public int _out_waiting, _waiting

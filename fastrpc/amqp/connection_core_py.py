@@ -74,16 +74,16 @@ class ConnectionCore:
         self._transport: PlainTransport | None = None
         self._frame_reader: Any = None
         self._lock = threading.Lock()
-        # Frames to write are queued under _send_lock (together with the
+        # Frames to write are queued under send_lock (together with the
         # channel state checks that decide whether they may be sent); the
         # flusher writes them out with the lock released (see send_locked).
-        self._send_lock = threading.Lock()
+        self.send_lock = threading.Lock()
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flushing = False
         self._hand_over = False  # the flusher wants a waiting sender to take over
         # Notified when the flusher takes the queue, hands over, or fails.
-        self._taken = threading.Condition(self._send_lock)
+        self._taken = threading.Condition(self.send_lock)
         self._out_waiting = 0  # senders waiting for the queue now in _out
         self._waiting = 0  # senders waiting in _taken (some may be told already)
         self._write_failed: BaseException | None = None
@@ -138,7 +138,7 @@ class ConnectionCore:
                     self._dispatch(leftover)
                 except BaseException as exc:
                     self._reader_ident = None
-                    self._fail(self._read_error(exc))
+                    self.fail(self._read_error(exc))
                     return
                 self._reader_ident = None
         seen = self._waits
@@ -307,7 +307,7 @@ class ConnectionCore:
             self._reader_ident = None
             self._baton.release()
         if error is not None:
-            self._fail(error)
+            self.fail(error)
             self._hand_off()  # sleepers must not wait for a read that never comes
 
     def _read_error(self, exc: BaseException) -> BaseException:
@@ -405,13 +405,9 @@ class ConnectionCore:
         """Whether a thread is writing queued frames now (the flusher)."""
         return self._flushing
 
-    def fail(self, exc: BaseException) -> None:
-        """End the connection with ``exc``: close the socket, fail every waiter (once)."""
-        self._fail(exc)
-
     # ---- shutdown ------------------------------------------------------
 
-    def _fail(self, exc: BaseException) -> None:
+    def fail(self, exc: BaseException) -> None:
         """Mark the connection dead once: close the socket, fail every waiter."""
         with self._lock:
             if self._dead is not None:

@@ -57,11 +57,11 @@ from fastrpc.amqp.exceptions import (
     HeartbeatTimeout,
     fresh_error,
 )
-from fastrpc.amqp.handshake import CAPABILITIES, handshake
+from fastrpc.amqp.handshake import handshake
 from fastrpc.amqp.heartbeat import run_heartbeats
 from fastrpc.amqp.transport import open_transport
 
-__all__ = ["CAPABILITIES", "READER_STEP_ASIDE", "BlockedCallback", "CloseCallback", "Connection"]
+__all__ = ["READER_STEP_ASIDE", "BlockedCallback", "CloseCallback", "Connection"]
 
 LOG = logging.getLogger("fastrpc.amqp")
 
@@ -87,11 +87,6 @@ class Connection(ConnectionCore):
     def closed_reason(self) -> BaseException | None:
         """Why the connection ended (None while open or never opened)."""
         return self._dead
-
-    @property
-    def send_lock(self) -> threading.Lock:
-        """The lock under which frames are queued (see :meth:`send_locked`)."""
-        return self._send_lock
 
     def __repr__(self) -> str:
         if self._dead is not None:
@@ -207,7 +202,7 @@ class Connection(ConnectionCore):
             self._out.append(data)
             data = self._take()
         self._flushing = True
-        lock = self._send_lock
+        lock = self.send_lock
         lock.release()
         held = False
         done = False
@@ -242,7 +237,7 @@ class Connection(ConnectionCore):
                 # inside a frame, so the connection cannot go on.
                 err = ConnectionLost(f"send to {self.params.address} interrupted")
                 if not held:
-                    self._fail(err)
+                    self.fail(err)
                     lock.acquire()
             self._flushing = False
             self._hand_over = False
@@ -256,7 +251,7 @@ class Connection(ConnectionCore):
                 self._taken.notify_all()  # taken, failed, or one of them takes over
 
     def _take(self) -> bytes:
-        """Everything queued, as one buffer (``_send_lock`` held); its waiting senders are told."""
+        """Everything queued, as one buffer (``send_lock`` held); its waiting senders are told."""
         queued = self._out
         self._out = []
         self._out_bytes = 0
@@ -266,7 +261,7 @@ class Connection(ConnectionCore):
         return queued[0] if len(queued) == 1 else b"".join(queued)
 
     def _wait_taken(self, queued: list[bytes], deadline: float | None) -> BaseException | None:
-        """Wait (``_send_lock`` held) until the flusher took ``queued``, handed it over or failed."""
+        """Wait (``send_lock`` held) until the flusher took ``queued``, handed it over or failed."""
         self._out_waiting += 1
         self._waiting += 1
         counted = True
@@ -302,11 +297,11 @@ class Connection(ConnectionCore):
     def send_failed(self, err: BaseException) -> None:
         """A send returned ``err``: a lost connection fails it for everyone."""
         if self._dead is None and isinstance(err, ConnectionLost):
-            self._fail(err)
+            self.fail(err)
 
     def send(self, data: bytes) -> None:
         """Write pre-encoded frames as one sendall under the send lock."""
-        with self._send_lock:
+        with self.send_lock:
             err = self.send_locked(data)
         if err is not None:
             self.send_failed(err)
@@ -361,13 +356,13 @@ class Connection(ConnectionCore):
         if name == "connection.close":
             w = self.writer()
             w.method(0, "connection.close-ok")
-            with self._send_lock:
+            with self.send_lock:
                 self.send_locked(w.take())
             raise ConnectionClosed(
                 args.get("reply_code", 0), args.get("reply_text", ""), args.get("class_id", 0), args.get("method_id", 0)
             )
         if name == "connection.close-ok":
-            self._fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
+            self.fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
             raise ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client")
         if name == "connection.blocked":
             self.blocked_reason = str(args.get("reason", ""))
@@ -413,7 +408,7 @@ class Connection(ConnectionCore):
             self.need_reader()  # close-ok must be read
             if not self.in_reader_thread():
                 self._dead_event.wait(max(deadline - time.monotonic(), 0.0))
-            self._fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
+            self.fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
         elif self._transport is not None and not self.in_reader_thread():
             self._dead_event.wait(max(deadline - time.monotonic(), 0.0))
         current = threading.current_thread()
@@ -424,9 +419,9 @@ class Connection(ConnectionCore):
 
     def _send_close(self, data: bytes, deadline: float) -> None:
         """Send connection.close, giving up (and failing the connection) at ``deadline``."""
-        lock = self._send_lock
+        lock = self.send_lock
         if not lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
-            self._fail(ConnectionLost(f"close of {self.params.address}: the send lock stayed busy (broker not reading)"))
+            self.fail(ConnectionLost(f"close of {self.params.address}: the send lock stayed busy (broker not reading)"))
             return
         try:
             transport = self._transport

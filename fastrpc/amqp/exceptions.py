@@ -26,11 +26,24 @@ class HandshakeTimeout(AMQPError, TimeoutError):
     """The broker accepted TCP but did not complete the AMQP handshake in time."""
 
 
-class AuthenticationFailed(AMQPError):
+class LoginRefused(AMQPError):
+    """The broker said no while the connection opened; ``reply_code`` and
+    ``reply_text`` are its connection.close (0 and "" when it just hung up)."""
+
+    def __init__(self, message: str, reply_code: int = 0, reply_text: str = "") -> None:
+        super().__init__(message)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.reply_code, self.reply_text))
+
+
+class AuthenticationFailed(LoginRefused):
     """The broker refused the credentials (ACCESS_REFUSED during login)."""
 
 
-class VirtualHostError(AMQPError):
+class VirtualHostError(LoginRefused):
     """The virtual host does not exist or the user may not use it."""
 
 

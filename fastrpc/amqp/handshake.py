@@ -107,10 +107,11 @@ def handshake(transport: PlainTransport, params: ConnectionParams, deadline: flo
         code, text = args.get("reply_code", 0), args.get("reply_text", "")
         if stage == "auth" and code == spec.ACCESS_REFUSED:
             return AuthenticationFailed(
-                f"authentication failed for user {params.username!r} at {address}: {code} {text}"
+                f"authentication failed for user {params.username!r} at {address}: {code} {text}", code, text
             )
         if stage == "open" and code in (spec.NOT_ALLOWED, spec.ACCESS_REFUSED, spec.INVALID_PATH):
-            return VirtualHostError(f"cannot open virtual host {params.virtual_host!r} at {address}: {code} {text}")
+            return VirtualHostError(f"cannot open virtual host {params.virtual_host!r} at {address}: {code} {text}",
+                                    code, text)
         return ConnectionClosed(code, text, args.get("class_id", 0), args.get("method_id", 0))
 
     def next_method(expected: str) -> dict[str, Any]:

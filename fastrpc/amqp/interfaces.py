@@ -9,7 +9,6 @@ own. ``fastrpc.amqp.connection.Connection`` is the one implementation.
 from __future__ import annotations
 
 import threading
-from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from fastrpc.amqp.url import ConnectionParams
@@ -36,9 +35,8 @@ class ChannelHost(Protocol):
     @property
     def blocked_reason(self) -> str: ...
 
-    @property
-    def send_lock(self) -> AbstractContextManager[Any]:
-        """Held while a channel checks its state and queues frames (send_locked)."""
+    # Held while a channel checks its state and queues frames (send_locked).
+    send_lock: threading.Lock
 
     def writer(self) -> Any:
         """The calling thread's FrameWriter for this connection."""
@@ -82,9 +80,7 @@ class HeartbeatHost(Protocol):
     @property
     def frame_max(self) -> int: ...
 
-    @property
-    def send_lock(self) -> Any:
-        """Held by whoever queues frames; the timer only ever tries it."""
+    send_lock: threading.Lock  # held by whoever queues frames; the timer only ever tries it
 
     @property
     def ended(self) -> threading.Event:

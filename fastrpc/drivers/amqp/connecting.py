@@ -16,10 +16,6 @@ from fastrpc.options import RABBIT_OPTIONS, Options
 
 LOG = logging.getLogger(__name__)
 
-# A broker that answered "no" to the login: no retry helps until someone
-# fixes the credentials or the virtual host.
-LOGIN_REFUSALS = (amqp_exc.AuthenticationFailed, amqp_exc.VirtualHostError)
-
 
 def connection_params(conf: Options, url: Any) -> list[ConnectionParams]:
     """One ConnectionParams per host of the transport URL, in failover order."""
@@ -72,7 +68,9 @@ def open_connection(params: list[ConnectionParams], lost: Connection | None = No
         except amqp_exc.AMQPError as exc:
             LOG.warning("Cannot connect to %s: %s", p.address, exc)
             last = exc
-            if isinstance(exc, LOGIN_REFUSALS):
+            # A broker that said no to the login: no retry helps until someone
+            # fixes the credentials or the virtual host.
+            if isinstance(exc, amqp_exc.LoginRefused):
                 refused = refused or exc
     # A broker that said no to the login says more than one that did not answer.
     raise refused or last  # type: ignore[misc]  # params is never empty

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from fastrpc import envelope
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp.connecting import LOGIN_REFUSALS, Backoff, connection_params
+from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
 from fastrpc.drivers.amqp.errors import messaging_error
 from fastrpc.drivers.amqp.notifications import AmqpNotificationListener
@@ -38,7 +38,7 @@ new_id = envelope.new_id
 ROUTE_CACHE_SIZE = 1024  # targets whose exchange and routing key are remembered
 _L = TypeVar("_L", bound=Consumer)
 # What no wait for the broker can cure: raised at once by listen().
-REFUSALS = (amqp_exc.ChannelClosed, *LOGIN_REFUSALS)
+REFUSALS = (amqp_exc.ChannelClosed, amqp_exc.LoginRefused)
 
 
 class AmqpDriver(BaseDriver):

@@ -28,13 +28,9 @@ _DECLARING = {
 }
 # RabbitMQ's texts name what they refuse: "... for exchange 'x' in vhost '/' ...".
 _NAMED = re.compile(r"\b(queue|exchange) '((?:[^']|'')*)'")
-# The connection layer's login and vhost errors end in "<code> <text>".
-_CODED = re.compile(r": (\d{3}) (.*)$")
 
-# What the connection layer's errors become when no reply code decides it.
+# What the connection layer's other errors become.
 _BY_CLASS: tuple[tuple[type[Exception], type[MessagingException]], ...] = (
-    (amqp_exc.AuthenticationFailed, AuthenticationError),
-    (amqp_exc.VirtualHostError, VirtualHostRefused),
     (amqp_exc.OperationTimeout, MessagingTimeout),
     (amqp_exc.HandshakeTimeout, MessageDeliveryFailure),
     (amqp_exc.ConnectionRefused, MessageDeliveryFailure),
@@ -44,19 +40,15 @@ _BY_CLASS: tuple[tuple[type[Exception], type[MessagingException]], ...] = (
 )
 
 
-def messaging_error(exc: BaseException) -> Exception:
-    """The fastrpc exception for ``exc``, an error of the connection layer;
-    anything else (a fastrpc exception already) is returned as it is."""
-    if not isinstance(exc, amqp_exc.AMQPError):
-        return exc  # type: ignore[return-value]
+def messaging_error(exc: amqp_exc.AMQPError) -> MessagingException:
+    """The fastrpc exception for ``exc``, an error of the connection layer."""
     if isinstance(exc, amqp_exc.ChannelClosed | amqp_exc.ConnectionClosed):
         return _refusal(exc)
+    if isinstance(exc, amqp_exc.LoginRefused):
+        login = AuthenticationError if isinstance(exc, amqp_exc.AuthenticationFailed) else VirtualHostRefused
+        return login(str(exc), exc.reply_code, exc.reply_text)
     for amqp_cls, cls in _BY_CLASS:
         if isinstance(exc, amqp_cls):
-            if issubclass(cls, BrokerError):
-                coded = _CODED.search(str(exc))
-                if coded:
-                    return cls(str(exc), int(coded.group(1)), coded.group(2))
             return cls(str(exc))
     return BrokerError(str(exc))
 

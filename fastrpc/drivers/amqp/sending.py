@@ -119,10 +119,11 @@ class Sender:
 
     def ensure_bound_queue(self, ex: ExchangeSpec, queue_spec: QueueSpec, routing_key: str) -> None:
         """Declare ``queue_spec`` and bind it to ``ex`` with ``routing_key``,
-        once per connection (notifications wait there for their consumer)."""
-        if (ex.name, routing_key) in self.notify_queues:
-            return
+        once per connection (notifications wait there for their consumer);
+        callers skip the call when ``notify_queues`` holds the pair already."""
         with self.lock:
+            if (ex.name, routing_key) in self.notify_queues:
+                return
             _pub, decl = self.channels()
             declare_queue(decl, queue_spec)
             decl.queue_bind(queue_spec.name, ex.name, routing_key)
