@@ -15,6 +15,7 @@ from fastrpc.exceptions import (
     AuthenticationError,
     BrokerError,
     BrokerRefused,
+    CallInterrupted,
     ClientSendError,
     ConfigurationError,
     DeclarationRefused,
@@ -52,7 +53,7 @@ from fastrpc.transport import (
 )
 
 __all__ = [
-    "AuthenticationError", "BrokerError", "BrokerRefused", "ClientSendError", "DeclarationRefused", "ConfigurationError", "DefaultRPCAccessPolicy", "DriverLoadFailure",
+    "AuthenticationError", "BrokerError", "BrokerRefused", "CallInterrupted", "ClientSendError", "DeclarationRefused", "ConfigurationError", "DefaultRPCAccessPolicy", "DriverLoadFailure",
     "ExecutorLoadFailure", "ExpectedException", "ExplicitRPCAccessPolicy", "InvalidTarget",
     "InvalidTransportURL", "JsonPayloadSerializer", "LegacyRPCAccessPolicy", "MessageDeliveryFailure",
     "MessageUndeliverable", "MessagingException", "MessagingServerError", "MessagingTimeout",

@@ -15,6 +15,7 @@ __all__ = [
     "TaskTimeout", "RPCDispatcherError", "NoSuchMethod", "UnsupportedVersion",
     "ExpectedException", "InvalidTransportURL", "DriverLoadFailure", "TransportDriverError",
     "BrokerError", "AuthenticationError", "VirtualHostRefused", "BrokerRefused", "DeclarationRefused",
+    "CallInterrupted",
 ]
 
 
@@ -28,6 +29,12 @@ class MessagingTimeout(MessagingException):
 
 class MessageDeliveryFailure(MessagingException):
     """The transport could not deliver a message within the allowed retries."""
+
+
+class CallInterrupted(MessageDeliveryFailure):
+    """The connection a call was sent on died before its reply came: the
+    request may or may not have run (pass ``at_least_once`` to have it
+    published again instead, for handlers that tolerate a second run)."""
 
 
 class TransportDriverError(MessagingException):

@@ -101,7 +101,7 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("kombu_reconnect_splay", 0.0, _R, float),
     Opt("kombu_compression", None, _R, str),
     Opt("kombu_missing_consumer_retry_timeout", 60, _R, int),
-    Opt("kombu_failover_strategy", "round-robin", _R, str),
+    Opt("kombu_failover_strategy", "round-robin", _R, str, choices=("round-robin", "shuffle")),
     Opt("rabbit_login_method", "AMQPLAIN", _R, str),
     # Reconnect delays in seconds: oslo takes whole seconds, fastrpc's backoff
     # also fractions (a URL may say rabbit_retry_interval=0.2). 0 means the
@@ -141,6 +141,17 @@ OPTIONS: tuple[Opt, ...] = (
         help="Seconds a cast or a reply waits while the broker blocks publishing (memory or disk "
              "alarm) before it fails with MessageDeliveryFailure; a call waits up to its own "
              "timeout instead (MessagingTimeout)."),
+    Opt("probe_after", 3.0, _F, float, min=0.0, max=threading.TIMEOUT_MAX, unit="seconds",
+        help="Liveness probe: while a call, a confirm or a consumer waits on a connection and the "
+             "broker has been silent this long, a cheap round trip asks whether it still answers, "
+             "whatever heartbeat_timeout_threshold says. 0 turns probes off."),
+    Opt("probe_timeout", 4.0, _F, float, min=0.001, max=threading.TIMEOUT_MAX, unit="seconds",
+        help="Seconds a liveness probe waits for the broker's answer before the connection is "
+             "abandoned and its users fail over."),
+    Opt("tcp_user_timeout", 10.0, _F, float, min=0.0, max=threading.TIMEOUT_MAX, unit="seconds",
+        help="The kernel drops a connection whose sent data the broker leaves unacknowledged this "
+             "long (TCP_USER_TIMEOUT, and keepalive on an idle one): a cut-off host. 0 keeps the "
+             "kernel's defaults."),
 )
 
 OPTIONS_BY_NAME: dict[str, Opt] = {opt.name: opt for opt in OPTIONS}
@@ -260,6 +271,9 @@ class Options:
     serialization: str
     max_message_size: int
     blocked_timeout: float
+    probe_after: float
+    probe_timeout: float
+    tcp_user_timeout: float
 
     def __init__(self, conf: Any = None, **overrides: Any) -> None:
         unknown = set(overrides) - set(_ALL)

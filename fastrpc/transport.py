@@ -61,6 +61,19 @@ class Transport:
         """Release every resource of the transport (connections, threads)."""
         self._driver.cleanup()
 
+    def health(self) -> list[dict[str, Any]]:
+        """The state of each of the transport's connections: ``name``,
+        ``state`` (``new``, ``connected``, ``reconnecting`` or ``failed``),
+        ``host`` (connected to, or tried next), ``since`` (``time.time()`` of
+        the last change), ``attempt`` (failed attempts since it was lost) and
+        ``error`` (why it was lost or the last attempt failed)."""
+        return self._driver.health()
+
+    @property
+    def healthy(self) -> bool:
+        """Whether every connection of the transport is connected."""
+        return all(link["state"] == "connected" for link in self.health())
+
     def __enter__(self) -> Transport:
         return self
 

@@ -13,7 +13,7 @@ from fastrpc import envelope
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp import DEDUP_WINDOW, AmqpDriver
 from fastrpc.drivers.topology import Topology, publish_properties
-from fastrpc.exceptions import MessagingTimeout, RemoteError
+from fastrpc.exceptions import CallInterrupted, MessagingTimeout, RemoteError
 from fastrpc.options import Options
 from fastrpc.target import Target
 from fastrpc.transport import TransportURL
@@ -323,14 +323,14 @@ class HoldingPair:
             assert self.proceed.wait(WAIT)
         msg.reply(msg.message["method"])
 
-    def call(self, method: str, server: str | None = None) -> object:
+    def call(self, method: str, server: str | None = None, at_least_once: bool = False) -> object:
         return self.client.send(Target(topic=self.topic, server=server), {}, {"method": method, "args": {}},
-                                wait_for_reply=True, timeout=WAIT * 2)
+                                wait_for_reply=True, timeout=WAIT * 2, at_least_once=at_least_once)
 
-    def hold_in_flight(self) -> None:
+    def hold_in_flight(self, at_least_once: bool = False) -> None:
         def run() -> None:
             try:
-                self.result["value"] = self.call("hold")
+                self.result["value"] = self.call("hold", at_least_once=at_least_once)
             except BaseException as exc:  # reported by the test's assert on result
                 self.result["error"] = exc
 
@@ -352,15 +352,39 @@ class HoldingPair:
 
 
 def test_survives_connections_closed_by_broker(broker, topic):
-    """Listener and caller reconnect; an in-flight call still gets its reply."""
+    """Listener and caller reconnect; an at-least-once call in flight (its
+    request confirmed, so in its queue) still gets its reply."""
     pair = HoldingPair(broker, topic)
     try:
         assert pair.call("before") == "before"
         reply_q = pair.client.reply_queue
-        pair.hold_in_flight()
+        pair.hold_in_flight(at_least_once=True)
         broker.ctl("close_all_connections", "test: simulated failover")
         assert pair.release_in_flight() == {"value": "hold"}
         assert pair.client.reply_queue == reply_q  # the same reply queue, consumed again
+        assert pair.call("after") == "after"
+        assert pair.served.listener.reconnects >= 1
+    finally:
+        pair.close()
+
+
+def test_call_in_flight_fails_at_once_when_its_connection_dies(broker, topic):
+    """Without at-least-once nobody knows whether a request on a dead
+    connection reached its queue: the call fails at once with
+    CallInterrupted (not after its timeout), and the next call works."""
+    pair = HoldingPair(broker, topic)
+    try:
+        assert pair.call("before") == "before"
+        pair.hold_in_flight()
+        closed_at = time.monotonic()
+        broker.ctl("close_all_connections", "test: simulated failover")
+        assert pair._caller is not None
+        pair._caller.join(WAIT)
+        assert time.monotonic() - closed_at < WAIT  # its timeout is 2 * WAIT
+        error = pair.result.get("error")
+        assert isinstance(error, CallInterrupted), pair.result
+        assert "may or may not have run" in str(error)
+        pair.proceed.set()
         assert pair.call("after") == "after"
         assert pair.served.listener.reconnects >= 1
     finally:

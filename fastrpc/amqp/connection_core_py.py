@@ -123,6 +123,8 @@ class ConnectionCore:
         # Run by the reading thread once the frames of one read are dispatched
         # (see after_dispatch).
         self._after_dispatch: list[Callable[[], None]] = []
+        # The channel the watchdog sends liveness probes on (opened by the first probe).
+        self._probe_channel: Any = None
         self._one_event = False  # the read being dispatched brought one event
 
 

@@ -1,8 +1,8 @@
-"""One AMQP 0-9-1 connection: handshake, reader thread, heartbeat timer, sends.
+"""One AMQP 0-9-1 connection: handshake, reader thread, watchdog, sends.
 
 Threads and locks:
 - the caller's thread runs the handshake, then starts one reader thread and
-  (when heartbeats are negotiated) one heartbeat thread;
+  one watchdog thread (heartbeats, liveness probes);
 - reading is a role, the *baton*: whoever holds it blocks in recv (GIL
   released), feeds the FrameReader and hands every event of the batch to its
   channel, in stream order, then lets go. The reader thread holds it when
@@ -27,10 +27,11 @@ A connection's state and its read side (the baton, the reader thread's loop,
 dispatching to channels, failing) are its base class
 :class:`fastrpc.amqp.connection_core.ConnectionCore`; this module adds
 connecting, the send path, channels, connection-level methods and closing.
-The handshake is :func:`fastrpc.amqp.handshake.handshake` and the heartbeat
-thread runs :func:`fastrpc.amqp.heartbeat.run_heartbeats`, both pure Python.
+The handshake is :func:`fastrpc.amqp.handshake.handshake` and the watchdog
+thread (heartbeats, liveness probes) runs
+:func:`fastrpc.amqp.heartbeat.watch_connection`, both pure Python.
 Channels use only what :class:`fastrpc.amqp.interfaces.ChannelHost` declares
-(``send_lock``, ``send_locked``, ...), the timer what ``HeartbeatHost`` does. Import this module as
+(``send_lock``, ``send_locked``, ...), the watchdog what ``HeartbeatHost`` does. Import this module as
 ``fastrpc.amqp.connection``: it runs as it is, or compiled unchanged into
 ``fastrpc._ext.connection`` (see fastrpc._impl).
 """
@@ -58,7 +59,7 @@ from fastrpc.amqp.exceptions import (
     fresh_error,
 )
 from fastrpc.amqp.handshake import handshake
-from fastrpc.amqp.heartbeat import run_heartbeats
+from fastrpc.amqp.heartbeat import ProbeChannel, dead_after, watch_connection
 from fastrpc.amqp.transport import open_transport
 
 __all__ = ["READER_STEP_ASIDE", "BlockedCallback", "CloseCallback", "Connection"]
@@ -107,17 +108,27 @@ class Connection(ConnectionCore):
 
     # ---- connecting ----------------------------------------------------
 
-    def connect(self) -> Connection:
-        """Open the socket, run the AMQP handshake and start the I/O threads."""
+    def connect(self, deadline: float | None = None) -> Connection:
+        """Open the socket, run the AMQP handshake and start the I/O threads.
+
+        TCP connect, TLS and AMQP handshakes together take at most
+        ``params.connect_timeout``, and never run past ``deadline`` (a
+        monotonic time: the caller's own limit).
+        """
         if self._transport is not None:
             raise AMQPError("connection already opened (create a new Connection to reconnect)")
         params = self.params
-        deadline = time.monotonic() + params.connect_timeout
+        timeout = params.connect_timeout
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise HandshakeTimeout(f"no time left to connect to {params.address}")
+        deadline = time.monotonic() + timeout
         try:
-            transport = open_transport(params, params.connect_timeout)
+            transport = open_transport(params, timeout)
         except TimeoutError:
             raise HandshakeTimeout(
-                f"TLS handshake with {params.address} not completed within {params.connect_timeout:g}s"
+                f"TLS handshake with {params.address} not completed within {timeout:g}s"
             ) from None
         reader = FrameReader(spec.DEFAULT_FRAME_MAX)
         try:
@@ -133,17 +144,19 @@ class Connection(ConnectionCore):
         self._frame_reader = reader
         leftover = done.leftover
         self._transport = transport
-        if self.heartbeat:
-            # A send that moves no byte for two intervals means the broker
+        stuck_after = dead_after(self.heartbeat, params)
+        if stuck_after:
+            # A send that moves no byte for that long means the broker
             # stopped reading: fail it rather than hold the send lock forever.
-            transport.set_send_timeout(2 * self.heartbeat)
+            transport.set_send_timeout(stuck_after)
         self._reader_thread = threading.Thread(
             target=self._read_loop, args=(leftover,), name=f"fastrpc-reader-{params.address}", daemon=True
         )
         self._reader_thread.start()
-        if self.heartbeat:
+        if stuck_after:
             self._heartbeat_thread = threading.Thread(
-                target=run_heartbeats, args=(self, transport), name=f"fastrpc-heartbeat-{params.address}", daemon=True
+                target=watch_connection, args=(self, transport), name=f"fastrpc-watchdog-{params.address}",
+                daemon=True
             )
             self._heartbeat_thread.start()
         LOG.debug("connected to %s (frame_max=%d, channel_max=%d, heartbeat=%d)",
@@ -311,6 +324,12 @@ class Connection(ConnectionCore):
 
     def channel(self, timeout: float | None = None) -> Channel:
         """Open a new channel (ids of closed channels are reused)."""
+        ch = self._new_channel(Channel)
+        ch.open(timeout)
+        return ch
+
+    def _new_channel(self, cls: Any) -> Any:
+        """A channel of class ``cls`` under a free id, not yet opened."""
         self.check_open()
         with self._lock:
             if self._free_ids:
@@ -320,10 +339,30 @@ class Connection(ConnectionCore):
                 self._next_id += 1
             else:
                 raise ChannelsExhausted(f"all {self.channel_max} channels of {self.params.address} are in use")
-            ch = Channel(self, cid)
+            ch = cls(self, cid)
             self._channels[cid] = ch
-        ch.open(timeout)
         return ch
+
+    # ---- liveness (what the watchdog sees, interfaces.HeartbeatHost) ----
+
+    def busy(self) -> bool:
+        """Whether anything waits on the broker: a synchronous method's
+        reply, a publisher confirm, or a consumer's deliveries."""
+        for ch in list(self._channels.values()):
+            if ch._waiter is not None or ch._pending or (ch._consumers and ch._closed is None):
+                return True
+        return False
+
+    def probe_frames(self) -> bytes:
+        """Frames of one liveness probe: a basic.qos that changes nothing, on
+        a channel of its own (opened in the same write the first time), whose
+        reply proves the broker still reads and answers."""
+        ch = self._probe_channel
+        frames = b""
+        if ch is None or ch._closed is not None:
+            ch = self._probe_channel = self._new_channel(ProbeChannel)
+            frames = ch._encode("channel.open", {"out_of_band": ""})
+        return frames + ch._encode("basic.qos", {"prefetch_size": 0, "prefetch_count": 0, "global_": False})
 
     def release_channel(self, ch: Channel) -> None:
         """Give a channel id back once the broker has confirmed the close."""

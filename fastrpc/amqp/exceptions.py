@@ -80,7 +80,12 @@ class ConnectionLost(AMQPError):
 
 
 class HeartbeatTimeout(ConnectionLost):
-    """The broker was silent for two heartbeat intervals."""
+    """The broker was silent for the negotiated heartbeat timeout (two of its
+    heartbeats missed), or a send made no progress for as long."""
+
+
+class ProbeTimeout(HeartbeatTimeout):
+    """The broker did not answer a liveness probe in time while something waited on it."""
 
 
 class ChannelClosed(_Closed):

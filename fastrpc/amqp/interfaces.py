@@ -94,5 +94,15 @@ class HeartbeatHost(Protocol):
     def writing(self) -> bool:
         """Whether a thread is writing queued frames now."""
 
+    @property
+    def blocked(self) -> bool:
+        """Whether the broker blocks this connection's publishers now."""
+
+    def busy(self) -> bool:
+        """Whether anything waits on the broker (a reply, a confirm, a consumer)."""
+
+    def probe_frames(self) -> bytes:
+        """The frames of one liveness probe, to be written as they are."""
+
     def fail(self, exc: BaseException) -> None:
         """End the connection with ``exc`` (once; later calls do nothing)."""

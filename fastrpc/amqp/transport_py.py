@@ -24,7 +24,7 @@ import time
 from fastrpc.amqp.exceptions import ConnectionLost, ConnectionRefused, TLSError
 from fastrpc.amqp.url import ConnectionParams
 
-__all__ = ["PlainTransport", "TlsTransport", "make_ssl_context", "open_socket", "open_transport"]
+__all__ = ["PlainTransport", "TlsTransport", "make_ssl_context", "open_socket", "open_transport", "set_dead_peer_bounds"]
 
 RECV_SIZE = 256 * 1024
 # Large sends go out in pieces of this size so that ``send_since`` (the time
@@ -43,7 +43,25 @@ def open_socket(params: ConnectionParams, timeout: float) -> socket.socket:
         raise ConnectionRefused(f"cannot connect to {params.address}: {reason}") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    set_dead_peer_bounds(sock, params.tcp_user_timeout)
     return sock
+
+
+def set_dead_peer_bounds(sock: socket.socket, seconds: float) -> None:
+    """Let the kernel drop a peer that leaves our data unacknowledged for
+    ``seconds`` (TCP_USER_TIMEOUT: a blackholed or powered-off host), and
+    keepalive probes on an idle connection within about the same time
+    instead of after two hours. 0 leaves the kernel's defaults."""
+    if seconds <= 0:
+        return
+    user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, user_timeout, max(1, int(seconds * 1000)))
+    idle = max(1, int(seconds / 2))
+    for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", max(1, idle // 3)), ("TCP_KEEPCNT", 3)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def make_ssl_context(params: ConnectionParams) -> ssl.SSLContext:

@@ -63,6 +63,15 @@ class ConnectionParams:
     operation_timeout: float = 30.0
     # How long a publisher waits while the broker has blocked the connection.
     blocked_timeout: float = 60.0
+    # Liveness probe: while something waits on the broker (a reply, a
+    # confirm, a consumer's deliveries) and it has been silent this long, a
+    # cheap round trip asks whether it is still there; no answer within
+    # probe_timeout ends the connection. 0 turns probing off.
+    probe_after: float = 3.0
+    probe_timeout: float = 4.0
+    # Kernel bound (TCP_USER_TIMEOUT, keepalive) on data the peer leaves
+    # unacknowledged: a blackholed broker is dropped after this; 0 = kernel default.
+    tcp_user_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -80,6 +89,11 @@ class ConnectionParams:
             # huge values would fail or spin in the waits).
             if not 0 < getattr(self, name) <= threading.TIMEOUT_MAX:
                 raise ValueError(f"{name} must be a positive number of seconds, got {getattr(self, name)!r}")
+        for name in ("probe_after", "probe_timeout", "tcp_user_timeout"):
+            if not 0 <= getattr(self, name) <= threading.TIMEOUT_MAX:
+                raise ValueError(f"{name} must be 0 or a positive number of seconds, got {getattr(self, name)!r}")
+        if self.probe_after and not self.probe_timeout:
+            raise ValueError("probe_timeout must be positive while probe_after is")
         if self.auth_mechanism.upper() not in ("PLAIN", "EXTERNAL"):
             raise ValueError(f"unsupported auth_mechanism: {self.auth_mechanism!r}")
 
@@ -119,6 +133,9 @@ _OPTIONS: dict[str, tuple[str, Any]] = {
     "auth_mechanism": ("auth_mechanism", str),
     "operation_timeout": ("operation_timeout", float),
     "blocked_timeout": ("blocked_timeout", float),
+    "probe_after": ("probe_after", float),
+    "probe_timeout": ("probe_timeout", float),
+    "tcp_user_timeout": ("tcp_user_timeout", float),
 }
 
 

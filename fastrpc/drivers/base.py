@@ -102,3 +102,9 @@ class BaseDriver(ABC):
     @abstractmethod
     def cleanup(self) -> None:
         """Close every connection and thread the driver owns."""
+
+    def health(self) -> list[dict[str, Any]]:
+        """Per connection: its name, ``state`` (``connected``, ``reconnecting``
+        or ``failed``), host, since when, attempt and last error. Drivers
+        without connections report none."""
+        return []

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
+import time
 from typing import Any
 
 from fastrpc.amqp import exceptions as amqp_exc
@@ -24,6 +26,9 @@ def connection_params(conf: Options, url: Any) -> list[ConnectionParams]:
     heartbeat = int(conf.heartbeat_timeout_threshold or 0)  # 0: no heartbeat
     common: dict[str, Any] = {"virtual_host": vhost, "ssl": use_ssl, "heartbeat": heartbeat,
                               "blocked_timeout": float(conf.blocked_timeout),
+                              "probe_after": float(conf.probe_after),
+                              "probe_timeout": float(conf.probe_timeout),
+                              "tcp_user_timeout": float(conf.tcp_user_timeout),
                               "connection_name": f"{conf.processname}:fastrpc"}
     if use_ssl:
         # An empty path is no file.
@@ -46,55 +51,136 @@ def connection_params(conf: Options, url: Any) -> list[ConnectionParams]:
     return result
 
 
-def open_connection(params: list[ConnectionParams], lost: Connection | None = None) -> Connection:
-    """Connect to the first host that answers, in URL order.
+class HostOrder:
+    """The order one connection owner tries the hosts in
+    (``kombu_failover_strategy``).
 
-    After ``lost`` (the previous connection of the same owner) failed, start
-    with the host after its host: that one is likely down, and a host that
-    hangs instead of refusing would cost a whole connect timeout on every
-    reconnect (round robin, as oslo's default failover strategy).
+    ``round-robin`` starts at the URL's first host; ``shuffle`` starts each
+    owner at a random host, so the clients of a fleet spread over the
+    cluster instead of all landing on the first node and, after it dies, all
+    on the second. After a loss both try the host after the lost one first
+    (at once: it is likely up), then the others, wrapping around.
     """
-    if lost is not None:
-        at = next((i for i, p in enumerate(params) if p.address == lost.params.address), None)
-        if at is not None:
-            params = params[at + 1:] + params[:at + 1]
+
+    def __init__(self, params: list[ConnectionParams], strategy: str = "round-robin") -> None:
+        self.params = list(params)
+        if strategy == "shuffle":
+            random.shuffle(self.params)
+        elif strategy != "round-robin":
+            raise ValueError(f"kombu_failover_strategy must be 'round-robin' or 'shuffle', not {strategy!r}")
+
+    def after(self, lost: Connection | None) -> list[ConnectionParams]:
+        """Hosts to try, in order, after ``lost`` (None: the first connect)."""
+        params = self.params
+        if lost is not None:
+            at = next((i for i, p in enumerate(params) if p.address == lost.params.address), None)
+            if at is not None:
+                return params[at + 1:] + params[:at + 1]
+        return list(params)
+
+
+class AttemptPacer:
+    """At most ``rate`` failed connection attempts per second in a process.
+
+    A token bucket of ``rate`` tokens: each attempt takes one, and gets it back
+    when it connects, so a healthy start (many listeners at once) is never
+    slowed, while an outage cannot make a process hammer the brokers
+    whatever its number of connections and caller threads.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self, deadline: float | None) -> bool:
+        """Wait for a token; False when none comes before ``deadline``."""
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.rate, self._tokens + (now - self._stamp) * self.rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return True
+                wait = (1 - self._tokens) / self.rate
+            if deadline is not None and now + wait > deadline:
+                return False
+            time.sleep(wait)
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._tokens = min(self.rate, self._tokens + 1)
+
+
+MAX_ATTEMPTS_PER_SECOND = 5.0
+PACER = AttemptPacer(MAX_ATTEMPTS_PER_SECOND)
+
+
+def open_connection(params: list[ConnectionParams] | HostOrder, lost: Connection | None = None,
+                    deadline: float | None = None) -> Connection:
+    """Connect to the first host that answers: each host once, in the order
+    ``params`` gives after ``lost`` (the owner's previous connection: its host
+    is likely down, and one that hangs instead of refusing would cost a whole
+    connect timeout on every reconnect), each attempt bounded by
+    ``connect_timeout`` and ``deadline``, and paced process-wide (PACER).
+    """
+    order = params if isinstance(params, HostOrder) else HostOrder(params)
     last: Exception | None = None
     refused: Exception | None = None
-    for p in params:
+    for p in order.after(lost):
+        if not PACER.take(deadline):
+            last = last or amqp_exc.HandshakeTimeout(f"no time left to connect to {p.address}")
+            break
         conn = Connection(p)
         try:
-            conn.connect()
-            return conn
+            conn.connect(deadline)
         except amqp_exc.AMQPError as exc:
-            LOG.warning("Cannot connect to %s: %s", p.address, exc)
+            LOG.debug("Cannot connect to %s: %s", p.address, exc)
             last = exc
             # A broker that said no to the login: no retry helps until someone
             # fixes the credentials or the virtual host.
             if isinstance(exc, amqp_exc.LoginRefused):
                 refused = refused or exc
+            continue
+        PACER.give_back()
+        return conn
     # A broker that said no to the login says more than one that did not answer.
     raise refused or last  # type: ignore[misc]  # params is never empty
 
 
 class Backoff:
-    """Exponential reconnect delays with jitter (no synchronized storms)."""
+    """Reconnect delays: exponential with full jitter, so the clients of a
+    lost node do not come back in step.
+
+    The ceiling starts at ``rabbit_retry_interval`` and grows each time by
+    ``rabbit_retry_backoff`` or doubles, whichever is more, up to
+    ``rabbit_interval_max``; each delay is uniform between 0 and the ceiling.
+    The first delay after a loss is 0: the next host is tried at once.
+    """
 
     def __init__(self, conf: Options) -> None:
-        # An interval or limit of 0 means the default; a backoff step of 0 means doubling.
-        self.delay = float(conf.rabbit_retry_interval or RABBIT_OPTIONS["rabbit_retry_interval"])
+        # An interval or limit of 0 means the default.
+        self.ceiling = float(conf.rabbit_retry_interval or RABBIT_OPTIONS["rabbit_retry_interval"])
         self.step = float(conf.rabbit_retry_backoff or 0)
         self.limit = float(conf.rabbit_interval_max or RABBIT_OPTIONS["rabbit_interval_max"])
+        self.attempts = 0
 
     def next(self) -> float:
-        delay = min(self.delay, self.limit)
-        self.delay = min(self.delay + self.step, self.limit) if self.step else self.delay * 2
-        return delay * random.uniform(0.5, 1.0)
+        """The delay before the next attempt."""
+        self.attempts += 1
+        if self.attempts == 1:
+            return 0.0
+        ceiling = min(self.ceiling, self.limit)
+        self.ceiling = min(max(self.ceiling * 2, self.ceiling + self.step), self.limit)
+        return random.uniform(0.0, ceiling)
 
 
-def declare_exchange(ch: Any, ex: ExchangeSpec) -> None:
-    ch.exchange_declare(ex.name, ex.type, durable=ex.durable, auto_delete=ex.auto_delete)
+def declare_exchange(ch: Any, ex: ExchangeSpec, timeout: float | None = None) -> None:
+    ch.exchange_declare(ex.name, ex.type, durable=ex.durable, auto_delete=ex.auto_delete, timeout=timeout)
 
 
-def declare_queue(ch: Any, q: QueueSpec) -> None:
+def declare_queue(ch: Any, q: QueueSpec, timeout: float | None = None) -> None:
     ch.queue_declare(q.name, durable=q.durable, auto_delete=q.auto_delete, exclusive=q.exclusive,
-                     arguments=q.arguments)
+                     arguments=q.arguments, timeout=timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -20,8 +21,9 @@ from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp.acks import Settled
-from fastrpc.drivers.amqp.connecting import Backoff, open_connection
+from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
 from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
+from fastrpc.drivers.amqp.link import Link
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.drivers.topology import Topology
 from fastrpc.envelope import EnvelopeError
@@ -102,6 +104,8 @@ class Consumer(Listener):
         self._conn: Connection | None = None
         self._channel: Any = None
         self._tags: list[str] = []
+        self._hosts = HostOrder(driver.params, driver.conf.kombu_failover_strategy)
+        self.link = Link(f"listener for {label}")
         self._connect()
 
     # -- extension points ------------------------------------------------------
@@ -160,7 +164,7 @@ class Consumer(Listener):
 
     def _connect(self) -> None:
         driver = self._driver
-        conn = open_connection(driver.params, self._conn)
+        conn = open_connection(self._hosts, self._conn)
         try:
             ch = conn.channel()
             prefetch = driver.topology.prefetch_count
@@ -224,11 +228,14 @@ class Consumer(Listener):
         except BaseException:
             conn.close()
             raise
+        self.link.connected(conn.params.address)
+        if gen > 1:
+            self.link.restored(f"consumers of {', '.join(self.queues)}")
 
     def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
         if self._stopped.is_set() or conn is not self._conn:
             return
-        LOG.warning("Listener for topic %s lost its connection: %s; reconnecting", self._label, exc)
+        self.link.lost(conn.params.address, exc)
         threading.Thread(target=self._reconnect, name="fastrpc-listener-reconnect", daemon=True).start()
 
     def _on_channel_closed(self, ch: Any, exc: BaseException) -> None:
@@ -243,21 +250,34 @@ class Consumer(Listener):
         conn = self._conn
         if self._stopped.is_set() or ch is not self._channel or conn is None or not conn.is_open:
             return
-        LOG.warning("Listener for topic %s: %s; reconnecting", self._label, why)
-        threading.Thread(target=conn.close, name="fastrpc-listener-close", daemon=True).start()
+        LOG.warning("%s: %s; consuming again", self.link.name, why)
+        threading.Thread(target=self._close_for_restart, args=(conn,), name="fastrpc-listener-close",
+                         daemon=True).start()
+
+    def _close_for_restart(self, conn: Connection) -> None:
+        # kombu_reconnect_splay: a random pause first, so that the consumers a
+        # broker cancelled together (their queues' node went away) do not all
+        # come back in the same instant.
+        splay = float(self._driver.conf.kombu_reconnect_splay or 0)
+        if splay > 0 and self._stopped.wait(random.uniform(0, splay)):
+            return
+        conn.close()
 
     def _reconnect(self) -> None:
+        """Connect again until it works or the listener stops: the next host
+        at once, then full-jitter backoff (queues whose node is down are
+        refused, NOT_FOUND, until the broker moves or forgets them: the
+        same loop retries them)."""
         backoff = Backoff(self._driver.conf)
+        backoff.next()  # the immediate attempt is this first one
         while not self._stopped.is_set():
             try:
                 self._connect()
             except (amqp_exc.AMQPError, OSError) as exc:
                 delay = backoff.next()
-                LOG.warning("Listener reconnect failed: %s; next attempt in %.1fs", exc, delay)
+                self.link.attempt_failed(exc, self._hosts.after(self._conn)[0].address, delay)
                 self._stopped.wait(delay)
                 continue
-            if not self._stopped.is_set():
-                LOG.info("Listener for topic %s reconnected", self._label)
             return
 
     # -- inline dispatch -----------------------------------------------------

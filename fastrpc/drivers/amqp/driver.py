@@ -8,6 +8,7 @@ own (:mod:`.rpc_listener`, :mod:`.notifications`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -135,7 +136,7 @@ class AmqpDriver(BaseDriver):
             reply_q = rq.name
             ch = rq.ch
             if reply_q is None or ch is None or not ch.is_open or not rq.consuming:
-                reply_q = sender.with_retry(rq.ensure, retry, deadline)
+                reply_q = sender.with_retry(functools.partial(rq.ensure, deadline), retry, deadline)
             msg_id = new_id()
             body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
                                            self.binary)
@@ -150,11 +151,14 @@ class AmqpDriver(BaseDriver):
             waiters[msg_id] = replies
             try:
                 if at_least_once:
+                    # Confirmed, so in its queue: a lost connection does not lose it.
                     self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
+                    sent_on = None
                 else:
                     sender.publish(ex, routing_key, body, props, retry, deadline)
+                    sent_on = sender.conn
                 # The same deadline: a publish that had to reconnect took some of the timeout.
-                reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout)
+                reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent_on)
             finally:
                 waiters.pop(msg_id, None)
                 conn = sender.conn
@@ -294,6 +298,13 @@ class AmqpDriver(BaseDriver):
                 listener.cleanup()
                 raise MessageDeliveryFailure("the transport was cleaned up")
             return listener
+
+    def health(self) -> list[dict[str, Any]]:
+        """The sending connection's state (once it was used) and each listener's."""
+        with self._lock:
+            listeners = list(self._listeners)
+        links = [] if self._sender.link.state == "new" else [self._sender.link]
+        return [link.health().as_dict() for link in links + [lst.link for lst in listeners]]
 
     @property
     def closed(self) -> bool:

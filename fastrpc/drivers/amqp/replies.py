@@ -15,13 +15,28 @@ from typing import Any
 from fastrpc import envelope
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
+from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
-from fastrpc.drivers.amqp.sending import Sender
+from fastrpc.drivers.amqp.sending import Sender, op_timeout
 from fastrpc.drivers.topology import QueueSpec, Topology
 from fastrpc.envelope import EnvelopeError, Reply
-from fastrpc.exceptions import MessagingTimeout
+from fastrpc.exceptions import CallInterrupted, MessagingTimeout
 
 LOG = logging.getLogger(__name__)
+
+CLEANUP_TIMEOUT = 2.0  # seconds the reply queue's delete may take at cleanup
+
+
+class Lost:
+    """Put in the mailbox of every waiting call when the sending connection
+    dies: a call whose request went out on ``conn`` stops waiting."""
+
+    __slots__ = ("conn", "why")
+    ending = False  # read like a Reply's: never the final reply
+
+    def __init__(self, conn: Connection, why: str) -> None:
+        self.conn = conn
+        self.why = why
 
 
 class Replies:
@@ -46,15 +61,17 @@ class Replies:
         sender.on_connection_lost = self._on_connection_lost
         sender.on_closed = self._forget
 
-    def ensure(self) -> str:
+    def ensure(self, deadline: float | None = None) -> str:
         """The reply queue's name, once it is declared and consumed on the
         sending connection (connecting if needed)."""
         ch = self.ch
         if self.name is not None and ch is not None and ch.is_open and self.consuming:
             return self.name
         sender = self._sender
-        with sender.lock:
-            conn = sender.connection()
+        conn = sender.connection(deadline)
+        with sender.locked(deadline):
+            if sender.conn is not conn:
+                conn = sender.connection(deadline)
             ch = self.ch
             if self.name is not None and ch is not None and ch.is_open and self.consuming:
                 return self.name
@@ -62,20 +79,23 @@ class Replies:
             # reply consumer down with it. Kept when only the consumer was
             # lost (the broker cancelled it).
             if ch is None or not ch.is_open:
-                ch = self.ch = conn.channel()
+                ch = self.ch = conn.channel(op_timeout(deadline))
             q = self._topology.reply_queue()
             if self.name is not None:
                 q = QueueSpec(self.name, q.durable, q.auto_delete, q.arguments)
-            declare_queue(ch, q)
-            ch.basic_consume(q.name, self._on_reply, no_ack=True, on_cancel=self._on_cancelled)
+            declare_queue(ch, q, op_timeout(deadline))
+            ch.basic_consume(q.name, self._on_reply, no_ack=True, on_cancel=self._on_cancelled,
+                             timeout=op_timeout(deadline))
             self.name = q.name
             self.consuming = True
             return q.name
 
     def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
-             call_monitor_timeout: float | None) -> Reply:
+             call_monitor_timeout: float | None, sent_on: Connection | None = None) -> Reply:
         """The final reply to ``msg_id``; call-monitor keepalives extend the
-        wait by ``call_monitor_timeout``. MessagingTimeout when none came in time."""
+        wait by ``call_monitor_timeout``. MessagingTimeout when none came in
+        time; CallInterrupted when ``sent_on``, the connection the request
+        went out on, died first (at-least-once calls pass None: they wait)."""
         now = time.monotonic()
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
         wait = None if deadline is None else max(0.0, deadline - now)
@@ -92,16 +112,27 @@ class Replies:
                 raise MessagingTimeout(f"Timed out waiting for a reply to message ID {msg_id}") from None
             if reply.ending:
                 return reply
-            # A call-monitor keepalive: the call is still running.
             now = time.monotonic()
-            if call_monitor_timeout:
+            if type(reply) is Lost:
+                if reply.conn is sent_on:
+                    raise CallInterrupted(f"the connection the call {msg_id} was sent on was lost before its "
+                                          f"reply ({reply.why}); it may or may not have run")
+            elif call_monitor_timeout:
+                # A call-monitor keepalive: the call is still running.
                 monitor = now + call_monitor_timeout
             limits = [d for d in (deadline, monitor) if d is not None]
             wait = None if not limits else max(0.0, min(limits) - now)
 
     def _forget(self) -> None:
         # The sending connection is closed for good (cleanup): under its lock,
-        # so no call declares a new queue on it meanwhile.
+        # so no call declares a new queue on it meanwhile. The queue is
+        # deleted, not left until it expires: nobody will read it again.
+        ch, name = self.ch, self.name
+        if ch is not None and ch.is_open and name is not None:
+            try:
+                ch.queue_delete(name, timeout=CLEANUP_TIMEOUT)
+            except amqp_exc.AMQPError as exc:
+                LOG.debug("Deleting reply queue %s failed: %s", name, exc)
         self.ch = None
         self.name = None
         self.consuming = False
@@ -128,10 +159,16 @@ class Replies:
         self.ch = None
         self.consuming = False
 
-    def _on_connection_lost(self) -> None:
-        if self.waiters:
-            # Calls are waiting: get their reply queue consumed again soon.
-            threading.Thread(target=self._recover, name="fastrpc-sender-reconnect", daemon=True).start()
+    def _on_connection_lost(self, conn: Connection) -> None:
+        waiters = list(self.waiters.values())
+        if not waiters:
+            return
+        why = str(conn.closed_reason or "connection lost")
+        for mailbox in waiters:
+            mailbox.put(Lost(conn, why))  # type: ignore[arg-type]  # read like a Reply
+        # Calls still wait (at-least-once ones, and those sent since): get
+        # their reply queue consumed again soon.
+        threading.Thread(target=self._recover, name="fastrpc-sender-reconnect", daemon=True).start()
 
     def _on_cancelled(self, tag: str) -> None:
         # The broker ended the reply consumer: the reply queue was deleted, or
@@ -152,9 +189,9 @@ class Replies:
         while self.waiters and not closed.is_set():
             try:
                 self.ensure()
-                LOG.info("Reconnected; reply queue %s consumed again", self.name)
+                self._sender.link.restored(f"reply queue {self.name} consumer")
                 return
             except (amqp_exc.AMQPError, OSError) as exc:
                 delay = backoff.next()
-                LOG.warning("Reconnect failed: %s; next attempt in %.1fs", exc, delay)
-                time.sleep(delay)
+                LOG.debug("Reply queue recovery failed: %s; next attempt in %.1fs", exc, delay)
+                closed.wait(delay)

@@ -6,28 +6,53 @@ retries as the caller's ``retry`` and deadline allow."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
-from fastrpc.drivers.amqp.connecting import Backoff, declare_exchange, declare_queue, open_connection
+from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, declare_exchange, declare_queue, open_connection
+from fastrpc.drivers.amqp.link import Link
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
 
 LOG = logging.getLogger(__name__)
 
 REPLY_RETRIES = 3  # reconnect attempts for one reply before giving up
-# What a publish raises when the connection or channel went away: worth a
-# reconnect and another attempt.
+REPLY_RETURN_DELAY = 0.25  # seconds before a returned reply is published again
+RETURNED_TRACKED = 4096  # returned replies remembered (when each first came back)
+# What a publish raises when the connection or channel went away, or the
+# broker did not answer in time: worth a new connection and another attempt.
 RETRIABLE = (amqp_exc.ConnectionLost, amqp_exc.ConnectionRefused, amqp_exc.ConnectionClosed,
-             amqp_exc.ChannelClosed, OSError)
+             amqp_exc.ChannelClosed, amqp_exc.HandshakeTimeout, amqp_exc.OperationTimeout, OSError)
+
+
+def time_left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (None: no limit), never negative."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def op_timeout(deadline: float | None) -> float | None:
+    """The wait of a synchronous method for a caller with ``deadline``:
+    the connection's operation timeout, cut to what is left (None: its own)."""
+    return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+
+class _Attempt:
+    """One connect in progress, which other senders wait for."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
 
 
 def blocked_error(exc: amqp_exc.PublishBlocked, deadline: float | None) -> Exception:
@@ -50,89 +75,182 @@ class Sender:
     def __init__(self, conf: Any, params: list[ConnectionParams], closed: threading.Event) -> None:
         self.conf = conf
         self.params = params
+        self.hosts = HostOrder(params, conf.kombu_failover_strategy)
         self.closed = closed
+        self.link = Link("sending connection")
         self.lock = threading.RLock()
         self.conn: Connection | None = None
+        self._attempt: _Attempt | None = None
         self.pub_ch: Any = None
         self.decl_ch: Any = None
         self.confirm_ch: Any = None  # publisher confirms on: at-least-once sends
         self.declared: set[str] = set()  # exchanges
         self.notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
         self.confirm_timeout = float(conf.rpc_response_timeout)  # Options refuses <= 0
+        self.missing_consumer_timeout = float(conf.kombu_missing_consumer_retry_timeout)
+        self._returned: dict[tuple[str, bytes], float] = {}  # returned replies: when first returned
         # Hooks of the reply queue: a new connection (its channel and consumer
-        # are gone), a lost one (calls may be waiting), and the close at cleanup.
+        # are gone), a lost one (calls may be waiting on it), and the close at cleanup.
         self.on_new_connection: Callable[[], None] | None = None
-        self.on_connection_lost: Callable[[], None] | None = None
+        self.on_connection_lost: Callable[[Connection], None] | None = None
         self.on_closed: Callable[[], None] | None = None  # under the lock, by close()
+
+    @contextlib.contextmanager
+    def locked(self, deadline: float | None) -> Iterator[None]:
+        """``lock``, waited for no longer than ``deadline`` (then MessagingTimeout)."""
+        wait = time_left(deadline)
+        if not self.lock.acquire(timeout=-1 if wait is None else wait):
+            raise MessagingTimeout("timed out waiting for the sending connection")
+        try:
+            yield
+        finally:
+            self.lock.release()
 
     # -- connection ----------------------------------------------------------
 
-    def connection(self) -> Connection:
+    def connection(self, deadline: float | None = None) -> Connection:
+        """The open sending connection, connecting if needed.
+
+        One thread connects at a time and without holding ``lock``, so that
+        senders are not held up behind a host that hangs; the others wait for
+        its attempt, each no longer than its own ``deadline``, and get its
+        error when it fails.
+        """
+        while True:
+            with self.locked(deadline):
+                conn = self.conn
+                if conn is not None and conn.is_open:
+                    return conn
+                if self.closed.is_set():
+                    raise MessageDeliveryFailure("the transport was cleaned up")
+                attempt = self._attempt
+                mine = attempt is None
+                if attempt is None:
+                    attempt = self._attempt = _Attempt()
+            if mine:
+                return self._connect(attempt, conn, deadline)
+            if not attempt.done.wait(time_left(deadline)):
+                raise amqp_exc.HandshakeTimeout("no connection to the broker before the deadline")
+            if attempt.error is not None:
+                raise amqp_exc.fresh_error(attempt.error)
+
+    def _connect(self, attempt: _Attempt, lost: Connection | None, deadline: float | None) -> Connection:
+        try:
+            conn = open_connection(self.hosts, lost, deadline)
+        except BaseException as exc:
+            attempt.error = exc
+            with self.lock:
+                self._attempt = None
+            attempt.done.set()
+            raise
         with self.lock:
-            conn = self.conn
-            if conn is not None and conn.is_open:
-                return conn
+            self._attempt = None
             if self.closed.is_set():
-                raise MessageDeliveryFailure("the transport was cleaned up")
-            # A previous connection died: its channels and consumer are gone,
-            # but the reply queue outlives it (x-expires), so keep its name.
-            self.declared.clear()
-            self.notify_queues.clear()
-            self.pub_ch = self.decl_ch = self.confirm_ch = None
-            if self.on_new_connection is not None:
-                self.on_new_connection()
-            conn = self.conn = open_connection(self.params, conn)
-            conn.on_close.append(self._on_connection_closed)
-            return conn
+                attempt.error = MessageDeliveryFailure("the transport was cleaned up")
+            else:
+                # A previous connection died: its channels and consumer are gone,
+                # but the reply queue outlives it (x-expires), so keep its name.
+                self.declared.clear()
+                self.notify_queues.clear()
+                self.pub_ch = self.decl_ch = self.confirm_ch = None
+                if self.on_new_connection is not None:
+                    self.on_new_connection()
+                self.conn = conn
+                conn.on_close.append(self._on_connection_closed)
+        attempt.done.set()
+        if attempt.error is not None:
+            conn.close()
+            raise attempt.error
+        self.link.connected(conn.params.address)
+        return conn
+
+    def abandon(self, conn: Connection | None, why: str) -> None:
+        """Never use ``conn`` again (the broker stopped answering on it): fail
+        it, so that everything waiting on it fails over now."""
+        if conn is not None and conn.is_open:
+            conn.fail(amqp_exc.ConnectionLost(f"connection to {conn.params.address} abandoned: {why}"))
 
     def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
-        if self.closed.is_set() or conn is not self.conn or self.on_connection_lost is None:
+        if self.closed.is_set() or conn is not self.conn:
             return
-        self.on_connection_lost()
+        self.link.lost(conn.params.address, exc)
+        if self.on_connection_lost is not None:
+            self.on_connection_lost(conn)
 
-    def channels(self) -> tuple[Any, Any]:
+    def channels(self, deadline: float | None = None) -> tuple[Any, Any]:
         """The publishing channel and the declaring one (a refused declare
         closes only the latter)."""
-        with self.lock:
-            conn = self.connection()
+        conn = self.connection(deadline)
+        with self.locked(deadline):
+            if self.conn is not conn:
+                conn = self.connection(deadline)  # replaced meanwhile: the current one
             if self.pub_ch is None or not self.pub_ch.is_open:
-                self.pub_ch = conn.channel()
+                self.pub_ch = conn.channel(op_timeout(deadline))
                 self.pub_ch.on_return = self._on_returned
             if self.decl_ch is None or not self.decl_ch.is_open:
-                self.decl_ch = conn.channel()
+                self.decl_ch = conn.channel(op_timeout(deadline))
             return self.pub_ch, self.decl_ch
 
-    def ensure_exchange(self, ex: ExchangeSpec) -> Any:
+    def ensure_exchange(self, ex: ExchangeSpec, deadline: float | None = None) -> Any:
         """The publishing channel, once ``ex`` is declared on this connection."""
-        pub, decl = self.channels()
+        pub, decl = self.channels(deadline)
         if ex.name in self.declared:
             return pub
-        with self.lock:
+        with self.locked(deadline):
             if ex.name not in self.declared:
                 try:
-                    declare_exchange(decl, ex)
+                    declare_exchange(decl, ex, op_timeout(deadline))
                 except amqp_exc.ChannelClosed:
                     self.decl_ch = None
                     raise
                 self.declared.add(ex.name)
         return pub
 
-    def ensure_bound_queue(self, ex: ExchangeSpec, queue_spec: QueueSpec, routing_key: str) -> None:
+    def ensure_bound_queue(self, ex: ExchangeSpec, queue_spec: QueueSpec, routing_key: str,
+                           deadline: float | None = None) -> None:
         """Declare ``queue_spec`` and bind it to ``ex`` with ``routing_key``,
         once per connection (notifications wait there for their consumer);
         callers skip the call when ``notify_queues`` holds the pair already."""
-        with self.lock:
+        with self.locked(deadline):
             if (ex.name, routing_key) in self.notify_queues:
                 return
-            _pub, decl = self.channels()
-            declare_queue(decl, queue_spec)
-            decl.queue_bind(queue_spec.name, ex.name, routing_key)
+            _pub, decl = self.channels(deadline)
+            declare_queue(decl, queue_spec, op_timeout(deadline))
+            decl.queue_bind(queue_spec.name, ex.name, routing_key, timeout=op_timeout(deadline))
             self.notify_queues.add((ex.name, routing_key))
 
     def _on_returned(self, event: spec.Returned) -> None:
-        # A mandatory reply whose queue is gone: the caller stopped waiting.
-        LOG.warning("Reply to %s was returned by the broker: %s %s", event.routing_key, event.reply_code,
-                    event.reply_text)
+        """A mandatory reply came back: its queue is not there (yet). Its
+        caller may be reconnecting and declaring it again, so publish it again
+        a little later, until ``kombu_missing_consumer_retry_timeout`` (as
+        oslo's servers do); in the reader thread, so only a timer is set."""
+        key = (event.routing_key, event.body)
+        now = time.monotonic()
+        returned = self._returned
+        first = returned.get(key)
+        if first is None:
+            if len(returned) >= RETURNED_TRACKED:
+                # Forget the oldest half: they are past their limit by now or close.
+                for old in list(returned)[:RETURNED_TRACKED // 2]:
+                    returned.pop(old, None)
+            first = returned[key] = now
+        if event.reply_code != spec.NO_ROUTE or now - first >= self.missing_consumer_timeout:
+            returned.pop(key, None)
+            LOG.warning("Reply to %s dropped: returned by the broker (%s %s) for %.0fs", event.routing_key,
+                        event.reply_code, event.reply_text, now - first)
+            return
+        LOG.debug("Reply to %s returned (%s); publishing it again", event.routing_key, event.reply_text)
+        timer = threading.Timer(REPLY_RETURN_DELAY, self._publish_returned, (event,))
+        timer.daemon = True
+        timer.start()
+
+    def _publish_returned(self, event: spec.Returned) -> None:
+        if self.closed.is_set():
+            return
+        try:
+            self.publish_reply(event.routing_key, event.body, event.properties, True)
+        except (amqp_exc.AMQPError, MessageDeliveryFailure, MessagingTimeout) as exc:
+            LOG.warning("Reply to %s could not be published again: %s", event.routing_key, exc)
 
     def close(self) -> None:
         with self.lock:
@@ -166,7 +284,7 @@ class Sender:
 
     def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                       deadline: float | None) -> None:
-        self.ensure_exchange(ex).basic_publish(ex.name, routing_key, body, props, False, False, deadline)
+        self.ensure_exchange(ex, deadline).basic_publish(ex.name, routing_key, body, props, False, False, deadline)
 
     def publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                           retry: int | None, deadline: float | None) -> None:
@@ -180,12 +298,12 @@ class Sender:
         confirm_timeout = self.confirm_timeout
 
         def attempt() -> None:
-            self.ensure_exchange(ex)
-            with self.lock:
+            self.ensure_exchange(ex, deadline)
+            with self.locked(deadline):
                 ch = self.confirm_ch
                 if ch is None or not ch.is_open:
-                    ch = self.connection().channel()
-                    ch.confirm_select()
+                    ch = self.connection(deadline).channel(op_timeout(deadline))
+                    ch.confirm_select(op_timeout(deadline))
                     self.confirm_ch = ch
             confirmed = ch.basic_publish(ex.name, routing_key, body, props, True, False, deadline)
             wait = confirm_timeout if deadline is None else max(0.0, deadline - time.monotonic())
@@ -222,7 +340,10 @@ class Sender:
         ``retry`` None or negative retries until ``deadline`` (forever for
         casts, as oslo does), 0 never retries, N retries N times. A broker
         that kept publishing blocked is no connection error: see
-        ``blocked_error``.
+        ``blocked_error``. A synchronous method that got no answer abandons
+        the connection: retrying on a frozen broker's connection cannot help.
+        Failures are logged by the connection's :class:`Link` (once per state),
+        not here once per caller.
         """
         if retry is not None and retry < 0:
             retry = None
@@ -237,11 +358,17 @@ class Sender:
                 if isinstance(exc, amqp_exc.ChannelClosed) and exc.reply_code not in (
                         spec.CONNECTION_FORCED, spec.INTERNAL_ERROR):
                     raise  # a refused declare or publish: retrying cannot help
+                if isinstance(exc, amqp_exc.OperationTimeout):
+                    self.abandon(self.conn, str(exc))
                 attempts += 1
                 if retry is not None and attempts > retry:
                     raise MessageDeliveryFailure(f"cannot reach the broker: {exc}") from exc
                 delay = backoff.next()
                 if deadline is not None and time.monotonic() + delay >= deadline:
                     raise MessagingTimeout(f"broker unreachable until the call timed out: {exc}") from exc
-                LOG.warning("Broker connection problem (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
+                if isinstance(exc, amqp_exc.ConnectionRefused | amqp_exc.HandshakeTimeout | OSError):
+                    # This thread's own connect failed (not a connection lost under it).
+                    self.link.attempt_failed(exc, None, delay)
+                LOG.debug("Send failed (%s); attempt %d in %.1fs", exc, attempts + 1, delay)
+                if delay and self.closed.wait(delay):
+                    raise MessageDeliveryFailure("the transport was cleaned up") from exc

@@ -1,0 +1,116 @@
+"""A connection owner's state as an operator sees it, and its log lines.
+
+Each owner (the driver's sending connection, each listener) has one
+:class:`Link`. It is connected, reconnecting (since when, to which host,
+which attempt) or failed, and it logs one line per change of that state:
+lost and why, the first failed round of a reconnect (and again only when the
+reason changes), connected again, consumers restored. Never one line per
+attempt or per caller thread: during an outage the log says what happened,
+not how often.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+LOG = logging.getLogger("fastrpc.drivers.amqp")
+
+CONNECTED = "connected"
+RECONNECTING = "reconnecting"
+FAILED = "failed"
+NEW = "new"
+
+
+@dataclass(frozen=True)
+class LinkHealth:
+    """One connection owner's state (``Transport.health()`` lists them)."""
+
+    name: str
+    state: str  # "new", "connected", "reconnecting" or "failed"
+    host: str | None  # connected to, or trying next
+    since: float | None  # time.time() of the last change of state
+    attempt: int  # failed attempts since the connection was lost
+    error: str | None  # why it was lost or why the last attempt failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class Link:
+    """State and log lines of one connection owner named ``name`` (as logs say it)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._state = NEW
+        self._host: str | None = None
+        self._since: float | None = None
+        self._lost_at = 0.0  # monotonic
+        self._attempt = 0
+        self._error: str | None = None
+        self._logged_error: str | None = None  # the failure kind last logged
+
+    def health(self) -> LinkHealth:
+        with self._lock:
+            return LinkHealth(self.name, self._state, self._host, self._since, self._attempt, self._error)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def connected(self, address: str) -> None:
+        with self._lock:
+            was, attempts = self._state, self._attempt
+            self._state, self._host, self._since = CONNECTED, address, time.time()
+            self._attempt, self._error, self._logged_error = 0, None, None
+            took = time.monotonic() - self._lost_at
+        if was == RECONNECTING or was == FAILED:
+            LOG.info("%s: connected to %s again after %.1fs (%d failed attempts)", self.name, address,
+                        took, attempts)
+        else:
+            LOG.debug("%s: connected to %s", self.name, address)
+
+    def lost(self, address: str | None, why: BaseException | str) -> None:
+        """The connection to ``address`` died (once per connection)."""
+        with self._lock:
+            if self._state == RECONNECTING:
+                return
+            self._state, self._since, self._lost_at = RECONNECTING, time.time(), time.monotonic()
+            self._attempt, self._error = 0, str(why)
+            self._logged_error = None
+        LOG.warning("%s: lost the connection to %s: %s; reconnecting", self.name, address, why)
+
+    def attempt_failed(self, error: BaseException, next_host: str | None, delay: float) -> None:
+        """A round of connection attempts failed; the next in ``delay`` seconds."""
+        kind = type(error).__name__
+        with self._lock:
+            if self._state != RECONNECTING:
+                self._state, self._since, self._lost_at = RECONNECTING, time.time(), time.monotonic()
+                self._attempt = 0
+            self._attempt += 1
+            self._host, self._error = next_host, str(error)
+            repeat = self._logged_error == kind
+            self._logged_error = kind
+            attempt = self._attempt
+        if repeat:
+            LOG.debug("%s: attempt %d failed: %s; next in %.1fs", self.name, attempt, error, delay)
+        else:
+            LOG.warning("%s: cannot connect (attempt %d): %s; next attempt to %s in %.1fs (further "
+                        "failures of this kind are logged at debug level)", self.name, attempt, error,
+                        next_host, delay)
+
+    def failed(self, why: BaseException | str) -> None:
+        """Given up for good (refused login, cleanup): no more attempts."""
+        with self._lock:
+            if self._state == FAILED:
+                return
+            self._state, self._since, self._error = FAILED, time.time(), str(why)
+        LOG.error("%s: giving up: %s", self.name, why)
+
+    def restored(self, what: str) -> None:
+        """After a reconnect: what consumes again (logged once per reconnect)."""
+        LOG.info("%s: %s restored", self.name, what)
