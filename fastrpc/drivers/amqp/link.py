@@ -84,8 +84,9 @@ class Link:
             self._logged_error = None
         LOG.warning("%s: lost the connection to %s: %s; reconnecting", self.name, address, why)
 
-    def attempt_failed(self, error: BaseException, next_host: str | None, delay: float) -> None:
-        """A round of connection attempts failed; the next in ``delay`` seconds."""
+    def attempt_failed(self, error: BaseException, next_host: str | None, delay: float | None) -> None:
+        """A round of connection attempts failed; the next in ``delay``
+        seconds (None: when a sender next needs the connection)."""
         kind = type(error).__name__
         with self._lock:
             if self._state != RECONNECTING:
@@ -96,12 +97,13 @@ class Link:
             repeat = self._logged_error == kind
             self._logged_error = kind
             attempt = self._attempt
+        when = "at the next send" if delay is None else f"in {delay:.1f}s"
         if repeat:
-            LOG.debug("%s: attempt %d failed: %s; next in %.1fs", self.name, attempt, error, delay)
+            LOG.debug("%s: attempt %d failed: %s; next %s", self.name, attempt, error, when)
         else:
-            LOG.warning("%s: cannot connect (attempt %d): %s; next attempt to %s in %.1fs (further "
+            LOG.warning("%s: cannot connect (attempt %d): %s; next attempt to %s %s (further "
                         "failures of this kind are logged at debug level)", self.name, attempt, error,
-                        next_host, delay)
+                        next_host, when)
 
     def failed(self, why: BaseException | str) -> None:
         """Given up for good (refused login, cleanup): no more attempts."""

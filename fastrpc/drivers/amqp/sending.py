@@ -142,6 +142,7 @@ class Sender:
             with self.lock:
                 self._attempt = None
             attempt.done.set()
+            self.link.attempt_failed(exc, self.hosts.after(lost)[0].address, None)
             raise
         with self.lock:
             self._attempt = None
@@ -366,9 +367,6 @@ class Sender:
                 delay = backoff.next()
                 if deadline is not None and time.monotonic() + delay >= deadline:
                     raise MessagingTimeout(f"broker unreachable until the call timed out: {exc}") from exc
-                if isinstance(exc, amqp_exc.ConnectionRefused | amqp_exc.HandshakeTimeout | OSError):
-                    # This thread's own connect failed (not a connection lost under it).
-                    self.link.attempt_failed(exc, None, delay)
                 LOG.debug("Send failed (%s); attempt %d in %.1fs", exc, attempts + 1, delay)
                 if delay and self.closed.wait(delay):
                     raise MessageDeliveryFailure("the transport was cleaned up") from exc
