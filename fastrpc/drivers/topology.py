@@ -120,8 +120,12 @@ class Topology:
         self.prefetch_count = int(conf.rabbit_qos_prefetch_count or 0)
         self.mandatory_replies = bool(conf.direct_mandatory_flag)
         self.control_exchange = str(conf.control_exchange)
+        # oslo refuses both combinations (RuntimeError when it computes the
+        # arguments of a topic, or of a reply or fanout queue).
         if self.quorum and self.ha_queues:
             raise ValueError("rabbit_quorum_queue and rabbit_ha_queues cannot both be enabled")
+        if self.transient_quorum and self.ha_queues:
+            raise ValueError("rabbit_transient_quorum_queue and rabbit_ha_queues cannot both be enabled")
 
     # -- arguments -----------------------------------------------------------
 

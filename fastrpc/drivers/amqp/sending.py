@@ -18,6 +18,7 @@ from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp.connecting import Backoff, declare_exchange, declare_queue, open_connection
+from fastrpc.drivers.broker_rules import is_deprecation_refusal
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
 
@@ -235,7 +236,7 @@ class Sender:
                 raise blocked_error(exc, deadline) from exc
             except RETRIABLE as exc:
                 if isinstance(exc, amqp_exc.ChannelClosed) and exc.reply_code not in (
-                        spec.CONNECTION_FORCED, spec.INTERNAL_ERROR):
+                        spec.CONNECTION_FORCED, spec.INTERNAL_ERROR) or is_deprecation_refusal(exc):
                     raise  # a refused declare or publish: retrying cannot help
                 attempts += 1
                 if retry is not None and attempts > retry:
