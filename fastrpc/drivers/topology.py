@@ -34,6 +34,18 @@ Queues
     binding (reached through the default exchange).
   * Integers in arguments are encoded as signed 32-bit (``I``) when they fit,
     else 64-bit (``l``), as py-amqp does.
+  * ``rabbit_quorum_queue`` or ``rabbit_transient_quorum_queue`` with
+    ``rabbit_ha_queues`` is a configuration error (oslo raises RuntimeError
+    when it computes the arguments).
+  * Not implemented: ``rabbit_stream_fanout`` (oslo: one shared stream queue
+    ``<topic>_fanout`` per topic instead of a queue per server) and
+    ``use_queue_manager`` (stable reply/fanout queue names); fastrpc declares
+    its own per-process fanout and reply queues, which coexist with oslo's,
+    since the fanout exchange is declared alike (oslo requires
+    ``rabbit_transient_quorum_queue`` with stream fanout).
+
+Which of these declarations RabbitMQ 4.3 refuses, per configuration, is in
+``fastrpc.drivers.broker_rules`` and the README's "Choosing queue types".
 
 Consuming
   * ``basic.qos`` with ``prefetch_count = rabbit_qos_prefetch_count`` (0 = no
