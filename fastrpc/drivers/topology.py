@@ -34,6 +34,18 @@ Queues
     binding (reached through the default exchange).
   * Integers in arguments are encoded as signed 32-bit (``I``) when they fit,
     else 64-bit (``l``), as py-amqp does.
+  * ``rabbit_quorum_queue`` or ``rabbit_transient_quorum_queue`` with
+    ``rabbit_ha_queues`` is a configuration error (oslo raises RuntimeError
+    when it computes the arguments).
+  * Not implemented: ``rabbit_stream_fanout`` (oslo: one shared stream queue
+    ``<topic>_fanout`` per topic instead of a queue per server) and
+    ``use_queue_manager`` (stable reply/fanout queue names); fastrpc declares
+    its own per-process fanout and reply queues, which coexist with oslo's,
+    since the fanout exchange is declared alike (oslo requires
+    ``rabbit_transient_quorum_queue`` with stream fanout).
+
+Which of these declarations RabbitMQ 4.3 refuses, per configuration, is in
+``fastrpc.drivers.broker_rules`` and the README's "Choosing queue types".
 
 Consuming
   * ``basic.qos`` with ``prefetch_count = rabbit_qos_prefetch_count`` (0 = no
@@ -120,8 +132,12 @@ class Topology:
         self.prefetch_count = int(conf.rabbit_qos_prefetch_count or 0)
         self.mandatory_replies = bool(conf.direct_mandatory_flag)
         self.control_exchange = str(conf.control_exchange)
+        # oslo refuses both combinations (RuntimeError when it computes the
+        # arguments of a topic, or of a reply or fanout queue).
         if self.quorum and self.ha_queues:
             raise ValueError("rabbit_quorum_queue and rabbit_ha_queues cannot both be enabled")
+        if self.transient_quorum and self.ha_queues:
+            raise ValueError("rabbit_transient_quorum_queue and rabbit_ha_queues cannot both be enabled")
 
     # -- arguments -----------------------------------------------------------
 

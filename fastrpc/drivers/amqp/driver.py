@@ -26,6 +26,7 @@ from fastrpc.drivers.amqp.replies import Replies
 from fastrpc.drivers.amqp.rpc_listener import AmqpListener
 from fastrpc.drivers.amqp.sending import Sender
 from fastrpc.drivers.base import BaseDriver
+from fastrpc.drivers.broker_rules import is_deprecation_refusal
 from fastrpc.drivers.topology import ExchangeSpec, Topology, publish_properties
 from fastrpc.envelope import EnvelopeError, Reply, encode_bare
 from fastrpc.exceptions import BrokerError, MessageDeliveryFailure, MessageUndeliverable
@@ -280,7 +281,7 @@ class AmqpDriver(BaseDriver):
             try:
                 listener = make()
             except (amqp_exc.AMQPError, OSError) as exc:
-                if isinstance(exc, REFUSALS):
+                if isinstance(exc, REFUSALS) or is_deprecation_refusal(exc):
                     raise messaging_error(exc) from exc
                 if self._closed.is_set():
                     raise MessageDeliveryFailure(f"the transport was cleaned up: {exc}") from exc

@@ -8,6 +8,7 @@ import re
 
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
+from fastrpc.drivers.broker_rules import refusal_hint
 from fastrpc.exceptions import (
     AuthenticationError,
     BrokerError,
@@ -57,11 +58,15 @@ def _refusal(exc: amqp_exc.ChannelClosed | amqp_exc.ConnectionClosed) -> BrokerE
     code, text = exc.reply_code, exc.reply_text
     doing = _DECLARING.get((exc.class_id, exc.method_id))
     named = _NAMED.search(text)
-    if doing is not None or (code == spec.PRECONDITION_FAILED and named):
+    hint = refusal_hint(text)  # a deprecated feature the broker denies (RabbitMQ 4.3)
+    if doing is not None or (code == spec.PRECONDITION_FAILED and named) or hint is not None:
         kind, name = (named.group(1), named.group(2).replace("''", "'")) if named else (None, None)
-        what = f"{kind} {name!r}" if named else (doing or "a declaration")
-        return DeclarationRefused(f"the broker refused {doing or 'the declaration'} of {what}: {code} {text}",
-                                  code, text, kind, name)
+        refused = (f"{doing or 'the declaration'} of {kind} {name!r}" if named
+                   else f"a {doing}" if doing else "a declaration")
+        message = f"the broker refused {refused}: {code} {text}"
+        if hint is not None:
+            message += f"\n{hint}"
+        return DeclarationRefused(message, code, text, kind, name)
     if isinstance(exc, amqp_exc.ConnectionClosed):
         return BrokerError(f"the broker closed the connection: {code} {text}", code, text)
     return BrokerRefused(f"the broker refused the operation: {code} {text}", code, text)

@@ -20,6 +20,7 @@ from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, declare_exchange, declare_queue, open_connection
 from fastrpc.drivers.amqp.link import Link
+from fastrpc.drivers.broker_rules import is_deprecation_refusal
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
 
@@ -357,7 +358,7 @@ class Sender:
                 raise blocked_error(exc, deadline) from exc
             except RETRIABLE as exc:
                 if isinstance(exc, amqp_exc.ChannelClosed) and exc.reply_code not in (
-                        spec.CONNECTION_FORCED, spec.INTERNAL_ERROR):
+                        spec.CONNECTION_FORCED, spec.INTERNAL_ERROR) or is_deprecation_refusal(exc):
                     raise  # a refused declare or publish: retrying cannot help
                 if isinstance(exc, amqp_exc.OperationTimeout):
                     self.abandon(self.conn, str(exc))
