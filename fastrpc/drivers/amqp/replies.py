@@ -25,6 +25,9 @@ from fastrpc.exceptions import CallInterrupted, MessagingTimeout
 LOG = logging.getLogger(__name__)
 
 CLEANUP_TIMEOUT = 2.0  # seconds the reply queue's delete may take at cleanup
+# Seconds a reply queue's declaration under its old name may take after a
+# reconnect before a new queue replaces it (a healthy broker takes ms).
+REDECLARE_TIMEOUT = 2.0
 
 
 class Lost:
@@ -81,14 +84,37 @@ class Replies:
             if ch is None or not ch.is_open:
                 ch = self.ch = conn.channel(op_timeout(deadline))
             q = self._topology.reply_queue()
-            if self.name is not None:
+            if self.name is not None and self._redeclared(ch, QueueSpec(self.name, q.durable, q.auto_delete,
+                                                                         q.arguments), deadline):
                 q = QueueSpec(self.name, q.durable, q.auto_delete, q.arguments)
-            declare_queue(ch, q, op_timeout(deadline))
+            else:
+                if self.name is not None:
+                    ch = self.ch = conn.channel(op_timeout(deadline))  # the old one was closed
+                declare_queue(ch, q, op_timeout(deadline))
             ch.basic_consume(q.name, self._on_reply, no_ack=True, on_cancel=self._on_cancelled,
                              timeout=op_timeout(deadline))
             self.name = q.name
             self.consuming = True
             return q.name
+
+    def _redeclared(self, ch: Any, q: QueueSpec, deadline: float | None) -> bool:
+        """Declare the reply queue again under its old name (the calls in
+        flight gave it to their servers); False when its node cannot serve
+        it: a durable queue whose home node is down (NOT_FOUND), or no answer
+        in REDECLARE_TIMEOUT (its node is frozen or cut off and the cluster
+        has not noticed yet). A new queue serves the calls from now on."""
+        wait = REDECLARE_TIMEOUT if deadline is None else min(REDECLARE_TIMEOUT, op_timeout(deadline) or 0.0)
+        try:
+            declare_queue(ch, q, wait)
+            return True
+        except amqp_exc.OperationTimeout as exc:
+            why = str(exc)
+        except amqp_exc.ChannelClosed as exc:
+            if exc.reply_code != spec.NOT_FOUND:
+                raise
+            why = exc.reply_text
+        LOG.warning("Reply queue %s cannot be declared again (%s); calls use a new reply queue", q.name, why)
+        return False
 
     def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
              call_monitor_timeout: float | None, sent_on: Connection | None = None) -> Reply:
