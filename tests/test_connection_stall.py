@@ -313,16 +313,17 @@ def test_close_is_bounded_when_its_own_send_stalls(peer: Peer) -> None:
     ("client", "server", "expected"),
     [(0, 10, 0), (0, 0, 0), (5, 10, 5), (30, 10, 10), (5, 0, 5)],
 )
-def test_heartbeat_negotiation(peer: Peer, client: int, server: int, expected: int) -> None:
+@pytest.mark.parametrize("probe_after", [0.0, 3.0])
+def test_heartbeat_negotiation(peer: Peer, client: int, server: int, expected: int, probe_after: float) -> None:
     _, shaken = run_in_thread(lambda: peer.handshake(heartbeat=server))
-    conn = Connection(f"amqp://u:p@127.0.0.1:{peer.port}/", heartbeat=client)
+    conn = Connection(f"amqp://u:p@127.0.0.1:{peer.port}/", heartbeat=client, probe_after=probe_after)
     conn.connect()
     status, info = shaken.get(timeout=WAIT)
     assert status == "ok", info
     assert info["tune_ok"]["heartbeat"] == expected
     assert conn.heartbeat == expected
-    # No timer thread when heartbeats are off.
-    assert (conn._heartbeat_thread is not None) == bool(expected)
+    # No watchdog when neither heartbeats nor liveness probes are on.
+    assert (conn._heartbeat_thread is not None) == bool(expected or probe_after)
     conn.fail(ConnectionLost("test over"))
 
 

@@ -65,7 +65,7 @@ def test_validate_refuses_values_outside_each_bound(opt):
 
     if opt.min is not None:
         assert Options(**{opt.name: opt.min}).as_dict()[opt.name] == opt.min
-        refused(opt.min - (1 if opt.kind is int else opt.min / 2))
+        refused(opt.min - (1 if opt.kind is int else opt.min / 2 or 0.5))
         refused(opt.min - 1000)
     if opt.max is not None:
         assert Options(**{opt.name: opt.max}).as_dict()[opt.name] == opt.max
