@@ -188,3 +188,45 @@ def test_outage_costs_at_most_five_connection_attempts_per_second() -> None:
     finally:
         transport.cleanup()
         dead.close()
+
+
+def test_health_reports_each_connection_and_recovers(broker: Any) -> None:
+    """One entry per connection; after the broker closes them all, each is
+    reported reconnecting until it is back and consuming, then connected."""
+    url = broker.url.replace("amqp://", "rabbit://") + "?rabbit_retry_interval=0.1&rabbit_retry_backoff=0.1"
+    transport = get_rpc_transport(url=url)
+    server = None
+    try:
+        from fastrpc import get_rpc_server
+
+        class Echo:
+            def echo(self, ctxt: dict, x: int) -> int:
+                return x
+
+        server = get_rpc_server(transport, Target(topic="health", server="s1"), [Echo()], executor="threading")
+        server.start()
+        client = get_rpc_client(transport, Target(topic="health"), timeout=10)
+        assert client.call({}, "echo", x=1) == 1
+        health = transport.health()
+        assert [h["name"] for h in health] == ["sending connection", "listener for health"]
+        assert transport.healthy
+        assert all(h["host"] == broker.url.split("@")[1].rstrip("/") for h in health)
+        before = {h["name"]: h["since"] for h in health}
+        broker.ctl("close_all_connections", "test: health")
+        deadline = time.monotonic() + 20
+
+        def recovered() -> bool:
+            # Each connection went through a change of state and is back.
+            return all(h["state"] == "connected" and h["since"] > before[h["name"]]
+                       for h in transport.health())
+
+        while not recovered():
+            assert time.monotonic() < deadline, transport.health()
+            time.sleep(0.01)
+        assert client.call({}, "echo", x=2) == 2
+        assert transport.healthy
+    finally:
+        if server is not None:
+            server.stop()
+            server.wait()
+        transport.cleanup()

@@ -304,8 +304,12 @@ class AmqpDriver(BaseDriver):
         """The sending connection's state (once it was used) and each listener's."""
         with self._lock:
             listeners = list(self._listeners)
-        links = [] if self._sender.link.state == "new" else [self._sender.link]
-        return [link.health().as_dict() for link in links + [lst.link for lst in listeners]]
+        report = [lst.link.health().as_dict() for lst in listeners]
+        sender = self._sender.link.health().as_dict()
+        if sender["state"] == "connected" and self._replies.restoring:
+            # Connected, but the reply consumer is not back yet: calls would wait.
+            sender.update(state="reconnecting", error="reply queue not consumed again yet")
+        return report if sender["state"] == "new" else [sender, *report]
 
     @property
     def closed(self) -> bool:

@@ -186,38 +186,41 @@ class Replies:
         self.consuming = False
 
     def _on_connection_lost(self, conn: Connection) -> None:
-        waiters = list(self.waiters.values())
-        if not waiters:
-            return
         why = str(conn.closed_reason or "connection lost")
-        for mailbox in waiters:
+        for mailbox in list(self.waiters.values()):
             mailbox.put(Lost(conn, why))  # type: ignore[arg-type]  # read like a Reply
-        # Calls still wait (at-least-once ones, and those sent since): get
-        # their reply queue consumed again soon.
-        threading.Thread(target=self._recover, name="fastrpc-sender-reconnect", daemon=True).start()
+        if self.name is not None:
+            # Consume the reply queue again now, not at the next call: calls
+            # still waiting (at-least-once ones) need it, and the transport is
+            # not healthy until it is consumed again.
+            threading.Thread(target=self._recover, name="fastrpc-sender-reconnect", daemon=True).start()
 
     def _on_cancelled(self, tag: str) -> None:
         # The broker ended the reply consumer: the reply queue was deleted, or
-        # the node holding it went away. Declare and consume it again (same
-        # name, which the calls in flight gave their servers): at once if calls
-        # wait, else at the next call.
+        # the node holding it went away. Declare and consume it again at once
+        # (same name, which the calls in flight gave their servers, while its
+        # node can serve it).
         self.consuming = False
         if self._sender.closed.is_set():
             return
         LOG.warning("Reply queue %s lost its consumer (queue deleted or its node lost); declaring it again",
                     self.name)
-        if self.waiters:
-            threading.Thread(target=self._recover, name="fastrpc-reply-recover", daemon=True).start()
+        threading.Thread(target=self._recover, name="fastrpc-reply-recover", daemon=True).start()
 
     def _recover(self) -> None:
         backoff = Backoff(self._sender.conf)
         closed = self._sender.closed
-        while self.waiters and not closed.is_set():
+        while self.name is not None and not closed.is_set():
             try:
                 self.ensure()
                 self._sender.link.restored(f"reply queue {self.name} consumer")
                 return
-            except (amqp_exc.AMQPError, OSError) as exc:
+            except (amqp_exc.AMQPError, OSError, MessagingTimeout) as exc:
                 delay = backoff.next()
                 LOG.debug("Reply queue recovery failed: %s; next attempt in %.1fs", exc, delay)
                 closed.wait(delay)
+
+    @property
+    def restoring(self) -> bool:
+        """Whether a reply queue was in use and is not consumed again yet."""
+        return self.name is not None and not self.consuming
