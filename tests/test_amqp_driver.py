@@ -351,14 +351,15 @@ class HoldingPair:
         self.server_driver.cleanup()
 
 
-def test_survives_connections_closed_by_broker(broker, topic):
-    """Listener and caller reconnect; an at-least-once call in flight (its
-    request confirmed, so in its queue) still gets its reply."""
+@pytest.mark.parametrize("at_least_once", [False, True])
+def test_survives_connections_closed_by_broker(broker, topic, at_least_once):
+    """Listener and caller reconnect; a call in flight whose request the
+    broker confirmed (it is in its queue) still gets its reply."""
     pair = HoldingPair(broker, topic)
     try:
         assert pair.call("before") == "before"
         reply_q = pair.client.reply_queue
-        pair.hold_in_flight(at_least_once=True)
+        pair.hold_in_flight(at_least_once=at_least_once)
         broker.ctl("close_all_connections", "test: simulated failover")
         assert pair.release_in_flight() == {"value": "hold"}
         assert pair.client.reply_queue == reply_q  # the same reply queue, consumed again
@@ -368,27 +369,40 @@ def test_survives_connections_closed_by_broker(broker, topic):
         pair.close()
 
 
-def test_call_in_flight_fails_at_once_when_its_connection_dies(broker, topic):
-    """Without at-least-once nobody knows whether a request on a dead
-    connection reached its queue: the call fails at once with
-    CallInterrupted (not after its timeout), and the next call works."""
-    pair = HoldingPair(broker, topic)
+def test_unconfirmed_call_fails_at_once_when_its_connection_dies(private_node, topic):
+    """A request the broker never confirmed (it froze first) may or may not
+    have reached its queue: when the connection is found dead the call fails
+    at once with CallInterrupted, not at its timeout; later calls work."""
+    server = make_driver(private_node)
+    client = make_driver(private_node, probe_after=0.5, probe_timeout=1.0, rabbit_retry_interval=0.2)
+    served = Served(server, Target(topic=topic, server="s1"), echo)
     try:
-        assert pair.call("before") == "before"
-        pair.hold_in_flight()
-        closed_at = time.monotonic()
-        broker.ctl("close_all_connections", "test: simulated failover")
-        assert pair._caller is not None
-        pair._caller.join(WAIT)
-        assert time.monotonic() - closed_at < WAIT  # its timeout is 2 * WAIT
-        error = pair.result.get("error")
-        assert isinstance(error, CallInterrupted), pair.result
+        target = Target(topic=topic)
+        assert client.send(target, {}, {"method": "m", "args": {}}, wait_for_reply=True, timeout=WAIT)["method"] == "m"
+        outcome: queue.SimpleQueue = queue.SimpleQueue()
+
+        def waiting_call() -> None:
+            try:
+                outcome.put(client.send(target, {}, {"method": "late", "args": {}}, wait_for_reply=True,
+                                        timeout=60, retry=0))
+            except BaseException as exc:
+                outcome.put(exc)
+
+        private_node.pause()
+        try:
+            started = time.monotonic()
+            threading.Thread(target=waiting_call, daemon=True).start()
+            error = outcome.get(timeout=WAIT)
+            assert time.monotonic() - started < 0.5 + 1.0 + 3.0  # the probe's bounds plus margin
+        finally:
+            private_node.resume()
+        assert isinstance(error, CallInterrupted), error
         assert "may or may not have run" in str(error)
-        pair.proceed.set()
-        assert pair.call("after") == "after"
-        assert pair.served.listener.reconnects >= 1
+        assert client.send(target, {}, {"method": "m", "args": {}}, wait_for_reply=True, timeout=WAIT)["method"] == "m"
     finally:
-        pair.close()
+        served.close()
+        client.cleanup()
+        server.cleanup()
 
 
 def _wait_consumed(broker, name: str) -> None:

@@ -43,7 +43,9 @@ OnCancel = Callable[[str], None]
 OnReturn = Callable[[spec.Returned], None]
 
 
-def _settle(future: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
+def _settle(future: Future[Any] | None, result: Any = None, exc: BaseException | None = None) -> None:
+    if future is None:
+        return  # a tracked publish (see ChannelCore._send_tracked): nobody waits on it
     try:
         if exc is None:
             future.set_result(result)
@@ -88,11 +90,12 @@ class ChannelCore:
         self._cancel_callbacks: dict[str, OnCancel] = {}
         self._flow = threading.Event()
         self._flow.set()
-        # publisher confirms: tag -> future; tags below _low_tag are settled
+        # publisher confirms: tag -> future (None for a tracked publish); tags
+        # below _low_tag are settled
         self._confirm = False
         self._next_tag = 1
         self._low_tag = 1
-        self._pending: dict[int, Future[Any]] = {}
+        self._pending: dict[int, Future[Any] | None] = {}
         self._mandatory: dict[int, tuple[str, str]] = {}
         self._returned: dict[int, MessageReturned] = {}
 
@@ -192,6 +195,34 @@ class ChannelCore:
         if end is not None:
             return first
         raise err
+
+    def _send_tracked(self, data: bytes) -> int:
+        """Send one publish on a confirm channel and return its delivery tag,
+        tracked without a future (:meth:`confirmed` tells): the call path,
+        where the confirm only matters if the connection dies before the reply."""
+        conn = self._conn
+        err: BaseException | None
+        tag = 0
+        with conn.send_lock:
+            stopped = self._closed if self._closed is not None else self._closing
+            if stopped is not None:
+                err = fresh_error(stopped)
+            else:
+                tag = self._next_tag
+                self._pending[tag] = None
+                self._next_tag = tag + 1
+                err = conn.send_locked(data)
+                if err is not None:
+                    self._pending.pop(tag, None)
+        if err is not None:
+            conn.send_failed(err)
+            raise err
+        return tag
+
+    def confirmed(self, tag: int) -> bool:
+        """Whether the broker confirmed publish ``tag`` and every one before
+        it (an ack out of order counts once the earlier ones are in)."""
+        return tag < self._low_tag
 
     def _send(self, data: bytes) -> None:
         """Send frames of this channel; refused once the channel is closing or closed.

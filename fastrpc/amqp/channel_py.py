@@ -308,6 +308,33 @@ class Channel(ChannelCore):
             return None
         return self._send_confirmed(data, ((mandatory, exchange, routing_key),))[0]
 
+    def basic_publish_tracked(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any] | None = None,
+        blocked_until: float | None = None,
+    ) -> int:
+        """Publish one message on a confirm channel without a future: returns
+        its delivery tag, and :meth:`confirmed` says later whether the broker
+        has taken it. Waits while the broker blocks publishing as
+        :meth:`basic_publish` does."""
+        conn = self._conn
+        if self._closed is not None:
+            raise fresh_error(self._closed)
+        if not self._confirm:
+            raise RuntimeError("basic_publish_tracked needs confirm_select() first")
+        if conn.blocked or not self._flow.is_set():
+            self._wait_publish_allowed(blocked_until)
+        w = conn.writer()
+        try:
+            w.publish(self.channel_id, exchange, routing_key, body, properties, False, False)
+        except BaseException:
+            w.take()
+            raise
+        return self._send_tracked(w.take())
+
     def publish_many(self, items: Iterable[PublishItem]) -> list[Future[Any] | None]:
         """Publish several messages with one send.
 

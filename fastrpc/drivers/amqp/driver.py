@@ -154,12 +154,11 @@ class AmqpDriver(BaseDriver):
                 if at_least_once:
                     # Confirmed, so in its queue: a lost connection does not lose it.
                     self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
-                    sent_on = None
+                    sent = None
                 else:
-                    sender.publish(ex, routing_key, body, props, retry, deadline)
-                    sent_on = sender.conn
+                    sent = sender.publish_call(ex, routing_key, body, props, retry, deadline)
                 # The same deadline: a publish that had to reconnect took some of the timeout.
-                reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent_on)
+                reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent)
             finally:
                 waiters.pop(msg_id, None)
                 conn = sender.conn

@@ -117,11 +117,15 @@ class Replies:
         return False
 
     def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
-             call_monitor_timeout: float | None, sent_on: Connection | None = None) -> Reply:
+             call_monitor_timeout: float | None, sent: tuple[Any, int] | None = None) -> Reply:
         """The final reply to ``msg_id``; call-monitor keepalives extend the
         wait by ``call_monitor_timeout``. MessagingTimeout when none came in
-        time; CallInterrupted when ``sent_on``, the connection the request
-        went out on, died first (at-least-once calls pass None: they wait)."""
+        time. ``sent``: the channel and delivery tag of the request
+        (``Sender.publish_call``); when that channel's connection dies before
+        the broker confirmed the request, CallInterrupted at once (nobody
+        knows whether it reached its queue). A confirmed request is in its
+        queue: the call waits for its reply, which comes once the reply queue
+        is consumed again (at-least-once calls pass None: always confirmed)."""
         now = time.monotonic()
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
         wait = None if deadline is None else max(0.0, deadline - now)
@@ -140,7 +144,7 @@ class Replies:
                 return reply
             now = time.monotonic()
             if type(reply) is Lost:
-                if reply.conn is sent_on:
+                if sent is not None and sent[0].connection is reply.conn and not sent[0].confirmed(sent[1]):
                     raise CallInterrupted(f"the connection the call {msg_id} was sent on was lost before its "
                                           f"reply ({reply.why}); it may or may not have run")
             elif call_monitor_timeout:

@@ -85,6 +85,9 @@ class Sender:
         self.pub_ch: Any = None
         self.decl_ch: Any = None
         self.confirm_ch: Any = None  # publisher confirms on: at-least-once sends
+        # Confirms on, never waited for: calls' requests, whose tags say
+        # whether the broker took them when the connection dies before the reply.
+        self.call_ch: Any = None
         self.declared: set[str] = set()  # exchanges
         self.notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
         self.confirm_timeout = float(conf.rpc_response_timeout)  # Options refuses <= 0
@@ -154,7 +157,7 @@ class Sender:
                 # but the reply queue outlives it (x-expires), so keep its name.
                 self.declared.clear()
                 self.notify_queues.clear()
-                self.pub_ch = self.decl_ch = self.confirm_ch = None
+                self.pub_ch = self.decl_ch = self.confirm_ch = self.call_ch = None
                 if self.on_new_connection is not None:
                     self.on_new_connection()
                 self.conn = conn
@@ -257,7 +260,7 @@ class Sender:
     def close(self) -> None:
         with self.lock:
             conn, self.conn = self.conn, None
-            self.pub_ch = self.decl_ch = self.confirm_ch = None
+            self.pub_ch = self.decl_ch = self.confirm_ch = self.call_ch = None
             self.declared.clear()
             self.notify_queues.clear()
             if self.on_closed is not None:
@@ -287,6 +290,34 @@ class Sender:
     def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                       deadline: float | None) -> None:
         self.ensure_exchange(ex, deadline).basic_publish(ex.name, routing_key, body, props, False, False, deadline)
+
+    def publish_call(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+                     retry: int | None, deadline: float | None) -> tuple[Any, int]:
+        """Publish a call's request on the call channel: confirms on, not
+        waited for. Returns the channel and the request's delivery tag, which
+        tell later whether the broker took the request (``ch.confirmed(tag)``)
+        should the connection die before the reply."""
+        ch = self.call_ch
+        if ch is not None and ex.name in self.declared:
+            try:
+                return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline)
+            except RETRIABLE:
+                pass
+            except amqp_exc.PublishBlocked as exc:
+                raise blocked_error(exc, deadline) from exc
+        return self.with_retry(functools.partial(self._call_once, ex, routing_key, body, props, deadline),
+                               retry, deadline)
+
+    def _call_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+                   deadline: float | None) -> tuple[Any, int]:
+        self.ensure_exchange(ex, deadline)
+        with self.locked(deadline):
+            ch = self.call_ch
+            if ch is None or not ch.is_open:
+                ch = self.connection(deadline).channel(op_timeout(deadline))
+                ch.confirm_select(op_timeout(deadline))
+                self.call_ch = ch
+        return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline)
 
     def publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                           retry: int | None, deadline: float | None) -> None:
