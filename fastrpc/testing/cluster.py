@@ -16,6 +16,7 @@ partitioned). :meth:`restore` undoes them all.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import shutil
 import string
@@ -34,6 +35,15 @@ from .ports import LOOPBACK
 
 # rabbitmqctl calls used for polling: short, so a wait notices its deadline.
 _POLL_CTL_TIMEOUT = 15.0
+# Running nodes, all members and the nodes it saw partitioned, one line each.
+_LOCAL_VIEW = (
+    'io:format("~w~n~w~n~w~n", [rabbit_mnesia:cluster_nodes(running), '
+    "rabbit_mnesia:cluster_nodes(all), rabbit_node_monitor:partitions()])."
+)
+_QUOTED_ATOM = re.compile(r"'([^']+)'")
+# A partition shows in the nodes' records about 2 s after the nodes meet again;
+# a cluster counts as healed only if none appeared this long after the last change.
+_SETTLE = 4.0
 
 
 class RabbitClusterError(RuntimeError):
@@ -42,11 +52,11 @@ class RabbitClusterError(RuntimeError):
 
 @dataclass
 class ClusterStatus:
-    """One node's view of the cluster (``rabbitmqctl cluster_status``)."""
+    """One node's view of the cluster: ``partitions`` maps a node to those it saw partitioned."""
 
     node: str
     running_nodes: list[str]
-    disk_nodes: list[str]
+    disk_nodes: list[str]  # every member (all are disc nodes here)
     partitions: dict[str, list[str]] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -88,8 +98,10 @@ class RabbitCluster:
         self._frozen_since: dict[int, float] = {}
         self._cut: set[int] = set()
         self._suspects: set[int] = set()  # nodes that other nodes may have seen vanish
+        self._needs_heal: set[int] = set()  # thawed after being frozen for long
         self._disturbed = False
         self._stopped = False
+        self._last_change = 0.0  # monotonic time of the last thaw, reconnect, restart or heal
         cookie = "".join(secrets.choice(string.ascii_uppercase) for _ in range(32))
         lines = list(config)
         if partition_handling is not None:
@@ -213,26 +225,52 @@ class RabbitCluster:
         return [i for i, n in enumerate(self.nodes) if n.running and i not in self._frozen_since]
 
     def _view(self, node: RabbitNode, timeout: float = _POLL_CTL_TIMEOUT) -> ClusterStatus:
-        raw = json.loads(node.ctl("cluster_status", "--formatter", "json", timeout=timeout))
-        partitions = raw.get("partitions") or {}
-        if isinstance(partitions, list):  # older CLIs: a list of [node, [nodes]] pairs
-            partitions = {str(k): list(v) for k, v in partitions}
+        """The node's own idea of the cluster, from local state only.
+
+        Unlike ``cluster_status`` (which asks every member and hangs while one is
+        frozen), this answers whatever the other nodes do.
+        """
+        out = node.ctl("eval", _LOCAL_VIEW, timeout=timeout).splitlines()
+        if len(out) < 3:
+            raise RabbitNodeError(f"unexpected answer from {node.nodename}: {out!r}")
+        running, everyone, partitions = (_QUOTED_ATOM.findall(line) for line in out[:3])
         return ClusterStatus(
             node=node.nodename,
-            running_nodes=sorted(raw.get("running_nodes") or []),
-            disk_nodes=sorted(raw.get("disk_nodes") or []),
-            partitions={str(k): list(v) for k, v in partitions.items()},
-            raw=raw,
+            running_nodes=sorted(running),
+            disk_nodes=sorted(everyone),
+            partitions={node.nodename: sorted(partitions)} if partitions else {},
         )
 
+    def view(self, i: int) -> ClusterStatus:
+        """Node ``i``'s local view (running nodes, members, partitions it saw).
+
+        Cheap and safe while another node is frozen or cut off; ``raw`` is empty.
+        """
+        return self._view(self.nodes[i])
+
     def status(self, i: int | None = None) -> ClusterStatus:
-        """``cluster_status`` as node ``i`` sees it (default: the first reachable node)."""
+        """``rabbitmqctl cluster_status`` from node ``i`` (default: the first reachable node).
+
+        RabbitMQ asks every member for this, so it may time out while a node is
+        frozen or cut off; use :meth:`view` then.
+        """
         if i is None:
             reachable = self._reachable()
             if not reachable:
                 raise RabbitClusterError("no node is running and unfrozen")
             i = reachable[0]
-        return self._view(self.nodes[i])
+        node = self.nodes[i]
+        raw = json.loads(node.ctl("cluster_status", "--formatter", "json", timeout=_POLL_CTL_TIMEOUT))
+        partitions = raw.get("partitions") or {}
+        if isinstance(partitions, list):  # a list of [node, [nodes]] pairs in some versions
+            partitions = {str(k): list(v) for k, v in partitions}
+        return ClusterStatus(
+            node=node.nodename,
+            running_nodes=sorted(raw.get("running_nodes") or []),
+            disk_nodes=sorted(raw.get("disk_nodes") or []),
+            partitions={str(k): list(v) for k, v in partitions.items() if v},
+            raw=raw,
+        )
 
     def _wait(self, what: str, check: Callable[[], str | None], timeout: float, nodes: Sequence[int]) -> None:
         """Poll ``check`` (None = done, else what is still wrong) until ``timeout``."""
@@ -319,9 +357,12 @@ class RabbitCluster:
 
     def thaw(self, i: int) -> None:
         """SIGCONT node ``i`` (undoes :meth:`freeze`)."""
+        if self.frozen_for(i) >= (self.net_ticktime or 60) / 2:
+            self._needs_heal.add(i)  # the others may have declared it down
         if self.nodes[i].running:
             self.nodes[i].resume()
         self._frozen_since.pop(i, None)
+        self._last_change = time.monotonic()
 
     def cut_off(self, i: int) -> None:
         """Freeze node ``i`` and drop every loopback packet to or from its ports.
@@ -355,9 +396,11 @@ class RabbitCluster:
             self._firewall.unblock(self._ports(i))
             self._cut.discard(i)
         self._frozen_since.pop(i, None)
+        self._needs_heal.discard(i)
         node = self.nodes[i]
         node.halt(graceful=graceful)
         node.start()
+        self._last_change = time.monotonic()
         others = [j for j in self._reachable() if j != i]
         self.wait_running([i, *others], timeout=timeout or self.start_timeout)
 
@@ -367,18 +410,55 @@ class RabbitCluster:
         node = self.nodes[i]
         node.ctl("stop_app", timeout=120)
         node.ctl("start_app", timeout=timeout or self.start_timeout)
-        self._suspects.discard(i)
+        self._needs_heal.discard(i)
+        self._last_change = time.monotonic()
+
+    def _minority(self, views: Sequence[ClusterStatus]) -> int:
+        """The node to heal first: the one that saw itself cut from the most nodes.
+
+        RabbitMQ forgets a recorded partition once the nodes it named are down,
+        so restarting the app of the node on the small side clears the others'
+        records as well (ties: a disturbed node, then the later node).
+        """
+        def weight(i: int) -> tuple[int, bool, int]:
+            seen = sum(len(v) for v in views[i].partitions.values())
+            return (seen, i in self._suspects, i)
+
+        return max(range(len(views)), key=weight)
+
+    def heal_partitions(self, timeout: float | None = None) -> None:
+        """Heal nodes, the small side first, until no node reports a partition.
+
+        Done once no partition was reported for a few seconds after the last
+        thaw, reconnect, restart or heal (RabbitMQ records one only when the
+        nodes meet again).
+        """
+        timeout = timeout or self.start_timeout
+        deadline = time.monotonic() + timeout
+        everyone = range(len(self.nodes))
+
+        def check() -> str | None:
+            views = [self._view(self.nodes[i]) for i in everyone]
+            reporting = {v.node: v.partitions[v.node] for v in views if v.partitions}
+            if not reporting:
+                settling = _SETTLE - (time.monotonic() - self._last_change)
+                return f"settling for {settling:.1f} s more" if settling > 0 else None
+            self.heal(self._minority(views), timeout=max(deadline - time.monotonic(), 1.0))
+            return f"partitions were reported: {reporting}"
+
+        self._wait("a cluster without partitions", check, timeout, list(everyone))
+        self.wait_partition_healed(max(deadline - time.monotonic(), 1.0))
 
     def restore(self, timeout: float | None = None) -> None:
         """Undo every fault: no rule, no frozen or stopped node, no partition.
 
-        A node frozen for long enough that the others may have declared it down
-        (half of net_ticktime) is healed, as is any node that still reports a
-        partition. Raises RabbitClusterError if the cluster does not recover.
+        A node that was frozen long enough for the others to declare it down
+        (half of net_ticktime or more) is healed, then partitions are healed
+        (see :meth:`heal_partitions`). Raises
+        RabbitClusterError if the cluster does not recover within ``timeout``.
         """
         timeout = timeout or self.start_timeout
-        ticktime = self.net_ticktime or 60
-        long_frozen = {i for i in self._frozen_since if self.frozen_for(i) >= ticktime / 2}
+        deadline = time.monotonic() + timeout
         for i in list(self._cut):
             self.reconnect(i)
         self._firewall.close()
@@ -389,13 +469,8 @@ class RabbitCluster:
                 node.resume()
             if not node.running:
                 self.restart(i, timeout=timeout)
-        for i in sorted(long_frozen):
+        for i in sorted(self._needs_heal):
             self.heal(i, timeout=timeout)
-        self.wait_running(timeout=timeout)
-        reporting = [i for i, node in enumerate(self.nodes) if any(self._view(node).partitions.values())]
-        # Heal the nodes that were disturbed; only if none of them reports, the others.
-        for i in [i for i in reporting if i in self._suspects] or reporting:
-            self.heal(i, timeout=timeout)
-        self.wait_partition_healed(timeout=timeout)
+        self.heal_partitions(max(deadline - time.monotonic(), 1.0))
         self._suspects.clear()
         self._disturbed = False
