@@ -372,6 +372,11 @@ class RabbitNode:
         self._signal_group(pgid, signal.SIGKILL)
         self._wait_group_gone(pgid, timeout=10)
         reaper.forget(pgid)
+        # The kernel closes a killed VM's listening sockets a moment after the
+        # process is gone; return once the AMQP port refuses connections.
+        deadline = time.monotonic() + 5.0
+        while port_accepts(self.host, self.port, timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:
