@@ -2,7 +2,7 @@
 
 Every node is a :class:`~fastrpc.testing.node.RabbitNode` with its own name,
 ports and directory; all share one private epmd and one Erlang cookie. Node 1
-boots alone-standing; the others join it (``stop_app``, ``join_cluster``,
+boots on its own; the others join it (``stop_app``, ``join_cluster``,
 ``start_app``). Node names carry a random cluster id, so clusters started in
 parallel never clash.
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import reaper
 from .epmd import Epmd
 from .firewall import LoopbackFirewall, remove_stale_chains
 from .node import RabbitNode, RabbitNodeError, _tail
@@ -93,6 +94,8 @@ class RabbitCluster:
         self.net_ticktime = net_ticktime
         self.start_timeout = start_timeout
         self.workdir: Path = Path(tempfile.mkdtemp(prefix=f"fastrpc-cluster-{self.id}-", dir=workdir))
+        # If this process dies first, the reaper removes the directory (after the nodes).
+        reaper.on_exit(self._reaper_key, ["rm", "-rf", "--", str(self.workdir)])
         self._epmd = Epmd()
         self._firewall = LoopbackFirewall()
         self._frozen_since: dict[int, float] = {}
@@ -130,6 +133,10 @@ class RabbitCluster:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def _reaper_key(self) -> str:
+        return f"cluster-dir-{self.id}"
 
     # -- addresses -------------------------------------------------------
 
@@ -205,6 +212,7 @@ class RabbitCluster:
             except Exception as exc:  # stop everything even if one part fails
                 errors.append(exc)
         shutil.rmtree(self.workdir, ignore_errors=True)
+        reaper.cancel(self._reaper_key)
         self._frozen_since.clear()
         self._cut.clear()
         if errors:
