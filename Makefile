@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMPS  := $(VENV)/.fastrpc
-APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind
+APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind iptables
 
 # What the compiled modules are built from (fastrpc/_impl.py lists the twins;
 # the connection layer's pure modules are compiled unchanged).
@@ -27,6 +27,7 @@ system-deps:
 	[ -f /usr/include/amqp.h ] || missing="$$missing librabbitmq-dev"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	if [ ! -x $(VPY) ]; then \
 	  $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	fi; \

@@ -83,8 +83,11 @@ class RabbitNode:
     ``autostart=False`` to configure first and call :meth:`start` later). Use as a
     context manager or call :meth:`stop` to end it and delete its directory.
 
-    ``config`` adds rabbitmq.conf lines (e.g. ``"heartbeat = 5"``). Nodes meant to
-    form a cluster share an ``epmd`` and a ``cookie``.
+    ``config`` adds rabbitmq.conf lines (e.g. ``"heartbeat = 5"``) and
+    ``advanced_config`` is the text of advanced.config (Erlang terms, e.g.
+    ``"[{kernel, [{net_ticktime, 10}]}]."``). ``management=True`` enables the
+    management plugin on a private loopback port (``management_port``). Nodes
+    meant to form a cluster share an ``epmd`` and a ``cookie``.
     """
 
     def __init__(
@@ -96,6 +99,8 @@ class RabbitNode:
         config: Iterable[str] = (),
         epmd: Epmd | None = None,
         cookie: str | None = None,
+        management: bool = False,
+        advanced_config: str | None = None,
         start_timeout: float = 180.0,
         autostart: bool = True,
     ) -> None:
@@ -106,6 +111,8 @@ class RabbitNode:
         self.tls: bool = tls
         self.start_timeout = start_timeout
         self._extra_config = list(config)
+        self._advanced_config = advanced_config
+        self.management: bool = management
         self._cookie = cookie or "".join(secrets.choice(string.ascii_uppercase) for _ in range(32))
 
         if workdir is not None:
@@ -113,10 +120,11 @@ class RabbitNode:
         # Always a fresh subdirectory: stop() deletes it, never a caller's directory.
         self.workdir: Path = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=workdir))
 
-        ports = free_ports(3 if tls else 2)
-        self.port: int = ports[0]
-        self.dist_port: int = ports[1]
-        self.tls_port: int | None = ports[2] if tls else None
+        ports = free_ports(2 + tls + management)
+        self.port: int = ports.pop(0)
+        self.dist_port: int = ports.pop(0)
+        self.tls_port: int | None = ports.pop(0) if tls else None
+        self.management_port: int | None = ports.pop(0) if management else None
 
         self._own_epmd = epmd is None
         self._epmd: Epmd = epmd if epmd is not None else Epmd()
@@ -152,6 +160,13 @@ class RabbitNode:
         return f"amqps://guest:guest@localhost:{self.tls_port}/"
 
     @property
+    def management_url(self) -> str:
+        """Base URL of the management HTTP API (``management=True`` only)."""
+        if self.management_port is None:
+            raise RabbitNodeError("this node was started without management=True")
+        return f"http://{self.host}:{self.management_port}/"
+
+    @property
     def epmd_port(self) -> int:
         return self._epmd.port
 
@@ -177,7 +192,10 @@ class RabbitNode:
         cookie.write_text(self._cookie)
         # Erlang refuses a cookie file readable by others.
         os.chmod(cookie, 0o400)
-        (self.workdir / "enabled_plugins").write_text("[].\n")
+        plugins = "[rabbitmq_management]" if self.management else "[]"
+        (self.workdir / "enabled_plugins").write_text(plugins + ".\n")
+        if self._advanced_config is not None:
+            (self.workdir / "advanced.config").write_text(self._advanced_config.rstrip() + "\n")
         (self.workdir / "rabbitmq-env.conf").write_text("")
         if self.tls:
             self._tls_files = certs.generate(self.workdir / "tls")
@@ -198,6 +216,8 @@ class RabbitNode:
                 "ssl_options.verify = verify_peer",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
+        if self.management_port is not None:
+            lines += [f"management.tcp.ip = {LOOPBACK}", f"management.tcp.port = {self.management_port}"]
         lines += self._extra_config
         (self.workdir / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
 
@@ -261,15 +281,15 @@ class RabbitNode:
             code = self._proc.poll()
             if code is not None:
                 raise RabbitNodeError(
-                    f"{self.nodename} exited with status {code} while starting\n{self._diagnostics()}"
+                    f"{self.nodename} exited with status {code} while starting\n{self.diagnostics()}"
                 )
             # The TCP listener opens late in boot; a cheap connect first avoids
             # a full probe against a port that cannot answer yet.
             if port_accepts(self.host, self.port, timeout=0.5) and amqp_answers(self.host, self.port, timeout=2.0):
-                if self.tls_port is None or port_accepts(self.host, self.tls_port, timeout=0.5):
+                if all(port_accepts(self.host, p, timeout=0.5) for p in self._extra_listeners()):
                     return
             if time.monotonic() >= deadline:
-                diagnostics = self._diagnostics()
+                diagnostics = self.diagnostics()
                 self.halt(graceful=False)
                 raise RabbitNodeError(
                     f"{self.nodename} did not accept AMQP on {self.host}:{self.port} "
@@ -277,7 +297,11 @@ class RabbitNode:
                 )
             time.sleep(0.1)
 
-    def _diagnostics(self) -> str:
+    def _extra_listeners(self) -> list[int]:
+        return [p for p in (self.tls_port, self.management_port) if p is not None]
+
+    def diagnostics(self) -> str:
+        """Tails of the console output and of the log file, for error messages."""
         return (
             f"--- {self._console} (tail) ---\n{_tail(self._console)}\n"
             f"--- {self.log_file} (tail) ---\n{_tail(self.log_file)}"
@@ -348,6 +372,11 @@ class RabbitNode:
         self._signal_group(pgid, signal.SIGKILL)
         self._wait_group_gone(pgid, timeout=10)
         reaper.forget(pgid)
+        # The kernel closes a killed VM's listening sockets a moment after the
+        # process is gone; return once the AMQP port refuses connections.
+        deadline = time.monotonic() + 5.0
+        while port_accepts(self.host, self.port, timeout=0.2) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:
