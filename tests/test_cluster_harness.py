@@ -30,9 +30,12 @@ from fastrpc.testing.node import _process_group_members, _process_state
 from fastrpc.testing.ports import PROTOCOL_HEADER, is_connection_start
 from fastrpc.transport_url import TransportURL
 
-pytestmark = pytest.mark.skipif(iptables_path() is None, reason="iptables is not installed")
-
 WAIT = 30.0  # bound for anything the cluster should do promptly
+
+
+def test_iptables_is_installed() -> None:
+    # Cutting a node off needs it; make test installs it. Fail loudly, never skip.
+    assert iptables_path() is not None, "iptables is missing: install Debian's iptables package"
 
 
 def _until(what: str, condition: Callable[[], bool], timeout: float = WAIT) -> None:

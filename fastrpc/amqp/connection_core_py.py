@@ -125,6 +125,10 @@ class ConnectionCore:
         self._after_dispatch: list[Callable[[], None]] = []
         # The channel the watchdog sends liveness probes on (opened by the first probe).
         self._probe_channel: Any = None
+        # Set by every send, cleared when the broker sends anything: frames
+        # the broker has not answered (a reply published on a frozen broker's
+        # connection would otherwise go unnoticed until the heartbeat timeout).
+        self._unanswered = False
         self._one_event = False  # the read being dispatched brought one event
 
 
@@ -302,6 +306,7 @@ class ConnectionCore:
                 error = ConnectionLost(f"connection to {self.params.address} closed by the broker without "
                                        "connection.close")
             elif data:
+                self._unanswered = False
                 self._dispatch(self._frame_reader.feed(data))
         except BaseException as exc:
             error = self._read_error(exc)

@@ -195,6 +195,7 @@ class Connection(ConnectionCore):
         failed = self._dead or self._write_failed
         if failed is not None:
             return fresh_error(failed)
+        self._unanswered = True
         transport = self._transport
         if transport is None:
             return ConnectionLost("connection is not open")
@@ -347,7 +348,11 @@ class Connection(ConnectionCore):
 
     def busy(self) -> bool:
         """Whether anything waits on the broker: a synchronous method's
-        reply, a publisher confirm, or a consumer's deliveries."""
+        reply, a publisher confirm, a consumer's deliveries, or frames sent
+        since the broker last said anything (a reply, a cast: nothing answers
+        them, so a frozen broker would otherwise go unnoticed)."""
+        if self._unanswered:
+            return True
         for ch in list(self._channels.values()):
             if ch._waiter is not None or ch._pending or (ch._consumers and ch._closed is None):
                 return True

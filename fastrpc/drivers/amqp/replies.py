@@ -84,36 +84,42 @@ class Replies:
             if ch is None or not ch.is_open:
                 ch = self.ch = conn.channel(op_timeout(deadline))
             q = self._topology.reply_queue()
-            if self.name is not None and self._redeclared(ch, QueueSpec(self.name, q.durable, q.auto_delete,
-                                                                         q.arguments), deadline):
-                q = QueueSpec(self.name, q.durable, q.auto_delete, q.arguments)
-            else:
+            if self.name is None or not self._consumed_again(ch, QueueSpec(self.name, q.durable, q.auto_delete,
+                                                                             q.arguments), deadline):
                 if self.name is not None:
                     ch = self.ch = conn.channel(op_timeout(deadline))  # the old one was closed
                 declare_queue(ch, q, op_timeout(deadline))
-            ch.basic_consume(q.name, self._on_reply, no_ack=True, on_cancel=self._on_cancelled,
-                             timeout=op_timeout(deadline))
-            self.name = q.name
+                self._consume(ch, q.name, op_timeout(deadline))
+                self.name = q.name
             self.consuming = True
-            return q.name
+            return self.name
 
-    def _redeclared(self, ch: Any, q: QueueSpec, deadline: float | None) -> bool:
-        """Declare the reply queue again under its old name (the calls in
-        flight gave it to their servers); False when its node cannot serve
-        it: a durable queue whose home node is down (NOT_FOUND), or no answer
-        in REDECLARE_TIMEOUT (its node is frozen or cut off and the cluster
-        has not noticed yet). A new queue serves the calls from now on."""
+    def _consume(self, ch: Any, name: str, timeout: float | None) -> None:
+        # Exclusive: a consumer left behind on a half-open connection (the
+        # broker still sees it) would otherwise take every other reply.
+        ch.basic_consume(name, self._on_reply, no_ack=True, exclusive=True, on_cancel=self._on_cancelled,
+                         timeout=timeout)
+
+    def _consumed_again(self, ch: Any, q: QueueSpec, deadline: float | None) -> bool:
+        """Declare and consume the reply queue again under its old name (the
+        calls in flight gave it to their servers); False when that cannot
+        be: a durable queue whose home node is down (NOT_FOUND), no answer in
+        REDECLARE_TIMEOUT (its node is frozen or cut off and the cluster has
+        not noticed yet), or a consumer of ours the broker still sees on a
+        connection we left (ACCESS_REFUSED: exclusive use). A new queue serves
+        the calls from then on."""
         wait = REDECLARE_TIMEOUT if deadline is None else min(REDECLARE_TIMEOUT, op_timeout(deadline) or 0.0)
         try:
             declare_queue(ch, q, wait)
+            self._consume(ch, q.name, wait)
             return True
         except amqp_exc.OperationTimeout as exc:
             why = str(exc)
         except amqp_exc.ChannelClosed as exc:
-            if exc.reply_code != spec.NOT_FOUND:
+            if exc.reply_code not in (spec.NOT_FOUND, spec.ACCESS_REFUSED):
                 raise
             why = exc.reply_text
-        LOG.warning("Reply queue %s cannot be declared again (%s); calls use a new reply queue", q.name, why)
+        LOG.warning("Reply queue %s cannot be consumed again (%s); calls use a new reply queue", q.name, why)
         return False
 
     def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
