@@ -306,3 +306,29 @@ def test_rolling_restart_loses_no_confirmed_cast(rabbit_cluster: RabbitCluster, 
     finally:
         stop.set()
         svc.close()
+
+
+def test_durable_classic_queue_whose_home_node_is_down_comes_back(
+        rabbit_cluster: RabbitCluster, topic: str) -> None:
+    """amqp_durable_queues: the server's queues live on node 1, which dies.
+    Declaring them elsewhere is refused (NOT_FOUND, home node down) until it
+    returns; the server keeps trying and consumes again once it is back."""
+    url = _url(rabbit_cluster, [0, 1, 2], "amqp_durable_queues=true")
+    svc = Service(url, _url(rabbit_cluster, [1, 2, 0]), topic, exchange="fastrpc_durable")
+    try:
+        svc.start_calling()
+        svc.wait_healthy(time.monotonic() - 1, within=10)
+        rabbit_cluster.kill(0)
+        health = svc.server_transport.health()
+        deadline = time.monotonic() + 30
+        while not any(h["attempt"] >= 2 for h in health if h["name"].startswith("listener")):
+            assert time.monotonic() < deadline, health
+            time.sleep(0.1)
+            health = svc.server_transport.health()
+        assert "home node" in str([h["error"] for h in health])
+        rabbit_cluster.restart(0)
+        back_at = time.monotonic()
+        svc.wait_healthy(back_at, within=15)
+        assert not svc.late_calls(), svc.summary(back_at)
+    finally:
+        svc.close()

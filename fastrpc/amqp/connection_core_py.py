@@ -432,6 +432,10 @@ class ConnectionCore:
         clean = isinstance(exc, ConnectionClosed) and exc.reply_code == spec.REPLY_SUCCESS and self._closing
         if clean:
             LOG.debug("connection to %s closed", self.params.address)
+        elif self.on_close:
+            # Its owner is told (on_close) and reports the loss in its own
+            # words, once: one line per event, not one per layer.
+            LOG.debug("connection to %s failed: %s", self.params.address, exc)
         else:
             LOG.warning("connection to %s failed: %s", self.params.address, exc)
         for ch in channels:
