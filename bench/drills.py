@@ -114,11 +114,33 @@ class _Events(logging.Handler):
             pass
 
 
+# The libraries whose log lines are reported (INFO and above: oslo's rabbit
+# driver says at INFO level that it lost and re-established a connection).
+_LOGGERS = ("oslo.messaging", "oslo_messaging", "kombu", "amqp", "fastrpc")
+
+
 def _setup_logging() -> None:
     warnings.simplefilter("ignore")
-    root = logging.getLogger()
-    root.setLevel(logging.WARNING)
-    root.addHandler(_Events())
+    logging.getLogger().setLevel(logging.WARNING)
+    handler = _Events()
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        logger.addHandler(handler)
+
+
+class _KeepOrder:
+    """``random`` for oslo's rabbit driver, without its shuffle of the hosts."""
+
+    def __getattr__(self, name: str) -> Any:
+        import random
+
+        return getattr(random, name)
+
+    @staticmethod
+    def shuffle(items: list[Any]) -> None:
+        pass
 
 
 def make_transport(lib: str, url: str) -> tuple[Any, Any]:
@@ -126,6 +148,14 @@ def make_transport(lib: str, url: str) -> tuple[Any, Any]:
         import oslo_messaging as om
         from oslo_config import cfg
 
+        if lib == "oslo":
+            # oslo's rabbit driver shuffles a URL's hosts for every connection;
+            # the drills keep their order so that its server and client start
+            # on node 1 like the other contenders' (kombu's round-robin then
+            # fails over to node 2, then 3).
+            from oslo_messaging._drivers import impl_rabbit
+
+            impl_rabbit.random = _KeepOrder()
         cfg.CONF([], project="fastrpc-drills")
         return om, om.get_rpc_transport(cfg.CONF, url=url)
     import fastrpc
@@ -315,8 +345,21 @@ class DownWatch:
         self._thread.join(5)
 
 
+def vhost(contender: str) -> str:
+    """Each contender has a virtual host of its own: exchanges declared
+    durable (quorum queues) or not by one do not clash with another's."""
+    return "drills-" + contender
+
+
+def add_vhosts(cluster: Any, contenders: list[str]) -> None:
+    node = cluster.nodes[0]
+    for contender in contenders:
+        node.ctl("add_vhost", vhost(contender))
+        node.ctl("set_permissions", "-p", vhost(contender), "guest", ".*", ".*", ".*")
+
+
 def contender_url(cluster: Any, contender: str) -> str:
-    base = cluster.url  # amqp://guest:guest@node1,node2,node3/ : node 1 first
+    base = cluster.url + vhost(contender)  # amqp://guest:guest@node1,node2,node3/vhost : node 1 first
     if contender == "oslo":
         return "rabbit" + base[base.index("://"):]
     url = "fastrpc" + base[base.index("://"):]
@@ -325,11 +368,12 @@ def contender_url(cluster: Any, contender: str) -> str:
     return url
 
 
-def healthy_index(calls: list[dict[str, Any]]) -> int | None:
-    """Index of the first call of the first run of HEALTHY_RUN successes."""
+def healthy_index(calls: list[dict[str, Any]], timeout: float) -> int | None:
+    """Index of the first call of the first run of HEALTHY_RUN successes
+    (a call that answered past its deadline is no success for its caller)."""
     run = 0
     for k, c in enumerate(calls):
-        run = run + 1 if c["outcome"] == "ok" else 0
+        run = run + 1 if c["outcome"] == "ok" and c["end"] - c["start"] <= timeout + 1.0 else 0
         if run == HEALTHY_RUN:
             return k - HEALTHY_RUN + 1
     return None
@@ -367,7 +411,7 @@ def run_drill(cluster: Any, contender: str, fault: str, repeat: int, args: argpa
         while True:
             now = time.monotonic()
             after = [c for c in client.of("call") if c["start"] >= t_fault]
-            if healthy_index(after) is not None:
+            if healthy_index(after, args.timeout) is not None:
                 break
             if now - t_fault >= args.observe_seconds:
                 break
@@ -420,7 +464,7 @@ def measure(contender: str, fault: str, repeat: int, args: argparse.Namespace, c
     failed = [c for c in touched if c["outcome"] != "ok"]
     late = [c for c in calls if c["end"] - c["start"] > args.timeout + 1.0]
     first_ok = next((c for c in after if c["outcome"] == "ok"), None)
-    k = healthy_index(after)
+    k = healthy_index(after, args.timeout)
     healthy = after[k]["start"] if k is not None else None
     outcomes: dict[str, int] = {}
     for c in failed:
@@ -428,10 +472,13 @@ def measure(contender: str, fault: str, repeat: int, args: argparse.Namespace, c
 
     client_logs = [e for e in client.of("log") if e["t"] >= t_fault]
     if contender == "oslo":
-        # oslo's driver has no health report: its first warning after the fault
-        # (a lost connection, missed heartbeats) is when it gave up on it.
+        # oslo's driver has no health report: its first log line after the
+        # fault (a lost connection, missed heartbeats, a reconnect) is when it
+        # gave up on the connection.
         abandoned = client_logs[0]["t"] if client_logs else None
-        attempts: int | None = None
+        # Each failed reconnect attempt logs "... is unreachable" (any of the
+        # client's connections: the reply listener's and the sender's).
+        attempts: int | None = sum(1 for e in client_logs if "is unreachable" in e["msg"])
     else:
         abandoned, attempts = _link_lost(client.of("health"), t_fault, sender_only=True)
     server_lost, server_attempts = _link_lost(server.of("health"), t_fault, sender_only=False)
@@ -463,7 +510,8 @@ def measure(contender: str, fault: str, repeat: int, args: argparse.Namespace, c
         "repeat": repeat,
         "metrics": metrics,
         "failed_outcomes": outcomes,
-        "client_log": [dict(e, t=round(e["t"] - t_fault, 2)) for e in client_logs[:20]],
+        "client_log": [dict(e, t=round(e["t"] - t_fault, 2)) for e in client.of("log")[:40]],
+        "server_log": [dict(e, t=round(e["t"] - t_fault, 2)) for e in server.of("log")[:40]],
         "cluster_log": watch.lines[:5],
         "calls": [dict(n=c["n"], start=round(c["start"] - t_fault, 3), end=round(c["end"] - t_fault, 3),
                        outcome=c["outcome"], **({"error": c["error"]} if c["error"] else {}))
@@ -482,6 +530,7 @@ COLUMNS = [
     ("max_call_s", "longest call (s)"),
     ("attempts", "reconnect attempts"),
     ("cluster_down_s", "cluster declared node down (s)"),
+    ("thawed_s", "fault ended (s)"),
 ]
 
 
@@ -550,6 +599,8 @@ def markdown(rows: list[dict[str, Any]], repeats: int) -> str:
         cells = [LABELS.get(r["contender"], r["contender"]), r["fault"], *[r.get(k, "-") for k, _ in cols]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines.append("")
+    lines.append("Seconds from the fault. '-': did not happen while observed (fault ended: the node was "
+                 "thawed / reconnected at the end of the freeze, before the client was healthy).")
     if repeats > 1:
         lines.append(f"Each cell: p50 / p99 over {repeats} repeats (nearest rank).")
     lines.append("Targets (met in every repeat?):")
@@ -622,6 +673,8 @@ def run(args: argparse.Namespace) -> int:
         cluster = RabbitCluster(3, partition_handling=args.partition_handling, net_ticktime=args.net_ticktime,
                                 management=False)
         version = cluster.nodes[0].ctl("eval", "rabbit_misc:version().").strip().strip('"')
+        add_vhosts(cluster, args.contenders)
+        nodes = [{"node": n.nodename, "amqp_port": n.port} for n in cluster.nodes]
         common.info(f"RabbitMQ {version} ready")
         for repeat in range(args.repeats):
             for contender in args.contenders:
@@ -651,6 +704,7 @@ def run(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({
             "date": time.strftime("%Y-%m-%d", time.gmtime(started)),
             "rabbitmq": version,
+            "nodes": nodes,
             "command": " ".join(sys.argv),
             "seconds": round(seconds),
             "options": {k: v for k, v in vars(args).items() if k not in ("child", "lib", "url", "topic", "casts")},
