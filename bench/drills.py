@@ -481,6 +481,11 @@ def measure(contender: str, fault: str, repeat: int, args: argparse.Namespace, c
         attempts: int | None = sum(1 for e in client_logs if "is unreachable" in e["msg"])
     else:
         abandoned, attempts = _link_lost(client.of("health"), t_fault, sender_only=True)
+        # A reconnect quicker than the health poll shows no "reconnecting"
+        # state: the log line of the loss has the time as well.
+        lost_lines = [e["t"] for e in client_logs if "lost the connection" in e["msg"]]
+        if lost_lines and (abandoned is None or lost_lines[0] < abandoned):
+            abandoned = lost_lines[0]
     server_lost, server_attempts = _link_lost(server.of("health"), t_fault, sender_only=False)
     metrics: dict[str, Any] = {
         "abandoned_s": _rel(abandoned, t_fault),
