@@ -14,7 +14,7 @@ EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h fastrpc/_ext/*.p
                fastrpc/_impl.py
 C_BENCH     := bench/c_client/amqp_bench
 
-.PHONY: all setup system-deps test demo bench lint clean distclean
+.PHONY: all setup system-deps test demo bench drills lint clean distclean
 
 all: test
 
@@ -102,6 +102,16 @@ bench: setup $(if $(wildcard $(C_BENCH).c),$(C_BENCH))
 	if [ -f bench/rpc_scenarios.py ]; then $(VPY) bench/rpc_scenarios.py; fi; \
 	if [ -f bench/call_cost.py ]; then $(VPY) bench/call_cost.py; fi
 
+# --- failure drills ------------------------------------------------------------
+# Kill, freeze and cut off node 1 of a throwaway 3-node cluster under each
+# contender (oslo.messaging's rabbit driver, oslo's API on fastrpc://, fastrpc
+# with classic and with quorum queues) and print what it cost the callers
+# (docs/RELIABILITY.md). Needs root for iptables. Takes about 20-25 minutes on
+# two cores (freezes last up to 90 s, each drill ends with a cluster restore);
+# bench/drills.py --help for shorter runs.
+drills: setup
+	$(VPY) bench/drills.py --markdown --json drills.json
+
 # --- lint ----------------------------------------------------------------------
 lint: setup
 	@failed=""; \
@@ -111,7 +121,7 @@ lint: setup
 
 # --- clean ---------------------------------------------------------------------
 clean:
-	rm -rf build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf build drills.json *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
 	rm -f fastrpc/_ext/*.so $(patsubst %.pyx,%.c,$(wildcard ext/*.pyx)) $(C_BENCH)
 	rm -f fastrpc/amqp/*_py.c
 	rm -rf $(STAMPS)

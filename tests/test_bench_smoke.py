@@ -90,3 +90,26 @@ def test_pair_ab_compares_two_trees_call_by_call(broker, tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "pair_ab.py"), str(tmp_path), str(ROOT)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a fastrpc source tree" in bad.stderr
+
+
+def test_drills_kill_one_contender(tmp_path):
+    """bench/drills.py: one kill of node 1 under fastrpc, then the cluster restored.
+
+    A smoke test of the harness (cluster, child processes, fault, restore,
+    table and JSON), not of the figures: it asserts only that calls were
+    recorded around the fault and that the client recovered while watched.
+    """
+    out = tmp_path / "drills.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "drills.py"), "--contenders", "fastrpc", "--faults", "kill",
+         "--observe-seconds", "20", "--markdown", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| fastrpc | kill |" in done.stdout, done.stdout
+    data = json.loads(out.read_text())
+    (drill,) = data["drills"]
+    assert drill["contender"] == "fastrpc" and drill["fault"] == "kill"
+    calls = drill["calls"]
+    assert any(c["start"] < 0 for c in calls) and any(c["start"] > 0 for c in calls)
+    assert drill["metrics"]["healthy_s"] is not None
