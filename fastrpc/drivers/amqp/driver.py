@@ -211,7 +211,7 @@ class AmqpDriver(BaseDriver):
             pub = sender.ensure_exchange(ex)
             if (ex.name, routing_key) not in sender.notify_queues:
                 sender.ensure_bound_queue(ex, topo.topic_queue(routing_key), routing_key)
-            pub.basic_publish(ex.name, routing_key, body, props)
+            pub.basic_publish_tracked(ex.name, routing_key, body, props)
 
         try:
             sender.with_retry(attempt, retry, None)

@@ -20,7 +20,7 @@ from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
 from fastrpc.drivers.amqp.sending import Sender, op_timeout
 from fastrpc.drivers.topology import QueueSpec, Topology
 from fastrpc.envelope import EnvelopeError, Reply
-from fastrpc.exceptions import CallInterrupted, MessagingTimeout
+from fastrpc.exceptions import CallInterrupted, MessagingException, MessagingTimeout
 
 LOG = logging.getLogger(__name__)
 
@@ -225,7 +225,9 @@ class Replies:
                 self.ensure()
                 self._sender.link.restored(f"reply queue {self.name} consumer")
                 return
-            except (amqp_exc.AMQPError, OSError, MessagingTimeout) as exc:
+            except (amqp_exc.AMQPError, OSError, MessagingException) as exc:
+                if closed.is_set():
+                    return  # cleaned up meanwhile
                 delay = backoff.next()
                 LOG.debug("Reply queue recovery failed: %s; next attempt in %.1fs", exc, delay)
                 closed.wait(delay)

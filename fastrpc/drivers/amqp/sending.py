@@ -85,9 +85,7 @@ class Sender:
         self.pub_ch: Any = None
         self.decl_ch: Any = None
         self.confirm_ch: Any = None  # publisher confirms on: at-least-once sends
-        # Confirms on, never waited for: calls' requests, whose tags say
-        # whether the broker took them when the connection dies before the reply.
-        self.call_ch: Any = None
+        self.reply_ch: Any = None  # replies: mandatory, their returns published again
         self.declared: set[str] = set()  # exchanges
         self.notify_queues: set[tuple[str, str]] = set()  # (exchange, routing key)
         self.confirm_timeout = float(conf.rpc_response_timeout)  # Options refuses <= 0
@@ -157,7 +155,7 @@ class Sender:
                 # but the reply queue outlives it (x-expires), so keep its name.
                 self.declared.clear()
                 self.notify_queues.clear()
-                self.pub_ch = self.decl_ch = self.confirm_ch = self.call_ch = None
+                self.pub_ch = self.decl_ch = self.confirm_ch = self.reply_ch = None
                 if self.on_new_connection is not None:
                     self.on_new_connection()
                 self.conn = conn
@@ -184,14 +182,22 @@ class Sender:
 
     def channels(self, deadline: float | None = None) -> tuple[Any, Any]:
         """The publishing channel and the declaring one (a refused declare
-        closes only the latter)."""
+        closes only the latter).
+
+        Calls, casts and notifications all go out on the publishing channel,
+        so one thread's sends reach a queue in the order it made them (the
+        broker keeps no order across channels). Its confirms are on and never
+        waited for: a publish is tracked by its delivery tag, which tells,
+        when the connection dies, whether the broker had taken it.
+        """
         conn = self.connection(deadline)
         with self.locked(deadline):
             if self.conn is not conn:
                 conn = self.connection(deadline)  # replaced meanwhile: the current one
             if self.pub_ch is None or not self.pub_ch.is_open:
-                self.pub_ch = conn.channel(op_timeout(deadline))
-                self.pub_ch.on_return = self._on_returned
+                ch = conn.channel(op_timeout(deadline))
+                ch.confirm_select(op_timeout(deadline))
+                self.pub_ch = ch
             if self.decl_ch is None or not self.decl_ch.is_open:
                 self.decl_ch = conn.channel(op_timeout(deadline))
             return self.pub_ch, self.decl_ch
@@ -260,7 +266,7 @@ class Sender:
     def close(self) -> None:
         with self.lock:
             conn, self.conn = self.conn, None
-            self.pub_ch = self.decl_ch = self.confirm_ch = self.call_ch = None
+            self.pub_ch = self.decl_ch = self.confirm_ch = self.reply_ch = None
             self.declared.clear()
             self.notify_queues.clear()
             if self.on_closed is not None:
@@ -277,7 +283,7 @@ class Sender:
         pub = self.pub_ch
         if pub is not None and ex.name in self.declared:
             try:
-                pub.basic_publish(ex.name, routing_key, body, props, False, False, deadline)
+                pub.basic_publish_tracked(ex.name, routing_key, body, props, deadline)
                 return
             except RETRIABLE:
                 pass
@@ -289,15 +295,14 @@ class Sender:
 
     def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                       deadline: float | None) -> None:
-        self.ensure_exchange(ex, deadline).basic_publish(ex.name, routing_key, body, props, False, False, deadline)
+        self.ensure_exchange(ex, deadline).basic_publish_tracked(ex.name, routing_key, body, props, deadline)
 
     def publish_call(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                      retry: int | None, deadline: float | None) -> tuple[Any, int]:
-        """Publish a call's request on the call channel: confirms on, not
-        waited for. Returns the channel and the request's delivery tag, which
-        tell later whether the broker took the request (``ch.confirmed(tag)``)
-        should the connection die before the reply."""
-        ch = self.call_ch
+        """Publish a call's request; returns the channel and its delivery
+        tag, which tell later whether the broker took the request
+        (``ch.confirmed(tag)``) should the connection die before the reply."""
+        ch = self.pub_ch
         if ch is not None and ex.name in self.declared:
             try:
                 return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline)
@@ -310,13 +315,7 @@ class Sender:
 
     def _call_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                    deadline: float | None) -> tuple[Any, int]:
-        self.ensure_exchange(ex, deadline)
-        with self.locked(deadline):
-            ch = self.call_ch
-            if ch is None or not ch.is_open:
-                ch = self.connection(deadline).channel(op_timeout(deadline))
-                ch.confirm_select(op_timeout(deadline))
-                self.call_ch = ch
+        ch = self.ensure_exchange(ex, deadline)
         return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline)
 
     def publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
@@ -350,10 +349,10 @@ class Sender:
 
     def publish_reply(self, reply_q: str, body: bytes, props: dict[str, Any], mandatory: bool) -> None:
         """Publish a reply to ``reply_q`` through the default exchange."""
-        pub = self.pub_ch
-        if pub is not None:
+        ch = self.reply_ch
+        if ch is not None:
             try:
-                pub.basic_publish("", reply_q, body, props, mandatory)
+                ch.basic_publish("", reply_q, body, props, mandatory)
                 return
             except RETRIABLE:
                 pass
@@ -364,8 +363,13 @@ class Sender:
         self.with_retry(functools.partial(self._reply_once, reply_q, body, props, mandatory), REPLY_RETRIES, None)
 
     def _reply_once(self, reply_q: str, body: bytes, props: dict[str, Any], mandatory: bool) -> None:
-        pub, _decl = self.channels()
-        pub.basic_publish("", reply_q, body, props, mandatory)
+        conn = self.connection()
+        with self.lock:
+            ch = self.reply_ch
+            if ch is None or not ch.is_open or self.conn is not conn:
+                ch = self.reply_ch = conn.channel()
+                ch.on_return = self._on_returned
+        ch.basic_publish("", reply_q, body, props, mandatory)
 
     def with_retry(self, func: Any, retry: int | None, deadline: float | None) -> Any:
         """Run ``func``, reconnecting after connection errors.
