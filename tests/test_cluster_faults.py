@@ -313,8 +313,9 @@ def test_durable_classic_queue_whose_home_node_is_down_comes_back(
     """amqp_durable_queues: the server's queues live on node 1, which dies.
     Declaring them elsewhere is refused (NOT_FOUND, home node down) until it
     returns; the server keeps trying and consumes again once it is back."""
-    url = _url(rabbit_cluster, [0, 1, 2], "amqp_durable_queues=true")
-    svc = Service(url, _url(rabbit_cluster, [1, 2, 0]), topic, exchange="fastrpc_durable")
+    durable = "amqp_durable_queues=true"
+    svc = Service(_url(rabbit_cluster, [0, 1, 2], durable), _url(rabbit_cluster, [1, 2, 0], durable), topic,
+                  exchange="fastrpc_durable")
     try:
         svc.start_calling()
         svc.wait_healthy(time.monotonic() - 1, within=10)
