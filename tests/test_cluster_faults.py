@@ -143,6 +143,19 @@ class Service:
         raise AssertionError(f"the client kept its dead connection for more than {within}s: "
                              f"{self.client_transport.health()}")
 
+    def survive(self, fault: Any, abandon_within: float, healthy_within: float) -> None:
+        """Call steadily, apply ``fault()``, and check the outcome: the
+        client leaves its connection within ``abandon_within``, calls are
+        healthy again within ``healthy_within``, none outlives its deadline."""
+        self.start_calling()
+        self.wait_healthy(time.monotonic() - 1, within=10)
+        before = self.sender_health()
+        hit_at = time.monotonic()
+        fault()
+        assert self.abandoned_within(hit_at, abandon_within, before) <= abandon_within
+        self.wait_healthy(hit_at, within=healthy_within)
+        assert not self.late_calls(), self.summary(hit_at)
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -184,14 +197,7 @@ def test_hung_or_cut_off_node_with_quorum_queues(rabbit_cluster: RabbitCluster, 
     url = _url(rabbit_cluster, [0, 1, 2], QUORUM + "&heartbeat_timeout_threshold=60")
     svc = Service(url, url, topic, exchange=QUORUM_EXCHANGE)
     try:
-        svc.start_calling()
-        svc.wait_healthy(time.monotonic() - 1, within=10)
-        before = svc.sender_health()
-        hit_at = time.monotonic()
-        getattr(rabbit_cluster, fault)(0)
-        assert svc.abandoned_within(hit_at, 10.0, before) <= 10.0
-        svc.wait_healthy(hit_at, within=20)
-        assert not svc.late_calls(), svc.summary(hit_at)
+        svc.survive(lambda: getattr(rabbit_cluster, fault)(0), abandon_within=10.0, healthy_within=20)
     finally:
         svc.close()
 
@@ -205,14 +211,7 @@ def test_hung_node_with_classic_queues_recovers_once_the_cluster_drops_it(
     url = _url(rabbit_cluster, [0, 1, 2])
     svc = Service(url, url, topic)
     try:
-        svc.start_calling()
-        svc.wait_healthy(time.monotonic() - 1, within=10)
-        before = svc.sender_health()
-        hit_at = time.monotonic()
-        rabbit_cluster.freeze(0)
-        assert svc.abandoned_within(hit_at, 10.0, before) <= 10.0
-        svc.wait_healthy(hit_at, within=13 + 10)
-        assert not svc.late_calls(), svc.summary(hit_at)
+        svc.survive(lambda: rabbit_cluster.freeze(0), abandon_within=10.0, healthy_within=13 + 10)
     finally:
         svc.close()
 
@@ -228,16 +227,10 @@ def test_blackholed_connection_is_abandoned_by_the_probe(
                   f"guest:guest@127.0.0.1:{rabbit_cluster.nodes[1].port}/?{FAST_RETRY}")
     svc = Service(server_url, client_url, topic)
     try:
-        svc.start_calling()
-        svc.wait_healthy(time.monotonic() - 1, within=10)
+        assert svc.call_once(0).outcome == "ok"
         assert len(proxy.connections) == 1
-        before = svc.sender_health()
-        assert before["host"] == f"127.0.0.1:{proxy.port}"
-        hit_at = time.monotonic()
-        proxy.blackhole()
-        assert svc.abandoned_within(hit_at, 9.0, before) <= 9.0
-        svc.wait_healthy(hit_at, within=10)
-        assert not svc.late_calls(), svc.summary(hit_at)
+        assert svc.sender_health()["host"] == f"127.0.0.1:{proxy.port}"
+        svc.survive(proxy.blackhole, abandon_within=9.0, healthy_within=10)
     finally:
         svc.close()
 
