@@ -84,8 +84,8 @@ class Replies:
             if ch is None or not ch.is_open:
                 ch = self.ch = conn.channel(op_timeout(deadline))
             q = self._topology.reply_queue()
-            if self.name is None or not self._consumed_again(ch, QueueSpec(self.name, q.durable, q.auto_delete,
-                                                                             q.arguments), deadline):
+            if self.name is None or not self._consumed_again(conn, QueueSpec(self.name, q.durable, q.auto_delete,
+                                                                               q.arguments), deadline):
                 if self.name is not None:
                     ch = self.ch = conn.channel(op_timeout(deadline))  # the old one was closed
                 declare_queue(ch, q, op_timeout(deadline))
@@ -100,25 +100,33 @@ class Replies:
         ch.basic_consume(name, self._on_reply, no_ack=True, exclusive=True, on_cancel=self._on_cancelled,
                          timeout=timeout)
 
-    def _consumed_again(self, ch: Any, q: QueueSpec, deadline: float | None) -> bool:
+    def _consumed_again(self, conn: Connection, q: QueueSpec, deadline: float | None) -> bool:
         """Declare and consume the reply queue again under its old name (the
-        calls in flight gave it to their servers); False when that cannot
-        be: a durable queue whose home node is down (NOT_FOUND), no answer in
-        REDECLARE_TIMEOUT (its node is frozen or cut off and the cluster has
-        not noticed yet), or a consumer of ours the broker still sees on a
-        connection we left (ACCESS_REFUSED: exclusive use). A new queue serves
-        the calls from then on."""
+        calls in flight gave it to their servers), on ``self.ch``; False when
+        that cannot be: a durable queue whose home node is down (NOT_FOUND),
+        no answer in REDECLARE_TIMEOUT (its node is frozen or cut off and the
+        cluster has not noticed yet), or a consumer of ours the broker still
+        sees on a connection we left (ACCESS_REFUSED: exclusive use). A new
+        queue serves the calls from then on. A queue gone between its
+        declaration and the consume (the cluster removing a lost node's
+        queues) is declared once more."""
         wait = REDECLARE_TIMEOUT if deadline is None else min(REDECLARE_TIMEOUT, op_timeout(deadline) or 0.0)
-        try:
-            declare_queue(ch, q, wait)
-            self._consume(ch, q.name, wait)
-            return True
-        except amqp_exc.OperationTimeout as exc:
-            why = str(exc)
-        except amqp_exc.ChannelClosed as exc:
-            if exc.reply_code not in (spec.NOT_FOUND, spec.ACCESS_REFUSED):
-                raise
-            why = exc.reply_text
+        for attempt in range(2):
+            try:
+                declare_queue(self.ch, q, wait)
+                self._consume(self.ch, q.name, wait)
+                return True
+            except amqp_exc.OperationTimeout as exc:
+                why = str(exc)
+                break
+            except amqp_exc.ChannelClosed as exc:
+                if exc.reply_code not in (spec.NOT_FOUND, spec.ACCESS_REFUSED):
+                    raise
+                why = exc.reply_text
+                consuming = (exc.class_id, exc.method_id) == (60, 20)  # basic.consume
+                if not (consuming and exc.reply_code == spec.NOT_FOUND) or attempt:
+                    break
+                self.ch = conn.channel(wait)
         LOG.warning("Reply queue %s cannot be consumed again (%s); calls use a new reply queue", q.name, why)
         return False
 
