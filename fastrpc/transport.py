@@ -63,7 +63,7 @@ class Transport:
 
     def health(self) -> list[dict[str, Any]]:
         """The state of each of the transport's connections: ``name``,
-        ``state`` (``new``, ``connected``, ``reconnecting`` or ``failed``),
+        ``state`` (``new``, ``connected`` or ``reconnecting``),
         ``host`` (connected to, or tried next), ``since`` (``time.time()`` of
         the last change), ``attempt`` (failed attempts since it was lost) and
         ``error`` (why it was lost or the last attempt failed)."""

@@ -104,7 +104,7 @@ class BaseDriver(ABC):
         """Close every connection and thread the driver owns."""
 
     def health(self) -> list[dict[str, Any]]:
-        """Per connection: its name, ``state`` (``connected``, ``reconnecting``
-        or ``failed``), host, since when, attempt and last error. Drivers
+        """Per connection: its name, ``state`` (``new``, ``connected`` or
+        ``reconnecting``), host, since when, attempt and last error. Drivers
         without connections report none."""
         return []

@@ -2,7 +2,7 @@
 
 Each owner (the driver's sending connection, each listener) has one
 :class:`Link`. It is connected, reconnecting (since when, to which host,
-which attempt) or failed, and it logs one line per change of that state:
+which attempt), and it logs one line per change of that state:
 lost and why, the first failed round of a reconnect (and again only when the
 reason changes), connected again, consumers restored. Never one line per
 attempt or per caller thread: during an outage the log says what happened,
@@ -21,7 +21,6 @@ LOG = logging.getLogger("fastrpc.drivers.amqp")
 
 CONNECTED = "connected"
 RECONNECTING = "reconnecting"
-FAILED = "failed"
 NEW = "new"
 
 
@@ -30,7 +29,7 @@ class LinkHealth:
     """One connection owner's state (``Transport.health()`` lists them)."""
 
     name: str
-    state: str  # "new", "connected", "reconnecting" or "failed"
+    state: str  # "new", "connected" or "reconnecting"
     host: str | None  # connected to, or trying next
     since: float | None  # time.time() of the last change of state
     attempt: int  # failed attempts since the connection was lost
@@ -58,9 +57,6 @@ class Link:
         with self._lock:
             return LinkHealth(self.name, self._state, self._host, self._since, self._attempt, self._error)
 
-    @property
-    def state(self) -> str:
-        return self._state
 
     def connected(self, address: str) -> None:
         with self._lock:
@@ -68,7 +64,7 @@ class Link:
             self._state, self._host, self._since = CONNECTED, address, time.time()
             self._attempt, self._error, self._logged_error = 0, None, None
             took = time.monotonic() - self._lost_at
-        if was == RECONNECTING or was == FAILED:
+        if was == RECONNECTING:
             LOG.info("%s: connected to %s again after %.1fs (%d failed attempts)", self.name, address,
                         took, attempts)
         else:
@@ -104,14 +100,6 @@ class Link:
             LOG.warning("%s: cannot connect (attempt %d): %s; next attempt to %s %s (further "
                         "failures of this kind are logged at debug level)", self.name, attempt, error,
                         next_host, when)
-
-    def failed(self, why: BaseException | str) -> None:
-        """Given up for good (refused login, cleanup): no more attempts."""
-        with self._lock:
-            if self._state == FAILED:
-                return
-            self._state, self._since, self._error = FAILED, time.time(), str(why)
-        LOG.error("%s: giving up: %s", self.name, why)
 
     def restored(self, what: str) -> None:
         """After a reconnect: what consumes again (logged once per reconnect)."""
