@@ -28,6 +28,7 @@ CLEANUP_TIMEOUT = 2.0  # seconds the reply queue's delete may take at cleanup
 # Seconds a reply queue's declaration under its old name may take after a
 # reconnect before a new queue replaces it (a healthy broker takes ms).
 REDECLARE_TIMEOUT = 2.0
+REDECLARE_TRIES = 8  # a queue removed under its consume is declared again this often
 
 
 class Lost:
@@ -111,7 +112,7 @@ class Replies:
         declaration and the consume (the cluster removing a lost node's
         queues) is declared once more."""
         wait = REDECLARE_TIMEOUT if deadline is None else min(REDECLARE_TIMEOUT, op_timeout(deadline) or 0.0)
-        for attempt in range(2):
+        for attempt in range(REDECLARE_TRIES):
             try:
                 declare_queue(self.ch, q, wait)
                 self._consume(self.ch, q.name, wait)
@@ -124,8 +125,9 @@ class Replies:
                     raise
                 why = exc.reply_text
                 consuming = (exc.class_id, exc.method_id) == (60, 20)  # basic.consume
-                if not (consuming and exc.reply_code == spec.NOT_FOUND) or attempt:
+                if not (consuming and exc.reply_code == spec.NOT_FOUND) or attempt == REDECLARE_TRIES - 1:
                     break
+                time.sleep(0.25)  # the cluster is still removing the lost node's queues
                 self.ch = conn.channel(wait)
         LOG.warning("Reply queue %s cannot be consumed again (%s); calls use a new reply queue", q.name, why)
         return False
