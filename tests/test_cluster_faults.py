@@ -248,7 +248,21 @@ def test_call_whose_handler_kills_the_reply_queue_node_still_returns(
                   exchange=QUORUM_EXCHANGE)
     try:
         assert svc.call_once(1).outcome == "ok"
-        svc.endpoint.on_call = lambda n: rabbit_cluster.kill(1) if n == 2 else None
+        conn = svc.client_transport._driver.sending_connection
+
+        def kill_once_confirmed(n: int) -> None:
+            # A quorum queue delivers a request once it is committed, and the
+            # confirm travels to the caller on its own: the handler can run
+            # before the caller has the confirm. Killing the node then is the
+            # unconfirmed case (CallInterrupted), tested elsewhere.
+            if n == 2:
+                deadline = time.monotonic() + 5
+                while conn.pending_confirms and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert conn.pending_confirms == 0, "the request was never confirmed"
+                rabbit_cluster.kill(1)
+
+        svc.endpoint.on_call = kill_once_confirmed
         started = time.monotonic()
         assert svc.client.prepare(timeout=30).call({}, "echo", n=2) == 2
         assert time.monotonic() - started < 30

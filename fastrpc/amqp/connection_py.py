@@ -381,6 +381,11 @@ class Connection(ConnectionCore):
     def channel_count(self) -> int:
         return len(self._channels)
 
+    @property
+    def pending_confirms(self) -> int:
+        """Publishes on this connection the broker has not confirmed yet."""
+        return sum(ch.pending_confirms for ch in list(self._channels.values()))
+
     def check_open(self) -> None:
         """Raise why the connection cannot be used (lost, not opened, closing)."""
         if self._dead is not None:
