@@ -125,7 +125,7 @@ def _setup_logging() -> None:
     handler = _Events()
     for name in _LOGGERS:
         logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
+        logger.setLevel(logging.DEBUG if os.environ.get("DRILLS_DEBUG") else logging.INFO)
         logger.propagate = False
         logger.addHandler(handler)
 

@@ -315,10 +315,12 @@ class Channel(ChannelCore):
         body: bytes,
         properties: dict[str, Any] | None = None,
         blocked_until: float | None = None,
+        mandatory: bool = False,
     ) -> int:
         """Publish one message on a confirm channel without a future: returns
         its delivery tag, and :meth:`confirmed` says later whether the broker
-        has taken it. Waits while the broker blocks publishing as
+        has taken it (a ``mandatory`` one it could not route goes to
+        ``on_return`` first). Waits while the broker blocks publishing as
         :meth:`basic_publish` does."""
         conn = self._conn
         if self._closed is not None:
@@ -329,7 +331,7 @@ class Channel(ChannelCore):
             self._wait_publish_allowed(blocked_until)
         w = conn.writer()
         try:
-            w.publish(self.channel_id, exchange, routing_key, body, properties, False, False)
+            w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, False)
         except BaseException:
             w.take()
             raise

@@ -10,6 +10,7 @@ gets from one read, and how a read runs inline.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import random
 import threading
@@ -24,6 +25,7 @@ from fastrpc.drivers.amqp.acks import Settled
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
 from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
 from fastrpc.drivers.amqp.link import Link
+from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, recheck_later
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.drivers.topology import Topology
 from fastrpc.envelope import EnvelopeError
@@ -231,6 +233,27 @@ class Consumer(Listener):
         self.link.connected(conn.params.address)
         if gen > 1:
             self.link.restored(f"consumers of {', '.join(self.queues)}")
+            recheck_later("fastrpc-listener-recheck", functools.partial(self._recheck, gen, ch), self._stopped)
+
+    def _recheck(self, gen: int, ch: Any) -> bool:
+        """After a reconnect: declare and bind again (the cluster's cleanup of
+        a lost node may have deleted the bindings, or the queue record, under
+        the same names), and consume again when a queue has no consumer left
+        (ours was on a queue record since deleted). False once ``gen`` is
+        no longer the live connection."""
+        if self._stopped.is_set() or gen != self._gen or not ch.is_open:
+            return False
+        try:
+            self.declare(ch)
+            for name in self.queues:
+                if ch.queue_declare(name, passive=True, timeout=RECHECK_TIMEOUT)[2] == 0:
+                    self._restart(ch, f"queue {name} has no consumer (the cluster deleted the queue we consumed)")
+                    return False
+        except amqp_exc.AMQPError as exc:
+            # A closed channel restarts the listener by itself (_on_channel_closed).
+            LOG.debug("%s: check after reconnect failed: %s", self.link.name, exc)
+            return False
+        return True
 
     def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
         if self._stopped.is_set() or conn is not self._conn:

@@ -159,6 +159,9 @@ class AmqpDriver(BaseDriver):
                     sent = sender.publish_call(ex, routing_key, body, props, retry, deadline)
                 # The same deadline: a publish that had to reconnect took some of the timeout.
                 reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent)
+                while not isinstance(reply, Reply):  # returned (Unroutable): no queue took it, send it again
+                    sent = sender.publish_call(ex, routing_key, body, props, retry, deadline)
+                    reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent)
             finally:
                 waiters.pop(msg_id, None)
                 conn = sender.conn

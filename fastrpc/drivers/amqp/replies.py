@@ -6,6 +6,7 @@ calls in flight."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -18,6 +19,7 @@ from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
 from fastrpc.drivers.amqp.sending import Sender, op_timeout
+from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, recheck_later
 from fastrpc.drivers.topology import QueueSpec, Topology
 from fastrpc.envelope import EnvelopeError, Reply
 from fastrpc.exceptions import CallInterrupted, MessagingException, MessagingTimeout
@@ -28,6 +30,9 @@ CLEANUP_TIMEOUT = 2.0  # seconds the reply queue's delete may take at cleanup
 # Seconds a reply queue's declaration under its old name may take after a
 # reconnect before a new queue replaces it (a healthy broker takes ms).
 REDECLARE_TIMEOUT = 2.0
+# Seconds before a call's request the broker returned (no queue bound) is
+# sent again.
+REQUEST_RETURN_DELAY = 0.25
 REDECLARE_TRIES = 8  # a queue removed under its consume is declared again this often
 
 
@@ -40,6 +45,17 @@ class Lost:
 
     def __init__(self, conn: Connection, why: str) -> None:
         self.conn = conn
+        self.why = why
+
+
+class Unroutable:
+    """Put in the mailbox of a call whose request the broker returned: no
+    queue is bound for it (yet). Nothing took it, so it can be sent again."""
+
+    __slots__ = ("why",)
+    ending = False  # read like a Reply's: never the final reply
+
+    def __init__(self, why: str) -> None:
         self.why = why
 
 
@@ -64,6 +80,7 @@ class Replies:
         sender.on_new_connection = self._on_new_connection
         sender.on_connection_lost = self._on_connection_lost
         sender.on_closed = self._forget
+        sender.on_call_returned = self._on_call_returned
 
     def ensure(self, deadline: float | None = None) -> str:
         """The reply queue's name, once it is declared and consumed on the
@@ -133,7 +150,7 @@ class Replies:
         return False
 
     def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
-             call_monitor_timeout: float | None, sent: tuple[Any, int] | None = None) -> Reply:
+             call_monitor_timeout: float | None, sent: tuple[Any, int] | None = None) -> Reply | Unroutable:
         """The final reply to ``msg_id``; call-monitor keepalives extend the
         wait by ``call_monitor_timeout``. MessagingTimeout when none came in
         time. ``sent``: the channel and delivery tag of the request
@@ -141,7 +158,9 @@ class Replies:
         the broker confirmed the request, CallInterrupted at once (nobody
         knows whether it reached its queue). A confirmed request is in its
         queue: the call waits for its reply, which comes once the reply queue
-        is consumed again (at-least-once calls pass None: always confirmed)."""
+        is consumed again (at-least-once calls pass None: always confirmed).
+        Unroutable, after a short pause, when the broker returned the
+        request and the deadline leaves time to send it again."""
         now = time.monotonic()
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
         wait = None if deadline is None else max(0.0, deadline - now)
@@ -163,6 +182,12 @@ class Replies:
                 if sent is not None and sent[0].connection is reply.conn and not sent[0].confirmed(sent[1]):
                     raise CallInterrupted(f"the connection the call {msg_id} was sent on was lost before its "
                                           f"reply ({reply.why}); it may or may not have run")
+            elif type(reply) is Unroutable:
+                # Sent again after a pause while the deadline allows (its
+                # server's queue may be on its way back); else wait it out.
+                if deadline is None or now + REQUEST_RETURN_DELAY < deadline:
+                    time.sleep(REQUEST_RETURN_DELAY)
+                    return reply  # the driver publishes it again
             elif call_monitor_timeout:
                 # A call-monitor keepalive: the call is still running.
                 monitor = now + call_monitor_timeout
@@ -199,6 +224,18 @@ class Replies:
             return
         replies.put(reply)
 
+    def _on_call_returned(self, event: spec.Returned) -> None:
+        # In the reader thread: tell the waiting call (found by the request's
+        # _msg_id) that no queue took its request.
+        try:
+            msg_id = envelope.decode_request(event.body, event.properties.get("content_type"),
+                                             self._max_body).msg_id
+        except EnvelopeError:
+            return
+        mailbox = self.waiters.get(msg_id) if msg_id is not None else None
+        if mailbox is not None:
+            mailbox.put(Unroutable(f"{event.reply_code} {event.reply_text}"))  # type: ignore[arg-type]
+
     def _on_new_connection(self) -> None:
         # The old connection's channel and consumer are gone with it; the
         # queue itself outlives it (x-expires), so its name is kept.
@@ -234,6 +271,7 @@ class Replies:
             try:
                 self.ensure()
                 self._sender.link.restored(f"reply queue {self.name} consumer")
+                recheck_later("fastrpc-reply-recheck", functools.partial(self._recheck, self.ch), closed)
                 return
             except (amqp_exc.AMQPError, OSError, MessagingException) as exc:
                 if closed.is_set():
@@ -241,6 +279,35 @@ class Replies:
                 delay = backoff.next()
                 LOG.debug("Reply queue recovery failed: %s; next attempt in %.1fs", exc, delay)
                 closed.wait(delay)
+
+    def _recheck(self, ch: Any) -> bool:
+        """After a restore: whether the reply queue still has our consumer
+        (the cluster's cleanup of a lost node may have deleted the queue
+        record we consumed, under the same name); when not, consume it again
+        at once (waiting calls' replies are being returned to their servers,
+        which publish them again). False once ``ch`` is no longer the
+        reply channel."""
+        name = self.name
+        if ch is not self.ch or name is None or not ch.is_open:
+            return False
+        try:
+            consumers = ch.queue_declare(name, passive=True, timeout=RECHECK_TIMEOUT)[2]
+        except amqp_exc.ChannelClosed as exc:
+            why = exc.reply_text  # NOT_FOUND: the record we consumed was deleted
+        except amqp_exc.AMQPError as exc:
+            LOG.debug("Reply queue %s: check after restore failed: %s", name, exc)
+            return False
+        else:
+            if consumers:
+                return True
+            why = "no consumer"
+        if ch is not self.ch:
+            return False
+        LOG.warning("Reply queue %s lost its consumer after a restore (%s); consuming it again", name, why)
+        self.consuming = False
+        ch.close()
+        self._recover()
+        return False
 
     @property
     def restoring(self) -> bool:

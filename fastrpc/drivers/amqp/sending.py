@@ -96,6 +96,8 @@ class Sender:
         self.on_new_connection: Callable[[], None] | None = None
         self.on_connection_lost: Callable[[Connection], None] | None = None
         self.on_closed: Callable[[], None] | None = None  # under the lock, by close()
+        # A call's request the broker could not route (in the reader thread).
+        self.on_call_returned: Callable[[spec.Returned], None] | None = None
 
     @contextlib.contextmanager
     def locked(self, deadline: float | None) -> Iterator[None]:
@@ -197,6 +199,7 @@ class Sender:
             if self.pub_ch is None or not self.pub_ch.is_open:
                 ch = conn.channel(op_timeout(deadline))
                 ch.confirm_select(op_timeout(deadline))
+                ch.on_return = self.on_call_returned
                 self.pub_ch = ch
             if self.decl_ch is None or not self.decl_ch.is_open:
                 self.decl_ch = conn.channel(op_timeout(deadline))
@@ -301,11 +304,13 @@ class Sender:
                      retry: int | None, deadline: float | None) -> tuple[Any, int]:
         """Publish a call's request; returns the channel and its delivery
         tag, which tell later whether the broker took the request
-        (``ch.confirmed(tag)``) should the connection die before the reply."""
+        (``ch.confirmed(tag)``) should the connection die before the reply.
+        Mandatory: a request no queue takes (its server's queue is being
+        declared again after a node loss) comes back to ``on_call_returned``."""
         ch = self.pub_ch
         if ch is not None and ex.name in self.declared:
             try:
-                return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline)
+                return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline, True)
             except RETRIABLE:
                 pass
             except amqp_exc.PublishBlocked as exc:
@@ -316,7 +321,7 @@ class Sender:
     def _call_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                    deadline: float | None) -> tuple[Any, int]:
         ch = self.ensure_exchange(ex, deadline)
-        return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline)
+        return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline, True)
 
     def publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                           retry: int | None, deadline: float | None) -> None:
