@@ -110,6 +110,12 @@ class Consumer(Listener):
         self.link = Link(f"listener for {label}")
         self._connect()
 
+    @property
+    def connection(self) -> Connection | None:
+        """The connection it consumes on now (None while it reconnects after a loss, or once stopped)."""
+        conn = self._conn
+        return conn if conn is not None and conn.is_open else None
+
     # -- extension points ------------------------------------------------------
 
     def declare(self, ch: Any) -> None:
