@@ -178,7 +178,8 @@ class Consumer(Listener):
             prefetch = driver.topology.prefetch_count
             if prefetch > 0:
                 ch.basic_qos(prefetch_count=prefetch)
-            self.declare(ch)
+            if self._gen == 0 or not self._queues_exist(conn):
+                self.declare(ch)
             gen = self._gen + 1
             # Acks of this channel's tags go to this channel, with its own
             # bookkeeping, even when taken after a reconnect replaced both.
@@ -259,6 +260,31 @@ class Consumer(Listener):
             # A closed channel restarts the listener by itself (_on_channel_closed).
             LOG.debug("%s: check after reconnect failed: %s", self.link.name, exc)
             return False
+        return True
+
+    def _queues_exist(self, conn: Connection) -> bool:
+        """After a loss: whether every queue consumed is still there (a
+        passive declare each, on a channel of its own that a NOT_FOUND may
+        close). Then what :meth:`declare` made before is there too, bindings
+        included: a queue keeps its bindings while it lives. Declaring again
+        is not free when a node is hung: RabbitMQ 3.x runs each binding as a
+        cluster-wide transaction, which waits until the cluster drops the
+        hung node (net_ticktime, a minute by default), while a passive
+        declare of a queue that lives elsewhere is answered at once. The
+        checks after the restore bind again anyway."""
+        ch = conn.channel(RECHECK_TIMEOUT)
+        try:
+            for name in self.queues:
+                ch.queue_declare(name, passive=True, timeout=RECHECK_TIMEOUT)
+        except amqp_exc.ChannelClosed as exc:
+            LOG.debug("%s: %s; declaring everything again", self.link.name, exc.reply_text)
+            return False
+        except amqp_exc.OperationTimeout:
+            # A queue whose node is hung: declaring it again would wait as
+            # long. The connection attempt fails; the reconnect loop retries.
+            ch.close(RECHECK_TIMEOUT)
+            raise
+        ch.close(RECHECK_TIMEOUT)
         return True
 
     def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
