@@ -272,19 +272,17 @@ class Consumer(Listener):
         hung node (net_ticktime, a minute by default), while a passive
         declare of a queue that lives elsewhere is answered at once. The
         checks after the restore bind again anyway."""
-        ch = conn.channel(RECHECK_TIMEOUT)
+        # The connection's usual operation timeout: a classic queue whose
+        # node is hung is answered (NOT_FOUND) the moment the cluster drops
+        # that node, so waiting beats a retry that sleeps through that moment.
+        ch = conn.channel()
         try:
             for name in self.queues:
-                ch.queue_declare(name, passive=True, timeout=RECHECK_TIMEOUT)
+                ch.queue_declare(name, passive=True)
         except amqp_exc.ChannelClosed as exc:
             LOG.debug("%s: %s; declaring everything again", self.link.name, exc.reply_text)
             return False
-        except amqp_exc.OperationTimeout:
-            # A queue whose node is hung: declaring it again would wait as
-            # long. The connection attempt fails; the reconnect loop retries.
-            ch.close(RECHECK_TIMEOUT)
-            raise
-        ch.close(RECHECK_TIMEOUT)
+        ch.close()
         return True
 
     def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
