@@ -204,6 +204,11 @@ def test_heartbeat_silence_detected_while_a_caller_reads(private_node: RabbitNod
         assert conn is not None
         died: queue.SimpleQueue = queue.SimpleQueue()
         conn.on_close.append(lambda c, exc: died.put((time.monotonic(), exc)))
+        # A queue for the topic that nobody consumes: the request is routed
+        # and confirmed (not returned), so the call just waits.
+        nobody = conn.channel()
+        nobody.queue_declare("baton_hb_nobody", exclusive=True)
+        nobody.queue_bind("baton_hb_nobody", "openstack", "baton_hb_nobody")
         outcome: queue.SimpleQueue = queue.SimpleQueue()
 
         def waiting_call() -> None:
@@ -230,7 +235,7 @@ def test_heartbeat_silence_detected_while_a_caller_reads(private_node: RabbitNod
             private_node.resume()
         assert died_at - paused_at <= interval + 1.5, exc
         assert "heartbeat" in str(exc) or "no data" in str(exc)
-        # The broker confirmed the request (routed nowhere) before it froze:
+        # The broker confirmed the request (queued, unconsumed) before it froze:
         # the call waits for a reply that never comes, until its timeout.
         assert isinstance(outcome.get(timeout=6 * interval + WAIT), MessagingTimeout)
     finally:
