@@ -25,7 +25,7 @@ from fastrpc.drivers.amqp.acks import Settled
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
 from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
 from fastrpc.drivers.amqp.link import Link
-from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, recheck_later
+from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.drivers.topology import Topology
 from fastrpc.envelope import EnvelopeError
@@ -108,6 +108,7 @@ class Consumer(Listener):
         self._tags: list[str] = []
         self._hosts = HostOrder(driver.params, driver.conf.kombu_failover_strategy)
         self.link = Link(f"listener for {label}")
+        self._rechecks = Rechecks("fastrpc-listener-recheck", self._stopped)
         self._connect()
 
     @property
@@ -240,7 +241,7 @@ class Consumer(Listener):
         self.link.connected(conn.params.address)
         if gen > 1:
             self.link.restored(f"consumers of {', '.join(self.queues)}")
-            recheck_later("fastrpc-listener-recheck", functools.partial(self._recheck, gen, ch), self._stopped)
+            self._rechecks.schedule(functools.partial(self._recheck, gen, ch))
 
     def _recheck(self, gen: int, ch: Any) -> bool:
         """After a reconnect: declare and bind again (the cluster's cleanup of

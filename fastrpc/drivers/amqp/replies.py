@@ -19,7 +19,7 @@ from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
 from fastrpc.drivers.amqp.sending import Sender, op_timeout
-from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, recheck_later
+from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.topology import QueueSpec, Topology
 from fastrpc.envelope import EnvelopeError, Reply
 from fastrpc.exceptions import CallInterrupted, MessagingException, MessagingTimeout
@@ -81,6 +81,7 @@ class Replies:
         sender.on_connection_lost = self._on_connection_lost
         sender.on_closed = self._forget
         sender.on_call_returned = self._on_call_returned
+        self._rechecks = Rechecks("fastrpc-reply-recheck", sender.closed)
 
     def ensure(self, deadline: float | None = None) -> str:
         """The reply queue's name, once it is declared and consumed on the
@@ -271,7 +272,7 @@ class Replies:
             try:
                 self.ensure()
                 self._sender.link.restored(f"reply queue {self.name} consumer")
-                recheck_later("fastrpc-reply-recheck", functools.partial(self._recheck, self.ch), closed)
+                self._rechecks.schedule(functools.partial(self._recheck, self.ch))
                 return
             except (amqp_exc.AMQPError, OSError, MessagingException) as exc:
                 if closed.is_set():
