@@ -158,7 +158,7 @@ class Registry:
     def __init__(self, url: str | None = None) -> None:
         sa = _import_sqlalchemy()
         self._url = self.resolve_url(url)
-        self._masked = mask_url(self._url)
+        self._masked = _mask(self._url)
         try:
             self._engine = self._create_engine(sa, self._url)
             metadata = sa.MetaData()
@@ -388,6 +388,14 @@ class Registry:
             modified_at=_utc_or_none(row["modified_at"]),
             deleted=row["deleted"],
         )
+
+
+def _mask(url: str) -> str:
+    """``url`` fit to show: passwords masked, and a string too malformed to
+    find its password in (no scheme) hidden whole if it may hold one."""
+    if "://" not in url and "@" in url:
+        return "<malformed URL>"
+    return mask_url(url)
 
 
 def _password(url: str) -> str | None:
