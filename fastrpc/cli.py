@@ -70,12 +70,12 @@ def _service_row(record: ServiceRecord, down_time: float, now: datetime, *, prec
 
 
 def render_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], out: TextIO) -> None:
-    """Rows as aligned columns under upper-case headers; None shows as '-'."""
+    """Rows as aligned columns under title-case headers; None shows as '-'."""
     headers = [key.replace("_", " ").title() for key in keys]
     cells = [["-" if row[key] is None else str(row[key]) for key in keys] for row in rows]
     widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(headers)]
     for line in [headers, *cells]:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() + "\n")
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n")
 
 
 def cmd_service_list(args: argparse.Namespace) -> int:
@@ -138,17 +138,19 @@ def _add_service_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastrpc", description="fastrpc command line tools.")
-    parser.add_argument(
-        "--db",
-        metavar="URL",
-        help="service registry database (SQLAlchemy URL); default $FASTRPC_DB, "
-        "else a SQLite file under $XDG_STATE_HOME/fastrpc",
+    db_help = (
+        "service registry database (SQLAlchemy URL); default $FASTRPC_DB, else a SQLite file under $XDG_STATE_HOME/fastrpc"
     )
+    parser = argparse.ArgumentParser(prog="fastrpc", description="fastrpc command line tools.")
+    parser.add_argument("--db", metavar="URL", help=db_help)
+    # --db is accepted after the command too; SUPPRESS keeps a value given
+    # before it from being reset.
+    db_after = argparse.ArgumentParser(add_help=False)
+    db_after.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=db_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[db_after])
         sub.set_defaults(handler=handler)
         return sub
 
