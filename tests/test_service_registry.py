@@ -4,6 +4,9 @@ No broker needed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,6 +23,7 @@ import sqlalchemy as sa  # noqa: E402
 from fastrpc.service import STOPPED_AT, Registry, RegistryError, ServiceRecord, UnknownService, is_up  # noqa: E402
 
 JOIN_TIMEOUT = 60.0
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -415,3 +419,28 @@ def test_repr_and_url_show_the_database(tmp_path: Path) -> None:
     with Registry(f"sqlite:///{path}") as reg:
         assert repr(reg) == f"Registry('sqlite:///{path}')"
         assert reg.url == f"sqlite:///{path}"
+
+
+# --- SQLAlchemy stays optional ---------------------------------------------------------
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_importing_fastrpc_and_the_service_package_does_not_import_sqlalchemy() -> None:
+    done = _python("import sys, fastrpc, fastrpc.service, fastrpc.cli; print('sqlalchemy' in sys.modules)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_without_sqlalchemy_the_registry_says_what_to_install() -> None:
+    # sys.modules[name] = None makes the import fail as if not installed.
+    done = _python(
+        "import sys; sys.modules['sqlalchemy'] = None\n"
+        "from fastrpc.service import Registry\n"
+        "try:\n    Registry('sqlite://')\nexcept ImportError as exc:\n    print(exc)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'fastrpc[service]'" in done.stdout
