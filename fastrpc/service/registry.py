@@ -159,14 +159,18 @@ class Registry:
         sa = _import_sqlalchemy()
         self._url = self.resolve_url(url)
         self._masked = _mask(self._url)
+        engine = None
         try:
-            self._engine = self._create_engine(sa, self._url)
+            engine = self._create_engine(sa, self._url)
             metadata = sa.MetaData()
             self._table = _services_table(sa, metadata)
-            metadata.create_all(self._engine, checkfirst=True)
+            metadata.create_all(engine, checkfirst=True)
         except Exception as exc:
+            if engine is not None:
+                engine.dispose()
             raise RegistryError(f"cannot open the service registry {self._masked}: {self._scrub(exc)}") from None
-        self._sqlite = self._engine.dialect.name == "sqlite"
+        self._engine: Engine = engine
+        self._sqlite = engine.dialect.name == "sqlite"
         # SQLite writers of one process queue here rather than in SQLite's
         # busy handler, which polls and can starve a writer.
         self._write_lock = threading.Lock() if self._sqlite else None
@@ -201,6 +205,7 @@ class Registry:
 
     @property
     def table(self) -> Table:
+        """The ``services`` table (SQLAlchemy Core)."""
         return self._table
 
     def __repr__(self) -> str:
