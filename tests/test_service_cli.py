@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-pytest.importorskip("sqlalchemy")
-
-import sqlalchemy as sa  # noqa: E402
-
-from fastrpc.cli import LIST_KEYS, main  # noqa: E402
-from fastrpc.service import Registry  # noqa: E402
+from fastrpc.cli import LIST_KEYS, main
+from fastrpc.service import Registry
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,12 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-pytest.importorskip("sqlalchemy")
-
-import sqlalchemy as sa  # noqa: E402
-
-from fastrpc.service import STOPPED_AT, Registry, RegistryError, ServiceRecord, UnknownService, is_up  # noqa: E402
+from fastrpc.service import STOPPED_AT, Registry, RegistryError, ServiceRecord, UnknownService, is_up
 
 JOIN_TIMEOUT = 60.0
 REPO = Path(__file__).resolve().parent.parent
