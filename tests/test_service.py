@@ -155,6 +155,7 @@ def test_reports_through_a_conductor_and_a_conductor_that_is_away(transport: Any
 
 
 _LAUNCHED = textwrap.dedent("""
+    import os
     import sys
     from fastrpc import get_rpc_transport
     from fastrpc.service import Service, launch
@@ -164,9 +165,10 @@ _LAUNCHED = textwrap.dedent("""
             return x
 
         def reset(self):
-            print("reset", flush=True)
+            with open(f"{marks}/reset-{os.getpid()}", "w"):
+                pass
 
-    url, db, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    url, db, workers, marks = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     svc = Service(get_rpc_transport(url=url), "h3", "fastrpc-launched", "svc_launched", Manager(),
                   report_interval=0.2, periodic_fuzzy_delay=0, registry=db, stop_timeout=20)
     print("launching", flush=True)
@@ -175,18 +177,22 @@ _LAUNCHED = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_launch_stops_gracefully_on_sigterm(broker: Any, transport: Any, db: str, tmp_path: Path,
+def test_launch_resets_on_sighup_and_stops_gracefully_on_sigterm(broker: Any, transport: Any, db: str, tmp_path: Path,
                                             workers: int) -> None:
     script = tmp_path / "launched.py"
     script.write_text(_LAUNCHED)
-    proc = subprocess.Popen([sys.executable, str(script), broker.url, db, str(workers)],
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script), broker.url, db, str(workers), str(marks)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        _wait(lambda: os.path.exists(db) and _count_or_zero(db) >= 2 * workers, "the workers' reports")
+        db_file = tmp_path / "services.sqlite"
+        _wait(lambda: db_file.exists() and _count_or_zero(db) >= 2 * workers, "the workers' reports")
         client = get_rpc_client(transport, Target(topic="svc_launched", server="h3"), timeout=WAIT)
         assert client.call({}, "echo", x=3) == 3
-        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)  # every worker resets its services
+        _wait(lambda: len(list(marks.iterdir())) == workers, "every worker's reset")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=WAIT)
         assert proc.returncode == 0, err[-2000:]

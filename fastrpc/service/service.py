@@ -287,10 +287,12 @@ def _run_here(services: list[Service]) -> int:
         asked.append(signum)
         woken.set()
 
+    # Handlers only once started: a signal during start() (a broker not up
+    # yet) ends the process the default way, with nothing to stop yet.
+    for service in services:
+        service.start()
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
-        for service in services:
-            service.start()
         while True:
             if not woken.wait(1.0):
                 continue
