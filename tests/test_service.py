@@ -5,6 +5,7 @@ and launch() with workers and signals."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -209,3 +210,11 @@ def _count_or_zero(db: str) -> int:
     with Registry(db) as registry:
         records = registry.services(host="h3")
         return records[0].report_count if records else 0
+
+
+def test_demo_lists_three_services_one_stopped(broker: Any) -> None:
+    from fastrpc.demo import run_services_demo
+
+    table = run_services_demo(broker.url, stream=io.StringIO())
+    states = {line.split()[1]: line.split()[4] for line in table.splitlines()[1:] if line.strip()}
+    assert states == {"ctl-1": "up", "host-1": "up", "host-2": "up", "host-3": "down"}
