@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from fastrpc import get_rpc_transport
 from fastrpc.service import Conductor, ConductorClient, Registry, Service
