@@ -384,6 +384,53 @@ def run_raw_demo(url: str, seconds: float) -> list[PhaseResult]:
     return results
 
 
+def run_services_demo(url: str, stream: Any = None) -> str:
+    """Three services and a conductor on the broker, reporting every second
+    through it into a throwaway SQLite registry; one is then stopped. Returns
+    ``fastrpc service-list``'s table (also printed to ``stream``)."""
+    import contextlib
+    import io
+    import tempfile
+
+    from fastrpc import get_rpc_transport
+    from fastrpc.cli import main as cli_main
+    from fastrpc.service import Conductor, ConductorClient, Registry, Service
+
+    class Compute:
+        def ping(self, ctxt: Any) -> str:
+            return "pong"
+
+    with tempfile.TemporaryDirectory(prefix="fastrpc-demo-") as tmp:
+        db = f"sqlite:///{tmp}/services.sqlite"
+        transport = get_rpc_transport(url=_rpc_url(url))
+        conductor = Conductor(transport, "ctl-1", registry=db, report_interval=1, periodic_fuzzy_delay=0)
+        services = [Service(transport, f"host-{i}", "fastrpc-compute", "compute", Compute(), report_interval=1,
+                            periodic_fuzzy_delay=0, registry=ConductorClient(transport)) for i in (1, 2, 3)]
+        try:
+            conductor.start()
+            for service in services:
+                service.start()
+            deadline = time.monotonic() + 30
+            with Registry(db) as registry:
+                while time.monotonic() < deadline and not all(
+                        r.report_count >= 2 for r in registry.services(binary="fastrpc-compute")):
+                    time.sleep(0.2)
+            services[2].stop()  # a graceful stop: shown down at once
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                cli_main(["--db", db, "service-list"])
+        finally:
+            for service in services:
+                service.stop()
+            conductor.stop()
+            transport.cleanup()
+    table = out.getvalue()
+    print("\nfastrpc service-list (three services reporting through a conductor, host-3 stopped):",
+          file=stream or sys.stdout)
+    print(table, file=stream or sys.stdout, end="")
+    return table
+
+
 def rpc_available() -> bool:
     try:
         import fastrpc
@@ -391,6 +438,15 @@ def rpc_available() -> bool:
     except ImportError:
         return False
     return hasattr(fastrpc, "get_rpc_server")
+
+
+def services_available() -> bool:
+    """Whether the service registry can run (it needs SQLAlchemy)."""
+    try:
+        import sqlalchemy  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with demo_broker(args.url) as url:
             results = run_raw_demo(url, args.seconds) if raw else run_rpc_demo(url, args.seconds)
+            if not raw and services_available():
+                run_services_demo(url)
     except Exception as exc:
         print(f"\ndemo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
