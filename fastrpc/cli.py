@@ -4,10 +4,13 @@
     fastrpc [--db URL] service-disable HOST BINARY --reason TEXT
     fastrpc [--db URL] service-enable HOST BINARY
     fastrpc [--db URL] service-force-down HOST BINARY [--unset]
+    fastrpc call URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--timeout T]
+    fastrpc cast URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--fanout]
 
 The registry's database is ``--db``, else ``$FASTRPC_DB``, else a SQLite file
 under ``$XDG_STATE_HOME/fastrpc``. Exit status: 0 done, 1 an error the
-message on stderr explains (such as an unknown service), 2 bad usage.
+message on stderr explains (an unknown service, a remote error, a
+timeout), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -119,6 +122,60 @@ def cmd_service_force_down(args: argparse.Namespace) -> int:
     return _modify(args, lambda r: r.set_forced_down(args.host, args.binary, not args.unset))
 
 
+# --- call, cast ------------------------------------------------------------------
+
+
+def _keyword(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` as a keyword argument: VALUE as JSON when it is JSON
+    (``n=3``, ``ok=true``, ``ids=[1,2]``), else as the string it is."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY a name, not {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _send(args: argparse.Namespace, send: Callable[[Any, dict[str, Any]], Any]) -> Any:
+    from fastrpc import Target, get_rpc_client, get_rpc_transport
+
+    transport = get_rpc_transport(url=args.url)
+    try:
+        target = Target(topic=args.topic, server=args.server, exchange=args.exchange,
+                        fanout=bool(getattr(args, "fanout", False)))
+        client = get_rpc_client(transport, target, timeout=args.timeout)
+        return send(client, dict(args.arg))
+    except Exception as exc:  # a remote error, a timeout, a refused URL: said on stderr
+        raise CommandError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        transport.cleanup()
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    result = _send(args, lambda client, kwargs: client.call({}, args.method, **kwargs))
+    json.dump(result, sys.stdout, default=str)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_cast(args: argparse.Namespace) -> int:
+    _send(args, lambda client, kwargs: client.cast({}, args.method, **kwargs))
+    return 0
+
+
+def _add_send_args(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("url", metavar="URL", help="transport URL (rabbit://user:password@host:port/vhost)")
+    parser.add_argument("topic", metavar="TOPIC")
+    parser.add_argument("method", metavar="METHOD")
+    parser.add_argument("--arg", type=_keyword, action="append", default=[], metavar="KEY=VALUE",
+                        help="a keyword argument of the method (VALUE read as JSON when it is); repeatable")
+    parser.add_argument("--server", help=f"{what} this server only (topic.server)")
+    parser.add_argument("--exchange", help="the target's exchange (default: the transport's)")
+    parser.add_argument("--timeout", type=_non_negative, default=30.0, metavar="SECONDS",
+                        help="how long to wait for the reply or the broker (default 30)")
+
+
 # --- parser --------------------------------------------------------------------
 
 
@@ -149,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_after.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=db_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[db_after])
+    def command(name: str, handler: Handler, help_text: str, db: bool = True) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, parents=[db_after] if db else [])
         sub.set_defaults(handler=handler)
         return sub
 
@@ -176,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("service-force-down", cmd_service_force_down, "Show a service down whatever it reports.")
     _add_service_args(sub)
     sub.add_argument("--unset", action="store_true", help="lift a forced down")
+
+    sub = command("call", cmd_call, "Call METHOD on a service and print its result as JSON.", db=False)
+    _add_send_args(sub, "call")
+    sub = command("cast", cmd_cast, "Cast METHOD to a service (no reply).", db=False)
+    _add_send_args(sub, "cast to")
+    sub.add_argument("--fanout", action="store_true", help="to every server of the topic")
     return parser
 
 
