@@ -218,3 +218,58 @@ def test_demo_lists_three_services_one_stopped(broker: Any) -> None:
     table = run_services_demo(broker.url, stream=io.StringIO())
     states = {line.split()[1]: line.split()[4] for line in table.splitlines()[1:] if line.strip()}
     assert states == {"ctl-1": "up", "host-1": "up", "host-2": "up", "host-3": "down"}
+
+
+_KILLABLE = textwrap.dedent("""
+    import sys, time
+    from fastrpc import get_rpc_transport
+    from fastrpc.service import Service
+
+    class Manager:
+        def echo(self, ctxt, x):
+            return x
+
+    url, db = sys.argv[1], sys.argv[2]
+    svc = Service(get_rpc_transport(url=url), "h4", "fastrpc-killed", "svc_killed", Manager(),
+                  report_interval=0.5, periodic_fuzzy_delay=0, registry=db)
+    svc.start()
+    print("started", flush=True)
+    time.sleep(600)  # until killed
+""")
+
+
+def test_killed_service_shows_down_after_down_time_and_up_after_restart(broker: Any, db: str,
+                                                                      tmp_path: Path) -> None:
+    """kill -9 of a service's process: shown down once down_time has passed
+    since its last report (within down_time + one interval); restarted, it is
+    shown up again as soon as it registers."""
+    down_time, interval = 2.0, 0.5
+    script = tmp_path / "killable.py"
+    script.write_text(_KILLABLE)
+
+    def run() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, str(script), broker.url, db], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n", proc.stderr
+        return proc
+
+    def state() -> bool:
+        with Registry(db) as registry:
+            (record,) = registry.services(host="h4")
+            return is_up(record, down_time, registry.now())
+
+    proc = run()
+    try:
+        _wait(lambda: _count(db, "h4", "fastrpc-killed") >= 2, "reports")
+        proc.kill()
+        proc.communicate()
+        killed = time.monotonic()
+        assert state()  # its last report is recent
+        _wait(lambda: not state(), "the killed service to show down", timeout=down_time + interval + 5)
+        assert time.monotonic() - killed <= down_time + interval + 1.0
+        proc = run()  # start() registers it: up again at once
+        assert state()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
