@@ -18,7 +18,7 @@ from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
-from fastrpc.drivers.amqp.sending import Sender, op_timeout
+from fastrpc.drivers.amqp.sending import RETURNED_RESEND_DELAY, Sender, op_timeout
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.topology import QueueSpec, Topology
 from fastrpc.envelope import EnvelopeError, Reply
@@ -30,9 +30,6 @@ CLEANUP_TIMEOUT = 2.0  # seconds the reply queue's delete may take at cleanup
 # Seconds a reply queue's declaration under its old name may take after a
 # reconnect before a new queue replaces it (a healthy broker takes ms).
 REDECLARE_TIMEOUT = 2.0
-# Seconds before a call's request the broker returned (no queue bound) is
-# sent again.
-REQUEST_RETURN_DELAY = 0.25
 REDECLARE_TRIES = 8  # a queue removed under its consume is declared again this often
 
 
@@ -186,8 +183,8 @@ class Replies:
             elif type(reply) is Unroutable:
                 # Sent again after a pause while the deadline allows (its
                 # server's queue may be on its way back); else wait it out.
-                if deadline is None or now + REQUEST_RETURN_DELAY < deadline:
-                    time.sleep(REQUEST_RETURN_DELAY)
+                if deadline is None or now + RETURNED_RESEND_DELAY < deadline:
+                    time.sleep(RETURNED_RESEND_DELAY)
                     return reply  # the driver publishes it again
             elif call_monitor_timeout:
                 # A call-monitor keepalive: the call is still running.

@@ -27,7 +27,9 @@ from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
 LOG = logging.getLogger(__name__)
 
 REPLY_RETRIES = 3  # reconnect attempts for one reply before giving up
-REPLY_RETURN_DELAY = 0.25  # seconds before a returned reply is published again
+# Seconds before a message the broker returned (no queue bound yet) is
+# published again: a reply by its server, a call's request by its caller.
+RETURNED_RESEND_DELAY = 0.25
 RETURNED_TRACKED = 4096  # returned replies remembered (when each first came back)
 # What a publish raises when the connection or channel went away, or the
 # broker did not answer in time: worth a new connection and another attempt.
@@ -254,7 +256,7 @@ class Sender:
                         event.reply_code, event.reply_text, now - first)
             return
         LOG.debug("Reply to %s returned (%s); publishing it again", event.routing_key, event.reply_text)
-        timer = threading.Timer(REPLY_RETURN_DELAY, self._publish_returned, (event,))
+        timer = threading.Timer(RETURNED_RESEND_DELAY, self._publish_returned, (event,))
         timer.daemon = True
         timer.start()
 
