@@ -196,13 +196,15 @@ class ChannelCore:
             return first
         raise err
 
-    def _send_tracked(self, data: bytes) -> int:
-        """Send one publish on a confirm channel and return its delivery tag,
-        tracked without a future (:meth:`confirmed` tells): the call path,
-        where the confirm only matters if the connection dies before the reply."""
+    def _send_tracked(self, data: bytes) -> tuple[int, int]:
+        """Send one publish on a confirm channel; return its delivery tag,
+        tracked without a future (:meth:`confirmed` tells), and the stream
+        position it starts at or after (``Connection.never_received`` tells):
+        the call path, where both only matter if the connection dies before
+        the reply."""
         conn = self._conn
         err: BaseException | None
-        tag = 0
+        tag = position = 0
         with conn.send_lock:
             stopped = self._closed if self._closed is not None else self._closing
             if stopped is not None:
@@ -211,13 +213,14 @@ class ChannelCore:
                 tag = self._next_tag
                 self._pending[tag] = None
                 self._next_tag = tag + 1
+                position = conn.stream_position()
                 err = conn.send_locked(data)
                 if err is not None:
                     self._pending.pop(tag, None)
         if err is not None:
             conn.send_failed(err)
             raise err
-        return tag
+        return tag, position
 
     def confirmed(self, tag: int) -> bool:
         """Whether the broker confirmed publish ``tag`` and every one before

@@ -316,12 +316,14 @@ class Channel(ChannelCore):
         properties: dict[str, Any] | None = None,
         blocked_until: float | None = None,
         mandatory: bool = False,
-    ) -> int:
+    ) -> tuple[int, int]:
         """Publish one message on a confirm channel without a future: returns
-        its delivery tag, and :meth:`confirmed` says later whether the broker
-        has taken it (a ``mandatory`` one it could not route goes to
-        ``on_return`` first). Waits while the broker blocks publishing as
-        :meth:`basic_publish` does."""
+        its delivery tag, with which :meth:`confirmed` says later whether the
+        broker has taken it (a ``mandatory`` one it could not route goes to
+        ``on_return`` first), and the stream position it starts at or after,
+        with which ``Connection.never_received`` says, should the broker end
+        the connection, whether it certainly never got it. Waits while the
+        broker blocks publishing as :meth:`basic_publish` does."""
         conn = self._conn
         if self._closed is not None:
             raise fresh_error(self._closed)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastrpc.amqp import spec
-from fastrpc.amqp.exceptions import AMQPError, ConnectionClosed, ConnectionLost
+from fastrpc.amqp.exceptions import PEER_ENDED_ERRNOS, AMQPError, ConnectionClosed, ConnectionLost, peer_ended
 from fastrpc.amqp.transport import PlainTransport
 from fastrpc.amqp.url import ConnectionParams, make_params
 
@@ -91,6 +91,9 @@ class ConnectionCore:
         self._free_ids: list[int] = []
         self._next_id = 1
         self._dead: BaseException | None = None
+        # Set when the broker reset or closed the connection: the bytes its
+        # TCP had acknowledged by then (see never_received).
+        self.lost_acked: int | None = None
         self._dead_event = threading.Event()
         self._closing = False
         self._unblocked = threading.Event()
@@ -303,8 +306,8 @@ class ConnectionCore:
             finally:
                 self._recv_since = None
             if data is None:
-                error = ConnectionLost(f"connection to {self.params.address} closed by the broker without "
-                                       "connection.close")
+                error = peer_ended(ConnectionLost(f"connection to {self.params.address} closed by the broker "
+                                                  "without connection.close"))
             elif data:
                 self._unanswered = False
                 self._dispatch(self._frame_reader.feed(data))
@@ -326,6 +329,8 @@ class ConnectionCore:
             error.__cause__ = exc
         elif isinstance(exc, OSError):
             error = ConnectionLost(f"connection to {address} lost: {exc.strerror or exc}")
+            if exc.errno in PEER_ENDED_ERRNOS:
+                peer_ended(error)
         elif isinstance(exc, AMQPError):
             error = exc
         else:  # a bug must not leave waiters hanging
@@ -428,6 +433,8 @@ class ConnectionCore:
         self._unblocked.set()  # blocked publishers wake up and see the failure
         transport = self._transport
         if transport is not None:
+            if getattr(exc, "peer_ended", False):
+                self.lost_acked = transport.acked()  # read before the socket closes
             transport.shutdown()
         clean = isinstance(exc, ConnectionClosed) and exc.reply_code == spec.REPLY_SUCCESS and self._closing
         if clean:

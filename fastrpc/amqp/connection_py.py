@@ -50,6 +50,7 @@ from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.codec import FrameReader, FrameWriter
 from fastrpc.amqp.connection_core import READER_STEP_ASIDE, ConnectionCore
 from fastrpc.amqp.exceptions import (
+    PEER_ENDED_ERRNOS,
     AMQPError,
     ChannelsExhausted,
     ConnectionClosed,
@@ -57,6 +58,7 @@ from fastrpc.amqp.exceptions import (
     HandshakeTimeout,
     HeartbeatTimeout,
     fresh_error,
+    peer_ended,
 )
 from fastrpc.amqp.handshake import handshake
 from fastrpc.amqp.heartbeat import ProbeChannel, dead_after, watch_connection
@@ -306,7 +308,8 @@ class Connection(ConnectionCore):
             # SO_SNDTIMEO expired: not one byte went out for the whole limit.
             return HeartbeatTimeout(f"send to {self.params.address} made no progress (broker not reading)")
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        return ConnectionLost(f"send to {self.params.address} failed: {reason}")
+        err = ConnectionLost(f"send to {self.params.address} failed: {reason}")
+        return peer_ended(err) if isinstance(exc, OSError) and exc.errno in PEER_ENDED_ERRNOS else err
 
     def send_failed(self, err: BaseException) -> None:
         """A send returned ``err``: a lost connection fails it for everyone."""
@@ -385,6 +388,22 @@ class Connection(ConnectionCore):
     def pending_confirms(self) -> int:
         """Publishes on this connection the broker has not confirmed yet."""
         return sum(ch.pending_confirms for ch in list(self._channels.values()))
+
+    def stream_position(self) -> int:
+        """How many bytes went to the socket so far (called under
+        ``send_lock``: frames queued now start at or after it)."""
+        transport = self._transport
+        return transport.sent if transport is not None else 0
+
+    def never_received(self, position: int) -> bool:
+        """Whether frames that started at ``position`` (:meth:`stream_position`)
+        certainly never reached the broker: it reset or closed the connection
+        and its TCP had acknowledged none of their bytes. A broker reads
+        only what its TCP received, and acknowledges that at the latest with
+        the next frame it sends; a broker that stopped answering (frozen, cut
+        off) says nothing, and neither does this."""
+        acked = self.lost_acked
+        return acked is not None and acked <= position
 
     def check_open(self) -> None:
         """Raise why the connection cannot be used (lost, not opened, closing)."""

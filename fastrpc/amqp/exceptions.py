@@ -7,6 +7,7 @@ and so :func:`fresh_error` can copy it.
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 
@@ -77,6 +78,18 @@ class ConnectionClosed(_Closed):
 
 class ConnectionLost(AMQPError):
     """The socket died or the stream became unreadable (no close handshake)."""
+
+
+# errno of a send or receive that means the peer's TCP reset the connection.
+PEER_ENDED_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE})
+
+
+def peer_ended(exc: ConnectionLost) -> ConnectionLost:
+    """Mark ``exc`` as a loss the broker's side reported (it reset or closed
+    the connection), as opposed to one fastrpc decided (a silent peer): only
+    then does what its TCP acknowledged tell what it received."""
+    exc.peer_ended = True  # type: ignore[attr-defined]
+    return exc
 
 
 class HeartbeatTimeout(ConnectionLost):

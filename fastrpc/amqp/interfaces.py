@@ -51,6 +51,9 @@ class ChannelHost(Protocol):
     def send_failed(self, err: BaseException) -> None:
         """Tell the connection a send of a channel failed with ``err``."""
 
+    def stream_position(self) -> int:
+        """Bytes sent so far (``send_lock`` held): where frames queued now start, at the earliest."""
+
     def check_open(self) -> None:
         """Raise why the connection cannot be used, if it cannot."""
 

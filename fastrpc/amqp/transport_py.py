@@ -30,6 +30,10 @@ RECV_SIZE = 256 * 1024
 # Large sends go out in pieces of this size so that ``send_since`` (the time
 # of the last progress) moves while a big message trickles out.
 SEND_CHUNK = 64 * 1024
+# struct tcp_info (linux/tcp.h): the u64 tcpi_bytes_acked sits at offset 120,
+# after 8 one-byte fields, 24 u32 and the two u64 pacing rates.
+TCPI_BYTES_ACKED = 120
+TCP_INFO_SIZE = TCPI_BYTES_ACKED + 8
 
 
 def open_socket(params: ConnectionParams, timeout: float) -> socket.socket:
@@ -93,6 +97,9 @@ class PlainTransport:
         # no send is in flight; read by the heartbeat timer to spot a send
         # stuck behind a broker that stopped reading.
         self.send_since: float | None = None
+        # Bytes handed to the kernel so far (TLS: records), counted from the
+        # connection's first byte like TCP_INFO's acknowledged bytes.
+        self.sent = 0
 
     def recv(self) -> bytes | memoryview | None:
         """Block for the next bytes; None on orderly EOF.
@@ -126,10 +133,13 @@ class PlainTransport:
         try:
             if len(data) <= SEND_CHUNK:
                 sock.sendall(data)
+                self.sent += len(data)
                 return
             view = memoryview(data)
             for start in range(0, len(view), SEND_CHUNK):
-                sock.sendall(view[start:start + SEND_CHUNK])
+                chunk = view[start:start + SEND_CHUNK]
+                sock.sendall(chunk)
+                self.sent += len(chunk)
                 self.send_since = time.monotonic()
         finally:
             self.send_since = None
@@ -148,6 +158,18 @@ class PlainTransport:
             return False
         self.sendall(data)
         return True
+
+    def acked(self) -> int | None:
+        """How many bytes of the stream the peer's TCP acknowledged (comparable
+        with :attr:`sent`); None when the socket cannot say (not TCP)."""
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
+        except (OSError, AttributeError):
+            return None
+        if len(info) < TCP_INFO_SIZE:
+            return None
+        # tcpi_bytes_acked counts the SYN as well: one more than the data.
+        return int(struct.unpack_from("=Q", info, TCPI_BYTES_ACKED)[0]) - 1
 
     def shutdown(self) -> None:
         """Wake any thread blocked in recv/send and release the socket."""

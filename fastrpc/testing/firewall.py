@@ -93,13 +93,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+# iptables matches per direction of LoopbackFirewall.block.
+_MATCHES = {"both": ("--dport", "--sport"), "to": ("--dport",), "from": ("--sport",)}
+
+
 class LoopbackFirewall:
     """DROP rules for chosen loopback TCP ports, in a chain of its own (made on first use)."""
 
     def __init__(self) -> None:
         self.chain: str = f"{CHAIN_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         self._created = False
-        self._blocked: set[int] = set()
+        self._blocked: dict[int, tuple[str, ...]] = {}
 
     @property
     def blocked(self) -> frozenset[int]:
@@ -124,24 +128,26 @@ class LoopbackFirewall:
         self._created = True
         _run("-I", "INPUT", *_JUMP, self.chain)
 
-    def block(self, ports: Iterable[int]) -> None:
-        """Drop every loopback TCP packet to or from each of ``ports``."""
+    def block(self, ports: Iterable[int], direction: str = "both") -> None:
+        """Drop every loopback TCP packet to or from each of ``ports``;
+        ``direction="from"`` only those it sends, ``"to"`` only those it
+        receives (a one-way loss: one side's packets vanish, the other's
+        still arrive)."""
+        matches = _MATCHES[direction]
         self._create()
         for port in ports:
             if port in self._blocked:
                 continue
-            for direction in ("--dport", "--sport"):
-                _run("-A", self.chain, "-p", "tcp", direction, str(port), "-j", "DROP")
-            self._blocked.add(port)
+            for match in matches:
+                _run("-A", self.chain, "-p", "tcp", match, str(port), "-j", "DROP")
+            self._blocked[port] = matches
 
     def unblock(self, ports: Iterable[int]) -> None:
         """Remove the rules :meth:`block` added for each of ``ports``."""
         for port in ports:
-            if port not in self._blocked:
-                continue
-            for direction in ("--dport", "--sport"):
-                _run("-D", self.chain, "-p", "tcp", direction, str(port), "-j", "DROP", check=False)
-            self._blocked.discard(port)
+            matches = self._blocked.pop(port, None)
+            for match in matches or ():
+                _run("-D", self.chain, "-p", "tcp", match, str(port), "-j", "DROP", check=False)
 
     def close(self) -> None:
         """Remove the chain and the jump to it (nothing else is touched)."""

@@ -159,7 +159,13 @@ class AmqpDriver(BaseDriver):
                     sent = sender.publish_call(ex, routing_key, body, props, retry, deadline)
                 # The same deadline: a publish that had to reconnect took some of the timeout.
                 reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent)
-                while not isinstance(reply, Reply):  # returned (Unroutable): no queue took it, send it again
+                while not isinstance(reply, Reply):
+                    # Returned (no queue took it) or lost before the broker
+                    # got it: send it again, to the reply queue of now.
+                    if rq.name is not None and rq.name != reply_q:
+                        reply_q = rq.name
+                        body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q,
+                                                       call_monitor_timeout, self.binary)
                     sent = sender.publish_call(ex, routing_key, body, props, retry, deadline)
                     reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent)
             finally:

@@ -148,17 +148,21 @@ class Replies:
         return False
 
     def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
-             call_monitor_timeout: float | None, sent: tuple[Any, int] | None = None) -> Reply | Unroutable:
+             call_monitor_timeout: float | None,
+             sent: tuple[Any, int, int] | None = None) -> Reply | Unroutable | Lost:
         """The final reply to ``msg_id``; call-monitor keepalives extend the
         wait by ``call_monitor_timeout``. MessagingTimeout when none came in
-        time. ``sent``: the channel and delivery tag of the request
-        (``Sender.publish_call``); when that channel's connection dies before
-        the broker confirmed the request, CallInterrupted at once (nobody
-        knows whether it reached its queue). A confirmed request is in its
-        queue: the call waits for its reply, which comes once the reply queue
-        is consumed again (at-least-once calls pass None: always confirmed).
-        Unroutable, after a short pause, when the broker returned the
-        request and the deadline leaves time to send it again."""
+        time. ``sent``: the channel, delivery tag and stream position of the
+        request (``Sender.publish_call``). When that channel's connection
+        dies before the broker confirmed the request: Lost if the broker
+        certainly never got it (it reset or closed the connection with none
+        of the request's bytes acknowledged by its TCP), to be sent again;
+        else CallInterrupted at once (nobody knows whether it reached its
+        queue). A confirmed request is in its queue: the call waits for its
+        reply, which comes once the reply queue is consumed again
+        (at-least-once calls pass None: always confirmed). Unroutable, after
+        a short pause, when the broker returned the request and the deadline
+        leaves time to send it again."""
         now = time.monotonic()
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
         wait = None if deadline is None else max(0.0, deadline - now)
@@ -178,6 +182,8 @@ class Replies:
             now = time.monotonic()
             if type(reply) is Lost:
                 if sent is not None and sent[0].connection is reply.conn and not sent[0].confirmed(sent[1]):
+                    if reply.conn.never_received(sent[2]):
+                        return reply  # the driver publishes it again, on the next connection
                     raise CallInterrupted(f"the connection the call {msg_id} was sent on was lost before its "
                                           f"reply ({reply.why}); it may or may not have run")
             elif type(reply) is Unroutable:

@@ -303,16 +303,18 @@ class Sender:
         self.ensure_exchange(ex, deadline).basic_publish_tracked(ex.name, routing_key, body, props, deadline)
 
     def publish_call(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
-                     retry: int | None, deadline: float | None) -> tuple[Any, int]:
-        """Publish a call's request; returns the channel and its delivery
-        tag, which tell later whether the broker took the request
-        (``ch.confirmed(tag)``) should the connection die before the reply.
-        Mandatory: a request no queue takes (its server's queue is being
-        declared again after a node loss) comes back to ``on_call_returned``."""
+                     retry: int | None, deadline: float | None) -> tuple[Any, int, int]:
+        """Publish a call's request; returns the channel, its delivery tag
+        and its stream position, which tell later whether the broker took the
+        request (``ch.confirmed(tag)``), or certainly never got it
+        (``ch.connection.never_received(position)``), should the connection
+        die before the reply. Mandatory: a request no queue takes (its
+        server's queue is being declared again after a node loss) comes back
+        to ``on_call_returned``."""
         ch = self.pub_ch
         if ch is not None and ex.name in self.declared:
             try:
-                return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline, True)
+                return ch, *ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline, True)
             except RETRIABLE:
                 pass
             except amqp_exc.PublishBlocked as exc:
@@ -321,9 +323,9 @@ class Sender:
                                retry, deadline)
 
     def _call_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
-                   deadline: float | None) -> tuple[Any, int]:
+                   deadline: float | None) -> tuple[Any, int, int]:
         ch = self.ensure_exchange(ex, deadline)
-        return ch, ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline, True)
+        return ch, *ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline, True)
 
     def publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                           retry: int | None, deadline: float | None) -> None:

@@ -1,0 +1,160 @@
+"""A call whose connection the broker resets before confirming the request.
+
+When the broker's side resets or closes the connection (its process was
+killed, say), TCP tells whether the request ever reached it: a broker reads
+only what its TCP acknowledged. A request none of whose bytes were
+acknowledged is sent again on the next connection and the call returns; one
+that was acknowledged may have run, so the call fails at once with
+CallInterrupted. One private node, a TCP proxy between the caller and it
+(the proxy's reset stands for the broker's), and a one-way firewall rule that
+makes the caller's packets vanish, so the request is never acknowledged.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from fastrpc.amqp.transport import PlainTransport
+from fastrpc.drivers.amqp import AmqpDriver
+from fastrpc.exceptions import CallInterrupted
+from fastrpc.options import Options
+from fastrpc.target import Target
+from fastrpc.testing.firewall import LoopbackFirewall
+from fastrpc.transport import TransportURL
+
+pytestmark = pytest.mark.twins
+
+TIMEOUT = 10.0
+
+
+def _driver(url: str) -> AmqpDriver:
+    conf = Options(rabbit_retry_interval=0.05, rabbit_retry_backoff=0.05)
+    return AmqpDriver(conf, TransportURL.parse(conf, url), "openstack", [])
+
+
+def _wait(predicate: Any, what: str, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class _Pair:
+    """A server on the node and a client through ``proxy``; ``runs`` lists every request the server ran."""
+
+    def __init__(self, broker: Any, proxy: Any, topic: str) -> None:
+        self.topic = topic
+        self.runs: list[int] = []
+        self.server = _driver(broker.url)
+        self.client = _driver(f"amqp://guest:guest@127.0.0.1:{proxy.port}/")
+        listener = self.server.listen(Target(topic=topic, server="s1"))
+
+        def handle(msg: Any) -> None:
+            i = msg.message["args"]["i"]
+            self.runs.append(i)
+            msg.reply(i)
+
+        listener.dispatch_inline(handle)
+
+    def call(self, i: int) -> Any:
+        return self.client.send(Target(topic=self.topic, server="s1"), {}, {"method": "m", "args": {"i": i}},
+                                wait_for_reply=True, timeout=TIMEOUT)
+
+    def call_in_thread(self, i: int, outcome: list[Any]) -> threading.Thread:
+        def run() -> None:
+            try:
+                outcome.append(self.call(i))
+            except Exception as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        self.client.cleanup()
+        self.server.cleanup()
+
+
+@pytest.fixture
+def topic(request: pytest.FixtureRequest) -> str:
+    return f"unreceived_{request.node.name}"
+
+
+def test_request_the_broker_never_got_is_sent_again(broker: Any, tcp_proxy_factory: Any, topic: str) -> None:
+    proxy = tcp_proxy_factory("127.0.0.1", broker.port)
+    pair = _Pair(broker, proxy, topic)
+    try:
+        assert pair.call(0) == 0
+        conn = pair.client.sending_connection
+        assert conn is not None
+        position = conn.stream_position()
+        with LoopbackFirewall() as firewall:
+            # The caller's packets on this connection vanish; the proxy's still arrive.
+            firewall.block([proxy.connections[0].client_address[1]], direction="from")
+            outcome: list[Any] = []
+            started = time.monotonic()
+            caller = pair.call_in_thread(1, outcome)
+            _wait(lambda: conn.stream_position() > position, "the request to be written")
+            proxy.connections[0].reset()
+            caller.join(TIMEOUT + 2)
+        assert outcome == [1]
+        assert pair.runs == [0, 1]
+        assert time.monotonic() - started < TIMEOUT
+        assert conn.lost_acked is not None and conn.lost_acked <= position
+    finally:
+        pair.close()
+
+
+def test_request_the_broker_acknowledged_fails_at_once(broker: Any, tcp_proxy_factory: Any, topic: str) -> None:
+    """The proxy takes the request (its TCP acknowledges it) but passes
+    nothing on; then it resets. Whether the broker ran the request cannot be
+    told from the caller's side, so the call fails at once, and is not run
+    twice."""
+    proxy = tcp_proxy_factory("127.0.0.1", broker.port)
+    pair = _Pair(broker, proxy, topic)
+    try:
+        assert pair.call(0) == 0
+        conn = pair.client.sending_connection
+        assert conn is not None
+        transport = conn._transport
+        assert isinstance(transport, PlainTransport)
+        proxy.connections[0].blackhole()
+        position = conn.stream_position()
+        outcome: list[Any] = []
+        started = time.monotonic()
+        caller = pair.call_in_thread(1, outcome)
+        _wait(lambda: conn.stream_position() > position and (transport.acked() or 0) >= conn.stream_position(),
+              "the request to be acknowledged")
+        proxy.connections[0].reset()
+        caller.join(TIMEOUT + 2)
+        assert len(outcome) == 1 and isinstance(outcome[0], CallInterrupted), outcome
+        assert time.monotonic() - started < TIMEOUT / 2
+        assert pair.runs == [0]
+        assert pair.call(2) == 2  # and the next call goes through
+    finally:
+        pair.close()
+
+
+def test_transport_counts_what_it_sent_and_what_the_peer_acknowledged() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        client = socket.create_connection(listening.getsockname())
+        peer, _ = listening.accept()
+        with client, peer:
+            transport = PlainTransport(client)
+            assert transport.sent == 0
+            assert transport.acked() == 0
+            transport.sendall(b"x" * 1000)
+            transport.sendall(b"y" * 200_000)  # in pieces
+            assert transport.sent == 201_000
+            received = 0
+            deadline = time.monotonic() + TIMEOUT
+            while received < 201_000 and time.monotonic() < deadline:
+                received += len(peer.recv(65536))
+            assert received == 201_000
+            _wait(lambda: transport.acked() == 201_000, "the peer's acknowledgement")
