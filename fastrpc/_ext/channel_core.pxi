@@ -6,7 +6,7 @@
 # derives from declared under the name it is imported by).
 
 cdef class ChannelCore:
-    cdef public object _conn, on_return, on_close, _closed, _closing, _rpc_lock, _waiter
+    cdef public object _conn, on_return, on_nack, on_close, _closed, _closing, _rpc_lock, _waiter
     cdef public object _consumers, _cancel_callbacks, _flow, _pending, _mandatory, _returned
     cdef public object _next_tag, _low_tag
     cdef public int channel_id

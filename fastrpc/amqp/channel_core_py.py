@@ -41,6 +41,8 @@ LOG = logging.getLogger("fastrpc.amqp")
 OnMessage = Callable[[spec.Delivery], None]
 OnCancel = Callable[[str], None]
 OnReturn = Callable[[spec.Returned], None]
+# What _pending.pop returns for a tag settled already (a Future never used).
+_SETTLED: Future[Any] = Future()
 
 
 def _settle(future: Future[Any] | None, result: Any = None, exc: BaseException | None = None) -> None:
@@ -79,6 +81,10 @@ class ChannelCore:
         self._conn = connection
         self.channel_id = channel_id
         self.on_return: OnReturn | None = None
+        # Called in the reader thread with (channel, delivery tag) when the
+        # broker nacks a tracked publish (basic_publish_tracked): it refused
+        # responsibility for it, so nothing else will tell its publisher.
+        self.on_nack: Callable[[Any, int], None] | None = None
         self.on_close: list[Callable[[Any, BaseException], None]] = []
         self._closed: BaseException | None = None
         # set (under the send lock) once close() sent channel.close: from then
@@ -422,8 +428,12 @@ class ChannelCore:
         tags: Iterable[int] = range(low, tag + 1) if args.get("multiple") else (tag,)
         special = self._mandatory or self._returned
         for t in tags:
-            future = pending.pop(t, None)
-            if future is None:
+            future = pending.pop(t, _SETTLED)
+            if future is None:  # tracked
+                if error is not None:
+                    self._tracked_nacked(t)
+                continue
+            if future is _SETTLED:
                 continue
             if special:
                 self._mandatory.pop(t, None)
@@ -443,6 +453,14 @@ class ChannelCore:
         while low < limit and low not in pending:
             low += 1
         self._low_tag = low
+
+    def _tracked_nacked(self, tag: int) -> None:
+        callback = self.on_nack
+        if callback is not None:
+            try:
+                callback(self, tag)
+            except Exception:
+                LOG.exception("on_nack callback failed")
 
     def _on_return(self, event: spec.Returned) -> None:
         exc = MessageReturned(

@@ -56,6 +56,18 @@ class Unroutable:
         self.why = why
 
 
+class Nacked:
+    """Put in every mailbox when the broker nacks a request (delivery ``tag``
+    on channel ``ch``): the call whose request it is stops waiting."""
+
+    __slots__ = ("ch", "tag")
+    ending = False  # read like a Reply's: never the final reply
+
+    def __init__(self, ch: Any, tag: int) -> None:
+        self.ch = ch
+        self.tag = tag
+
+
 class Replies:
     """The reply queue, its consumer and the calls waiting on it.
 
@@ -78,6 +90,7 @@ class Replies:
         sender.on_connection_lost = self._on_connection_lost
         sender.on_closed = self._forget
         sender.on_call_returned = self._on_call_returned
+        sender.on_call_nacked = self._on_call_nacked
         self._rechecks = Rechecks("fastrpc-reply-recheck", sender.closed)
 
     def ensure(self, deadline: float | None = None) -> str:
@@ -154,11 +167,12 @@ class Replies:
         wait by ``call_monitor_timeout``. MessagingTimeout when none came in
         time. ``sent``: the channel, delivery tag and stream position of the
         request (``Sender.publish_call``). When that channel's connection
-        dies before the broker confirmed the request: Lost if the broker
-        certainly never got it (it reset or closed the connection with none
-        of the request's bytes acknowledged by its TCP), to be sent again;
-        else CallInterrupted at once (nobody knows whether it reached its
-        queue). A confirmed request is in its queue: the call waits for its
+        dies before the broker confirmed the request: Lost, after a short
+        pause, if the broker certainly never got it (it reset or closed the
+        connection with none of the request's bytes acknowledged by its TCP),
+        to be sent again; else CallInterrupted at once (nobody knows whether
+        it reached its queue). CallInterrupted too when the broker nacks the
+        request. A confirmed request is in its queue: the call waits for its
         reply, which comes once the reply queue is consumed again
         (at-least-once calls pass None: always confirmed). Unroutable, after
         a short pause, when the broker returned the request and the deadline
@@ -182,16 +196,29 @@ class Replies:
             now = time.monotonic()
             if type(reply) is Lost:
                 if sent is not None and sent[0].connection is reply.conn and not sent[0].confirmed(sent[1]):
-                    if reply.conn.never_received(sent[2]):
+                    if not reply.conn.never_received(sent[2]):
+                        raise CallInterrupted(f"the connection the call {msg_id} was sent on was lost before "
+                                              f"its reply ({reply.why}); it may or may not have run")
+                    # Never reached the broker: sent again after a pause (the
+                    # lost node's queues may still be bound until its cluster
+                    # removes them, and a request routed there is lost).
+                    if deadline is None or now + RETURNED_RESEND_DELAY < deadline:
+                        LOG.debug("Request of call %s never reached the broker (%s); sending it again", msg_id,
+                                  reply.why)
+                        time.sleep(RETURNED_RESEND_DELAY)
                         return reply  # the driver publishes it again, on the next connection
-                    raise CallInterrupted(f"the connection the call {msg_id} was sent on was lost before its "
-                                          f"reply ({reply.why}); it may or may not have run")
             elif type(reply) is Unroutable:
                 # Sent again after a pause while the deadline allows (its
                 # server's queue may be on its way back); else wait it out.
                 if deadline is None or now + RETURNED_RESEND_DELAY < deadline:
+                    LOG.debug("Request of call %s returned by the broker (%s); sending it again", msg_id,
+                              reply.why)
                     time.sleep(RETURNED_RESEND_DELAY)
                     return reply  # the driver publishes it again
+            elif type(reply) is Nacked:
+                if sent is not None and reply.ch is sent[0] and reply.tag == sent[1]:
+                    raise CallInterrupted(f"the broker refused the request of call {msg_id} (basic.nack: the "
+                                          "queue it was routed to failed); it may or may not have run")
             elif call_monitor_timeout:
                 # A call-monitor keepalive: the call is still running.
                 monitor = now + call_monitor_timeout
@@ -227,6 +254,13 @@ class Replies:
             LOG.debug("Dropped reply to %s: its caller is no longer waiting", reply.msg_id)
             return
         replies.put(reply)
+
+    def _on_call_nacked(self, ch: Any, tag: int) -> None:
+        # In the reader thread; rare (the request's queue failed), so every
+        # waiting call is told and the one that sent ``tag`` on ``ch`` acts.
+        marker = Nacked(ch, tag)
+        for mailbox in list(self.waiters.values()):
+            mailbox.put(marker)  # type: ignore[arg-type]
 
     def _on_call_returned(self, event: spec.Returned) -> None:
         # In the reader thread: tell the waiting call (found by the request's

@@ -100,6 +100,7 @@ class Sender:
         self.on_closed: Callable[[], None] | None = None  # under the lock, by close()
         # A call's request the broker could not route (in the reader thread).
         self.on_call_returned: Callable[[spec.Returned], None] | None = None
+        self.on_call_nacked: Callable[[Any, int], None] | None = None
 
     @contextlib.contextmanager
     def locked(self, deadline: float | None) -> Iterator[None]:
@@ -202,6 +203,7 @@ class Sender:
                 ch = conn.channel(op_timeout(deadline))
                 ch.confirm_select(op_timeout(deadline))
                 ch.on_return = self.on_call_returned
+                ch.on_nack = self.on_call_nacked
                 self.pub_ch = ch
             if self.decl_ch is None or not self.decl_ch.is_open:
                 self.decl_ch = conn.channel(op_timeout(deadline))

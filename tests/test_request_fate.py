@@ -1,4 +1,5 @@
-"""A call whose connection the broker resets before confirming the request.
+"""What a call does when its request's fate is in doubt: the broker reset
+the connection before confirming it, or refused it (basic.nack).
 
 When the broker's side resets or closes the connection (its process was
 killed, say), TCP tells whether the request ever reached it: a broker reads
@@ -8,6 +9,8 @@ that was acknowledged may have run, so the call fails at once with
 CallInterrupted. One private node, a TCP proxy between the caller and it
 (the proxy's reset stands for the broker's), and a one-way firewall rule that
 makes the caller's packets vanish, so the request is never acknowledged.
+A request the broker nacks fails its call at once, as an acknowledged one
+does: it may or may not have run.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from typing import Any
 
 import pytest
 
+from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.transport import PlainTransport
+from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp import AmqpDriver
 from fastrpc.exceptions import CallInterrupted
 from fastrpc.options import Options
@@ -158,3 +163,24 @@ def test_transport_counts_what_it_sent_and_what_the_peer_acknowledged() -> None:
                 received += len(peer.recv(65536))
             assert received == 201_000
             _wait(lambda: transport.acked() == 201_000, "the peer's acknowledgement")
+
+
+def test_request_the_broker_nacks_fails_at_once(broker: Any, topic: str) -> None:
+    """The only queue bound for the topic refuses every message
+    (``x-overflow: reject-publish`` at length 0): the broker nacks the
+    request, and the call fails then, not at its timeout."""
+    client = _driver(broker.url)
+    admin = Connection(ConnectionParams(host=broker.host, port=broker.port)).connect()
+    try:
+        ch = admin.channel()
+        ch.exchange_declare("openstack", "topic", durable=False, auto_delete=False)
+        ch.queue_declare(topic, arguments={"x-max-length": 0, "x-overflow": "reject-publish"}, auto_delete=True)
+        ch.queue_bind(topic, "openstack", topic)
+        started = time.monotonic()
+        with pytest.raises(CallInterrupted, match="basic.nack"):
+            client.send(Target(topic=topic), {}, {"method": "m", "args": {}}, wait_for_reply=True, timeout=TIMEOUT)
+        assert time.monotonic() - started < TIMEOUT / 2
+        assert ch.queue_declare(topic, passive=True)[1] == 0
+    finally:
+        admin.close()
+        client.cleanup()
