@@ -58,7 +58,7 @@ class Unroutable:
 
 class Nacked:
     """Put in every mailbox when the broker nacks a request (delivery ``tag``
-    on channel ``ch``): the call whose request it is stops waiting."""
+    on channel ``ch``): the call whose request it is sends it again."""
 
     __slots__ = ("ch", "tag")
     ending = False  # read like a Reply's: never the final reply
@@ -162,7 +162,7 @@ class Replies:
 
     def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
              call_monitor_timeout: float | None,
-             sent: tuple[Any, int, int] | None = None) -> Reply | Unroutable | Lost:
+             sent: tuple[Any, int, int] | None = None) -> Reply | Unroutable | Lost | Nacked:
         """The final reply to ``msg_id``; call-monitor keepalives extend the
         wait by ``call_monitor_timeout``. MessagingTimeout when none came in
         time. ``sent``: the channel, delivery tag and stream position of the
@@ -171,8 +171,8 @@ class Replies:
         pause, if the broker certainly never got it (it reset or closed the
         connection with none of the request's bytes acknowledged by its TCP),
         to be sent again; else CallInterrupted at once (nobody knows whether
-        it reached its queue). CallInterrupted too when the broker nacks the
-        request. A confirmed request is in its queue: the call waits for its
+        it reached its queue). Nacked, after a short pause, when the broker
+        refused the request, to be sent again on a new channel. A confirmed request is in its queue: the call waits for its
         reply, which comes once the reply queue is consumed again
         (at-least-once calls pass None: always confirmed). Unroutable, after
         a short pause, when the broker returned the request and the deadline
@@ -216,9 +216,16 @@ class Replies:
                     time.sleep(RETURNED_RESEND_DELAY)
                     return reply  # the driver publishes it again
             elif type(reply) is Nacked:
-                if sent is not None and reply.ch is sent[0] and reply.tag == sent[1]:
-                    raise CallInterrupted(f"the broker refused the request of call {msg_id} (basic.nack: the "
-                                          "queue it was routed to failed); it may or may not have run")
+                # The broker refused the request without handing it to a
+                # queue (RabbitMQ: a quorum queue whose leader it cannot
+                # reach, a full queue that rejects publishes, a classic queue
+                # whose node is gone): sent again after a pause, on a new
+                # channel, while the deadline allows.
+                mine = sent is not None and reply.ch is sent[0] and reply.tag == sent[1]
+                if mine and (deadline is None or now + RETURNED_RESEND_DELAY < deadline):
+                    LOG.debug("Request of call %s refused by the broker (basic.nack); sending it again", msg_id)
+                    time.sleep(RETURNED_RESEND_DELAY)
+                    return reply  # the driver publishes it again
             elif call_monitor_timeout:
                 # A call-monitor keepalive: the call is still running.
                 monitor = now + call_monitor_timeout

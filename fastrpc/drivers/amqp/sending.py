@@ -304,6 +304,21 @@ class Sender:
                       deadline: float | None) -> None:
         self.ensure_exchange(ex, deadline).basic_publish_tracked(ex.name, routing_key, body, props, deadline)
 
+    def replace_publishing_channel(self, ch: Any, deadline: float | None) -> None:
+        """Close ``ch`` if it is still the publishing channel, so the next
+        publish opens a new one. After a quorum queue's leader is lost, the
+        broker's channel can keep a stale leader for it and nack every
+        publish to that queue without sending it; a new channel looks the
+        leader up again."""
+        with self.locked(deadline):
+            if self.pub_ch is not ch:
+                return
+            self.pub_ch = None
+        try:
+            ch.close(op_timeout(deadline))
+        except amqp_exc.AMQPError:
+            pass  # closed either way: never used again
+
     def publish_call(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                      retry: int | None, deadline: float | None) -> tuple[Any, int, int]:
         """Publish a call's request; returns the channel, its delivery tag
