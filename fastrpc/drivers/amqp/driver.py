@@ -22,7 +22,7 @@ from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
 from fastrpc.drivers.amqp.errors import messaging_error
 from fastrpc.drivers.amqp.notifications import AmqpNotificationListener
-from fastrpc.drivers.amqp.replies import Nacked, Replies
+from fastrpc.drivers.amqp.replies import Replies
 from fastrpc.drivers.amqp.rpc_listener import AmqpListener
 from fastrpc.drivers.amqp.sending import Sender
 from fastrpc.drivers.base import BaseDriver
@@ -163,8 +163,6 @@ class AmqpDriver(BaseDriver):
                     # Returned (no queue took it), refused (nacked) or lost
                     # before the broker got it: send it again, to the reply
                     # queue of now.
-                    if type(reply) is Nacked:
-                        sender.replace_publishing_channel(reply.ch, deadline)
                     if rq.name is not None and rq.name != reply_q:
                         reply_q = rq.name
                         body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q,

@@ -100,6 +100,7 @@ class Sender:
         self.on_closed: Callable[[], None] | None = None  # under the lock, by close()
         # A call's request the broker could not route (in the reader thread).
         self.on_call_returned: Callable[[spec.Returned], None] | None = None
+        # A publish the broker refused: its channel and delivery tag (in the reader thread).
         self.on_call_nacked: Callable[[Any, int], None] | None = None
 
     @contextlib.contextmanager
@@ -203,7 +204,7 @@ class Sender:
                 ch = conn.channel(op_timeout(deadline))
                 ch.confirm_select(op_timeout(deadline))
                 ch.on_return = self.on_call_returned
-                ch.on_nack = self.on_call_nacked
+                ch.on_nack = self._on_nacked
                 self.pub_ch = ch
             if self.decl_ch is None or not self.decl_ch.is_open:
                 self.decl_ch = conn.channel(op_timeout(deadline))
@@ -236,6 +237,21 @@ class Sender:
             declare_queue(decl, queue_spec, op_timeout(deadline))
             decl.queue_bind(queue_spec.name, ex.name, routing_key, timeout=op_timeout(deadline))
             self.notify_queues.add((ex.name, routing_key))
+
+    def _on_nacked(self, ch: Any, tag: int) -> None:
+        # In the reader thread. The broker refused a publish without handing
+        # it to a queue. After a quorum queue's leader is lost, RabbitMQ's
+        # channel can keep the dead leader and refuse every later publish to
+        # that queue: the publishing channel is replaced (closed here without
+        # waiting; the next publish opens a new one), and a call is told.
+        if self.pub_ch is ch:
+            self.pub_ch = None
+            try:
+                ch.close()
+            except amqp_exc.AMQPError:
+                pass
+        if self.on_call_nacked is not None:
+            self.on_call_nacked(ch, tag)
 
     def _on_returned(self, event: spec.Returned) -> None:
         """A mandatory reply came back: its queue is not there (yet). Its
@@ -303,21 +319,6 @@ class Sender:
     def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                       deadline: float | None) -> None:
         self.ensure_exchange(ex, deadline).basic_publish_tracked(ex.name, routing_key, body, props, deadline)
-
-    def replace_publishing_channel(self, ch: Any, deadline: float | None) -> None:
-        """Close ``ch`` if it is still the publishing channel, so the next
-        publish opens a new one. After a quorum queue's leader is lost, the
-        broker's channel can keep a stale leader for it and nack every
-        publish to that queue without sending it; a new channel looks the
-        leader up again."""
-        with self.locked(deadline):
-            if self.pub_ch is not ch:
-                return
-            self.pub_ch = None
-        try:
-            ch.close(op_timeout(deadline))
-        except amqp_exc.AMQPError:
-            pass  # closed either way: never used again
 
     def publish_call(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                      retry: int | None, deadline: float | None) -> tuple[Any, int, int]:
