@@ -14,7 +14,7 @@ EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h fastrpc/_ext/*.p
                fastrpc/_impl.py
 C_BENCH     := bench/c_client/amqp_bench
 
-.PHONY: all setup system-deps test demo bench drills lint clean distclean
+.PHONY: all setup system-deps test demo bench drills liveness-drill lint clean distclean
 
 all: test
 
@@ -112,6 +112,12 @@ bench: setup $(if $(wildcard $(C_BENCH).c),$(C_BENCH))
 drills: setup
 	$(VPY) bench/drills.py --markdown --json drills.json
 
+# Ten services reporting through a conductor while node 1 is killed, frozen
+# and cut off, under fastrpc and under oslo.messaging's rabbit driver: were
+# any shown down (docs/RELIABILITY.md, "Service liveness")? About 20 minutes.
+liveness-drill: setup
+	$(VPY) bench/liveness_drill.py --markdown --json liveness-drill.json
+
 # --- lint ----------------------------------------------------------------------
 lint: setup
 	@failed=""; \
@@ -121,7 +127,7 @@ lint: setup
 
 # --- clean ---------------------------------------------------------------------
 clean:
-	rm -rf build drills.json *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf build drills.json liveness-drill.json *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .benchmarks
 	rm -f fastrpc/_ext/*.so $(patsubst %.pyx,%.c,$(wildcard ext/*.pyx)) $(C_BENCH)
 	rm -f fastrpc/amqp/*_py.c
 	rm -rf $(STAMPS)

@@ -113,3 +113,22 @@ def test_drills_kill_one_contender(tmp_path):
     calls = drill["calls"]
     assert any(c["start"] < 0 for c in calls) and any(c["start"] > 0 for c in calls)
     assert drill["metrics"]["healthy_s"] is not None
+
+
+def test_liveness_drill_kill_under_fastrpc(tmp_path):
+    """bench/liveness_drill.py: ten services and a conductor through one kill
+    of node 1, the registry watched, the cluster restored. A smoke test of
+    the harness: the row is printed and the services went on reporting
+    after the kill."""
+    out = tmp_path / "liveness.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "liveness_drill.py"), "--contenders", "fastrpc", "--faults", "kill",
+         "--observe-seconds", "15", "--markdown", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| fastrpc (Service, Conductor) | kill |" in done.stdout, done.stdout
+    (drill,) = json.loads(out.read_text())["drills"]
+    assert drill["contender"] == "fastrpc" and drill["fault"] == "kill"
+    assert drill["metrics"]["reports_ok"] >= 10, drill["metrics"]
+    assert drill["metrics"]["services_shown_down"] == 0, drill
