@@ -15,6 +15,7 @@ sent again, on a new channel.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -206,3 +207,41 @@ def test_request_the_broker_nacks_is_sent_again_on_a_new_channel(broker: Any, to
         admin.close()
         client.cleanup()
         server.cleanup()
+
+
+def test_at_least_once_cast_the_broker_nacks_is_sent_again_on_a_new_channel(
+        broker: Any, topic: str, caplog: pytest.LogCaptureFixture) -> None:
+    """An at-least-once cast refused by the broker is published again on a
+    new confirm channel, until a queue takes it (once)."""
+    client = _driver(broker.url)
+    admin = Connection(ConnectionParams(host=broker.host, port=broker.port)).connect()
+    try:
+        ch = admin.channel()
+        ch.exchange_declare("openstack", "topic", durable=False, auto_delete=False)
+        rejecting, taking = f"{topic}.rejecting", f"{topic}.taking"
+        ch.queue_declare(rejecting, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
+        ch.queue_bind(rejecting, "openstack", topic)
+        ch.queue_declare(taking)
+        outcome: list[Any] = []
+
+        def cast() -> None:
+            try:
+                outcome.append(client.send(Target(topic=topic), {}, {"method": "m", "args": {}}, at_least_once=True))
+            except Exception as exc:
+                outcome.append(exc)
+
+        caplog.set_level(logging.DEBUG, logger="fastrpc.drivers.amqp")
+        caster = threading.Thread(target=cast)
+        caster.start()
+        _wait(lambda: any("refused by the broker" in r.getMessage() for r in caplog.records),
+              "the refused cast to be sent again")
+        ch.queue_bind(taking, "openstack", topic)
+        ch.queue_unbind(rejecting, "openstack", topic)
+        caster.join(TIMEOUT + 2)
+        assert outcome == [None]
+        assert ch.queue_declare(taking, passive=True)[1] == 1
+        ch.queue_delete(rejecting)
+        ch.queue_delete(taking)
+    finally:
+        admin.close()
+        client.cleanup()

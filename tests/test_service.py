@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from fastrpc import Target, get_rpc_client, get_rpc_transport
+from fastrpc import Target, get_rpc_client, get_rpc_server, get_rpc_transport
 from fastrpc.service import Conductor, ConductorClient, Registry, Service, is_up, periodic_task
+from fastrpc.service.conductor import ConductorManager
 
 WAIT = 20.0
 INTERVAL = 0.2  # report_interval in these tests
@@ -153,6 +154,37 @@ def test_reports_through_a_conductor_and_a_conductor_that_is_away(transport: Any
     with Registry(db) as registry:
         (record,) = registry.services(host="h2")
         assert not is_up(record, 60, registry.now())  # marked stopped through the conductor
+
+
+def test_report_call_without_an_answer_is_sent_again_as_a_confirmed_cast(transport: Any, db: str) -> None:
+    """A report call that gets no answer in time (here: the conductor is
+    slow; in a cluster: this process's reply queue is out of reach) is sent
+    again as a cast the broker confirms, and the report lands."""
+    release = threading.Event()
+    seen: list[str] = []
+
+    class SlowFirst(ConductorManager):
+        def service_update(self, ctxt: dict, host: str, binary: str, topic: str,
+                           availability_zone: str | None = None) -> dict[str, Any]:
+            seen.append(host)
+            if len(seen) == 1:
+                release.wait(WAIT)  # the call's answer comes too late
+            return super().service_update(ctxt, host, binary, topic, availability_zone)
+
+    registry = Registry(db)
+    server = get_rpc_server(transport, Target(topic="svc_slow_conductor", server="c1"), [SlowFirst(registry)],
+                            executor="threading")
+    server.start()
+    try:
+        sink = ConductorClient(transport, topic="svc_slow_conductor", timeout=0.5)
+        assert sink.report("h9", "fastrpc-test", "t9") is None  # no answer to the call; the cast was confirmed
+        _wait(lambda: len(seen) == 2, "the report cast")
+        _wait(lambda: [r.report_count for r in registry.services(host="h9")] == [1], "the cast report recorded")
+    finally:
+        release.set()
+        server.stop()
+        server.wait()
+        registry.close()
 
 
 _LAUNCHED = textwrap.dedent("""

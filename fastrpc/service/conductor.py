@@ -10,11 +10,16 @@ calls get through.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastrpc.client import get_rpc_client
+from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
 from fastrpc.service.service import ReportSink, Service, open_registry
 from fastrpc.target import Target
+from fastrpc.transport import TransportOptions
+
+LOG = logging.getLogger(__name__)
 
 CONDUCTOR_TOPIC = "conductor"
 CONDUCTOR_BINARY = "fastrpc-conductor"
@@ -49,14 +54,30 @@ class Conductor(Service):
 
 class ConductorClient:
     """A report sink that calls the conductor on ``topic``; each call waits
-    at most ``timeout`` seconds (a report is due again an interval later)."""
+    at most ``timeout`` seconds (a report is due again an interval later).
+
+    A call that gets no answer is followed by the same report as a cast the
+    broker confirms: a call needs this process's reply queue, which can be
+    out of reach while the conductor's queue is fine (its node hangs, and on
+    RabbitMQ 3.x no new queue can be declared until the cluster drops that
+    node). The report then still lands, as long as the conductor is there to
+    take it; a cast no queue takes fails the report."""
 
     def __init__(self, transport: Any, topic: str = CONDUCTOR_TOPIC, timeout: float = 10.0) -> None:
-        self._client = get_rpc_client(transport, Target(topic=topic), timeout=timeout)
+        target = Target(topic=topic)
+        self._client = get_rpc_client(transport, target, timeout=timeout)
+        self._confirmed = get_rpc_client(transport, target, timeout=timeout,
+                                         transport_options=TransportOptions(at_least_once=True))
 
     def report(self, host: str, binary: str, topic: str, availability_zone: str | None = None) -> Any:
-        return self._client.call({}, "service_update", host=host, binary=binary, topic=topic,
+        try:
+            return self._client.call({}, "service_update", host=host, binary=binary, topic=topic,
+                                     availability_zone=availability_zone)
+        except (MessagingTimeout, MessageDeliveryFailure) as exc:
+            LOG.debug("report of %s/%s by call failed (%s); casting it", host, binary, exc)
+            self._confirmed.cast({}, "service_update", host=host, binary=binary, topic=topic,
                                  availability_zone=availability_zone)
+            return None
 
     def mark_stopped(self, host: str, binary: str) -> None:
         self._client.call({}, "service_stopped", host=host, binary=binary)

@@ -353,24 +353,40 @@ class Sender:
         MessagingTimeout when no answer came before ``deadline`` (casts:
         ``rpc_response_timeout``). A connection lost before the confirm
         publishes again, as ``retry`` allows (a server drops the duplicate by
-        its ``_unique_id``)."""
+        its ``_unique_id``). A message the broker refuses (nacks) is published
+        again after a pause on a new channel, until the same limit: see
+        :meth:`_on_nacked`."""
         confirm_timeout = self.confirm_timeout
+        limit = deadline if deadline is not None else time.monotonic() + confirm_timeout
 
         def attempt() -> None:
-            self.ensure_exchange(ex, deadline)
-            with self.locked(deadline):
-                ch = self.confirm_ch
-                if ch is None or not ch.is_open:
-                    ch = self.connection(deadline).channel(op_timeout(deadline))
-                    ch.confirm_select(op_timeout(deadline))
-                    self.confirm_ch = ch
-            confirmed = ch.basic_publish(ex.name, routing_key, body, props, True, False, deadline)
-            wait = confirm_timeout if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                confirmed.result(timeout=wait)
-            except concurrent.futures.TimeoutError:
-                raise MessagingTimeout(f"no publisher confirm for a message to {ex.name!r} / {routing_key!r} "
-                                       f"within {wait:g}s") from None
+            while True:
+                self.ensure_exchange(ex, deadline)
+                with self.locked(deadline):
+                    ch = self.confirm_ch
+                    if ch is None or not ch.is_open:
+                        ch = self.connection(deadline).channel(op_timeout(deadline))
+                        ch.confirm_select(op_timeout(deadline))
+                        self.confirm_ch = ch
+                confirmed = ch.basic_publish(ex.name, routing_key, body, props, True, False, deadline)
+                wait = max(0.0, limit - time.monotonic())
+                try:
+                    confirmed.result(timeout=wait)
+                    return
+                except concurrent.futures.TimeoutError:
+                    raise MessagingTimeout(f"no publisher confirm for a message to {ex.name!r} / "
+                                           f"{routing_key!r} within {wait:g}s") from None
+                except amqp_exc.PublishNacked:
+                    with self.locked(deadline):
+                        if self.confirm_ch is ch:
+                            self.confirm_ch = None
+                    with contextlib.suppress(amqp_exc.AMQPError):
+                        ch.close(op_timeout(deadline))
+                    if time.monotonic() + RETURNED_RESEND_DELAY >= limit:
+                        raise
+                    LOG.debug("message to %r / %r refused by the broker (basic.nack); publishing it again on a "
+                              "new channel", ex.name, routing_key)
+                    time.sleep(RETURNED_RESEND_DELAY)
 
         self.with_retry(attempt, retry, deadline)
 
