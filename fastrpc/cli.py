@@ -1,14 +1,18 @@
 """The ``fastrpc`` command: one entry point, one small function per subcommand.
 
-    fastrpc [--db URL] service-list [--host H] [--binary B] [--down-time S] [--json]
+    fastrpc [--db URL] [--config-file PATH] service-list [--host H] [--binary B] [--down-time S] [--json]
     fastrpc [--db URL] service-disable HOST BINARY --reason TEXT
     fastrpc [--db URL] service-enable HOST BINARY
     fastrpc [--db URL] service-force-down HOST BINARY [--unset]
     fastrpc call URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--timeout T]
     fastrpc cast URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--fanout]
 
-The registry's database is ``--db``, else ``$FASTRPC_DB``, else a SQLite file
-under ``$XDG_STATE_HOME/fastrpc``. Exit status: 0 done, 1 an error the
+The registry's database is ``--db``, else ``$FASTRPC_DB``, else ``[database]
+connection`` of the configuration file (``--config-file``, else
+``$FASTRPC_CONFIG``, else ``/etc/fastrpc/fastrpc.conf`` if it exists), else a
+SQLite file under ``$XDG_STATE_HOME/fastrpc``; ``service-list``'s down time is
+``--down-time``, else ``[DEFAULT] service_down_time`` of that file, else 60 s.
+Exit status: 0 done, 1 an error the
 message on stderr explains (an unknown service, a remote error, a
 timeout), 2 bad usage.
 """
@@ -21,6 +25,8 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
+
+from fastrpc.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from fastrpc.service import Registry, ServiceRecord
@@ -43,9 +49,22 @@ def _open_registry(args: argparse.Namespace) -> Registry:
     from fastrpc.service import Registry, RegistryError
 
     try:
-        return Registry(Registry.resolve_url(args.db))
-    except (ImportError, RegistryError) as exc:
+        return Registry(Registry.resolve_url(args.db, args.config_file))
+    except (ImportError, RegistryError, ConfigurationError) as exc:
         raise CommandError(str(exc)) from None
+
+
+def _down_time(args: argparse.Namespace) -> float:
+    """``--down-time``, else the configuration file's ``service_down_time``, else 60."""
+    if args.down_time is not None:
+        return float(args.down_time)
+    from fastrpc.service.config import load_config
+
+    try:
+        configured = load_config(args.config_file).service_down_time
+    except ConfigurationError as exc:
+        raise CommandError(str(exc)) from None
+    return DEFAULT_DOWN_TIME if configured is None else configured
 
 
 # --- service-* ---------------------------------------------------------------
@@ -82,13 +101,14 @@ def render_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], out: TextI
 
 
 def cmd_service_list(args: argparse.Namespace) -> int:
+    down_time = _down_time(args)
     registry = _open_registry(args)
     try:
         records = registry.services(host=args.host, binary=args.binary)
         now = registry.now()
     finally:
         registry.close()
-    rows = [_service_row(r, args.down_time, now, precise=args.json) for r in records]
+    rows = [_service_row(r, down_time, now, precise=args.json) for r in records]
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -199,11 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         "service registry database (SQLAlchemy URL); default $FASTRPC_DB, else a SQLite file under $XDG_STATE_HOME/fastrpc"
     )
     parser = argparse.ArgumentParser(prog="fastrpc", description="fastrpc command line tools.")
+    config_help = ("configuration file ([database] connection, [DEFAULT] service_down_time); default "
+                   "$FASTRPC_CONFIG, else /etc/fastrpc/fastrpc.conf if it exists")
     parser.add_argument("--db", metavar="URL", help=db_help)
-    # --db is accepted after the command too; SUPPRESS keeps a value given
-    # before it from being reset.
+    parser.add_argument("--config-file", metavar="PATH", help=config_help)
+    # --db and --config-file are accepted after the command too; SUPPRESS
+    # keeps a value given before it from being reset.
     db_after = argparse.ArgumentParser(add_help=False)
     db_after.add_argument("--db", metavar="URL", default=argparse.SUPPRESS, help=db_help)
+    db_after.add_argument("--config-file", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(name: str, handler: Handler, help_text: str, db: bool = True) -> argparse.ArgumentParser:
@@ -217,9 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--down-time",
         type=_non_negative,
-        default=DEFAULT_DOWN_TIME,
+        default=None,
         metavar="SECONDS",
-        help=f"a service is up while its last report is at most this old (default {DEFAULT_DOWN_TIME:g})",
+        help="a service is up while its last report is at most this old (default: service_down_time of the "
+        f"configuration file, else {DEFAULT_DOWN_TIME:g})",
     )
     sub.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
 

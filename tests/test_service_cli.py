@@ -229,3 +229,59 @@ def test_command_line_unknown_service_status(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "no service 'nobinary' on host 'nohost'" in done.stderr
+
+
+# --- the configuration file -----------------------------------------------------
+
+
+def _config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "fastrpc.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def test_config_file_gives_the_database_and_the_down_time(db: str, fleet: Registry, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FASTRPC_DB", raising=False)
+    conf = _config(tmp_path, f"[DEFAULT]\nservice_down_time = 600\n\n[database]\nconnection = {db}\n")
+    states = {r["host"]: r["state"]
+              for r in run_json(capsys, "--config-file", conf, "service-list", "--binary", "fastrpc-compute")}
+    assert states == {"h1": "up", "h2": "up"}  # h2's report of 5 minutes ago is within 600 s
+    # --down-time beats the file; the file is found through $FASTRPC_CONFIG too.
+    monkeypatch.setenv("FASTRPC_CONFIG", conf)
+    states = {r["host"]: r["state"]
+              for r in run_json(capsys, "service-list", "--binary", "fastrpc-compute", "--down-time", "60")}
+    assert states == {"h1": "up", "h2": "down"}
+
+
+def test_db_option_and_variable_beat_the_config_file(db: str, fleet: Registry, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    other = f"sqlite:///{tmp_path / 'other.sqlite'}"
+    Registry(other).close()  # an empty registry
+    conf = _config(tmp_path, f"[database]\nconnection = {other}\n")
+    monkeypatch.setenv("FASTRPC_CONFIG", conf)
+    monkeypatch.delenv("FASTRPC_DB", raising=False)
+    assert run_json(capsys, "service-list") == []
+    assert len(run_json(capsys, "--db", db, "service-list")) == 3
+    monkeypatch.setenv("FASTRPC_DB", db)
+    assert len(run_json(capsys, "service-list")) == 3
+    assert Registry.resolve_url() == db
+
+
+def test_unreadable_or_wrong_config_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("FASTRPC_DB", raising=False)
+    missing = str(tmp_path / "missing.conf")
+    assert main(["--config-file", missing, "service-list"]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read the configuration file" in err and missing in err
+    # A line the parser rejects, next to a password: the message names the file, not the line.
+    broken = _config(tmp_path, "[database]\nconnection = postgresql://u:s3cret@db/x\nnot an option line\n")
+    assert main(["--config-file", broken, "service-list"]) == 1
+    err = capsys.readouterr().err
+    assert "is not an INI file" in err and "s3cret" not in err
+    bad_time = _config(tmp_path, f"[DEFAULT]\nservice_down_time = soon\n[database]\nconnection = sqlite:///{tmp_path}/x.sqlite\n")
+    assert main(["--config-file", bad_time, "service-list"]) == 1
+    assert "service_down_time" in capsys.readouterr().err

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastrpc.redact import mask_url
+from fastrpc.service.config import load_config
 
 if TYPE_CHECKING:
     from sqlalchemy import Column, ColumnElement, Connection, Engine, Table
@@ -177,15 +178,21 @@ class Registry:
         LOG.debug("service registry %s", self._masked)
 
     @staticmethod
-    def resolve_url(url: str | None = None) -> str:
-        """The database URL: ``url``, else ``$FASTRPC_DB``, else a SQLite file
-        under ``$XDG_STATE_HOME/fastrpc`` (``~/.local/state/fastrpc``), whose
+    def resolve_url(url: str | None = None, config_file: str | None = None) -> str:
+        """The database URL: ``url``, else ``$FASTRPC_DB``, else ``[database]
+        connection`` of the configuration file (``config_file``, else
+        ``$FASTRPC_CONFIG``, else ``/etc/fastrpc/fastrpc.conf`` if it exists:
+        ``fastrpc.service.config``), else a SQLite file under
+        ``$XDG_STATE_HOME/fastrpc`` (``~/.local/state/fastrpc``), whose
         directory is created here so the default needs no setup."""
         if url:
             return url
         env = os.environ.get(ENV_DB)
         if env:
             return env
+        configured = load_config(config_file).database_connection
+        if configured:
+            return configured
         state = os.environ.get("XDG_STATE_HOME", "")
         # The XDG spec says to ignore a relative path.
         base = Path(state) if state and os.path.isabs(state) else Path.home() / ".local" / "state"
