@@ -107,12 +107,16 @@ class _CallContext:
         """Send a request and return once the transport accepted it.
 
         With ``fanout`` in the target every server on the topic gets a copy.
+        An at-least-once cast waits for the broker's confirm at most the
+        client's ``timeout`` when it has one (else ``rpc_response_timeout``).
         """
         msg = self._make_message(ctxt, method, kwargs)
         msg_ctxt = self.serializer.serialize_context(ctxt)
         self._check_version_cap(msg.get("version"))
+        at_least_once = self._at_least_once
         try:
-            self.transport._send(self.target, msg_ctxt, msg, retry=self.retry, at_least_once=self._at_least_once)
+            self.transport._send(self.target, msg_ctxt, msg, retry=self.retry, at_least_once=at_least_once,
+                                 timeout=self.timeout if at_least_once else None)
         except TransportDriverError as exc:
             raise ClientSendError(self.target, exc) from exc
 

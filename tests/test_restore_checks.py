@@ -18,6 +18,7 @@ from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.exceptions import ConnectionLost
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp import AmqpDriver
+from fastrpc.exceptions import MessagingTimeout
 from fastrpc.options import Options
 from fastrpc.target import Target
 from fastrpc.transport import TransportURL
@@ -100,5 +101,33 @@ def test_binding_deleted_after_a_restore_is_made_again(broker: Any, topic: str) 
         assert time.monotonic() - started < TIMEOUT
     finally:
         admin.close()
+        client.cleanup()
+        server.cleanup()
+
+
+def test_casts_are_not_held_up_behind_the_reply_queue(broker: Any, topic: str) -> None:
+    """While the reply queue is being declared (on RabbitMQ 3.x a hung
+    cluster member holds such a declaration up for a minute), casts and
+    at-least-once casts go out, and a call waits no longer than its timeout."""
+    client, server = _driver(broker), _driver(broker)
+    try:
+        hits: list[int] = []
+        listener = server.listen(Target(topic=topic, server="s1"))
+        listener.dispatch_inline(lambda msg: hits.append(msg.message["args"]["i"]))
+        replies = client._replies
+        assert replies._lock.acquire(timeout=TIMEOUT)  # a declaration in progress
+        try:
+            started = time.monotonic()
+            client.send(Target(topic=topic), {}, {"method": "m", "args": {"i": 1}})
+            client.send(Target(topic=topic), {}, {"method": "m", "args": {"i": 2}}, at_least_once=True)
+            _wait(lambda: hits == [1, 2], "both casts to be handled")
+            assert time.monotonic() - started < TIMEOUT / 2
+            with pytest.raises(MessagingTimeout):
+                client.send(Target(topic=topic), {}, {"method": "m", "args": {"i": 3}}, wait_for_reply=True,
+                            timeout=0.5)
+            assert time.monotonic() - started < TIMEOUT / 2
+        finally:
+            replies._lock.release()
+    finally:
         client.cleanup()
         server.cleanup()

@@ -118,7 +118,8 @@ class AmqpDriver(BaseDriver):
              retry: int | None = None, at_least_once: bool = False) -> Any:
         """``at_least_once``: publish mandatory and wait for the broker's
         confirm, raising MessageUndeliverable at once when no queue is bound
-        for the target (oslo's ``TransportOptions(at_least_once=True)``)."""
+        for the target (oslo's ``TransportOptions(at_least_once=True)``); a
+        cast's ``timeout``, if any, bounds that wait and everything before it."""
         try:
             ex, routing_key = self._route(target)
             unique_id = new_id()
@@ -127,7 +128,8 @@ class AmqpDriver(BaseDriver):
                 body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
                 self._check_size(body, message)
                 if at_least_once:
-                    self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, None, message)
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, deadline, message)
                 else:
                     sender.publish(ex, routing_key, body, self._cast_props, retry, None)
                 return None

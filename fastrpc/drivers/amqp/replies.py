@@ -6,11 +6,13 @@ calls in flight."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from fastrpc import envelope
@@ -18,7 +20,7 @@ from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
-from fastrpc.drivers.amqp.sending import RETURNED_RESEND_DELAY, Sender, op_timeout
+from fastrpc.drivers.amqp.sending import RETURNED_RESEND_DELAY, Sender, op_timeout, time_left
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.topology import QueueSpec, Topology
 from fastrpc.envelope import EnvelopeError, Reply
@@ -84,6 +86,10 @@ class Replies:
         self.ch: Any = None
         self.consuming = False
         self.waiters: dict[str, queue.SimpleQueue[Reply]] = {}
+        # Guards declaring and consuming the reply queue. Its own lock, not
+        # the sender's: a declaration the cluster holds up (a hung member,
+        # on RabbitMQ 3.x) must not hold up casts and other publishes.
+        self._lock = threading.Lock()
         self.late_replies = 0  # replies that arrived after their caller gave up
         self.bad_replies = 0
         sender.on_new_connection = self._on_new_connection
@@ -101,7 +107,9 @@ class Replies:
             return self.name
         sender = self._sender
         conn = sender.connection(deadline)
-        with sender.locked(deadline):
+        with self._locked(deadline):
+            if sender.closed.is_set():
+                raise MessagingException("the transport was cleaned up")
             if sender.conn is not conn:
                 conn = sender.connection(deadline)
             ch = self.ch
@@ -122,6 +130,16 @@ class Replies:
                 self.name = q.name
             self.consuming = True
             return self.name
+
+    @contextlib.contextmanager
+    def _locked(self, deadline: float | None) -> Iterator[None]:
+        wait = time_left(deadline)
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise MessagingTimeout("timed out waiting for the reply queue to be declared")
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def _consume(self, ch: Any, name: str, timeout: float | None) -> None:
         # Exclusive: a consumer left behind on a half-open connection (the
@@ -233,18 +251,25 @@ class Replies:
             wait = None if not limits else max(0.0, min(limits) - now)
 
     def _forget(self) -> None:
-        # The sending connection is closed for good (cleanup): under its lock,
-        # so no call declares a new queue on it meanwhile. The queue is
+        # The sending connection is closed for good (cleanup). The queue is
         # deleted, not left until it expires: nobody will read it again.
-        ch, name = self.ch, self.name
-        if ch is not None and ch.is_open and name is not None:
-            try:
-                ch.queue_delete(name, timeout=CLEANUP_TIMEOUT)
-            except amqp_exc.AMQPError as exc:
-                LOG.debug("Deleting reply queue %s failed: %s", name, exc)
-        self.ch = None
-        self.name = None
-        self.consuming = False
+        # Under the reply lock, so no declaration runs meanwhile (one the
+        # cluster holds up is not waited for longer than the delete may take;
+        # ensure() sees the transport closed and declares nothing more).
+        locked = self._lock.acquire(timeout=CLEANUP_TIMEOUT)
+        try:
+            ch, name = self.ch, self.name
+            if ch is not None and ch.is_open and name is not None:
+                try:
+                    ch.queue_delete(name, timeout=CLEANUP_TIMEOUT)
+                except amqp_exc.AMQPError as exc:
+                    LOG.debug("Deleting reply queue %s failed: %s", name, exc)
+            self.ch = None
+            self.name = None
+            self.consuming = False
+        finally:
+            if locked:
+                self._lock.release()
 
     def _on_reply(self, delivery: spec.Delivery) -> None:
         # Runs in the thread reading the connection: decode, hand over, return.
