@@ -48,6 +48,22 @@ def op_timeout(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.001, deadline - time.monotonic())
 
 
+def broker_silent(conn: Connection | None) -> bool:
+    """Whether ``conn``'s broker has said nothing for a probe interval (the
+    connection's watchdog probes a busy connection after that long): then an
+    operation that timed out on it was lost in that silence, and the
+    connection is given up. One whose broker still answers keeps it: the
+    operation was held up elsewhere in the cluster (on RabbitMQ 3.x, a
+    declaration waits for a hung member until the cluster drops it)."""
+    if conn is None:
+        return False
+    probe_after = conn.params.probe_after
+    if not probe_after:
+        return True  # no probes: nothing else would notice
+    since = conn.recv_since
+    return since is not None and time.monotonic() - since >= probe_after
+
+
 class _Attempt:
     """One connect in progress, which other senders wait for."""
 
@@ -438,7 +454,7 @@ class Sender:
                 if isinstance(exc, amqp_exc.ChannelClosed) and exc.reply_code not in (
                         spec.CONNECTION_FORCED, spec.INTERNAL_ERROR) or is_deprecation_refusal(exc):
                     raise  # a refused declare or publish: retrying cannot help
-                if isinstance(exc, amqp_exc.OperationTimeout):
+                if isinstance(exc, amqp_exc.OperationTimeout) and broker_silent(self.conn):
                     self.abandon(self.conn, str(exc))
                 attempts += 1
                 if retry is not None and attempts > retry:
