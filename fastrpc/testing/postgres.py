@@ -30,8 +30,8 @@ SERVER_USER = "postgres"
 _INSTALL_HINT = "install the postgresql Debian package (make test does)"
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
-# Durability is worthless for a throwaway cluster; skipping it makes
-# CREATE DATABASE and commits quick.
+# Durability is worthless for a throwaway cluster (skipping it makes commits
+# and CREATE DATABASE quick), and the tests need little shared memory.
 _SETTINGS = (
     "fsync=off",
     "synchronous_commit=off",
