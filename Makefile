@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMPS  := $(VENV)/.fastrpc
-APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind iptables
+APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind iptables postgresql
 
 # What the compiled modules are built from (fastrpc/_impl.py lists the twins;
 # the connection layer's pure modules are compiled unchanged).
@@ -28,6 +28,7 @@ system-deps:
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ ! -x $(VPY) ]; then \
 	  $(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	fi; \
@@ -48,7 +49,8 @@ system-deps:
 	  fi; \
 	fi
 	@# The packaged broker service may be running; ours uses its own ports and
-	@# its own epmd, so it does not get in the way and is left alone.
+	@# its own epmd, so it does not get in the way and is left alone. The same
+	@# goes for the packaged PostgreSQL cluster: the tests start their own.
 
 # --- virtualenv and package --------------------------------------------------
 $(VPY):

@@ -1,10 +1,15 @@
-"""fastrpc.service.Registry on real SQLite files: reports, the database's
+"""fastrpc.service.Registry on real databases: reports, the database's
 clock, the up/down rule, operator changes, concurrency and URL handling.
-No broker needed."""
+
+Every test that takes ``registry`` or ``database_url`` runs twice: on a
+SQLite file and on a fresh database of a real PostgreSQL server
+(fastrpc.testing.PostgresServer, one per test session). No broker needed."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -18,16 +23,44 @@ import pytest
 import sqlalchemy as sa
 
 from fastrpc.service import STOPPED_AT, Registry, RegistryError, ServiceRecord, UnknownService, is_up
+from fastrpc.testing import PostgresServer
 
 JOIN_TIMEOUT = 60.0
 REPO = Path(__file__).resolve().parent.parent
 
 
+# PostgreSQL hands timestamps back in the session's time zone: one far from
+# UTC (+05:45) makes any value the registry forgets to convert show.
+PG_SESSION_TIME_ZONE = "Asia/Kathmandu"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'services.sqlite'}"
+        return
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.fail("the PostgreSQL registry tests need psycopg 3: pip install 'psycopg[binary]' (make test does)")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"registry_{secrets.token_hex(6)}"
+    url = server.create_database(name)
+    try:
+        server.execute(f"ALTER DATABASE {name} SET timezone TO '{PG_SESSION_TIME_ZONE}'")
+        yield url
+    finally:
+        server.drop_database(name)
+
+
 @pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    reg = Registry(f"sqlite:///{tmp_path / 'services.sqlite'}")
+def registry(database_url: str) -> Iterator[Registry]:
+    reg = Registry(database_url)
     yield reg
     reg.close()
+
+
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+postgresql_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
 def _set(registry: Registry, host: str, binary: str, **values: Any) -> None:
@@ -136,11 +169,10 @@ def test_table_has_the_documented_columns(registry: Registry) -> None:
     }
 
 
-def test_a_second_registry_on_the_same_file_sees_the_rows(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
-    with Registry(url) as a:
+def test_a_second_registry_on_the_same_database_sees_the_rows(database_url: str) -> None:
+    with Registry(database_url) as a:
         a.report("h", "b", "t")
-    with Registry(url) as b:
+    with Registry(database_url) as b:
         assert b.report("h", "b", "t").report_count == 2
 
 
@@ -175,6 +207,8 @@ def test_report_times_come_from_the_database(registry: Registry) -> None:
     assert before <= record.updated_at <= after
 
 
+# SQLite has no time zones: the stored text itself must be UTC.
+@sqlite_only
 def test_sqlite_stores_utc(registry: Registry) -> None:
     registry.report("h", "b", "t")
     with registry.engine.connect() as conn:
@@ -183,6 +217,27 @@ def test_sqlite_stores_utc(registry: Registry) -> None:
     stored_at = datetime.fromisoformat(stored).replace(tzinfo=timezone.utc)
     db_utc = datetime.fromisoformat(utc_now).replace(tzinfo=timezone.utc)
     assert abs((db_utc - stored_at).total_seconds()) < 5
+
+
+# PostgreSQL: the columns must hold instants (timestamptz). A plain timestamp
+# would store the session's local time and read back 5 h 45 min off.
+@postgresql_only
+def test_postgresql_stores_instants(registry: Registry) -> None:
+    registry.report("h", "b", "t")
+    with registry.engine.connect() as conn:
+        assert conn.execute(sa.text("SHOW timezone")).scalar_one() == PG_SESSION_TIME_ZONE
+        types = conn.execute(
+            sa.text(
+                "SELECT DISTINCT data_type FROM information_schema.columns "
+                "WHERE table_name = 'services' AND column_name LIKE '%\\_at'"
+            )
+        ).scalars()
+        assert list(types) == ["timestamp with time zone"]
+        age = conn.execute(sa.text("SELECT extract(epoch FROM now() - updated_at) FROM services")).scalar_one()
+    assert abs(float(age)) < 5
+    [record] = registry.services()
+    assert record.updated_at is not None and record.updated_at.utcoffset() == timedelta(0)
+    assert abs((registry.now() - record.updated_at).total_seconds()) < 5
 
 
 # --- up / down ----------------------------------------------------------------------
@@ -345,11 +400,11 @@ def test_concurrent_reports_of_many_services_are_all_counted(registry: Registry)
     assert {r.report_count for r in records} == {REPORTS}
 
 
-def test_concurrent_reports_from_two_registries_on_one_file(tmp_path: Path) -> None:
-    # Two engines do not share the in-process lock: SQLite's own locking
-    # (immediate transactions, busy timeout) has to keep the count exact.
-    url = f"sqlite:///{tmp_path / 'two.sqlite'}"
-    with Registry(url) as a, Registry(url) as b:
+def test_concurrent_reports_from_two_registries_on_one_database(database_url: str) -> None:
+    # Two engines do not share the in-process lock: the database's own
+    # locking (SQLite: immediate transactions, busy timeout; PostgreSQL: row
+    # locks and the unique constraint) has to keep the count exact.
+    with Registry(database_url) as a, Registry(database_url) as b:
         errors = _run_threads(20, lambda i: [(a if i % 2 else b).report("h", "b", "t") for _ in range(REPORTS)])
         assert errors == []
         assert a.services()[0].report_count == 20 * REPORTS

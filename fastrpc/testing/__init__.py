@@ -1,4 +1,4 @@
-"""Throwaway RabbitMQ brokers for tests, demos and benchmarks."""
+"""Throwaway RabbitMQ brokers (and a PostgreSQL server) for tests, demos and benchmarks."""
 
 from .certs import CertificateError, TLSFiles
 from .cluster import ClusterStatus, RabbitCluster, RabbitClusterError
@@ -7,6 +7,7 @@ from .external import ExternalBroker
 from .firewall import FirewallError, LoopbackFirewall
 from .node import RabbitNode, RabbitNodeError
 from .ports import amqp_answers, free_ports
+from .postgres import PostgresServer, PostgresServerError
 from .proxy import ProxyConnection, ProxyError, TcpProxy
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "ExternalBroker",
     "FirewallError",
     "LoopbackFirewall",
+    "PostgresServer",
+    "PostgresServerError",
     "ProxyConnection",
     "ProxyError",
     "RabbitCluster",

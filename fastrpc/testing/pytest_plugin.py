@@ -1,4 +1,4 @@
-"""pytest fixtures that provide RabbitMQ brokers.
+"""pytest fixtures that provide RabbitMQ brokers (and a PostgreSQL server).
 
 Opt in from a conftest.py: ``pytest_plugins = ["fastrpc.testing.pytest_plugin"]``
 (installing fastrpc registers nothing by itself).
@@ -17,13 +17,15 @@ Opt in from a conftest.py: ``pytest_plugins = ["fastrpc.testing.pytest_plugin"]`
   for other settings; every cluster made is stopped when the test ends.
 - ``tcp_proxy_factory`` (function): ``make(host, port, **kwargs) -> TcpProxy``;
   every proxy made is closed when the test ends.
+- ``postgres_server`` (session): a private PostgresServer; ``url`` is its test
+  database, ``create_database(name)`` makes a fresh one (e.g. one per test).
 
-Nodes start only when a test asks for them. A shared or private node that a
-test paused (and, failing, never resumed) is resumed after that test so later
-tests still have a broker. Likewise the shared cluster is restored after any
-test that disturbed it (RabbitCluster.restore: no iptables rule, no frozen or
-stopped node, no partition), so a test that kills or cuts off a node, or fails
-half-way, does not poison the tests after it.
+Nodes and servers start only when a test asks for them. A shared or private
+node that a test paused (and, failing, never resumed) is resumed after that
+test so later tests still have a broker. Likewise the shared cluster is
+restored after any test that disturbed it (RabbitCluster.restore: no iptables
+rule, no frozen or stopped node, no partition), so a test that kills or cuts
+off a node, or fails half-way, does not poison the tests after it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import pytest
 from .cluster import RabbitCluster
 from .external import ExternalBroker
 from .node import RabbitNode
+from .postgres import PostgresServer
 from .proxy import TcpProxy
 
 TEST_URL_ENV = "FASTRPC_TEST_URL"
@@ -160,3 +163,12 @@ def tcp_proxy_factory() -> Iterator[Callable[..., TcpProxy]]:
         yield make
     finally:
         _close_all(proxies, TcpProxy.close)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
