@@ -22,6 +22,7 @@ import pytest
 from fastrpc import Target, get_rpc_client, get_rpc_server, get_rpc_transport
 from fastrpc.service import Conductor, ConductorClient, Registry, Service, is_up, periodic_task
 from fastrpc.service.conductor import ConductorManager
+from fastrpc.testing import LoopbackFirewall, PostgresServer
 
 WAIT = 20.0
 INTERVAL = 0.2  # report_interval in these tests
@@ -185,6 +186,38 @@ def test_report_call_without_an_answer_is_sent_again_as_a_confirmed_cast(transpo
         server.stop()
         server.wait()
         registry.close()
+
+
+def test_service_whose_database_vanishes_keeps_serving_and_reports_again(transport: Any,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """The registry's PostgreSQL server vanishes from the network (every
+    packet to or from its port dropped): reports fail within the URL's
+    network bounds instead of hanging, the service keeps serving, the
+    failure is logged once, and reports go on once the server is back."""
+    caplog.set_level(logging.INFO, logger="fastrpc.service.service")
+    with PostgresServer() as pg, LoopbackFirewall() as firewall:
+        url = pg.url + "?connect_timeout=1&tcp_user_timeout=1500"
+        manager = Manager()
+        svc = Service(transport, "h-db", "fastrpc-test", "svc_db_vanishes", manager, report_interval=INTERVAL,
+                      periodic_fuzzy_delay=0, registry=url, stop_timeout=WAIT)
+        svc.start()
+        try:
+            _wait(lambda: svc.reports >= 3, "reports to the database")
+            firewall.block([pg.port])
+            _wait(lambda: svc.report_failures >= 2, "reports to fail")
+            client = get_rpc_client(transport, Target(topic="svc_db_vanishes", server="h-db"), timeout=WAIT)
+            assert client.call({}, "echo", x=5) == 5  # still serving
+            assert len([r for r in caplog.records if "state report failed" in r.getMessage()]) == 1
+            firewall.unblock([pg.port])
+            reported = svc.reports
+            _wait(lambda: svc.reports >= reported + 2, "reports once the database is back")
+            assert any("work again" in r.getMessage() for r in caplog.records)
+            with Registry(pg.url) as registry:
+                (record,) = registry.services(host="h-db")
+                assert is_up(record, 60, registry.now())
+        finally:
+            firewall.unblock([pg.port])
+            svc.stop()
 
 
 _LAUNCHED = textwrap.dedent("""

@@ -496,3 +496,19 @@ def test_without_sqlalchemy_the_registry_says_what_to_install() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'fastrpc[service]'" in done.stdout
+
+
+def test_postgresql_connections_are_bounded_unless_the_url_says_otherwise() -> None:
+    """A PostgreSQL server that stops answering fails a report in seconds
+    (libpq's connect_timeout, tcp_user_timeout, keepalives); the URL's own
+    values win; other databases get nothing added."""
+    import sqlalchemy as sa
+
+    from fastrpc.service.registry import PG_NETWORK_BOUNDS, _network_bounds
+
+    assert _network_bounds(sa, "postgresql+psycopg://u@127.0.0.1:5432/x") == PG_NETWORK_BOUNDS
+    assert PG_NETWORK_BOUNDS["connect_timeout"] <= 10 and PG_NETWORK_BOUNDS["tcp_user_timeout"] <= 10_000
+    given = _network_bounds(sa, "postgresql://u@127.0.0.1:5432/x?connect_timeout=2&keepalives=0")
+    assert "connect_timeout" not in given and "keepalives" not in given and "tcp_user_timeout" in given
+    assert _network_bounds(sa, "sqlite:////tmp/x.sqlite") == {}
+    assert _network_bounds(sa, "mysql+pymysql://u@127.0.0.1/x") == {}

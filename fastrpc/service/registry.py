@@ -370,7 +370,7 @@ class Registry:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
+            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=_network_bounds(sa, url))
         return engine
 
     def _scrub(self, exc: BaseException) -> str:
@@ -400,6 +400,22 @@ class Registry:
             modified_at=_utc_or_none(row["modified_at"]),
             deleted=row["deleted"],
         )
+
+
+# libpq's bounds for a database server that stops answering (a report must
+# fail in seconds, not wait for the kernel's minutes): connecting, unanswered
+# data (TCP_USER_TIMEOUT, ms) and a silent idle connection (keepalives).
+# Any of them given in the URL's query wins.
+PG_NETWORK_BOUNDS = {"connect_timeout": 10, "tcp_user_timeout": 10_000, "keepalives": 1,
+                     "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+
+
+def _network_bounds(sa: Any, url: str) -> dict[str, Any]:
+    """connect() arguments bounding the wait for a silent server (PostgreSQL only)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    return {k: v for k, v in PG_NETWORK_BOUNDS.items() if k not in parsed.query}
 
 
 def _mask(url: str) -> str:
