@@ -4,6 +4,8 @@
     fastrpc [--db URL] service-disable HOST BINARY --reason TEXT
     fastrpc [--db URL] service-enable HOST BINARY
     fastrpc [--db URL] service-force-down HOST BINARY [--unset]
+    fastrpc demo [--url URL] [--seconds S] [--raw]
+    fastrpc doctor [--url URL] [--mgmt-url URL] [--json] [--watch] [--fix] [--yes]
     fastrpc call URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--timeout T]
     fastrpc cast URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--fanout]
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
@@ -196,6 +199,83 @@ def _add_send_args(parser: argparse.ArgumentParser, what: str) -> None:
                         help="how long to wait for the reply or the broker (default 30)")
 
 
+# --- demo ----------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from fastrpc import demo
+
+    argv = ["--seconds", str(args.seconds)] + (["--url", args.url] if args.url else []) + (["--raw"] if args.raw else [])
+    return demo.main(argv)
+
+
+# --- doctor --------------------------------------------------------------------
+
+DOCTOR_KEYS = ("check", "subject", "detail", "fix")
+
+
+def _doctor_round(api: Any, args: argparse.Namespace, before: Any) -> tuple[list[Any], Any]:
+    from fastrpc.doctor import examine
+
+    return examine(api, interval=args.interval, before=before, backlog=args.backlog,
+                   channel_limit=args.channels, growth=args.growth)
+
+
+def _print_findings(findings: list[Any], as_json: bool) -> None:
+    if as_json:
+        json.dump([f.as_dict() for f in findings], sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    elif findings:
+        render_table([{k: getattr(f, k) for k in DOCTOR_KEYS} for f in findings], DOCTOR_KEYS, sys.stdout)
+    else:
+        sys.stdout.write("healthy: nothing found\n")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from fastrpc.doctor import ManagementError, fix_zombies, management_api
+
+    try:
+        api = management_api(args.mgmt_url, args.url, timeout=args.timeout)
+        findings, sampled = _doctor_round(api, args, None)
+        rounds = 1
+        while args.watch and (args.rounds is None or rounds < args.rounds):
+            sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "")
+            sys.stdout.write(f"fastrpc doctor: {api.base}  {time.strftime('%H:%M:%S')}\n")
+            _print_findings(findings, args.json)
+            sys.stdout.flush()
+            time.sleep(args.interval or 2.0)
+            findings, sampled = _doctor_round(api, args, sampled)
+            rounds += 1
+        if args.watch:
+            sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "")
+        _print_findings(findings, args.json)
+        zombies = [f for f in findings if f.check == "zombie-queue"]
+        if args.fix and zombies:
+            if not args.yes:
+                sys.stderr.write(f"Delete {len(zombies)} zombie queue(s) and their messages? [y/N] ")
+                sys.stderr.flush()
+                if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                    raise CommandError("nothing deleted")
+            for finding in fix_zombies(api, zombies):
+                sys.stderr.write(f"deleted {finding.subject}\n")
+            findings = [f for f in findings if f.check != "zombie-queue"]
+    except ManagementError as exc:
+        raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:
+        return 130
+    return 1 if findings else 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
+    return value
+
+
 # --- parser --------------------------------------------------------------------
 
 
@@ -258,6 +338,36 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("service-force-down", cmd_service_force_down, "Show a service down whatever it reports.")
     _add_service_args(sub)
     sub.add_argument("--unset", action="store_true", help="lift a forced down")
+
+    sub = command("demo", cmd_demo, "Run the demo: RPC calls, casts and services on a private broker it "
+                  "starts itself (or --url), with the rates it measured.", db=False)
+    sub.add_argument("--url", help="use this broker instead of a private one (amqp://...)")
+    sub.add_argument("--seconds", type=_non_negative, default=6.0, metavar="SECONDS",
+                     help="time for each measured phase (default 6, as make demo)")
+    sub.add_argument("--raw", action="store_true", help="the connection layer only: publish and consume")
+
+    sub = command("doctor", cmd_doctor, "Find what is wrong with the broker (management HTTP API): zombie "
+                  "queues, backlogs, channel leaks, the cluster's health. Exit status 1 when it finds anything.",
+                  db=False)
+    sub.add_argument("--url", help="transport URL: its hosts' port 15672 with its user and password")
+    sub.add_argument("--mgmt-url", help="management API, http://user:password@host:15672/ "
+                     "(default $FASTRPC_MGMT_URL, else from --url)")
+    sub.add_argument("--json", action="store_true", help="print the findings as a JSON list")
+    sub.add_argument("--watch", action="store_true", help="refresh in place every --interval seconds")
+    sub.add_argument("--rounds", type=_positive_int, help="with --watch: stop after this many looks")
+    sub.add_argument("--fix", action="store_true", help="delete the zombie queues found (asks first)")
+    sub.add_argument("--yes", action="store_true", help="with --fix: do not ask")
+    sub.add_argument("--interval", type=_non_negative, default=2.0, metavar="SECONDS",
+                     help="between the two samples that show growth, and between --watch looks (default 2; "
+                     "0: one sample, no growth)")
+    sub.add_argument("--backlog", type=_positive_int, default=1000, metavar="MESSAGES",
+                     help="a consumed queue holding this many messages is a backlog (default 1000)")
+    sub.add_argument("--growth", type=_positive_int, default=10, metavar="MESSAGES",
+                     help="a consumed queue that grew this much between samples is a backlog (default 10)")
+    sub.add_argument("--channels", type=_positive_int, default=100, metavar="N",
+                     help="a connection with more channels than this leaks them (default 100)")
+    sub.add_argument("--timeout", type=_non_negative, default=10.0, metavar="SECONDS",
+                     help="for each request to the API (default 10)")
 
     sub = command("call", cmd_call, "Call METHOD on a service and print its result as JSON.", db=False)
     _add_send_args(sub, "call")
