@@ -203,10 +203,12 @@ def _add_send_args(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from fastrpc import demo
+    # The demo is a program of its own (python -m fastrpc.demo, as make demo runs it).
+    import subprocess
 
     argv = ["--seconds", str(args.seconds)] + (["--url", args.url] if args.url else []) + (["--raw"] if args.raw else [])
-    return demo.main(argv)
+    sys.stdout.flush()
+    return subprocess.call([sys.executable, "-m", "fastrpc.demo", *argv])
 
 
 # --- doctor --------------------------------------------------------------------

@@ -85,8 +85,8 @@ def test_password_of_a_refused_url_is_not_printed(capsys: pytest.CaptureFixture[
     assert err.startswith("fastrpc call: ") and "s3cret-pw" not in err
 
 
-def test_demo_command_runs_the_demo_on_a_given_broker(broker: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_command_runs_the_demo_on_a_given_broker(broker: Any, capfd: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--url", broker.url, "--seconds", "0.3"]) == 0
-    out = capsys.readouterr().out
+    out = capfd.readouterr().out
     assert "fastrpc demo (RPC over RabbitMQ)" in out and "total" in out
     assert "fastrpc service-list" in out and "host-3" in out
