@@ -262,20 +262,15 @@ def child_client(lib: str, url: str, topic: str, timeout: float, interval: float
 
 # -- the runner's side -----------------------------------------------------------------------
 
-class Child:
-    """A server or client process whose JSON lines are collected as they come."""
+class ChildProcess:
+    """A child process whose JSON lines (events) are collected as they come;
+    its stderr goes to ``logfile``."""
 
-    def __init__(self, role: str, contender: str, url: str, topic: str, args: argparse.Namespace,
-                 logdir: Path) -> None:
-        lib = "fastrpc" if contender.startswith("fastrpc") else contender
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", role, "--lib", lib, "--url", url,
-               "--topic", topic, "--timeout", str(args.timeout), "--interval", str(args.interval)]
-        if contender.endswith("-casts"):
-            cmd.append("--casts")
+    def __init__(self, role: str, cmd: list[str], logfile: Path) -> None:
         self.role = role
         self.events: list[dict[str, Any]] = []
         self.ready = threading.Event()
-        self._stderr = open(logdir / f"{topic}-{role}.log", "w")  # noqa: SIM115 (closed in kill())
+        self._stderr = open(logfile, "w")  # noqa: SIM115 (closed in kill())
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
                                      env=common.python_env(), text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -308,6 +303,19 @@ class Child:
             self.proc.wait(10)
         self._reader.join(5)
         self._stderr.close()
+
+
+class Child(ChildProcess):
+    """A drill's RPC server or client."""
+
+    def __init__(self, role: str, contender: str, url: str, topic: str, args: argparse.Namespace,
+                 logdir: Path) -> None:
+        lib = "fastrpc" if contender.startswith("fastrpc") else contender
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", role, "--lib", lib, "--url", url,
+               "--topic", topic, "--timeout", str(args.timeout), "--interval", str(args.interval)]
+        if contender.endswith("-casts"):
+            cmd.append("--casts")
+        super().__init__(role, cmd, logdir / f"{topic}-{role}.log")
 
 
 class DownWatch:

@@ -40,11 +40,9 @@ rabbitmq-server package; ``make liveness-drill``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -162,44 +160,6 @@ def _watch_service(service: Any, stop: threading.Event) -> None:
 
 # -- the runner's side ----------------------------------------------------------------------
 
-class Child:
-    def __init__(self, role: str, cmd: list[str], logfile: Path) -> None:
-        self.role = role
-        self.events: list[dict[str, Any]] = []
-        self.ready = threading.Event()
-        self._stderr = open(logfile, "w")  # noqa: SIM115 (closed in kill())
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     env=common.python_env(), text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                self.events.append(event)
-                if event.get("ev") == "ready":
-                    self.ready.set()
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise common.BenchError(f"the {self.role} did not start (see {self._stderr.name})")
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [e for e in list(self.events) if e.get("ev") == kind]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        with contextlib.suppress(Exception):
-            self.proc.wait(10)
-        self._reader.join(5)
-        self._stderr.close()
-
-
 def _urls(cluster: Any, contender: str, first: int) -> str:
     """The contender's URL listing the nodes from node ``first`` (0-based) on."""
     order = [cluster.nodes[(first + k) % len(cluster.nodes)] for k in range(len(cluster.nodes))]
@@ -213,20 +173,19 @@ def _child_cmd(role: str, contender: str, urls: list[str], db: str) -> list[str]
 
 
 def run_drill(cluster: Any, contender: str, fault: str, repeat: int, args: argparse.Namespace,
-              workdir: Path, children: list[Child]) -> dict[str, Any]:
+              workdir: Path, children: list[drills.ChildProcess]) -> dict[str, Any]:
     from fastrpc.service import Registry
     from fastrpc.service.registry import is_up
 
     common.info(f"-- {contender} / {fault} / repeat {repeat + 1}")
     tag = f"{contender}-{fault}-{repeat}-{secrets.token_hex(3)}"
     db = f"sqlite:///{workdir / (tag + '.sqlite')}"
-    conductor = Child("conductor", _child_cmd("conductor", contender, [_urls(cluster, contender, 1)], db),
-                      workdir / f"{tag}-conductor.log")
+    conductor_cmd = _child_cmd("conductor", contender, [_urls(cluster, contender, 1)], db)
+    conductor = drills.ChildProcess("conductor", conductor_cmd, workdir / f"{tag}-conductor.log")
     children.append(conductor)
     conductor.wait_ready(90)
-    services = Child("services", _child_cmd("services", contender,
-                                            [_urls(cluster, contender, k) for k in range(3)], db),
-                     workdir / f"{tag}-services.log")
+    services_cmd = _child_cmd("services", contender, [_urls(cluster, contender, k) for k in range(3)], db)
+    services = drills.ChildProcess("services", services_cmd, workdir / f"{tag}-services.log")
     children.append(services)
     services.wait_ready(120)
     registry = Registry(db)
@@ -316,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     from fastrpc.testing import RabbitCluster
 
     started = time.time()
-    children: list[Child] = []
+    children: list[drills.ChildProcess] = []
     results: list[dict[str, Any]] = []
     workdir = Path(tempfile.mkdtemp(prefix="fastrpc-liveness-"))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

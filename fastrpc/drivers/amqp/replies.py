@@ -6,13 +6,11 @@ calls in flight."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from fastrpc import envelope
@@ -20,7 +18,7 @@ from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
-from fastrpc.drivers.amqp.sending import RETURNED_RESEND_DELAY, Sender, op_timeout, time_left
+from fastrpc.drivers.amqp.sending import RETURNED_RESEND_DELAY, Sender, held_until, op_timeout
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.topology import QueueSpec, Topology
 from fastrpc.envelope import EnvelopeError, Reply
@@ -107,7 +105,7 @@ class Replies:
             return self.name
         sender = self._sender
         conn = sender.connection(deadline)
-        with self._locked(deadline):
+        with held_until(self._lock, deadline, "the reply queue to be declared"):
             if sender.closed.is_set():
                 raise MessagingException("the transport was cleaned up")
             if sender.conn is not conn:
@@ -130,16 +128,6 @@ class Replies:
                 self.name = q.name
             self.consuming = True
             return self.name
-
-    @contextlib.contextmanager
-    def _locked(self, deadline: float | None) -> Iterator[None]:
-        wait = time_left(deadline)
-        if not self._lock.acquire(timeout=-1 if wait is None else wait):
-            raise MessagingTimeout("timed out waiting for the reply queue to be declared")
-        try:
-            yield
-        finally:
-            self._lock.release()
 
     def _consume(self, ch: Any, name: str, timeout: float | None) -> None:
         # Exclusive: a consumer left behind on a half-open connection (the

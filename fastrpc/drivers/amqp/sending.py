@@ -48,6 +48,18 @@ def op_timeout(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.001, deadline - time.monotonic())
 
 
+@contextlib.contextmanager
+def held_until(lock: threading.Lock | threading.RLock, deadline: float | None, what: str) -> Iterator[None]:
+    """``lock`` held, waited for no longer than ``deadline`` (then MessagingTimeout naming ``what``)."""
+    wait = time_left(deadline)
+    if not lock.acquire(timeout=-1 if wait is None else wait):
+        raise MessagingTimeout(f"timed out waiting for {what}")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def broker_silent(conn: Connection | None) -> bool:
     """Whether ``conn``'s broker has said nothing for a probe interval (the
     connection's watchdog probes a busy connection after that long): then an
@@ -119,16 +131,9 @@ class Sender:
         # A publish the broker refused: its channel and delivery tag (in the reader thread).
         self.on_call_nacked: Callable[[Any, int], None] | None = None
 
-    @contextlib.contextmanager
-    def locked(self, deadline: float | None) -> Iterator[None]:
+    def locked(self, deadline: float | None) -> contextlib.AbstractContextManager[None]:
         """``lock``, waited for no longer than ``deadline`` (then MessagingTimeout)."""
-        wait = time_left(deadline)
-        if not self.lock.acquire(timeout=-1 if wait is None else wait):
-            raise MessagingTimeout("timed out waiting for the sending connection")
-        try:
-            yield
-        finally:
-            self.lock.release()
+        return held_until(self.lock, deadline, "the sending connection")
 
     # -- connection ----------------------------------------------------------
 
