@@ -178,10 +178,12 @@ def test_request_the_broker_nacks_is_sent_again_on_a_new_channel(broker: Any, to
         ch.exchange_declare("openstack", "topic", durable=False, auto_delete=False)
         rejecting = f"{topic}.rejecting"
         ch.queue_declare(rejecting, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})
-        ch.queue_bind(rejecting, "openstack", topic)
-        assert client.send(Target(topic=topic), {}, {"method": "m", "args": {}}) is None  # a cast opens the channel
+        # A cast opens the publishing channel; sent before the rejecting queue
+        # is bound, so no nack replaces the channel before it is noted.
+        assert client.send(Target(topic=topic), {}, {"method": "m", "args": {}}) is None
         first = client._sender.pub_ch
         assert first is not None
+        ch.queue_bind(rejecting, "openstack", topic)
         outcome: list[Any] = []
 
         def call() -> None:
