@@ -5,7 +5,7 @@
     fastrpc [--db URL] service-enable HOST BINARY
     fastrpc [--db URL] service-force-down HOST BINARY [--unset]
     fastrpc demo [--url URL] [--seconds S] [--raw]
-    fastrpc doctor [--url URL] [--mgmt-url URL] [--json] [--watch] [--fix] [--yes]
+    fastrpc doctor [--url URL] [--mgmt-url URL] [--json] [--watch [--rounds N]] [--fix] [--yes]
     fastrpc call URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--timeout T]
     fastrpc cast URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--fanout]
 
@@ -16,7 +16,9 @@ SQLite file under ``$XDG_STATE_HOME/fastrpc``; ``service-list``'s down time is
 ``--down-time``, else ``[DEFAULT] service_down_time`` of that file, else 60 s.
 Exit status: 0 done, 1 an error the
 message on stderr explains (an unknown service, a remote error, a
-timeout), 2 bad usage.
+timeout), 2 bad usage. ``doctor``: 0 healthy, 1 findings, 2 the broker could
+not be examined (its management API unreachable, refusing, or answering
+garbage) or bad usage.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from fastrpc.console import LiveView, render_table
 from fastrpc.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -43,7 +46,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 class CommandError(Exception):
-    """A failure to report on stderr with exit status 1."""
+    """A failure to report on stderr, with exit status ``status`` (1 unless said)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _open_registry(args: argparse.Namespace) -> Registry:
@@ -92,15 +99,6 @@ def _service_row(record: ServiceRecord, down_time: float, now: datetime, *, prec
         "updated_at": None if record.stopped else _format_time(record.updated_at, precise=precise),
         "disabled_reason": record.disabled_reason,
     }
-
-
-def render_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], out: TextIO) -> None:
-    """Rows as aligned columns under title-case headers; None shows as '-'."""
-    headers = [key.replace("_", " ").title() for key in keys]
-    cells = [["-" if row[key] is None else str(row[key]) for key in keys] for row in rows]
-    widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(headers)]
-    for line in [headers, *cells]:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n")
 
 
 def cmd_service_list(args: argparse.Namespace) -> int:
@@ -214,6 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- doctor --------------------------------------------------------------------
 
 DOCTOR_KEYS = ("check", "subject", "detail", "fix")
+WATCH_KEYS = ("change", "since", *DOCTOR_KEYS)
 
 
 def _doctor_round(api: Any, args: argparse.Namespace, before: Any) -> tuple[list[Any], Any]:
@@ -233,24 +232,47 @@ def _print_findings(findings: list[Any], as_json: bool) -> None:
         sys.stdout.write("healthy: nothing found\n")
 
 
+def _watch(api: Any, args: argparse.Namespace) -> list[Any]:
+    """Look every ``--interval`` seconds until ``--rounds`` looks (or ^C);
+    each look shows what is new and since when each finding has been there,
+    and names the findings gone since the previous look. With ``--json``, one
+    JSON object per look and line."""
+    from fastrpc.doctor.watch import ChangeTracker, finding_key
+
+    tracker = ChangeTracker()
+    sampled = None
+    with LiveView(sys.stdout, styled=False if args.json else None) as view:
+        while True:
+            findings, sampled = _doctor_round(api, args, sampled)
+            look = tracker.update(findings, time.strftime("%H:%M:%S"))
+            gone = [f"gone since the last look: {check} {subject}" for check, subject in look.gone]
+            if args.json:
+                doc = {"look": look.number, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       "findings": [{**f.as_dict(), "since": look.since[finding_key(f)], "new": look.is_new(f)}
+                                    for f in findings],
+                       "gone": [{"check": check, "subject": subject} for check, subject in look.gone]}
+                sys.stdout.write(json.dumps(doc, default=str) + "\n")
+                sys.stdout.flush()
+            else:
+                rows = [{"change": "new" if look.is_new(f) else None, "since": look.since[finding_key(f)],
+                         **{k: getattr(f, k) for k in DOCTOR_KEYS}} for f in findings]
+                view.show(f"fastrpc doctor: {api.base}  {time.strftime('%H:%M:%S')}  look {look.number}",
+                          rows, WATCH_KEYS, footer=gone, empty="healthy: nothing found")
+            if args.rounds is not None and look.number >= args.rounds:
+                return findings
+            time.sleep(args.interval or 2.0)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from fastrpc.doctor import ManagementError, fix_zombies, management_api
 
     try:
         api = management_api(args.mgmt_url, args.url, timeout=args.timeout)
-        findings, sampled = _doctor_round(api, args, None)
-        rounds = 1
-        while args.watch and (args.rounds is None or rounds < args.rounds):
-            sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "")
-            sys.stdout.write(f"fastrpc doctor: {api.base}  {time.strftime('%H:%M:%S')}\n")
-            _print_findings(findings, args.json)
-            sys.stdout.flush()
-            time.sleep(args.interval or 2.0)
-            findings, sampled = _doctor_round(api, args, sampled)
-            rounds += 1
         if args.watch:
-            sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "")
-        _print_findings(findings, args.json)
+            findings = _watch(api, args)
+        else:
+            findings, _ = _doctor_round(api, args, None)
+            _print_findings(findings, args.json)
         zombies = [f for f in findings if f.check == "zombie-queue"]
         if args.fix and zombies:
             if not args.yes:
@@ -262,7 +284,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"deleted {finding.subject}\n")
             findings = [f for f in findings if f.check != "zombie-queue"]
     except ManagementError as exc:
-        raise CommandError(str(exc)) from None
+        # The broker could not be examined at all: not the same as findings (1).
+        raise CommandError(str(exc), status=2) from None
     except KeyboardInterrupt:
         return 130
     return 1 if findings else 0
@@ -387,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except CommandError as exc:
         print(f"fastrpc {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return exc.status
 
 
 if __name__ == "__main__":

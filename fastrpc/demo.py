@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastrpc.console import Progress, render_table
+
 DEFAULT_SECONDS = 6.0  # measured phases; the node start adds a few seconds
 CALLER_THREADS = 4
 SLOW_CALLS = 16
@@ -39,43 +41,6 @@ class DemoFailure(RuntimeError):
 
 
 # -- presentation ------------------------------------------------------------------
-
-class Progress:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
-
-    WIDTH = 28
-
-    def __init__(self, label: str, seconds: float, stream: Any = None) -> None:
-        self.label = label
-        self.seconds = seconds
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def update(self, count: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < 0.1:
-            return
-        self._last = now
-        elapsed = now - self.start
-        frac = min(1.0, elapsed / self.seconds) if self.seconds > 0 else 1.0
-        filled = int(frac * self.WIDTH)
-        rate = count / elapsed if elapsed > 0 else 0.0
-        line = f"{self.label:<16} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {count:>8,d}  {rate:>9,.0f}/s"
-        if self.tty:
-            self.stream.write("\r" + line)
-            self.stream.flush()
-        elif force:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-
-    def done(self, count: int) -> None:
-        self.update(count, force=True)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
 
 @dataclass
 class PhaseResult:
@@ -96,20 +61,21 @@ class PhaseResult:
         return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))] * 1e3
 
 
-def format_summary(results: list[PhaseResult]) -> str:
-    headers = ["phase", "ops", "ops/s", "p50 ms", "p99 ms", "note"]
+SUMMARY_KEYS = ("phase", "ops", "ops/s", "p50 ms", "p99 ms", "note")
+
+
+def summary_rows(results: list[PhaseResult]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
         p50, p99 = r.percentile_ms(0.5), r.percentile_ms(0.99)
-        rows.append([r.name, f"{r.ops:,d}", f"{r.rate:,.0f}",
-                     "-" if math.isnan(p50) else f"{p50:.2f}", "-" if math.isnan(p99) else f"{p99:.2f}", r.note])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+        rows.append({"phase": r.name, "ops": f"{r.ops:,d}", "ops/s": f"{r.rate:,.0f}",
+                     "p50 ms": None if math.isnan(p50) else f"{p50:.2f}",
+                     "p99 ms": None if math.isnan(p99) else f"{p99:.2f}", "note": r.note or None})
+    return rows
 
-    def line(cells: list[str]) -> str:
-        parts = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True)]
-        return "  ".join(parts + [cells[-1]]).rstrip()
 
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+def print_summary(results: list[PhaseResult], out: Any = None) -> None:
+    render_table(summary_rows(results), SUMMARY_KEYS, out or sys.stdout, right=SUMMARY_KEYS[1:5])
 
 
 # -- broker ------------------------------------------------------------------------
@@ -469,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
     title = "fastrpc demo (connection layer)" if raw else "fastrpc demo (RPC over RabbitMQ)"
     print(f"\n{title}, compiled codec: {'yes' if _impl.compiled('fastrpc.amqp.codec') else 'no'}")
-    print(format_summary(results))
+    print_summary(results)
     print(f"total {time.monotonic() - t0:.1f} s")
     return 0
 
