@@ -5,6 +5,7 @@
     fastrpc [--db URL] service-enable HOST BINARY
     fastrpc [--db URL] service-force-down HOST BINARY [--unset]
     fastrpc demo [--url URL] [--seconds S] [--raw]
+    fastrpc bench [--url URL] [--scenarios LIST] [--seconds S] [--rounds N] [--executor E] [--payload B] [--json]
     fastrpc doctor [--url URL] [--mgmt-url URL] [--json] [--watch [--rounds N]] [--fix] [--yes]
     fastrpc call URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--timeout T]
     fastrpc cast URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--fanout]
@@ -209,6 +210,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "fastrpc.demo", *argv])
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fastrpc.benchmark import run_command
+
+    return run_command(args)
+
+
 # --- doctor --------------------------------------------------------------------
 
 DOCTOR_KEYS = ("check", "subject", "detail", "fix")
@@ -370,6 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--seconds", type=_non_negative, default=6.0, metavar="SECONDS",
                      help="time for each measured phase (default 6, as make demo)")
     sub.add_argument("--raw", action="store_true", help="the connection layer only: publish and consume")
+
+    from fastrpc.benchmark import add_arguments as add_bench_arguments
+
+    sub = command("bench", cmd_bench, "Measure RPC scenarios (sequential and concurrent calls, casts end to end) "
+                  "against a private broker it starts itself (or --url), with the server in its own process.",
+                  db=False)
+    add_bench_arguments(sub)
 
     sub = command("doctor", cmd_doctor, "Find what is wrong with the broker (management HTTP API): zombie "
                   "queues, backlogs, channel leaks, the cluster's health. Exit status 1 when it finds anything.",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 
@@ -35,17 +35,20 @@ def _cells(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[list[str
     return [["-" if row.get(key) is None else str(row[key]) for key in keys] for row in rows]
 
 
-def _headers(keys: Sequence[str]) -> list[str]:
-    return [key.replace("_", " ").title() for key in keys]
+def _headers(keys: Sequence[str], names: Mapping[str, str] | None = None) -> list[str]:
+    """``names[key]`` where given, else the key in title case."""
+    names = names or {}
+    return [names.get(key) or key.replace("_", " ").title() for key in keys]
 
 
-def plain_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], right: Sequence[str] = ()) -> str:
-    """Rows as aligned columns under title-case headers; None shows as '-'."""
-    headers = _headers(keys)
+def plain_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], right: Sequence[str] = (),
+                headers: Mapping[str, str] | None = None) -> str:
+    """Rows as aligned columns under their headers; None shows as '-'."""
+    titles = _headers(keys, headers)
     cells = _cells(rows, keys)
-    widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(headers)]
+    widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(titles)]
     lines = []
-    for line in [headers, *cells]:
+    for line in [titles, *cells]:
         parts = [cell.rjust(width) if key in right else cell.ljust(width)
                  for cell, width, key in zip(line, widths, keys, strict=True)]
         lines.append("  ".join(parts).rstrip())
@@ -53,13 +56,13 @@ def plain_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], right: Sequ
 
 
 def rich_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], right: Sequence[str] = (),
-               title: str | None = None) -> Any:
+               title: str | None = None, headers: Mapping[str, str] | None = None) -> Any:
     from rich import box
     from rich.table import Table
 
     # Cells fold instead of being cut: a delete command must stay whole.
     table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
-    for key, header in zip(keys, _headers(keys), strict=True):
+    for key, header in zip(keys, _headers(keys, headers), strict=True):
         table.add_column(header, justify="right" if key in right else "left", overflow="fold")
     for line in _cells(rows, keys):
         table.add_row(*line)
@@ -73,15 +76,17 @@ def _console(out: TextIO) -> Any:
 
 
 def render_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], out: TextIO | None = None, *,
-                 right: Sequence[str] = (), title: str | None = None, styled: bool | None = None) -> None:
-    """Print ``rows`` (dicts) as a table of the columns ``keys``."""
+                 right: Sequence[str] = (), title: str | None = None, styled: bool | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+    """Print ``rows`` (dicts) as a table of the columns ``keys``; ``headers``
+    names columns whose title is not their key in title case."""
     out = out or sys.stdout
     if use_rich(out, styled):
-        _console(out).print(rich_table(rows, keys, right, title))
+        _console(out).print(rich_table(rows, keys, right, title, headers))
         return
     if title:
         out.write(title + "\n")
-    out.write(plain_table(rows, keys, right))
+    out.write(plain_table(rows, keys, right, headers))
 
 
 class LiveView:

@@ -75,7 +75,8 @@ def summary_rows(results: list[PhaseResult]) -> list[dict[str, Any]]:
 
 
 def print_summary(results: list[PhaseResult], out: Any = None) -> None:
-    render_table(summary_rows(results), SUMMARY_KEYS, out or sys.stdout, right=SUMMARY_KEYS[1:5])
+    render_table(summary_rows(results), SUMMARY_KEYS, out or sys.stdout, right=SUMMARY_KEYS[1:5],
+                 headers={"ops/s": "Ops/s", "p50 ms": "p50 ms", "p99 ms": "p99 ms"})
 
 
 # -- broker ------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class DemoEndpoint:
         self.tally.add(self.name)
 
 
-def _timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], None]) -> PhaseResult:
+def timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], None]) -> PhaseResult:
     """Run ``op`` from ``threads`` threads until ``seconds`` have passed."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
@@ -184,7 +185,7 @@ def _timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], No
 def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
     import fastrpc
 
-    transport = fastrpc.get_rpc_transport(url=_rpc_url(url))
+    transport = fastrpc.get_rpc_transport(url=rpc_url(url))
     topic = f"demo_{uuid.uuid4().hex[:8]}"
     tally = Tally()
     endpoints = [DemoEndpoint("demo-1", tally), DemoEndpoint("demo-2", tally)]
@@ -207,8 +208,8 @@ def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
             if reply.get("text") != f"hello {i}" or reply.get("server") not in ("demo-1", "demo-2"):
                 raise DemoFailure(f"echo returned {reply!r}")
 
-        results.append(_timed_loop("calls: add", seconds * 0.25, 1, call_add))
-        res = _timed_loop(f"calls: echo x{CALLER_THREADS}", seconds * 0.25, CALLER_THREADS, call_echo)
+        results.append(timed_loop("calls: add", seconds * 0.25, 1, call_add))
+        res = timed_loop(f"calls: echo x{CALLER_THREADS}", seconds * 0.25, CALLER_THREADS, call_echo)
         res.note = f"{CALLER_THREADS} caller threads"
         results.append(res)
         results.append(_slow_phase(client))
@@ -223,7 +224,7 @@ def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
     return results
 
 
-def _rpc_url(url: str) -> str:
+def rpc_url(url: str) -> str:
     return "rabbit" + url[url.index("://"):] if url.startswith("amqp") else url
 
 
@@ -368,7 +369,7 @@ def run_services_demo(url: str, stream: Any = None) -> str:
 
     with tempfile.TemporaryDirectory(prefix="fastrpc-demo-") as tmp:
         db = f"sqlite:///{tmp}/services.sqlite"
-        transport = get_rpc_transport(url=_rpc_url(url))
+        transport = get_rpc_transport(url=rpc_url(url))
         conductor = Conductor(transport, "ctl-1", registry=db, report_interval=1, periodic_fuzzy_delay=0)
         services = [Service(transport, f"host-{i}", "fastrpc-compute", "compute", Compute(), report_interval=1,
                             periodic_fuzzy_delay=0, registry=ConductorClient(transport)) for i in (1, 2, 3)]
