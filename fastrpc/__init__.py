@@ -30,6 +30,7 @@ from fastrpc.exceptions import (
     MessagingServerError,
     MessagingTimeout,
     NoSuchMethod,
+    NotificationPayloadError,
     RemoteError,
     RPCDispatcherError,
     RPCVersionCapError,
@@ -37,6 +38,15 @@ from fastrpc.exceptions import (
     TransportDriverError,
     UnsupportedVersion,
     VirtualHostRefused,
+)
+from fastrpc.notify import (
+    NotificationFilter,
+    NotificationResult,
+    NotificationTransport,
+    Notifier,
+    get_batch_notification_listener,
+    get_notification_listener,
+    get_notification_transport,
 )
 from fastrpc.options import Options
 from fastrpc.serializer import JsonPayloadSerializer, NoOpSerializer, RequestContextSerializer, Serializer
@@ -57,11 +67,13 @@ __all__ = [
     "ExecutorLoadFailure", "ExpectedException", "ExplicitRPCAccessPolicy", "InvalidTarget",
     "InvalidTransportURL", "JsonPayloadSerializer", "LegacyRPCAccessPolicy", "MessageDeliveryFailure",
     "MessageUndeliverable", "MessagingException", "MessagingServerError", "MessagingTimeout",
-    "NoOpSerializer", "NoSuchMethod", "Options", "RPCAccessPolicyBase", "RPCClient", "RPCDispatcher",
+    "NoOpSerializer", "NoSuchMethod", "NotificationFilter", "NotificationPayloadError", "NotificationResult",
+    "NotificationTransport", "Notifier", "Options", "RPCAccessPolicyBase", "RPCClient", "RPCDispatcher",
     "RPCDispatcherError", "RPCServer", "RPCTransport", "RPCVersionCapError", "RemoteError",
     "RequestContextSerializer", "Serializer", "ServerListenError", "Target", "Transport",
     "TransportDriverError", "TransportHost", "TransportOptions", "TransportURL", "UnsupportedVersion", "VirtualHostRefused",
     "__version__",
-    "expected_exceptions", "expose", "get_rpc_client", "get_rpc_server", "get_rpc_transport",
+    "expected_exceptions", "expose", "get_batch_notification_listener", "get_notification_listener",
+    "get_notification_transport", "get_rpc_client", "get_rpc_server", "get_rpc_transport",
     "get_transport",
 ]

@@ -1,5 +1,5 @@
-"""Passwords out of transport URLs before they reach a log, a repr or an
-exception. A leaf module: anything may import it."""
+"""Passwords out of transport URLs (and secrets out of messages) before they
+reach a log, a repr or an exception. A leaf module: anything may import it."""
 
 from __future__ import annotations
 
@@ -47,3 +47,21 @@ def mask_url(url: str) -> str:
             in_secret = True
         masked.append(item)
     return f"{scheme}://{','.join(masked)}{tail}"
+
+
+# Key names (lower case) whose values mask_secrets() hides: passwords, tokens,
+# secrets and private keys under the names OpenStack services give them.
+SECRET_KEY_PARTS = ("pass", "pswd", "token", "secret", "credential", "private_key", "encryption_key")
+
+
+def mask_secrets(value: object, _depth: int = 0) -> object:
+    """A copy of ``value`` with the values of secret-looking keys of its
+    mappings (at any depth) replaced by ``****``: for logging a message."""
+    if _depth > 64:
+        return MASK  # deeper than any real message: hide rather than recurse on
+    if isinstance(value, dict):
+        return {key: MASK if isinstance(key, str) and any(part in key.lower() for part in SECRET_KEY_PARTS)
+                else mask_secrets(item, _depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [mask_secrets(item, _depth + 1) for item in value]
+    return value

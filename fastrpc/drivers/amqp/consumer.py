@@ -86,6 +86,8 @@ class Consumer(Listener):
     :meth:`reject` (a malformed delivery).
     """
 
+    message_kind = "request"  # what it consumes, in log lines
+
     def __init__(self, driver: ListenerDriver, queues: list[str], label: str) -> None:
         """``label`` names the listener in logs (a topic); connects at once."""
         self._driver = driver
@@ -162,8 +164,8 @@ class Consumer(Listener):
         """Count, log and reject (without requeue) a delivery that could not be decoded."""
         with self._seen_lock:  # pollers reject at once
             self.bad_messages += 1
-        LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
-                    self._label, delivery.exchange, delivery.routing_key, exc.reason)
+        LOG.warning("Rejected malformed %s for topic %s (exchange %r, routing key %r): %s",
+                    self.message_kind, self._label, delivery.exchange, delivery.routing_key, exc.reason)
         try:
             ch.basic_reject(delivery.delivery_tag, requeue=False)
         except amqp_exc.AMQPError as err:

@@ -205,7 +205,8 @@ class AmqpDriver(BaseDriver):
         as routing key. A queue of that name is declared and bound first, so
         notifications wait there until their consumer comes. Version 2.0 is
         enveloped like a request, 1.0 is the bare message; always JSON, since
-        any service may consume them.
+        any service may consume them. EnvelopeError (nothing sent) when the
+        message cannot be encoded or is larger than ``max_message_size``.
         """
         topo = self.topology
         ex = topo.topic_exchange(topo.exchange_name(target.exchange, self.default_exchange))
@@ -215,7 +216,10 @@ class AmqpDriver(BaseDriver):
             body = envelope.encode_request(message, ctxt, unique_id)
         else:
             body = encode_bare(message, ctxt, unique_id)
-        self._check_size(body, message)
+        if len(body) > self.max_body:
+            # Bad input as much as an unencodable payload: no retry can send it.
+            raise EnvelopeError(f"the notification is {len(body)} bytes, more than max_message_size "
+                                f"({self.max_body} bytes)")
         props = self._reply_props[False]  # JSON, no expiration
         sender = self._sender
 

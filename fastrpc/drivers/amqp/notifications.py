@@ -67,6 +67,8 @@ class AmqpNotificationListener(Consumer):
     acknowledge it.
     """
 
+    message_kind = "notification"
+
     def __init__(self, driver: ListenerDriver, targets_and_priorities: Iterable[tuple[Any, str]],
                  pool: str | None) -> None:
         targets_and_priorities = list(targets_and_priorities)  # oslo passes a set
