@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import select
+import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +35,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from fastrpc.argtypes import positive, positive_int
 from fastrpc.console import Progress, render_table
 from fastrpc.demo import DemoFailure, PhaseResult, demo_broker, rpc_url, timed_loop
 
@@ -41,6 +43,7 @@ SCENARIOS = ("sequential", "concurrent-16", "casts")
 EXECUTORS = ("threading", "blocking")
 CALL_TIMEOUT = 30.0
 READY_TIMEOUT = 60.0
+PROBE_TIMEOUT = 5.0
 # Casts may run ahead of the server by this many before the client waits for it
 # (a call queued behind them): the rate is what the server sustains.
 CAST_WINDOW = 2000
@@ -106,8 +109,17 @@ class ServerProcess:
         ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT)
         line = self.proc.stdout.readline() if ready else ""
         if line.strip() != "ready":
-            self.stop()
-            raise DemoFailure(f"the benchmark server did not start (exit status {self.proc.poll()})")
+            self.kill()  # it may be stuck waiting for the broker: no graceful stop
+            raise DemoFailure(f"the benchmark server did not start within {READY_TIMEOUT:g} s "
+                              f"(exit status {self.proc.returncode})")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
     def stop(self) -> None:
         if self.proc.stdin is not None and not self.proc.stdin.closed:
@@ -133,21 +145,38 @@ def _threads(scenario: str) -> int:
 def cast_round(client: Any, seconds: float) -> PhaseResult:
     """Cast for ``seconds``, then wait until the server has dispatched them all."""
     start_hits = client.call({}, "hits")
-    progress = Progress("casts", seconds)
-    t0 = time.monotonic()
-    n = 0
-    while n % 100 or time.monotonic() - t0 < seconds:
-        client.cast({}, "hit", i=n)
-        n += 1
-        if n % CAST_WINDOW == 0:
-            progress.update(n)
-            client.call({}, "hits")  # queued behind the casts: the server has caught up
-    got = client.call({}, "wait_hits", n=start_hits + n, timeout=CALL_TIMEOUT)
-    elapsed = time.monotonic() - t0
-    progress.done(n)
+    with Progress("casts", seconds) as progress:
+        t0 = time.monotonic()
+        n = 0
+        while n % 100 or time.monotonic() - t0 < seconds:
+            client.cast({}, "hit", i=n)
+            n += 1
+            if n % CAST_WINDOW == 0:
+                progress.update(n)
+                client.call({}, "hits")  # queued behind the casts: the server has caught up
+        # The server gives up before the call does: a short count, not a timeout.
+        got = client.call({}, "wait_hits", n=start_hits + n, timeout=CALL_TIMEOUT - 5)
+        elapsed = time.monotonic() - t0
+        progress.done(n)
     if got - start_hits != n:
         raise DemoFailure(f"casts: the server dispatched {got - start_hits} of {n}")
     return PhaseResult("casts", n, elapsed)
+
+
+def probe_broker(url: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail at once, with the address, when no host of ``url`` accepts a TCP
+    connection (the server would wait for the broker instead)."""
+    from fastrpc.transport_url import TransportURL
+
+    errors = []
+    for host in TransportURL.parse(None, url).hosts or []:
+        address = (host.hostname or "localhost", host.port or 5672)
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            return
+        except OSError as exc:
+            errors.append(f"{address[0]}:{address[1]}: {exc.strerror or exc}")
+    raise DemoFailure("no broker answers: " + ("; ".join(errors) or "the URL names no host"))
 
 
 def run(url: str, scenarios: Sequence[str], seconds: float, rounds: int, executor: str,
@@ -156,10 +185,12 @@ def run(url: str, scenarios: Sequence[str], seconds: float, rounds: int, executo
     import fastrpc
 
     topic = f"bench_{uuid.uuid4().hex[:8]}"
-    server = ServerProcess(url, topic, executor)
+    probe_broker(url)
     transport = fastrpc.get_rpc_transport(url=url)
+    server: ServerProcess | None = None
     rows = []
     try:
+        server = ServerProcess(url, topic, executor)
         client = fastrpc.get_rpc_client(transport, fastrpc.Target(topic=topic), timeout=CALL_TIMEOUT)
         payload = "x" * payload_bytes
         if client.call({}, "echo", payload=payload) != payload:
@@ -182,7 +213,8 @@ def run(url: str, scenarios: Sequence[str], seconds: float, rounds: int, executo
                          "note": "end to end" if scenario == "casts" else f"{_threads(scenario)} caller(s)"})
     finally:
         transport.cleanup()
-        server.stop()
+        if server is not None:
+            server.stop()
     return rows
 
 
@@ -200,35 +232,15 @@ def _scenarios(text: str) -> list[str]:
     return names
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="use this broker instead of a private one (rabbit://... or amqp://...)")
     parser.add_argument("--scenarios", type=_scenarios, default=list(SCENARIOS), metavar="LIST",
                         help=f"comma-separated: sequential, concurrent-N, casts (default {','.join(SCENARIOS)})")
-    parser.add_argument("--seconds", type=_positive, default=6.0, metavar="SECONDS",
+    parser.add_argument("--seconds", type=positive, default=6.0, metavar="SECONDS",
                         help="per scenario, split between the rounds (default 6)")
-    parser.add_argument("--rounds", type=_count, default=3, help="rounds per scenario (default 3)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="rounds per scenario (default 3)")
     parser.add_argument("--executor", choices=EXECUTORS, default="threading", help="the server's executor")
-    parser.add_argument("--payload", type=_count, default=150, metavar="BYTES",
+    parser.add_argument("--payload", type=positive_int, default=150, metavar="BYTES",
                         help="size of the echoed string (default 150)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from fastrpc.argtypes import non_negative, positive_int
 from fastrpc.console import LiveView, render_table
 from fastrpc.exceptions import ConfigurationError
 
@@ -194,7 +195,7 @@ def _add_send_args(parser: argparse.ArgumentParser, what: str) -> None:
                         help="a keyword argument of the method (VALUE read as JSON when it is); repeatable")
     parser.add_argument("--server", help=f"{what} this server only (topic.server)")
     parser.add_argument("--exchange", help="the target's exchange (default: the transport's)")
-    parser.add_argument("--timeout", type=_non_negative, default=30.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=non_negative, default=30.0, metavar="SECONDS",
                         help="how long to wait for the reply or the broker (default 30)")
 
 
@@ -239,35 +240,56 @@ def _print_findings(findings: list[Any], as_json: bool) -> None:
         sys.stdout.write("healthy: nothing found\n")
 
 
+# The least time between two --watch looks (--interval 0 would hammer the API).
+WATCH_MIN_INTERVAL = 0.5
+
+
 def _watch(api: Any, args: argparse.Namespace) -> list[Any]:
-    """Look every ``--interval`` seconds until ``--rounds`` looks (or ^C);
-    each look shows what is new and since when each finding has been there,
-    and names the findings gone since the previous look. With ``--json``, one
-    JSON object per look and line."""
+    """Look every ``--interval`` seconds (at least WATCH_MIN_INTERVAL) until
+    ``--rounds`` looks (or ^C); each look shows what is new and since when
+    each finding has been there, and names the findings gone since the
+    previous look. With ``--json``, one JSON object per look and line. An API
+    that fails to answer after the first look is shown as that look, and the
+    watch goes on; the findings of the last look that answered are returned."""
+    from fastrpc.doctor import ManagementError
     from fastrpc.doctor.watch import ChangeTracker, finding_key
 
     tracker = ChangeTracker()
     sampled = None
+    findings: list[Any] = []
+    looks = 0
     with LiveView(sys.stdout, styled=False if args.json else None) as view:
         while True:
-            findings, sampled = _doctor_round(api, args, sampled)
-            look = tracker.update(findings, time.strftime("%H:%M:%S"))
-            gone = [f"gone since the last look: {check} {subject}" for check, subject in look.gone]
-            if args.json:
-                doc = {"look": look.number, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       "findings": [{**f.as_dict(), "since": look.since[finding_key(f)], "new": look.is_new(f)}
-                                    for f in findings],
-                       "gone": [{"check": check, "subject": subject} for check, subject in look.gone]}
-                sys.stdout.write(json.dumps(doc, default=str) + "\n")
-                sys.stdout.flush()
+            looks += 1
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            heading = f"fastrpc doctor: {api.base}  {stamp[11:19]}  look {looks}"
+            try:
+                findings, sampled = _doctor_round(api, args, sampled)
+            except ManagementError as exc:
+                if looks == 1:
+                    raise
+                if args.json:
+                    sys.stdout.write(json.dumps({"look": looks, "time": stamp, "error": str(exc)}) + "\n")
+                    sys.stdout.flush()
+                else:
+                    view.show(heading, [], WATCH_KEYS, empty=f"the management API did not answer: {exc}")
             else:
-                rows = [{"change": "new" if look.is_new(f) else None, "since": look.since[finding_key(f)],
-                         **{k: getattr(f, k) for k in DOCTOR_KEYS}} for f in findings]
-                view.show(f"fastrpc doctor: {api.base}  {time.strftime('%H:%M:%S')}  look {look.number}",
-                          rows, WATCH_KEYS, footer=gone, empty="healthy: nothing found")
-            if args.rounds is not None and look.number >= args.rounds:
+                look = tracker.update(findings, stamp)
+                if args.json:
+                    doc = {"look": looks, "time": stamp,
+                           "findings": [{**f.as_dict(), "since": look.since[finding_key(f)],
+                                         "new": look.is_new(f)} for f in findings],
+                           "gone": [{"check": check, "subject": subject} for check, subject in look.gone]}
+                    sys.stdout.write(json.dumps(doc, default=str) + "\n")
+                    sys.stdout.flush()
+                else:
+                    rows = [{"change": "new" if look.is_new(f) else None, "since": look.since[finding_key(f)][11:19],
+                             **{k: getattr(f, k) for k in DOCTOR_KEYS}} for f in findings]
+                    gone = [f"gone since the last look: {check} {subject}" for check, subject in look.gone]
+                    view.show(heading, rows, WATCH_KEYS, footer=gone, empty="healthy: nothing found")
+            if args.rounds is not None and looks >= args.rounds:
                 return findings
-            time.sleep(args.interval or 2.0)
+            time.sleep(max(args.interval, WATCH_MIN_INTERVAL))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -298,27 +320,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if findings else 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
-    return value
-
-
 # --- parser --------------------------------------------------------------------
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
 
 
 def _add_service_args(parser: argparse.ArgumentParser) -> None:
@@ -352,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--binary", help="only services with this binary")
     sub.add_argument(
         "--down-time",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         metavar="SECONDS",
         help="a service is up while its last report is at most this old (default: service_down_time of the "
@@ -374,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("demo", cmd_demo, "Run the demo: RPC calls, casts and services on a private broker it "
                   "starts itself (or --url), with the rates it measured.", db=False)
     sub.add_argument("--url", help="use this broker instead of a private one (amqp://...)")
-    sub.add_argument("--seconds", type=_non_negative, default=6.0, metavar="SECONDS",
+    sub.add_argument("--seconds", type=non_negative, default=6.0, metavar="SECONDS",
                      help="time for each measured phase (default 6, as make demo)")
     sub.add_argument("--raw", action="store_true", help="the connection layer only: publish and consume")
 
@@ -393,19 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default $FASTRPC_MGMT_URL, else from --url)")
     sub.add_argument("--json", action="store_true", help="print the findings as a JSON list")
     sub.add_argument("--watch", action="store_true", help="refresh in place every --interval seconds")
-    sub.add_argument("--rounds", type=_positive_int, help="with --watch: stop after this many looks")
+    sub.add_argument("--rounds", type=positive_int, help="with --watch: stop after this many looks")
     sub.add_argument("--fix", action="store_true", help="delete the zombie queues found (asks first)")
     sub.add_argument("--yes", action="store_true", help="with --fix: do not ask")
-    sub.add_argument("--interval", type=_non_negative, default=2.0, metavar="SECONDS",
+    sub.add_argument("--interval", type=non_negative, default=2.0, metavar="SECONDS",
                      help="between the two samples that show growth, and between --watch looks (default 2; "
-                     "0: one sample, no growth)")
-    sub.add_argument("--backlog", type=_positive_int, default=1000, metavar="MESSAGES",
+                     f"0: one sample, no growth, and --watch looks {WATCH_MIN_INTERVAL:g} s apart)")
+    sub.add_argument("--backlog", type=positive_int, default=1000, metavar="MESSAGES",
                      help="a consumed queue holding this many messages is a backlog (default 1000)")
-    sub.add_argument("--growth", type=_positive_int, default=10, metavar="MESSAGES",
+    sub.add_argument("--growth", type=positive_int, default=10, metavar="MESSAGES",
                      help="a consumed queue that grew this much between samples is a backlog (default 10)")
-    sub.add_argument("--channels", type=_positive_int, default=100, metavar="N",
+    sub.add_argument("--channels", type=positive_int, default=100, metavar="N",
                      help="a connection with more channels than this leaks them (default 100)")
-    sub.add_argument("--timeout", type=_non_negative, default=10.0, metavar="SECONDS",
+    sub.add_argument("--timeout", type=non_negative, default=10.0, metavar="SECONDS",
                      help="for each request to the API (default 10)")
 
     sub = command("call", cmd_call, "Call METHOD on a service and print its result as JSON.", db=False)

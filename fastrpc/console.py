@@ -130,7 +130,8 @@ class LiveView:
 
 class Progress:
     """A progress bar for a phase of known length in seconds, with a count and
-    its rate: rich's on a terminal, else one line when the phase ends."""
+    its rate: rich's on a terminal, else one line when the phase ends. Use it
+    as a context manager, so that a phase that fails stops the bar too."""
 
     def __init__(self, label: str, seconds: float, stream: TextIO | None = None,
                  styled: bool | None = None) -> None:
@@ -149,6 +150,16 @@ class Progress:
             self._task = self._bar.add_task(label, total=seconds or 1.0, count=0, rate=0.0)
             self._bar.start()
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stops a rich bar that ``done`` did not (a phase that failed): its
+        display restored, nothing more printed."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
     def _rate(self, count: int) -> tuple[float, float]:
         elapsed = time.monotonic() - self.start
         return elapsed, (count / elapsed if elapsed > 0 else 0.0)
@@ -164,6 +175,7 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, completed=self.seconds or 1.0, count=count, rate=rate)
             self._bar.stop()
+            self._bar = None
             return
         self.stream.write(f"{self.label:<16} {count:>9,d}  {rate:>9,.0f}/s\n")
         self.stream.flush()

@@ -149,34 +149,34 @@ def timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], Non
     errors: list[BaseException] = []
     counter = [0]
     lock = threading.Lock()
-    progress = Progress(label, seconds)
-    deadline = time.monotonic() + seconds
+    with Progress(label, seconds) as progress:
+        deadline = time.monotonic() + seconds
 
-    def worker(idx: int) -> None:
-        i = 0
-        try:
-            while time.monotonic() < deadline and not errors:
-                t0 = time.perf_counter()
-                op(idx * 1_000_000 + i)
-                latencies[idx].append(time.perf_counter() - t0)
-                i += 1
-                with lock:
-                    counter[0] += 1
-        except BaseException as exc:
-            errors.append(exc)
+        def worker(idx: int) -> None:
+            i = 0
+            try:
+                while time.monotonic() < deadline and not errors:
+                    t0 = time.perf_counter()
+                    op(idx * 1_000_000 + i)
+                    latencies[idx].append(time.perf_counter() - t0)
+                    i += 1
+                    with lock:
+                        counter[0] += 1
+            except BaseException as exc:
+                errors.append(exc)
 
-    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    t_start = time.monotonic()
-    for t in pool:
-        t.start()
-    for t in pool:
-        while t.is_alive():
-            t.join(0.1)
-            progress.update(counter[0])
-            if time.monotonic() > deadline + CALL_TIMEOUT + 5:
-                raise DemoFailure(f"{label}: callers did not finish")
-    elapsed = time.monotonic() - t_start
-    progress.done(counter[0])
+        pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+        t_start = time.monotonic()
+        for t in pool:
+            t.start()
+        for t in pool:
+            while t.is_alive():
+                t.join(0.1)
+                progress.update(counter[0])
+                if time.monotonic() > deadline + CALL_TIMEOUT + 5:
+                    raise DemoFailure(f"{label}: callers did not finish")
+        elapsed = time.monotonic() - t_start
+        progress.done(counter[0])
     if errors:
         raise DemoFailure(f"{label}: {errors[0]!r}") from errors[0]
     return PhaseResult(label, counter[0], elapsed, [x for lat in latencies for x in lat])
@@ -242,16 +242,16 @@ def _slow_phase(client: Any) -> PhaseResult:
         except BaseException as exc:
             errors.append(exc)
 
-    progress = Progress(f"calls: slow x{SLOW_CALLS}", SLOW_SECONDS * 2)
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(SLOW_CALLS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(CALL_TIMEOUT + 5)
-        progress.update(len(lat))
-    elapsed = time.monotonic() - t0
-    progress.done(len(lat))
+    with Progress(f"calls: slow x{SLOW_CALLS}", SLOW_SECONDS * 2) as progress:
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(SLOW_CALLS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(CALL_TIMEOUT + 5)
+            progress.update(len(lat))
+        elapsed = time.monotonic() - t0
+        progress.done(len(lat))
     if errors:
         raise DemoFailure(f"slow calls: {errors[0]!r}") from errors[0]
     if any(t.is_alive() for t in threads) or len(lat) != SLOW_CALLS:
@@ -264,35 +264,35 @@ def _cast_phase(client: Any, tally: Tally, seconds: float, fanout: bool) -> Phas
     label = "fanout casts" if fanout else "casts"
     names = ("demo-1", "demo-2")
     before = tally.snapshot()
-    progress = Progress(label, seconds)
-    t0 = time.monotonic()
-    n = 0
-    copies = len(names) if fanout else 1
+    with Progress(label, seconds) as progress:
+        t0 = time.monotonic()
+        n = 0
+        copies = len(names) if fanout else 1
 
-    def new(counts: dict[str, int], name: str) -> int:
-        return counts.get(name, 0) - before.get(name, 0)
+        def new(counts: dict[str, int], name: str) -> int:
+            return counts.get(name, 0) - before.get(name, 0)
 
-    def behind(counts: dict[str, int]) -> int:
-        return n * copies - sum(new(counts, nm) for nm in names)
+        def behind(counts: dict[str, int]) -> int:
+            return n * copies - sum(new(counts, nm) for nm in names)
 
-    while n % 50 or time.monotonic() - t0 < seconds:
-        client.cast({}, "record", n=n)
-        n += 1
-        if n % 50 == 0:
-            progress.update(n)
-            if behind(tally.snapshot()) > CAST_WINDOW and not tally.wait(
-                    lambda c: behind(c) <= CAST_WINDOW // 2, CALL_TIMEOUT):
-                raise DemoFailure(f"{label}: servers stopped dispatching")
+        while n % 50 or time.monotonic() - t0 < seconds:
+            client.cast({}, "record", n=n)
+            n += 1
+            if n % 50 == 0:
+                progress.update(n)
+                if behind(tally.snapshot()) > CAST_WINDOW and not tally.wait(
+                        lambda c: behind(c) <= CAST_WINDOW // 2, CALL_TIMEOUT):
+                    raise DemoFailure(f"{label}: servers stopped dispatching")
 
-    # Done when the servers have dispatched every cast (fanout: each server all of them).
-    if fanout:
-        ok = tally.wait(lambda c: all(new(c, nm) >= n for nm in names), CALL_TIMEOUT)
-        expected = n * len(names)
-    else:
-        ok = tally.wait(lambda c: sum(new(c, nm) for nm in names) >= n, CALL_TIMEOUT)
-        expected = n
-    elapsed = time.monotonic() - t0
-    progress.done(n)
+        # Done when the servers have dispatched every cast (fanout: each server all of them).
+        if fanout:
+            ok = tally.wait(lambda c: all(new(c, nm) >= n for nm in names), CALL_TIMEOUT)
+            expected = n * len(names)
+        else:
+            ok = tally.wait(lambda c: sum(new(c, nm) for nm in names) >= n, CALL_TIMEOUT)
+            expected = n
+        elapsed = time.monotonic() - t0
+        progress.done(n)
     after = tally.snapshot()
     delivered = sum(new(after, nm) for nm in names)
     if not ok or delivered != expected:
@@ -315,17 +315,17 @@ def run_raw_demo(url: str, seconds: float) -> list[PhaseResult]:
     with Connection(url) as conn:
         ch = conn.channel()
         ch.queue_declare(queue, durable=True)
-        progress = Progress("publish", seconds / 2)
-        batch = [("", queue, body, {"delivery_mode": 1})] * 64
-        t0 = time.monotonic()
-        n = 0
-        while time.monotonic() - t0 < seconds / 2:
-            ch.publish_many(batch)
-            n += len(batch)
-            progress.update(n)
-        ch.queue_declare(queue, durable=True)  # round trip: the broker has them all
-        results.append(PhaseResult("publish", n, time.monotonic() - t0, note="200-byte messages, batched"))
-        progress.done(n)
+        with Progress("publish", seconds / 2) as progress:
+            batch = [("", queue, body, {"delivery_mode": 1})] * 64
+            t0 = time.monotonic()
+            n = 0
+            while time.monotonic() - t0 < seconds / 2:
+                ch.publish_many(batch)
+                n += len(batch)
+                progress.update(n)
+            ch.queue_declare(queue, durable=True)  # round trip: the broker has them all
+            results.append(PhaseResult("publish", n, time.monotonic() - t0, note="200-byte messages, batched"))
+            progress.done(n)
 
         got = [0]
         done = threading.Event()
@@ -338,15 +338,15 @@ def run_raw_demo(url: str, seconds: float) -> list[PhaseResult]:
                 done.set()
 
         ch.basic_qos(prefetch_count=1000)
-        progress = Progress("consume", seconds / 2)
-        t0 = time.monotonic()
-        ch.basic_consume(queue, on_message)
-        while not done.wait(0.1):
-            progress.update(got[0])
-            if time.monotonic() - t0 > seconds + CALL_TIMEOUT:
-                raise DemoFailure(f"consumed {got[0]} of {n} messages")
-        results.append(PhaseResult("consume", n, time.monotonic() - t0, note="prefetch 1000, acks every 100"))
-        progress.done(got[0])
+        with Progress("consume", seconds / 2) as progress:
+            t0 = time.monotonic()
+            ch.basic_consume(queue, on_message)
+            while not done.wait(0.1):
+                progress.update(got[0])
+                if time.monotonic() - t0 > seconds + CALL_TIMEOUT:
+                    raise DemoFailure(f"consumed {got[0]} of {n} messages")
+            results.append(PhaseResult("consume", n, time.monotonic() - t0, note="prefetch 1000, acks every 100"))
+            progress.done(got[0])
         ch.queue_delete(queue)
     return results
 

@@ -5,6 +5,7 @@ one line and exit status 1."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -41,8 +42,20 @@ def test_bench_table(broker: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert out.splitlines()[1].split()[:2] == ["Scenario", "Ops/s"] and "sequential" in out
 
 
-def test_a_server_that_cannot_start_is_one_line_and_status_1(capfd: pytest.CaptureFixture[str]) -> None:
-    status = main(["bench", "--url", "nope://user:s3cret@127.0.0.1:1/", "--scenarios", "sequential",
+def test_no_broker_at_the_url_is_one_line_and_status_1(capfd: pytest.CaptureFixture[str]) -> None:
+    started = time.monotonic()
+    status = main(["bench", "--url", "rabbit://user:s3cret@127.0.0.1:1/", "--scenarios", "sequential",
+                   "--seconds", "0.5", "--rounds", "1"])
+    err = capfd.readouterr().err
+    assert status == 1 and err.splitlines() == ["fastrpc bench: DemoFailure: no broker answers: 127.0.0.1:1: "
+                                                "Connection refused"]
+    assert time.monotonic() - started < 10  # at once, not after the server's start timeout
+
+
+def test_a_server_that_cannot_start_is_one_line_and_status_1(broker: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    # The broker answers but refuses the password: the server process says why and exits.
+    host = f"{broker.host}:{broker.port}"
+    status = main(["bench", "--url", f"rabbit://guest:s3cret-wrong@{host}/", "--scenarios", "sequential",
                    "--seconds", "0.5", "--rounds", "1"])
     err = capfd.readouterr().err  # this process's and the server process's
     lines = err.splitlines()

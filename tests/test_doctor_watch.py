@@ -26,11 +26,11 @@ def zombie(name: str, messages: int = 5) -> dict[str, Any]:
 
 
 class FakeManagement:
-    """Serves ``/api/<resource>`` from ``looks``: each GET of ``queues`` moves
-    to the next look (two samples a look with growth, one with --interval 0)."""
+    """Serves ``/api/<resource>``: each GET of ``queues`` answers the next of
+    ``queue_looks`` (one sample a look with --interval 0)."""
 
     def __init__(self) -> None:
-        self.queue_looks: list[list[dict[str, Any]]] = [[]]
+        self.queue_looks: list[list[dict[str, Any]] | bytes] = [[]]  # bytes: an answer as it is
         self.raw: dict[str, bytes] = {}
         self.queue_gets = 0
         self.lock = threading.Lock()
@@ -61,7 +61,7 @@ class FakeManagement:
         if resource == "queues":
             look = self.queue_looks[min(self.queue_gets, len(self.queue_looks) - 1)]
             self.queue_gets += 1
-            return json.dumps(look).encode()
+            return look if isinstance(look, bytes) else json.dumps(look).encode()
         if resource == "nodes":
             return json.dumps([HEALTHY_NODE]).encode()
         return b"[]"  # overview is not asked for with --mgmt-url; connections, consumers, bindings
@@ -118,7 +118,20 @@ def test_watch_json_is_one_object_per_look(api: FakeManagement, capsys: pytest.C
     assert [f["queue"] for f in first["findings"]] == ["kept"] and first["findings"][0]["new"] is False
     new = {f["queue"]: f["new"] for f in second["findings"]}
     assert new == {"kept": False, "later": True} and second["look"] == 2 and second["gone"] == []
-    assert second["findings"][0]["since"] == first["findings"][0]["since"]
+    assert second["findings"][0]["since"] == first["findings"][0]["since"] == first["time"]
+    assert second["time"] > first["time"] or second["time"] == first["time"]  # ISO 8601: comparable as text
+
+
+def test_a_look_the_api_fails_is_shown_and_the_watch_goes_on(api: FakeManagement,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    api.queue_looks = [[zombie("kept")], b"<html>502 Bad Gateway</html>", [zombie("kept")]]
+    status = main(["doctor", "--mgmt-url", api.url, "--watch", "--json", "--rounds", "3", "--interval", "0"])
+    first, failed, third = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert status == 1  # the last look found the zombie
+    assert "not JSON" in failed["error"] and "findings" not in failed
+    # The failed look forgot nothing: the zombie is still there since the first look, not new.
+    assert third["findings"][0]["since"] == first["time"] and third["findings"][0]["new"] is False
+    assert third["gone"] == []
 
 
 @pytest.mark.parametrize("resource,body,said", [

@@ -38,6 +38,7 @@ class ChangeTracker:
     _looks: int = 0
 
     def update(self, findings: list[Finding], at: str) -> Look:
+        """``at``: when this look was taken (as it should show in ``since``)."""
         keys = [finding_key(f) for f in findings]
         present = set(keys)
         gone = [key for key in self._since if key not in present]
