@@ -480,12 +480,17 @@ class CContender:
                                env=self.env, what="C rpc-callers", timeout=timeout)
 
     def close(self) -> None:
-        for server, queue, exchange in self.servers:
+        failed: list[BaseException] = []
+        for server, queue, exchange in self.servers:  # every one, even after a failure
             try:
                 server.stop()
+            except Exception as exc:
+                failed.append(exc)
             finally:
                 server.kill()
                 delete_queue(self.b.url, queue, *exchange)
+        if failed:
+            raise failed[0]
 
 
 class LibContender:
