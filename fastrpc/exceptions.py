@@ -15,7 +15,7 @@ __all__ = [
     "TaskTimeout", "RPCDispatcherError", "NoSuchMethod", "UnsupportedVersion",
     "ExpectedException", "InvalidTransportURL", "DriverLoadFailure", "TransportDriverError",
     "BrokerError", "AuthenticationError", "VirtualHostRefused", "BrokerRefused", "DeclarationRefused",
-    "CallInterrupted",
+    "CallInterrupted", "MetricsExporterError",
 ]
 
 
@@ -227,3 +227,14 @@ class DeclarationRefused(BrokerRefused):
         super().__init__(msg, reply_code, reply_text)
         self.kind = kind
         self.name = name
+
+
+class MetricsExporterError(ConfigurationError):
+    """The metrics exporter cannot listen on ``host``:``port`` (``reason``:
+    most often, another process has the port)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot serve metrics on {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason
