@@ -15,7 +15,7 @@ __all__ = [
     "TaskTimeout", "RPCDispatcherError", "NoSuchMethod", "UnsupportedVersion",
     "ExpectedException", "InvalidTransportURL", "DriverLoadFailure", "TransportDriverError",
     "BrokerError", "AuthenticationError", "VirtualHostRefused", "BrokerRefused", "DeclarationRefused",
-    "CallInterrupted", "NotificationPayloadError",
+    "CallInterrupted", "MetricsExporterError", "NotificationPayloadError",
 ]
 
 
@@ -238,4 +238,15 @@ class NotificationPayloadError(MessagingException, ValueError):
     def __init__(self, event_type: str | None, reason: str) -> None:
         super().__init__(f"notification {event_type!r} not sent: {reason}")
         self.event_type = event_type
+        self.reason = reason
+
+
+class MetricsExporterError(ConfigurationError):
+    """The metrics exporter cannot listen on ``host``:``port`` (``reason``:
+    most often, another process has the port)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot serve metrics on {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
         self.reason = reason

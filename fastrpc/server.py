@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
+from fastrpc import metrics
 from fastrpc.dispatcher import RPCAccessPolicyBase, RPCDispatcher
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.exceptions import (
@@ -256,6 +258,7 @@ class RPCServer(MessageHandlingServer):
 
         result: Any = None
         failure: BaseException | None = None
+        started = time.monotonic() if metrics.on else None
         try:
             result = self.dispatcher.dispatch(incoming)
         except ExpectedException as exc:
@@ -270,6 +273,8 @@ class RPCServer(MessageHandlingServer):
         except Exception as exc:
             failure = exc
             LOG.exception("Exception during message handling")
+        if started is not None:
+            metrics.handler_done(started, failure)
 
         try:
             if failure is None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fastrpc import envelope
+from fastrpc import envelope, metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
@@ -29,7 +29,7 @@ from fastrpc.drivers.base import BaseDriver
 from fastrpc.drivers.broker_rules import is_deprecation_refusal
 from fastrpc.drivers.topology import ExchangeSpec, Topology, publish_properties
 from fastrpc.envelope import EnvelopeError, Reply, encode_bare
-from fastrpc.exceptions import BrokerError, MessageDeliveryFailure, MessageUndeliverable
+from fastrpc.exceptions import BrokerError, ConfigurationError, MessageDeliveryFailure, MessageUndeliverable
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 from fastrpc.options import DEFAULT_OPTIONS, Options
 
@@ -43,6 +43,19 @@ _L = TypeVar("_L", bound=Consumer)
 REFUSALS = (amqp_exc.ChannelClosed, amqp_exc.LoginRefused)
 
 
+def observe(conf: Options) -> None:
+    """Turn on what the options ask for, process-wide: metrics, and their
+    exporter (MetricsExporterError when its port is taken)."""
+    if conf.metrics or conf.metrics_port:
+        metrics.enable()
+    if conf.metrics_port:
+        try:
+            from fastrpc import prometheus
+        except ImportError as exc:
+            raise ConfigurationError(f"metrics_port is set, but {exc}") from exc
+        prometheus.serve(conf.metrics_port, conf.metrics_host)
+
+
 class AmqpDriver(BaseDriver):
     """The ``rabbit://``, ``fastrpc://`` and ``amqp://`` transport."""
 
@@ -50,6 +63,7 @@ class AmqpDriver(BaseDriver):
                  allowed_remote_exmods: list[str] | None = None) -> None:
         conf = Options.coerce(conf)
         conf.validate()  # also when changed since it was made; below, typed attributes
+        observe(conf)
         exchange = default_exchange or conf.control_exchange or DEFAULT_OPTIONS["control_exchange"]
         super().__init__(conf, url, exchange, list(allowed_remote_exmods or []))
         self.topology = Topology(conf)
@@ -132,9 +146,12 @@ class AmqpDriver(BaseDriver):
                     self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, deadline, message)
                 else:
                     sender.publish(ex, routing_key, body, self._cast_props, retry, None)
+                if metrics.on:
+                    metrics.counts[metrics.CASTS] += 1
                 return None
 
-            deadline = None if timeout is None else time.monotonic() + timeout
+            started = time.monotonic()  # also the call's start for its latency
+            deadline = None if timeout is None else started + timeout
             rq = self._replies
             reply_q = rq.name
             ch = rq.ch
@@ -177,10 +194,22 @@ class AmqpDriver(BaseDriver):
                 if conn is not None:
                     conn.done_waiting(replies)  # a read baton handed to this call goes on
         except amqp_exc.AMQPError as exc:
-            raise messaging_error(exc) from exc
+            error = messaging_error(exc)
+            if metrics.on:
+                metrics.send_failed(wait_for_reply, error)
+            raise error from exc
+        except Exception as exc:
+            if metrics.on:
+                metrics.send_failed(wait_for_reply, exc)
+            raise
         # Outside the boundary: a remote exception is the caller's, whatever its class.
         if reply.failure is not None:
-            raise self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
+            remote = self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
+            if metrics.on:
+                metrics.remote_error(started, remote)
+            raise remote
+        if metrics.on:
+            metrics.call_answered(started)
         return reply.result
 
     def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
