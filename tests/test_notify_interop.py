@@ -5,8 +5,8 @@ by listeners of both, and the ``[oslo_messaging_notifications]`` options."""
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import queue
 import re
 import uuid
@@ -14,17 +14,26 @@ import uuid
 import oslo_messaging
 import pytest
 from oslo_context import context as oslo_context
-from test_notify import TIMESTAMP, WAIT, BatchRecorder, InfoRecorder, Recorder, listening, wait_settled
+from test_notify import (
+    METHODS,
+    TIMESTAMP,
+    WAIT,
+    BatchRecorder,
+    InfoRecorder,
+    Recorder,
+    assert_no_queue,
+    listening,
+    queue_counts,
+    wait_settled,
+)
+from test_oslo_driver import oslo_listening
 from test_oslo_interop import oslo_conf, rabbit_url
 
 import fastrpc
+from fastrpc import NotificationPayloadError
 from fastrpc.amqp.connection import Connection
 
 pytestmark = pytest.mark.twins
-
-# Notifier method -> priority an endpoint sees.
-METHODS = {"audit": "audit", "debug": "debug", "info": "info", "warn": "warn", "warning": "warn",
-           "error": "error", "critical": "critical", "sample": "sample"}
 
 
 @pytest.fixture
@@ -50,23 +59,6 @@ def oslo_transport(broker):
 def request_context() -> oslo_context.RequestContext:
     return oslo_context.RequestContext(user_id="u1", project_id="p1", request_id="req-1", roles=["member"],
                                        auth_token="very-secret")
-
-
-@contextlib.contextmanager
-def oslo_listening(transport, topic: str, endpoints: list, batch: dict | None = None, **kwargs):
-    targets = [oslo_messaging.Target(topic=topic)]
-    if batch is None:
-        listener = oslo_messaging.get_notification_listener(transport, targets, endpoints, executor="threading",
-                                                            **kwargs)
-    else:
-        listener = oslo_messaging.get_batch_notification_listener(transport, targets, endpoints,
-                                                                  executor="threading", **batch, **kwargs)
-    listener.start()
-    try:
-        yield listener
-    finally:
-        listener.stop()
-        listener.wait()
 
 
 def notifiers(fast_transport, oslo_transport, topic: str) -> dict[str, object]:
@@ -104,6 +96,25 @@ def test_every_priority_crosses_between_fastrpc_and_oslo(broker, fast_transport,
             "u1", "p1", "req-1", ["member"])
         assert "very-secret" not in json.dumps(ctxt)  # redacted, by both notifiers
     wait_settled(broker, *(f"{topic}.{priority}" for priority in set(METHODS.values())))
+
+
+def test_an_oslo_1_0_notifier_reaches_a_fastrpc_listener(broker, oslo_transport, fast_transport, topic):
+    # oslo's `messaging` driver: the bare 1.0 format, no envelope.
+    ep = Recorder()
+    with listening(fast_transport, topic, [ep]):
+        notifier = oslo_messaging.Notifier(oslo_transport, publisher_id="old", driver="messaging", topics=[topic])
+        for method in METHODS:
+            getattr(notifier, method)(request_context(), f"old.{method}", {"m": method, "n": [1.5, "é", None]})
+        records = {event_type: (priority, ctxt, publisher, payload)
+                   for priority, ctxt, publisher, event_type, payload, _md in ep.take(len(METHODS))}
+        wait_settled(broker, *(f"{topic}.{priority}" for priority in set(METHODS.values())))
+    assert sorted(records) == sorted(f"old.{method}" for method in METHODS)
+    for method, priority in METHODS.items():
+        got_priority, ctxt, publisher, payload = records[f"old.{method}"]
+        assert (got_priority, publisher, payload) == (priority, "old", {"m": method, "n": [1.5, "é", None]})
+        assert (ctxt["user"], ctxt["request_id"]) == ("u1", "req-1")
+        assert "very-secret" not in json.dumps(ctxt)
+    assert ep.seen.empty()
 
 
 def get_body(broker, queue_name: str) -> tuple[dict, bytes]:
@@ -170,7 +181,7 @@ def test_oslo_notifier_to_fastrpc_batch_listener(broker, fast_transport, oslo_tr
 def test_fastrpc_notifier_to_oslo_batch_listener(broker, fast_transport, oslo_transport, topic):
     ep = BatchRecorder()
     with oslo_listening(oslo_transport, topic, [ep], batch={"batch_size": 2, "batch_timeout": 5}):
-        notifier = fastrpc.Notifier(fast_transport, "fast", topics=[topic])
+        notifier = fastrpc.Notifier(fast_transport, "fast", driver="messagingv2", topics=[topic])
         for n in range(2):
             notifier.info(request_context(), "b.y", {"n": n})
         batch = ep.batches.get(timeout=WAIT)
@@ -186,7 +197,7 @@ def test_fastrpc_and_oslo_listeners_share_a_pool(broker, fast_transport, oslo_tr
     pool = f"{topic}_pool"
     with listening(fast_transport, topic, [fast_ep], pool=pool), \
             oslo_listening(oslo_transport, topic, [oslo_ep], pool=pool):
-        notifier = fastrpc.Notifier(fast_transport, "fast", topics=[topic])
+        notifier = fastrpc.Notifier(fast_transport, "fast", driver="messagingv2", topics=[topic])
         for n in range(10):
             notifier.info({}, "p.x", {"n": n})
         wait_settled(broker, pool)
@@ -228,3 +239,54 @@ def test_the_notifications_section_of_an_oslo_config(broker, tmp_path, topic):
             oslo_transport.cleanup()
     finally:
         transport.cleanup()
+
+
+def test_oslos_default_configuration_sends_nothing(broker, topic, caplog):
+    # [oslo_messaging_notifications] driver is empty by default: oslo loads
+    # no driver and sends nothing; so does fastrpc (no notifications.<priority>
+    # queue filling up on a broker nobody reads them from).
+    caplog.set_level(logging.INFO, logger="fastrpc.notify")
+    conf = oslo_conf()
+    transport = fastrpc.get_notification_transport(conf, url=rabbit_url(broker))
+    oslo_transport = oslo_messaging.get_notification_transport(conf, url=rabbit_url(broker))
+    try:
+        notifier = fastrpc.Notifier(transport, "p", topics=[topic + "_fast"])
+        notifier.info(request_context(), "default.conf", {"n": 1})
+        assert not notifier.is_enabled()
+        oslo_messaging.Notifier(oslo_transport, "p", topics=[topic + "_oslo"]).info({}, "default.conf", {"n": 1})
+    finally:
+        transport.cleanup()
+        oslo_transport.cleanup()
+    assert_no_queue(broker, f"{topic}_fast.info")
+    assert_no_queue(broker, f"{topic}_oslo.info")
+    assert "Notifications on" in caplog.text and "none configured" in caplog.text
+
+
+def test_configured_drivers_unknown_skipped_each_on_its_own(broker, tmp_path, topic, caplog):
+    # Several drivers from the configuration: an unknown name is logged and
+    # skipped (as oslo's stevedore does); a payload one driver refuses still
+    # goes through the others, then raises.
+    caplog.set_level(logging.INFO)
+    conf_file = tmp_path / "service.conf"
+    conf_file.write_text(f"[oslo_messaging_notifications]\ntransport_url = {rabbit_url(broker)}\n"
+                         "driver = messagingv2\ndriver = no_such_driver\ndriver = log\n")
+    conf = oslo_conf()
+    conf(["--config-file", str(conf_file)], project="fastrpc-test")
+    transport = fastrpc.get_notification_transport(conf)
+    ep = InfoRecorder()
+    try:
+        notifier = fastrpc.Notifier(transport, "cfg", topics=[topic])
+        assert repr(notifier).split()[2] == "driver=messagingv2,log"
+        assert "driver: unknown notification driver 'no_such_driver'" in caplog.text
+        with listening(transport, topic, [ep]):
+            notifier.info({}, "both.drivers", {"n": 1})
+            assert ep.seen.get(timeout=WAIT) == ("both.drivers", {"n": 1})
+            with pytest.raises(NotificationPayloadError, match="cannot encode"):
+                notifier.info({}, "not.json", {"obj": object()})  # messagingv2 refuses it first
+        with pytest.raises(ValueError, match="unknown notification driver"):
+            fastrpc.Notifier(transport, driver="no_such_driver")  # given in code: a typo to fix
+    finally:
+        transport.cleanup()
+    logged = [r.name for r in caplog.records if r.name.startswith("oslo.messaging.notification.")]
+    assert logged == ["oslo.messaging.notification.both.drivers", "oslo.messaging.notification.not.json"]
+    assert queue_counts(broker, f"{topic}.info") == (0, 0) and ep.seen.empty()  # the refused one was not sent

@@ -10,9 +10,12 @@ be given back to the queue; anything else, or no endpoint for it, means
 handled. Endpoints with a ``filter_rule`` (:class:`NotificationFilter`) see
 only what it matches.
 
-A message that is no notification (no priority, an unknown one, or a payload
-or context the serializer cannot rebuild) is logged with the reason and
-counts as handled: acknowledged, so it does not come back for ever.
+A message that is no notification (not a mapping, no priority, an unknown
+one) is logged with the reason and counts as handled: acknowledged, so it
+does not come back for ever. One whose context or payload the serializer
+cannot rebuild is a notification this listener cannot read now (a missing
+class, say): it counts as REQUEUE, as with oslo, so a listener made with
+``allow_requeue=True`` leaves it for another try, or another listener.
 """
 
 from __future__ import annotations
@@ -72,12 +75,14 @@ class NotificationDispatcher:
         """The priorities some endpoint handles: the queues to consume."""
         return [priority for priority in PRIORITIES if priority in self._callbacks]
 
-    def _extract(self, incoming: IncomingMessage) -> tuple[str, dict[str, Any]] | None:
-        """The priority and what endpoints get; None (logged) for a message that is no notification."""
+    def _extract(self, incoming: IncomingMessage) -> tuple[str, dict[str, Any]] | str:
+        """The priority and what endpoints get; else (logged) the message's
+        result: HANDLED for one that is no notification, REQUEUE for one
+        the serializer could not rebuild."""
         message = incoming.message
         if not isinstance(message, dict):
             LOG.warning("Dropped a notification: it is a %s, not a mapping", type(message).__name__)
-            return None
+            return NotificationResult.HANDLED
         priority = message.get("priority")
         reason = None
         if priority is None:
@@ -86,18 +91,18 @@ class NotificationDispatcher:
             reason = f"its priority is a {type(priority).__name__}, not a string"
         elif priority.lower() not in PRIORITIES:
             reason = f"unknown priority {_short(priority)}"
-        if reason is None:
-            try:
-                ctxt = self.serializer.deserialize_context(incoming.ctxt)
-                payload = self.serializer.deserialize_entity(ctxt, message.get("payload"))
-            except Exception as exc:  # noqa: BLE001 - the same input fails the same way again
-                # The class only: the text may quote the payload.
-                reason = f"the serializer could not rebuild its context or payload ({type(exc).__name__})"
         if reason is not None:
-            LOG.warning("Dropped a notification (message_id %s, event type %s, publisher %s): %s",
-                        _short(message.get("message_id")), _short(message.get("event_type")),
-                        _short(message.get("publisher_id")), reason)
-            return None
+            LOG.warning("Dropped a notification (%s): %s", self._describe(message), reason)
+            return NotificationResult.HANDLED
+        try:
+            ctxt = self.serializer.deserialize_context(incoming.ctxt)
+            payload = self.serializer.deserialize_entity(ctxt, message.get("payload"))
+        except Exception as exc:  # noqa: BLE001 - settled as REQUEUE, see the module
+            # The class only: the text may quote the payload.
+            LOG.warning("The serializer could not rebuild the context or payload of a notification (%s): %s; "
+                        "requeued if the listener allows it, else acknowledged", self._describe(message),
+                        type(exc).__name__)
+            return NotificationResult.REQUEUE
         assert isinstance(priority, str)
         return priority.lower(), {
             "ctxt": ctxt,
@@ -106,6 +111,11 @@ class NotificationDispatcher:
             "payload": payload,
             "metadata": {"message_id": message.get("message_id"), "timestamp": message.get("timestamp")},
         }
+
+    @staticmethod
+    def _describe(message: dict[str, Any]) -> str:
+        return (f"message_id {_short(message.get('message_id'))}, event type {_short(message.get('event_type'))}, "
+                f"publisher {_short(message.get('publisher_id'))}")
 
     @staticmethod
     def _matches(rule: Any, note: dict[str, Any]) -> bool:
@@ -125,8 +135,8 @@ class NotificationDispatcher:
         """Run the endpoints for one notification: REQUEUE as soon as one
         asks for it (the others of its priority do not run), else HANDLED."""
         extracted = self._extract(incoming)
-        if extracted is None:
-            return NotificationResult.HANDLED
+        if isinstance(extracted, str):
+            return extracted
         priority, note = extracted
         for rule, callback in self._callbacks.get(priority, ()):
             if not self._matches(rule, note):
@@ -144,11 +154,13 @@ class BatchNotificationDispatcher(NotificationDispatcher):
     def dispatch(self, incoming: list[IncomingMessage]) -> set[IncomingMessage]:  # type: ignore[override]
         """Run the endpoints for a batch; return the notifications to requeue."""
         by_priority: dict[str, list[tuple[IncomingMessage, dict[str, Any]]]] = {}
+        requeue: set[IncomingMessage] = set()
         for message in incoming:
             extracted = self._extract(message)
-            if extracted is not None:
+            if isinstance(extracted, tuple):
                 by_priority.setdefault(extracted[0], []).append((message, extracted[1]))
-        requeue: set[IncomingMessage] = set()
+            elif extracted == NotificationResult.REQUEUE:
+                requeue.add(message)  # only this one: the rest of the batch runs
         for priority, items in by_priority.items():
             for rule, callback in self._callbacks.get(priority, ()):
                 notes = [note for _message, note in items if self._matches(rule, note)]

@@ -5,13 +5,15 @@
 * ``messaging``: the same in the bare 1.0 format, for consumers too old for 2.0;
 * ``log``: a log line per notification (logger
   ``oslo.messaging.notification.<event_type>``, as oslo's, so existing logging
-  configuration applies), secrets masked; ``sample`` ones are not logged;
+  configuration applies), secrets masked as oslo masks them
+  (:func:`fastrpc.redact.mask_secrets`); ``sample`` ones are not logged;
 * ``noop``: nothing.
 
 As oslo's drivers do, a notification the broker did not take (the retries
 used up, the transport cleaned up) is logged, not raised: a notifier does not
 fail the work it reports on. What no retry can cure (a payload that cannot
-be encoded, or too large) raises NotificationPayloadError before anything is sent.
+be encoded, or too large) raises NotificationPayloadError before the driver
+sent anything (the Notifier still runs its other drivers).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from fastrpc.envelope_common import EnvelopeError
 from fastrpc.exceptions import NotificationPayloadError
@@ -37,8 +40,8 @@ class NotifierDriver(ABC):
     """Sends one notification (``message``: oslo's fields, priority in upper case)."""
 
     @abstractmethod
-    def notify(self, transport: Transport, ctxt: dict, message: dict, priority: str, topics: Sequence[str],
-               retry: int | None) -> None:
+    def notify(self, transport: Transport, ctxt: dict[str, Any], message: dict[str, Any], priority: str,
+               topics: Sequence[str], retry: int | None) -> None:
         """Send ``message`` with context ``ctxt`` (a plain dict) to each of ``topics``."""
 
 
@@ -47,8 +50,8 @@ class MessagingDriver(NotifierDriver):
 
     version = 1.0
 
-    def notify(self, transport: Transport, ctxt: dict, message: dict, priority: str, topics: Sequence[str],
-               retry: int | None) -> None:
+    def notify(self, transport: Transport, ctxt: dict[str, Any], message: dict[str, Any], priority: str,
+               topics: Sequence[str], retry: int | None) -> None:
         priority = priority.lower()
         for topic in topics:
             target = Target(topic=f"{topic}.{priority}")
@@ -75,8 +78,8 @@ class LogDriver(NotifierDriver):
     LEVELS = {"audit": logging.INFO, "debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
               "error": logging.ERROR, "critical": logging.CRITICAL}
 
-    def notify(self, transport: Transport, ctxt: dict, message: dict, priority: str, topics: Sequence[str],
-               retry: int | None) -> None:
+    def notify(self, transport: Transport, ctxt: dict[str, Any], message: dict[str, Any], priority: str,
+               topics: Sequence[str], retry: int | None) -> None:
         level = self.LEVELS.get(priority.lower())
         if level is None:
             return  # sample: high-frequency, not for logs (as with oslo's log driver)
@@ -88,8 +91,8 @@ class LogDriver(NotifierDriver):
 class NoOpDriver(NotifierDriver):
     """Sends nothing (a notifier switched off by configuration)."""
 
-    def notify(self, transport: Transport, ctxt: dict, message: dict, priority: str, topics: Sequence[str],
-               retry: int | None) -> None:
+    def notify(self, transport: Transport, ctxt: dict[str, Any], message: dict[str, Any], priority: str,
+               topics: Sequence[str], retry: int | None) -> None:
         pass
 
 

@@ -77,8 +77,9 @@ class NotificationServer(MessageHandlingServer):
                                                         self.batch_size, self.batch_timeout)
 
     def _settle(self, incoming: IncomingMessage, requeue: bool) -> None:
+        requeue = requeue and self.allow_requeue  # asked for but not allowed: acknowledged
         try:
-            if requeue and self.allow_requeue:
+            if requeue:
                 incoming.requeue()
             else:
                 incoming.acknowledge()
@@ -98,7 +99,12 @@ class BatchNotificationServer(NotificationServer):
     """Runs notifications in batches: up to ``batch_size`` at a time, or
     fewer when ``batch_timeout`` seconds passed since the first of the batch
     came (None: wait for a full batch). One worker fills a batch at a time;
-    the others run the batches already taken."""
+    the others run the batches already taken.
+
+    The broker hands a consumer at most ``rabbit_qos_prefetch_count``
+    unacknowledged notifications (when above 0), and a batch's are
+    acknowledged only once it ran: a larger batch would never fill. So, as
+    oslo does, batches are at most that many."""
 
     dispatcher: BatchNotificationDispatcher
     dispatch_inline = False  # a batch is not one read of the connection
@@ -111,6 +117,11 @@ class BatchNotificationServer(NotificationServer):
         if batch_timeout is not None and (isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float))
                                           or not batch_timeout > 0):
             raise ValueError(f"batch_timeout must be a positive number of seconds or None, got {batch_timeout!r}")
+        prefetch = int(getattr(transport.conf, "rabbit_qos_prefetch_count", 0) or 0)
+        if 0 < prefetch < batch_size:
+            LOG.info("Batches of at most %d notifications (rabbit_qos_prefetch_count), not batch_size %d: "
+                     "the broker hands no more before they are acknowledged", prefetch, batch_size)
+            batch_size = prefetch
         super().__init__(transport, targets, dispatcher, executor, allow_requeue, pool, batch_size, batch_timeout)
         self._filling = threading.Lock()
 

@@ -14,7 +14,14 @@ on the control exchange: the queues oslo's notification listeners consume.
 The context goes as oslo sends it: a context object's ``redacted_copy()``
 (oslo.context's RequestContext has one: tokens left out), then the
 serializer's ``serialize_context``. A plain dict is not sent (it may hold a
-token no one can tell apart): the listeners see an empty context.
+token no one can tell apart), nor a context whose ``redacted_copy()`` is
+missing or raises AttributeError: the listeners see an empty context.
+
+A notifier sends only through drivers someone named, as oslo's: its
+``driver`` argument, else the ``driver`` option of an oslo.config
+``[oslo_messaging_notifications]`` section. With neither (oslo's default)
+it sends nothing, rather than filling ``notifications.<priority>`` queues
+that nobody may consume.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import copy
 import datetime
 import logging
 import uuid
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -37,6 +45,9 @@ __all__ = ["Notifier"]
 LOG = logging.getLogger(__name__)
 
 _UNSET: Any = object()
+
+# Transports whose notifiers were found to have no driver: told once each.
+_TOLD_DISABLED: weakref.WeakSet[Transport] = weakref.WeakSet()
 
 
 def _topic_list(topics: Iterable[str]) -> tuple[str, ...]:
@@ -57,19 +68,27 @@ def _utcnow_text() -> str:
 class Notifier:
     """Sends notifications to the listeners of a transport's broker.
 
-    ``driver``: ``messagingv2`` (default), ``messaging`` (the 1.0 format),
-    ``log`` or ``noop``; ``topics``: where they go (default
-    ``["notifications"]``); ``retry``: attempts after the first when the broker
-    cannot be reached (-1 or None: for ever, the default). Left as None,
-    ``driver``, ``topics`` and ``retry`` come from the
-    ``[oslo_messaging_notifications]`` configuration the transport was built
-    with (see :func:`fastrpc.get_notification_transport`), then these defaults.
+    ``driver``: ``messagingv2`` (what oslo's listeners read), ``messaging``
+    (the 1.0 format), ``log`` or ``noop``; an unknown name raises
+    ValueError. ``topics``: where they go (default ``["notifications"]``);
+    ``retry``: attempts after the first when the broker cannot be reached
+    (-1 or None: for ever, the default). Left as None, ``driver``, ``topics``
+    and ``retry`` come from the ``[oslo_messaging_notifications]``
+    configuration the transport was built with (see
+    :func:`fastrpc.get_notification_transport`), then these defaults.
     ``serializer`` turns payloads and contexts into primitives.
+
+    No ``driver`` given and none configured (oslo's default, and always
+    without an oslo.config object): the notifier sends nothing and
+    :meth:`is_enabled` is False, as with oslo; pass ``driver="messagingv2"``
+    to send. Configured driver names that are unknown are logged and
+    skipped, as oslo does.
 
     Priority methods (``audit``, ``debug``, ``info``, ``warn``/``warning``,
     ``error``, ``critical``, ``sample``) take ``(ctxt, event_type, payload)``.
-    They raise NotificationPayloadError, with nothing sent, when the payload
-    cannot be encoded as JSON or is larger than ``max_message_size``; a
+    They raise NotificationPayloadError when the payload cannot be encoded
+    as JSON or is larger than ``max_message_size``: that driver sent
+    nothing, the others ran (each driver is on its own, as with oslo). A
     notification the broker could not take is logged, not raised (as with
     oslo). :meth:`prepare` returns a copy with another publisher, retry or
     topics, sharing the drivers.
@@ -84,14 +103,29 @@ class Notifier:
             settings = NotificationSettings()
             LOG.warning("Using an RPC transport for notifications: get_notification_transport builds the "
                         "notification one (its own URL and settings, if configured)")
-        names = [driver] if driver is not None else list(settings.drivers) or ["messagingv2"]
-        self._drivers: list[tuple[str, NotifierDriver]] = [(name, load_driver(name)) for name in names]
+        self._drivers = [(driver, load_driver(driver))] if driver is not None else self._configured(settings)
+        if not self._drivers and transport not in _TOLD_DISABLED:
+            _TOLD_DISABLED.add(transport)
+            LOG.info("Notifications on %r are off: no driver given and none configured "
+                     "([oslo_messaging_notifications] driver); pass driver='messagingv2' to send them", transport)
         self._settings = settings
         self.transport = transport
         self.publisher_id = publisher_id
         self.retry = settings.retry if retry is None else retry
         self._topics = _topic_list(settings.topics if topics is None else topics)
         self._serializer: Serializer = serializer or NoOpSerializer()
+
+    @staticmethod
+    def _configured(settings: NotificationSettings) -> list[tuple[str, NotifierDriver]]:
+        """The configured drivers; unknown names logged and skipped (a
+        configuration mistake must not stop the service), as oslo does."""
+        drivers = []
+        for name in settings.drivers:
+            try:
+                drivers.append((name, load_driver(name)))
+            except ValueError as exc:
+                LOG.warning("[oslo_messaging_notifications] driver: %s; skipped", exc)
+        return drivers
 
     @property
     def topics(self) -> list[str]:
@@ -113,8 +147,8 @@ class Notifier:
         return other
 
     def is_enabled(self) -> bool:
-        """Whether notifications go anywhere (False when every driver is ``noop``)."""
-        return not all(isinstance(driver, NoOpDriver) for _name, driver in self._drivers)
+        """Whether notifications go anywhere (False with no driver, or only ``noop``)."""
+        return any(not isinstance(driver, NoOpDriver) for _name, driver in self._drivers)
 
     # -- sending ---------------------------------------------------------------
 
@@ -123,12 +157,13 @@ class Notifier:
         if ctxt is None or type(ctxt) is dict:
             safe: Any = {}
         else:
-            redacted = getattr(ctxt, "redacted_copy", None)
-            if callable(redacted):
-                safe = redacted()
-            else:
-                LOG.warning("Context of type %s has no redacted_copy(): the notification is sent without it",
-                            type(ctxt).__name__)
+            try:
+                safe = ctxt.redacted_copy()
+            except AttributeError:
+                # Missing, or failing inside (oslo takes both alike): better a
+                # notification without context than none, or one with a token.
+                LOG.warning("Could not redact a context of type %s (no working redacted_copy()): "
+                            "the notification is sent without it", type(ctxt).__name__)
                 safe = {}
         serialized = self._serializer.serialize_context(safe)
         if isinstance(serialized, dict):
@@ -152,8 +187,19 @@ class Notifier:
             "timestamp": _utcnow_text(),
         }
         wire_ctxt = self._context(ctxt, event_type)
-        for _name, driver in self._drivers:
-            driver.notify(self.transport, wire_ctxt, message, priority, self._topics, self.retry)
+        # Each driver on its own, as oslo's: one that cannot send does not
+        # keep the notification from the others.
+        refused: NotificationPayloadError | None = None
+        for name, driver in self._drivers:
+            try:
+                driver.notify(self.transport, wire_ctxt, message, priority, self._topics, self.retry)
+            except NotificationPayloadError as exc:
+                refused = refused or exc
+            except Exception:  # noqa: BLE001 - logged, as oslo does: a notifier does not fail its caller
+                LOG.exception("Notification driver %s failed to send %s (event type %r)", name,
+                              message["message_id"], event_type)
+        if refused is not None:
+            raise refused
 
     def audit(self, ctxt: Any, event_type: str, payload: Any) -> None:
         """Send a notification of priority AUDIT."""
@@ -186,5 +232,5 @@ class Notifier:
         self._notify(ctxt, event_type, payload, "SAMPLE")
 
     def __repr__(self) -> str:
-        drivers = ",".join(name for name, _driver in self._drivers)
+        drivers = ",".join(name for name, _driver in self._drivers) or "(none)"
         return f"<Notifier publisher_id={self.publisher_id!r} driver={drivers} topics={list(self._topics)}>"

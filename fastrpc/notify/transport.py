@@ -28,9 +28,11 @@ class NotificationSettings:
     """The ``[oslo_messaging_notifications]`` options, with oslo's defaults.
 
     ``transport_url``: None for the RPC one; ``drivers``: the notifier's
-    drivers when it names none (empty: ``messagingv2``); ``topics``: where a
-    notifier sends when it names none; ``retry``: its attempts after the
-    first (-1: for ever).
+    drivers when it names none (empty, oslo's default: none, so such a
+    notifier sends nothing, as oslo's); ``topics``: where a notifier sends
+    when it names none; ``retry``: its attempts after the first (-1: for
+    ever). Without an oslo.config object (None, :class:`Options`) these
+    defaults apply: a notifier sends only through a ``driver`` it is given.
     """
 
     transport_url: str | None = None
@@ -66,9 +68,11 @@ class NotificationSettings:
 def _register_oslo_opts(conf: Any) -> None:
     """Register oslo.messaging's own definitions of the section on an
     oslo.config object, as its ``get_notification_transport`` does, so a
-    configuration file's values are read. The very same option objects, so
-    oslo.messaging registering them too later is no conflict; without
-    oslo.messaging only what the application registered is read."""
+    configuration file's values are read. ``list_opts()`` hands out deep
+    copies, equal to the options oslo.messaging registers itself, and
+    oslo.config takes an equal option registered again as the same one: no
+    conflict, whichever comes first. Without oslo.messaging only what the
+    application registered is read."""
     register = getattr(conf, "register_opts", None)
     if register is None:
         return
