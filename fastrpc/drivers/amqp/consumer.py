@@ -171,12 +171,10 @@ class Consumer(Listener):
         """Count, log and reject (without requeue) a delivery that could not be decoded."""
         with self._seen_lock:  # pollers reject at once
             self.bad_messages += 1
-        LOG.warning("Rejected malformed %s for topic %s (exchange %r, routing key %r): %s",
-                    self.message_kind, self._label, delivery.exchange, delivery.routing_key, exc.reason)
         if metrics.on:
             metrics.counts[self.MALFORMED_SLOT] += 1
-        LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
-                    self._label, delivery.exchange, delivery.routing_key, exc.reason)
+        LOG.warning("Rejected malformed %s for topic %s (exchange %r, routing key %r): %s",
+                    self.message_kind, self._label, delivery.exchange, delivery.routing_key, exc.reason)
         try:
             ch.basic_reject(delivery.delivery_tag, requeue=False)
         except amqp_exc.AMQPError as err:
