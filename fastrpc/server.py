@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-from fastrpc import metrics
+from fastrpc import metrics, tracing
 from fastrpc.dispatcher import RPCAccessPolicyBase, RPCDispatcher
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.exceptions import (
@@ -221,6 +221,7 @@ class RPCServer:
 
         result: Any = None
         failure: BaseException | None = None
+        span = tracing.start_process(incoming) if tracing.on else None
         started = time.monotonic() if metrics.on else None
         try:
             result = self.dispatcher.dispatch(incoming)
@@ -250,6 +251,8 @@ class RPCServer:
         except Exception:
             LOG.exception("Can not send reply for message")
         finally:
+            if span is not None:
+                span.end(failure)
             failure = None
 
 
