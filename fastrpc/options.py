@@ -158,6 +158,9 @@ OPTIONS: tuple[Opt, ...] = (
     Opt("metrics_port", 0, _F, int, min=0, max=65535,
         help="Serve this process's metrics to Prometheus on this TCP port (needs the fastrpc[metrics] "
              "extra; turns metrics on). 0: no exporter."),
+    Opt("tracing", False, _F, bool,
+        help="Trace calls, casts and the requests fastrpc's RPC servers run with OpenTelemetry (needs the "
+             "fastrpc[otel] extra; spans go to the tracer provider the application set up)."),
     Opt("metrics_host", "127.0.0.1", _F, str,
         help="Address the metrics exporter listens on (metrics_port); 0.0.0.0 or :: to be scraped from "
              "other hosts."),
@@ -286,6 +289,7 @@ class Options:
     metrics: bool
     metrics_port: int
     metrics_host: str
+    tracing: bool
 
     def __init__(self, conf: Any = None, **overrides: Any) -> None:
         unknown = set(overrides) - set(_ALL)

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from fastrpc import metrics
+from fastrpc import metrics, tracing
 from fastrpc.dispatcher import RPCAccessPolicyBase, RPCDispatcher
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.exceptions import (
@@ -258,6 +258,7 @@ class RPCServer(MessageHandlingServer):
 
         result: Any = None
         failure: BaseException | None = None
+        span = tracing.start_process(incoming) if tracing.on else None
         started = time.monotonic() if metrics.on else None
         try:
             result = self.dispatcher.dispatch(incoming)
@@ -287,6 +288,8 @@ class RPCServer(MessageHandlingServer):
         except Exception:
             LOG.exception("Can not send reply for message")
         finally:
+            if span is not None:
+                span.end(failure)
             failure = None
 
 

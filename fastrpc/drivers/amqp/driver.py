@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fastrpc import envelope, metrics
+from fastrpc import envelope, metrics, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
@@ -44,8 +44,10 @@ REFUSALS = (amqp_exc.ChannelClosed, amqp_exc.LoginRefused)
 
 
 def observe(conf: Options) -> None:
-    """Turn on what the options ask for, process-wide: metrics, and their
-    exporter (MetricsExporterError when its port is taken)."""
+    """Turn on what the options ask for, process-wide: metrics, their
+    exporter (MetricsExporterError when its port is taken), and traces."""
+    if conf.tracing and not tracing.on:
+        tracing.enable()
     if conf.metrics or conf.metrics_port:
         metrics.enable()
     if conf.metrics_port:
@@ -134,11 +136,14 @@ class AmqpDriver(BaseDriver):
         confirm, raising MessageUndeliverable at once when no queue is bound
         for the target (oslo's ``TransportOptions(at_least_once=True)``); a
         cast's ``timeout``, if any, bounds that wait and everything before it."""
+        span = None
         try:
             ex, routing_key = self._route(target)
             unique_id = new_id()
             sender = self._sender
             if not wait_for_reply:
+                if tracing.on:
+                    span, message = tracing.start_send(ex.name, routing_key, message, None)
                 body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
                 self._check_size(body, message)
                 if at_least_once:
@@ -148,6 +153,8 @@ class AmqpDriver(BaseDriver):
                     sender.publish(ex, routing_key, body, self._cast_props, retry, None)
                 if metrics.on:
                     metrics.counts[metrics.CASTS] += 1
+                if span is not None:
+                    span.end()
                 return None
 
             started = time.monotonic()  # also the call's start for its latency
@@ -158,6 +165,8 @@ class AmqpDriver(BaseDriver):
             if reply_q is None or ch is None or not ch.is_open or not rq.consuming:
                 reply_q = sender.with_retry(functools.partial(rq.ensure, deadline), retry, deadline)
             msg_id = new_id()
+            if tracing.on:
+                span, message = tracing.start_send(ex.name, routing_key, message, msg_id)
             body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
                                            self.binary)
             self._check_size(body, message)
@@ -195,22 +204,32 @@ class AmqpDriver(BaseDriver):
                     conn.done_waiting(replies)  # a read baton handed to this call goes on
         except amqp_exc.AMQPError as exc:
             error = messaging_error(exc)
-            if metrics.on:
-                metrics.send_failed(wait_for_reply, error)
+            self._send_failed(wait_for_reply, error, span)
             raise error from exc
         except Exception as exc:
-            if metrics.on:
-                metrics.send_failed(wait_for_reply, exc)
+            self._send_failed(wait_for_reply, exc, span)
             raise
         # Outside the boundary: a remote exception is the caller's, whatever its class.
         if reply.failure is not None:
             remote = self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
             if metrics.on:
                 metrics.remote_error(started, remote)
+            if span is not None:
+                span.end(remote)
             raise remote
         if metrics.on:
             metrics.call_answered(started)
+        if span is not None:
+            span.end()
         return reply.result
+
+    @staticmethod
+    def _send_failed(call: bool, exc: BaseException, span: tracing.Span | None) -> None:
+        """A call or cast raises ``exc`` (not a remote one): count it, end its span."""
+        if metrics.on:
+            metrics.send_failed(call, exc)
+        if span is not None:
+            span.end(exc)
 
     def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                            retry: int | None, deadline: float | None, message: dict) -> None:
