@@ -37,7 +37,7 @@ from typing import Any
 
 from fastrpc.argtypes import positive, positive_int
 from fastrpc.console import Progress, render_table
-from fastrpc.demo import DemoFailure, PhaseResult, demo_broker, rpc_url, timed_loop
+from fastrpc.phases import DemoFailure, PhaseResult, demo_broker, rpc_url, timed_loop
 
 SCENARIOS = ("sequential", "concurrent-16", "casts")
 EXECUTORS = ("threading", "blocking")

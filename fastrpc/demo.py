@@ -19,46 +19,19 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from fastrpc.console import Progress, render_table
+from fastrpc.phases import CALL_TIMEOUT, DemoFailure, PhaseResult, demo_broker, rpc_url, timed_loop
 
 DEFAULT_SECONDS = 6.0  # measured phases; the node start adds a few seconds
 CALLER_THREADS = 4
 SLOW_CALLS = 16
 SLOW_SECONDS = 0.25
-CALL_TIMEOUT = 20
 # Casts may run ahead of the servers by at most this many undispatched deliveries,
 # so the end-to-end rate is what the servers sustain and the phase stays short.
 CAST_WINDOW = 2000
-
-
-class DemoFailure(RuntimeError):
-    """Something the demo checks did not hold."""
-
-
-# -- presentation ------------------------------------------------------------------
-
-@dataclass
-class PhaseResult:
-    name: str
-    ops: int
-    seconds: float
-    latencies: list[float] = field(default_factory=list)
-    note: str = ""
-
-    @property
-    def rate(self) -> float:
-        return self.ops / self.seconds if self.seconds > 0 else 0.0
-
-    def percentile_ms(self, p: float) -> float:
-        if not self.latencies:
-            return math.nan
-        values = sorted(self.latencies)
-        return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))] * 1e3
 
 
 SUMMARY_KEYS = ("phase", "ops", "ops/s", "p50 ms", "p99 ms", "note")
@@ -77,26 +50,6 @@ def summary_rows(results: list[PhaseResult]) -> list[dict[str, Any]]:
 def print_summary(results: list[PhaseResult], out: Any = None) -> None:
     render_table(summary_rows(results), SUMMARY_KEYS, out or sys.stdout, right=SUMMARY_KEYS[1:5],
                  headers={"ops/s": "Ops/s", "p50 ms": "p50 ms", "p99 ms": "p99 ms"})
-
-
-# -- broker ------------------------------------------------------------------------
-
-@contextmanager
-def demo_broker(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from fastrpc.testing import RabbitNode
-
-    with tempfile.TemporaryDirectory(prefix="fastrpc-demo-") as workdir:
-        print("starting a private RabbitMQ node ...", file=sys.stderr, flush=True)
-        t0 = time.monotonic()
-        node = RabbitNode(workdir)
-        try:
-            print(f"node up on {node.host}:{node.port} in {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-            yield node.url
-        finally:
-            node.stop()
 
 
 # -- RPC demo ----------------------------------------------------------------------
@@ -143,45 +96,6 @@ class DemoEndpoint:
         self.tally.add(self.name)
 
 
-def timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], None]) -> PhaseResult:
-    """Run ``op`` from ``threads`` threads until ``seconds`` have passed."""
-    latencies: list[list[float]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
-    counter = [0]
-    lock = threading.Lock()
-    with Progress(label, seconds) as progress:
-        deadline = time.monotonic() + seconds
-
-        def worker(idx: int) -> None:
-            i = 0
-            try:
-                while time.monotonic() < deadline and not errors:
-                    t0 = time.perf_counter()
-                    op(idx * 1_000_000 + i)
-                    latencies[idx].append(time.perf_counter() - t0)
-                    i += 1
-                    with lock:
-                        counter[0] += 1
-            except BaseException as exc:
-                errors.append(exc)
-
-        pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-        t_start = time.monotonic()
-        for t in pool:
-            t.start()
-        for t in pool:
-            while t.is_alive():
-                t.join(0.1)
-                progress.update(counter[0])
-                if time.monotonic() > deadline + CALL_TIMEOUT + 5:
-                    raise DemoFailure(f"{label}: callers did not finish")
-        elapsed = time.monotonic() - t_start
-        progress.done(counter[0])
-    if errors:
-        raise DemoFailure(f"{label}: {errors[0]!r}") from errors[0]
-    return PhaseResult(label, counter[0], elapsed, [x for lat in latencies for x in lat])
-
-
 def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
     import fastrpc
 
@@ -222,10 +136,6 @@ def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
             s.wait()
         transport.cleanup()
     return results
-
-
-def rpc_url(url: str) -> str:
-    return "rabbit" + url[url.index("://"):] if url.startswith("amqp") else url
 
 
 def _slow_phase(client: Any) -> PhaseResult:
@@ -357,7 +267,6 @@ def run_services_demo(url: str, stream: Any = None) -> str:
     ``fastrpc service-list``'s table (also printed to ``stream``)."""
     import contextlib
     import io
-    import tempfile
 
     from fastrpc import get_rpc_transport
     from fastrpc.cli import main as cli_main
