@@ -221,10 +221,12 @@ def test_heartbeat_silence_detected_while_a_caller_reads(private_node: RabbitNod
                 outcome.put(exc)
 
         threading.Thread(target=waiting_call, daemon=True).start()
-        # The call is published and its caller waits in recv (no event to
-        # wait on for that: poll, bounded).
+        # The call is published, the broker confirmed it, and its caller
+        # waits in recv (no event to wait on for that: poll, bounded). The
+        # confirm can come after the caller began to wait: freezing the node
+        # before it would make the request unconfirmed (CallInterrupted).
         deadline = time.monotonic() + WAIT
-        while not (client.waiting_calls and conn._recv_since is not None):
+        while not (client.waiting_calls and conn._recv_since is not None and conn.pending_confirms == 0):
             assert time.monotonic() < deadline, "the call never started waiting"
             time.sleep(0.01)
         private_node.pause()
