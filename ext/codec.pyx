@@ -535,6 +535,12 @@ cdef class _Partial:
 
 # ---- reader ------------------------------------------------------------------
 
+# Bytes of a frame split between two reads are carried over in a buffer of at
+# least _CARRY_MIN; once drained, one larger than _CARRY_KEEP is freed, so a
+# connection keeps little after a large message.
+DEF _CARRY_MIN = 16 * 1024
+DEF _CARRY_KEEP = 32 * 1024
+
 cdef class FrameReader:
     """Bytes in, events out. See docs/architecture.md, "Codec contract"."""
 
@@ -583,7 +589,7 @@ cdef class FrameReader:
                 self._end = live
             need = live + n
             if self._cap < need:
-                need = max(need, self._cap * 2, 65536)
+                need = max(need, self._cap * 2, _CARRY_MIN)
                 nb = <unsigned char*>PyMem_Realloc(self._buf, need)
                 if nb is NULL:
                     raise MemoryError()
@@ -622,8 +628,8 @@ cdef class FrameReader:
         finally:
             self._limit = NULL
             PyBuffer_Release(&view)
-        # Give back the memory a single large message needed.
-        if self._pos == self._end and self._cap > 1048576:
+        # Give back the memory a large message needed once nothing is carried.
+        if self._pos == self._end and self._cap > _CARRY_KEEP:
             PyMem_Free(self._buf)
             self._buf = NULL
             self._cap = 0
@@ -897,8 +903,9 @@ cdef object _INT32_MAX = 2 ** 31 - 1
 cdef object _UINT64_MAX = 2 ** 64 - 1
 
 
-# Largest buffer a WriteBuffer keeps between take() calls.
-DEF _KEEP_CAPACITY = 256 * 1024
+# Largest buffer a WriteBuffer keeps between take() calls (a connection keeps
+# a few spare writers: fastrpc.amqp.connection's SPARE_WRITERS).
+DEF _KEEP_CAPACITY = 64 * 1024
 
 
 cdef class WriteBuffer:
@@ -997,8 +1004,8 @@ cdef class WriteBuffer:
     cdef bytes take(self):
         cdef bytes out = PyBytes_FromStringAndSize(<const char*>self.buf, self.len)
         self.len = 0
-        # One writer lives per thread per connection: after a big message,
-        # give the memory back instead of keeping it for the next one.
+        # After a big message, give the memory back instead of keeping it
+        # for the next one.
         if self.cap > _KEEP_CAPACITY:
             PyMem_Free(self.buf)
             self.buf = NULL

@@ -1,0 +1,296 @@
+"""Large messages, two fastrpc source trees side by side: connection layer and RPC calls.
+
+For each ``--sizes`` entry and each tree (both must be built:
+``setup.py build_ext --inplace``), every round measures, A then B (the order
+alternates between rounds, so a machine whose speed drifts hits both alike):
+
+* ``publish``: one new connection publishes ``--mbytes`` worth of messages of
+  that size to a queue (a synchronous round trip on the same channel ends the
+  clock, so the broker has them all);
+* ``consume``: another new connection consumes them back (prefetch 32, acks
+  every 8th, multiple);
+* ``rpc``: sequential calls through fastrpc's API, a string payload of that
+  size echoed by a server of the same tree (threading executor), for
+  ``--seconds`` per round.
+
+New connections each round, so a connection's read buffer starts from its
+initial size every time. Each tree runs in its own client and server
+processes. The table shows the median MB/s (payload bytes) over the rounds and
+the median of the per-round ratios B/A (above 1: B moves more).
+
+    python bench/large_messages.py TREE_A TREE_B [--sizes 65536,1048576,4194304]
+        [--rounds 5] [--seconds 2] [--mbytes 64] [--json out.json] [--markdown]
+
+``FASTRPC_BENCH_URL=amqp://user:pass@host:port/vhost`` uses an existing broker
+instead of starting a private node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common
+
+PREFETCH = 32
+ACK_EVERY = 8
+CALL_TIMEOUT = 120
+WAIT_SECONDS = 300.0
+KINDS = ("publish", "consume", "rpc")
+
+# Imports fastrpc from the tree first, then this benchmark from its own tree.
+_CHILD = r"""
+import sys
+tree, root = sys.argv[1], sys.argv[2]
+sys.path.insert(0, tree)
+import fastrpc, fastrpc.amqp.connection, fastrpc.envelope
+sys.path.insert(0, root)
+from bench.large_messages import child
+child(tree, sys.argv[3:])
+"""
+
+
+# -- child processes (fastrpc from the tree under test) ----------------------------
+
+def child(tree: str, argv: list[str]) -> None:
+    import fastrpc
+    from fastrpc import _impl
+
+    logging.basicConfig(level=logging.ERROR)
+    if not Path(fastrpc.__file__).resolve().is_relative_to(Path(tree).resolve()):
+        raise SystemExit(f"imported fastrpc from {fastrpc.__file__}, not from {tree}")
+    if not all(_impl.COMPILED_MODULES.values()):
+        raise SystemExit(f"{tree} runs without its compiled modules (build it: setup.py build_ext --inplace)")
+    mode, url = argv[0], argv[1]
+    if mode == "serve":
+        _serve(url, argv[2], argv[3])
+    else:
+        _client(url)
+
+
+def _serve(url: str, topic: str, executor: str) -> None:
+    import fastrpc
+
+    class Echo:
+        def echo(self, ctxt: Any, payload: str) -> str:
+            return payload
+
+    transport = fastrpc.get_rpc_transport(url=url)
+    server = fastrpc.get_rpc_server(transport, fastrpc.Target(topic=topic, server="s1"), [Echo()],
+                                    executor=executor)
+    server.start()
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.read()
+    server.stop()
+    server.wait()
+    transport.cleanup()
+
+
+def _client(url: str) -> None:
+    import fastrpc
+
+    transport = fastrpc.get_rpc_transport(url=url)
+    amqp_url = "amqp" + url[url.index("://"):]
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        kind, size = words[0], int(words[1])
+        if kind == "raw":
+            result = _raw(amqp_url, words[2], size, int(words[3]))
+        else:
+            client = fastrpc.get_rpc_client(transport, fastrpc.Target(topic=words[2]), timeout=CALL_TIMEOUT)
+            result = _rpc(client, size, float(words[3]))
+        print(json.dumps(result), flush=True)
+    transport.cleanup()
+
+
+def _raw(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
+    from fastrpc.amqp.connection import Connection
+
+    body = b"x" * size
+    with Connection(url) as conn:
+        ch = conn.channel()
+        ch.queue_declare(queue, auto_delete=False)
+        started = time.perf_counter()
+        for _ in range(count):
+            ch.basic_publish("", queue, body, {"delivery_mode": 1})
+        ch.queue_declare(queue, auto_delete=False)  # same channel: the broker has every publish
+        publish_s = time.perf_counter() - started
+
+    done = threading.Event()
+    state = {"count": 0, "acked": 0, "bytes": 0}
+    with Connection(url) as conn:
+        ch = conn.channel()
+        ch.basic_qos(prefetch_count=PREFETCH)
+
+        def on_message(delivery: Any) -> None:
+            state["count"] += 1
+            state["bytes"] += len(delivery.body)
+            tag = delivery.delivery_tag
+            if tag - state["acked"] >= ACK_EVERY or state["count"] == count:
+                ch.basic_ack(tag, multiple=True)
+                state["acked"] = tag
+            if state["count"] == count:
+                done.set()
+
+        started = time.perf_counter()
+        ch.basic_consume(queue, on_message)
+        if not done.wait(WAIT_SECONDS):
+            raise common.BenchError(f"consumed {state['count']} of {count} messages in {WAIT_SECONDS:.0f} s")
+        consume_s = time.perf_counter() - started
+        ch.queue_delete(queue)
+    if state["bytes"] != size * count:
+        raise common.BenchError(f"consumed {state['bytes']} bytes, expected {size * count}")
+    return {"publish": size * count / publish_s, "consume": size * count / consume_s}
+
+
+def _rpc(client: Any, size: int, seconds: float) -> dict[str, Any]:
+    payload = "x" * size
+    if client.call({}, "echo", payload=payload) != payload:  # warm-up, and a check
+        raise common.BenchError("echo returned a different payload")
+    calls = 0
+    started = time.perf_counter()
+    while True:
+        client.call({}, "echo", payload=payload)
+        calls += 1
+        elapsed = time.perf_counter() - started
+        if elapsed >= seconds:
+            break
+    return {"rpc": size * calls / elapsed}
+
+
+# -- orchestration -----------------------------------------------------------------
+
+class Proc:
+    """One child process of a tree, JSON lines on stdout."""
+
+    def __init__(self, tree: Path, args: list[str], what: str) -> None:
+        self.what = what
+        self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(tree), str(common.ROOT), *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=common.python_env())
+        self.read(60.0)
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()),  # type: ignore[union-attr]
+                                  daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box or not box[0].strip():
+            self.proc.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise common.BenchError(f"{self.what}: no answer in {timeout:.0f} s {err[-2000:]}")
+        return common.last_json_line(box[0])
+
+    def ask(self, command: str, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.read(timeout)
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
+def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds: float,
+            mbytes: float, executor: str) -> dict[int, dict[str, list[list[float]]]]:
+    """size -> kind -> per tree, the MB/s of each round."""
+    tag = uuid.uuid4().hex[:8]
+    topics = [f"bench_large_{tag}_{i}" for i in range(len(trees))]
+    procs: list[Proc] = []
+    try:
+        for i, tree in enumerate(trees):
+            procs.append(Proc(tree, ["serve", url, topics[i], executor], f"server of {tree}"))
+        clients = [Proc(tree, ["client", url], f"client of {tree}") for tree in trees]
+        procs.extend(clients)
+        results: dict[int, dict[str, list[list[float]]]] = {}
+        for size in sizes:
+            per_kind: dict[str, list[list[float]]] = {k: [[] for _ in trees] for k in KINDS}
+            count = max(8, int(mbytes * 2**20) // size)
+            for r in range(rounds):
+                order = range(len(trees)) if r % 2 == 0 else reversed(range(len(trees)))
+                for i in order:
+                    common.info(f"size {size}, round {r + 1}/{rounds}, tree {'AB'[i]}")
+                    raw = clients[i].ask(f"raw {size} bench_large_{tag}_q{i} {count}", WAIT_SECONDS * 2)
+                    rpc = clients[i].ask(f"rpc {size} {topics[i]} {seconds}", seconds + CALL_TIMEOUT * 2)
+                    for kind, value in (("publish", raw["publish"]), ("consume", raw["consume"]),
+                                        ("rpc", rpc["rpc"])):
+                        per_kind[kind][i].append(value / 1e6)
+            results[size] = per_kind
+        return results
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def fmt_size(size: int) -> str:
+    if size % 2**20 == 0:
+        return f"{size // 2**20} MiB"
+    if size % 2**10 == 0:
+        return f"{size // 2**10} KiB"
+    return f"{size} B"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("tree_a", type=Path)
+    p.add_argument("tree_b", type=Path)
+    p.add_argument("--sizes", default="65536,1048576,4194304", help="message sizes in bytes, comma-separated")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    p.add_argument("--seconds", type=float, default=2.0, help="seconds of RPC calls per round and tree (default 2)")
+    p.add_argument("--mbytes", type=float, default=64.0, help="MiB published and consumed per round (default 64)")
+    p.add_argument("--executor", default="threading", choices=("blocking", "threading"))
+    p.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    args = p.parse_args()
+    trees = [args.tree_a.resolve(), args.tree_b.resolve()]
+    for tree in trees:
+        if not (tree / "fastrpc" / "__init__.py").is_file():
+            p.error(f"{tree} is not a fastrpc source tree")
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        p.error("--sizes takes whole numbers of bytes, comma-separated")
+    if not sizes or min(sizes) < 1 or args.rounds < 1 or args.seconds <= 0 or args.mbytes <= 0:
+        p.error("--sizes, --rounds, --seconds and --mbytes must be positive")
+    with common.broker() as b:
+        results = measure(b.transport_url("fastrpc"), trees, sizes, args.rounds, args.seconds, args.mbytes,
+                          args.executor)
+    rows = []
+    out: dict[str, Any] = {"benchmark": "large_messages", "a": str(trees[0]), "b": str(trees[1]),
+                           "rounds": args.rounds, "executor": args.executor, "sizes": {}}
+    for size, per_kind in results.items():
+        out["sizes"][size] = {}
+        for kind in KINDS:
+            a, b_ = per_kind[kind]
+            ratio = common.median([y / x for x, y in zip(a, b_, strict=True) if x])
+            out["sizes"][size][kind] = {"a_mb_s": a, "b_mb_s": b_, "ratio": ratio}
+            rows.append([fmt_size(size), kind, f"{common.median(a):,.0f}", f"{common.median(b_):,.0f}",
+                         f"{ratio:.2f}x"])
+    headers = ["size", "what", "A MB/s", "B MB/s", "B/A"]
+    print(f"A = {trees[0]}\nB = {trees[1]}")
+    print((common.format_markdown if args.markdown else common.format_table)(headers, rows))
+    common.write_json(args.json, out)
+    return 0
+
+
+if __name__ == "__main__":
+    common.run_main(main, "large_messages")
