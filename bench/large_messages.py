@@ -16,7 +16,9 @@ alternates between rounds, so a machine whose speed drifts hits both alike):
 New connections each round, so a connection's read buffer starts from its
 initial size every time. Each tree runs in its own client and server
 processes. The table shows the median MB/s (payload bytes) over the rounds and
-the median of the per-round ratios B/A (above 1: B moves more).
+the median of the per-round ratios B/A (above 1: B moves more), and the same
+for the CPU time the client process spent per MB (all its threads; below 1: B
+costs less), which a loaded machine disturbs less than the rates.
 
     python bench/large_messages.py TREE_A TREE_B [--sizes 65536,1048576,4194304]
         [--rounds 5] [--seconds 2] [--mbytes 64] [--json out.json] [--markdown]
@@ -122,11 +124,11 @@ def _raw(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
     with Connection(url) as conn:
         ch = conn.channel()
         ch.queue_declare(queue, auto_delete=False)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             ch.basic_publish("", queue, body, {"delivery_mode": 1})
         ch.queue_declare(queue, auto_delete=False)  # same channel: the broker has every publish
-        publish_s = time.perf_counter() - started
+        publish_s, publish_cpu = time.perf_counter() - started, time.process_time() - cpu
 
     done = threading.Event()
     state = {"count": 0, "acked": 0, "bytes": 0}
@@ -144,15 +146,17 @@ def _raw(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
             if state["count"] == count:
                 done.set()
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         ch.basic_consume(queue, on_message)
         if not done.wait(WAIT_SECONDS):
             raise common.BenchError(f"consumed {state['count']} of {count} messages in {WAIT_SECONDS:.0f} s")
-        consume_s = time.perf_counter() - started
+        consume_s, consume_cpu = time.perf_counter() - started, time.process_time() - cpu
         ch.queue_delete(queue)
     if state["bytes"] != size * count:
         raise common.BenchError(f"consumed {state['bytes']} bytes, expected {size * count}")
-    return {"publish": size * count / publish_s, "consume": size * count / consume_s}
+    total = size * count
+    return {"publish": total / publish_s, "consume": total / consume_s,
+            "publish_cpu": publish_cpu / total, "consume_cpu": consume_cpu / total}
 
 
 def _rpc(client: Any, size: int, seconds: float) -> dict[str, Any]:
@@ -160,14 +164,14 @@ def _rpc(client: Any, size: int, seconds: float) -> dict[str, Any]:
     if client.call({}, "echo", payload=payload) != payload:  # warm-up, and a check
         raise common.BenchError("echo returned a different payload")
     calls = 0
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     while True:
         client.call({}, "echo", payload=payload)
         calls += 1
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
             break
-    return {"rpc": size * calls / elapsed}
+    return {"rpc": size * calls / elapsed, "rpc_cpu": (time.process_time() - cpu) / (size * calls)}
 
 
 # -- orchestration -----------------------------------------------------------------
@@ -210,9 +214,12 @@ class Proc:
             self.proc.wait(30)
 
 
+Series = dict[str, list[list[float]]]  # "rate" (MB/s) / "cpu" (client CPU ms per MB) -> per tree, per round
+
+
 def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds: float,
-            mbytes: float, executor: str) -> dict[int, dict[str, list[list[float]]]]:
-    """size -> kind -> per tree, the MB/s of each round."""
+            mbytes: float, executor: str) -> dict[int, dict[str, Series]]:
+    """size -> kind -> the series of each tree."""
     tag = uuid.uuid4().hex[:8]
     topics = [f"bench_large_{tag}_{i}" for i in range(len(trees))]
     procs: list[Proc] = []
@@ -221,9 +228,10 @@ def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds:
             procs.append(Proc(tree, ["serve", url, topics[i], executor], f"server of {tree}"))
         clients = [Proc(tree, ["client", url], f"client of {tree}") for tree in trees]
         procs.extend(clients)
-        results: dict[int, dict[str, list[list[float]]]] = {}
+        results: dict[int, dict[str, Series]] = {}
         for size in sizes:
-            per_kind: dict[str, list[list[float]]] = {k: [[] for _ in trees] for k in KINDS}
+            per_kind: dict[str, Series] = {k: {"rate": [[] for _ in trees], "cpu": [[] for _ in trees]}
+                                           for k in KINDS}
             count = max(8, int(mbytes * 2**20) // size)
             for r in range(rounds):
                 order = range(len(trees)) if r % 2 == 0 else reversed(range(len(trees)))
@@ -231,9 +239,10 @@ def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds:
                     common.info(f"size {size}, round {r + 1}/{rounds}, tree {'AB'[i]}")
                     raw = clients[i].ask(f"raw {size} bench_large_{tag}_q{i} {count}", WAIT_SECONDS * 2)
                     rpc = clients[i].ask(f"rpc {size} {topics[i]} {seconds}", seconds + CALL_TIMEOUT * 2)
-                    for kind, value in (("publish", raw["publish"]), ("consume", raw["consume"]),
-                                        ("rpc", rpc["rpc"])):
-                        per_kind[kind][i].append(value / 1e6)
+                    answer = {**raw, **rpc}
+                    for kind in KINDS:
+                        per_kind[kind]["rate"][i].append(answer[kind] / 1e6)
+                        per_kind[kind]["cpu"][i].append(answer[kind + "_cpu"] * 1e9)
             results[size] = per_kind
         return results
     finally:
@@ -280,12 +289,15 @@ def main() -> int:
     for size, per_kind in results.items():
         out["sizes"][size] = {}
         for kind in KINDS:
-            a, b_ = per_kind[kind]
-            ratio = common.median([y / x for x, y in zip(a, b_, strict=True) if x])
-            out["sizes"][size][kind] = {"a_mb_s": a, "b_mb_s": b_, "ratio": ratio}
-            rows.append([fmt_size(size), kind, f"{common.median(a):,.0f}", f"{common.median(b_):,.0f}",
-                         f"{ratio:.2f}x"])
-    headers = ["size", "what", "A MB/s", "B MB/s", "B/A"]
+            rate, cpu = per_kind[kind]["rate"], per_kind[kind]["cpu"]
+            rate_ratio = common.median([y / x for x, y in zip(*rate, strict=True) if x])
+            cpu_ratio = common.median([y / x for x, y in zip(*cpu, strict=True) if x])
+            out["sizes"][size][kind] = {"a_mb_s": rate[0], "b_mb_s": rate[1], "ratio": rate_ratio,
+                                        "a_cpu_ms_per_mb": cpu[0], "b_cpu_ms_per_mb": cpu[1], "cpu_ratio": cpu_ratio}
+            rows.append([fmt_size(size), kind, f"{common.median(rate[0]):,.0f}", f"{common.median(rate[1]):,.0f}",
+                         f"{rate_ratio:.2f}x", f"{common.median(cpu[0]):.2f}", f"{common.median(cpu[1]):.2f}",
+                         f"{cpu_ratio:.2f}x"])
+    headers = ["size", "what", "A MB/s", "B MB/s", "B/A", "A CPU ms/MB", "B CPU ms/MB", "B/A CPU"]
     print(f"A = {trees[0]}\nB = {trees[1]}")
     print((common.format_markdown if args.markdown else common.format_table)(headers, rows))
     common.write_json(args.json, out)
