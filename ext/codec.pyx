@@ -906,21 +906,34 @@ cdef object _UINT64_MAX = 2 ** 64 - 1
 # Largest buffer a WriteBuffer keeps between take() calls (a connection keeps
 # a few spare writers: fastrpc.amqp.connection's SPARE_WRITERS).
 DEF _KEEP_CAPACITY = 64 * 1024
+# A bytes body at least this long is not copied into the buffer: its frames
+# refer to it, and take() copies it once, straight into the bytes it returns.
+DEF _REFER_MIN = 16 * 1024
 
 
 cdef class WriteBuffer:
-    """Growable output buffer; a frame's size is filled in when it ends."""
+    """Growable output buffer; a frame's size is filled in when it ends.
+
+    The bytes of large bytes bodies stay where they are until take(): the
+    buffer holds their frames' headers and ends, and ``segments`` where each
+    body piece goes. So a large message costs one copy, not two, and the
+    buffer stays small.
+    """
 
     cdef unsigned char* buf
     cdef Py_ssize_t cap
     cdef Py_ssize_t len
     cdef Py_ssize_t frame_start     # offset of the open frame's type byte
+    cdef list segments              # (offset in buf, bytes, start, size), by offset; None when empty
+    cdef Py_ssize_t segment_bytes   # their sizes added up
 
     def __cinit__(self):
         self.buf = NULL
         self.cap = 0
         self.len = 0
         self.frame_start = -1
+        self.segments = None
+        self.segment_bytes = 0
 
     def __dealloc__(self):
         if self.buf is not NULL:
@@ -928,7 +941,7 @@ cdef class WriteBuffer:
             self.buf = NULL
 
     def __len__(self) -> int:
-        return self.len
+        return self.len + self.segment_bytes
 
     cdef int _grow(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t need = self.len + n
@@ -996,13 +1009,53 @@ cdef class WriteBuffer:
         self.frame_start = -1
         return size
 
-    cdef int truncate(self, Py_ssize_t mark) noexcept:
-        self.len = mark
-        self.frame_start = -1
+    cdef int refer(self, bytes body, Py_ssize_t start, Py_ssize_t n) except -1:
+        """body[start:start + n] goes here, copied only by take()."""
+        if self.segments is None:
+            self.segments = []
+        self.segments.append((self.len, body, start, n))
+        self.segment_bytes += n
         return 0
 
+    cdef int truncate(self, Py_ssize_t mark) except -1:
+        cdef tuple last
+        self.len = mark
+        self.frame_start = -1
+        while self.segments:
+            last = self.segments.pop()
+            if <Py_ssize_t>last[0] < mark:
+                self.segments.append(last)
+                break
+            self.segment_bytes -= <Py_ssize_t>last[3]
+        return 0
+
+    cdef bytes _joined(self):
+        """The buffer with the segments put in."""
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, self.len + self.segment_bytes)
+        cdef char* dst = PyBytes_AS_STRING(out)
+        cdef Py_ssize_t done = 0, at, n
+        cdef tuple seg
+        for seg in self.segments:
+            at = seg[0]
+            n = seg[3]
+            memcpy(dst, self.buf + done, at - done)
+            dst += at - done
+            done = at
+            memcpy(dst, PyBytes_AS_STRING(<bytes>seg[1]) + <Py_ssize_t>seg[2], n)
+            dst += n
+        memcpy(dst, self.buf + done, self.len - done)
+        self.segments = None
+        self.segment_bytes = 0
+        return out
+
     cdef bytes take(self):
-        cdef bytes out = PyBytes_FromStringAndSize(<const char*>self.buf, self.len)
+        cdef bytes out
+        if self.segments:
+            out = self._joined()
+        else:
+            out = PyBytes_FromStringAndSize(<const char*>self.buf, self.len)
+            self.segments = None
+            self.segment_bytes = 0
         self.len = 0
         # After a big message, give the memory back instead of keeping it
         # for the next one.
@@ -1388,10 +1441,10 @@ cdef class FrameWriter:
         self.frame_max = frame_max
 
     def __len__(self) -> int:
-        return self._wb.len
+        return self._wb.len + self._wb.segment_bytes
 
     def __repr__(self) -> str:
-        return "<FrameWriter pending=%d frame_max=%d>" % (self._wb.len, self.frame_max)
+        return "<FrameWriter pending=%d frame_max=%d>" % (len(self), self.frame_max)
 
     def take(self) -> bytes:
         """Return every pending byte and clear the buffer."""
@@ -1433,8 +1486,11 @@ cdef class FrameWriter:
         cdef Py_buffer view
         cdef Py_ssize_t chunk, off, n
         cdef Py_ssize_t mark = wb.len
+        cdef bint refer
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise TypeError("body must be bytes, got %s" % type(body).__name__)
+        # Only bytes: a bytearray could change before take().
+        refer = type(body) is bytes and len(<bytes>body) >= _REFER_MIN
         PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
         try:
             wb.start_frame(FRAME_HEADER, channel)
@@ -1450,10 +1506,17 @@ cdef class FrameWriter:
                 n = view.len - off
                 if n > chunk:
                     n = chunk
-                wb.ensure(n + 8)
-                wb.start_frame(FRAME_BODY, channel)
-                wb.wraw(<const char*>view.buf + off, n)
-                wb.end_frame()
+                if refer:
+                    wb.start_frame(FRAME_BODY, channel)
+                    _p32(wb.buf + wb.frame_start + 3, <uint32_t>n)
+                    wb.refer(<bytes>body, off, n)
+                    wb.w8(FRAME_END)
+                    wb.frame_start = -1
+                else:
+                    wb.ensure(n + 8)
+                    wb.start_frame(FRAME_BODY, channel)
+                    wb.wraw(<const char*>view.buf + off, n)
+                    wb.end_frame()
                 off += n
         finally:
             PyBuffer_Release(&view)
