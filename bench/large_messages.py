@@ -21,7 +21,7 @@ for the CPU time the client process spent per MB (all its threads; below 1: B
 costs less), which a loaded machine disturbs less than the rates.
 
     python bench/large_messages.py TREE_A TREE_B [--sizes 65536,1048576,4194304]
-        [--rounds 5] [--seconds 2] [--mbytes 64] [--json out.json] [--markdown]
+        [--rounds 5] [--seconds 2] [--mbytes 64] [--only raw|rpc] [--json out.json] [--markdown]
 
 ``FASTRPC_BENCH_URL=amqp://user:pass@host:port/vhost`` uses an existing broker
 instead of starting a private node.
@@ -218,7 +218,7 @@ Series = dict[str, list[list[float]]]  # "rate" (MB/s) / "cpu" (client CPU ms pe
 
 
 def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds: float,
-            mbytes: float, executor: str) -> dict[int, dict[str, Series]]:
+            mbytes: float, executor: str, kinds: tuple[str, ...] = KINDS) -> dict[int, dict[str, Series]]:
     """size -> kind -> the series of each tree."""
     tag = uuid.uuid4().hex[:8]
     topics = [f"bench_large_{tag}_{i}" for i in range(len(trees))]
@@ -231,16 +231,18 @@ def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds:
         results: dict[int, dict[str, Series]] = {}
         for size in sizes:
             per_kind: dict[str, Series] = {k: {"rate": [[] for _ in trees], "cpu": [[] for _ in trees]}
-                                           for k in KINDS}
+                                           for k in kinds}
             count = max(8, int(mbytes * 2**20) // size)
             for r in range(rounds):
                 order = range(len(trees)) if r % 2 == 0 else reversed(range(len(trees)))
                 for i in order:
                     common.info(f"size {size}, round {r + 1}/{rounds}, tree {'AB'[i]}")
-                    raw = clients[i].ask(f"raw {size} bench_large_{tag}_q{i} {count}", WAIT_SECONDS * 2)
-                    rpc = clients[i].ask(f"rpc {size} {topics[i]} {seconds}", seconds + CALL_TIMEOUT * 2)
-                    answer = {**raw, **rpc}
-                    for kind in KINDS:
+                    answer: dict[str, Any] = {}
+                    if "publish" in kinds or "consume" in kinds:
+                        answer.update(clients[i].ask(f"raw {size} bench_large_{tag}_q{i} {count}", WAIT_SECONDS * 2))
+                    if "rpc" in kinds:
+                        answer.update(clients[i].ask(f"rpc {size} {topics[i]} {seconds}", seconds + CALL_TIMEOUT * 2))
+                    for kind in kinds:
                         per_kind[kind]["rate"][i].append(answer[kind] / 1e6)
                         per_kind[kind]["cpu"][i].append(answer[kind + "_cpu"] * 1e9)
             results[size] = per_kind
@@ -267,6 +269,7 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=2.0, help="seconds of RPC calls per round and tree (default 2)")
     p.add_argument("--mbytes", type=float, default=64.0, help="MiB published and consumed per round (default 64)")
     p.add_argument("--executor", default="threading", choices=("blocking", "threading"))
+    p.add_argument("--only", choices=("raw", "rpc"), help="measure only the connection layer, or only RPC calls")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = p.parse_args()
@@ -280,15 +283,16 @@ def main() -> int:
         p.error("--sizes takes whole numbers of bytes, comma-separated")
     if not sizes or min(sizes) < 1 or args.rounds < 1 or args.seconds <= 0 or args.mbytes <= 0:
         p.error("--sizes, --rounds, --seconds and --mbytes must be positive")
+    kinds = {"raw": ("publish", "consume"), "rpc": ("rpc",), None: KINDS}[args.only]
     with common.broker() as b:
         results = measure(b.transport_url("fastrpc"), trees, sizes, args.rounds, args.seconds, args.mbytes,
-                          args.executor)
+                          args.executor, kinds)
     rows = []
     out: dict[str, Any] = {"benchmark": "large_messages", "a": str(trees[0]), "b": str(trees[1]),
                            "rounds": args.rounds, "executor": args.executor, "sizes": {}}
     for size, per_kind in results.items():
         out["sizes"][size] = {}
-        for kind in KINDS:
+        for kind in per_kind:
             rate, cpu = per_kind[kind]["rate"], per_kind[kind]["cpu"]
             rate_ratio = common.median([y / x for x, y in zip(*rate, strict=True) if x])
             cpu_ratio = common.median([y / x for x, y in zip(*cpu, strict=True) if x])
