@@ -7,15 +7,17 @@ alternates between rounds, so a machine whose speed drifts hits both alike):
 * ``publish``: one new connection publishes ``--mbytes`` worth of messages of
   that size to a queue (a synchronous round trip on the same channel ends the
   clock, so the broker has them all);
-* ``consume``: another new connection consumes them back (prefetch 32, acks
-  every 8th, multiple);
+* ``consume``: another new connection, in another process (as a consumer
+  usually is: what one process allocated would change how the C allocator
+  serves the other's), consumes them back (prefetch 32, acks every 8th,
+  multiple);
 * ``rpc``: sequential calls through fastrpc's API, a string payload of that
   size echoed by a server of the same tree (threading executor), for
   ``--seconds`` per round.
 
 New connections each round, so a connection's read buffer starts from its
-initial size every time. Each tree runs in its own client and server
-processes. The table shows the median MB/s (payload bytes) over the rounds and
+initial size every time. Each tree runs in its own publishing and calling,
+consuming and serving processes. The table shows the median MB/s (payload bytes) over the rounds and
 the median of the per-round ratios B/A (above 1: B moves more), and the same
 for the CPU time the client process spent per MB (all its threads; below 1: B
 costs less), which a loaded machine disturbs less than the rates.
@@ -108,8 +110,10 @@ def _client(url: str) -> None:
     for line in sys.stdin:
         words = line.split()
         kind, size = words[0], int(words[1])
-        if kind == "raw":
-            result = _raw(amqp_url, words[2], size, int(words[3]))
+        if kind == "publish":
+            result = _publish(amqp_url, words[2], size, int(words[3]))
+        elif kind == "consume":
+            result = _consume(amqp_url, words[2], size, int(words[3]))
         else:
             client = fastrpc.get_rpc_client(transport, fastrpc.Target(topic=words[2]), timeout=CALL_TIMEOUT)
             result = _rpc(client, size, float(words[3]))
@@ -117,7 +121,7 @@ def _client(url: str) -> None:
     transport.cleanup()
 
 
-def _raw(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
+def _publish(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
     from fastrpc.amqp.connection import Connection
 
     body = b"x" * size
@@ -128,7 +132,12 @@ def _raw(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
         for _ in range(count):
             ch.basic_publish("", queue, body, {"delivery_mode": 1})
         ch.queue_declare(queue, auto_delete=False)  # same channel: the broker has every publish
-        publish_s, publish_cpu = time.perf_counter() - started, time.process_time() - cpu
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"publish": size * count / seconds, "publish_cpu": cpu / (size * count)}
+
+
+def _consume(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
+    from fastrpc.amqp.connection import Connection
 
     done = threading.Event()
     state = {"count": 0, "acked": 0, "bytes": 0}
@@ -150,13 +159,11 @@ def _raw(url: str, queue: str, size: int, count: int) -> dict[str, Any]:
         ch.basic_consume(queue, on_message)
         if not done.wait(WAIT_SECONDS):
             raise common.BenchError(f"consumed {state['count']} of {count} messages in {WAIT_SECONDS:.0f} s")
-        consume_s, consume_cpu = time.perf_counter() - started, time.process_time() - cpu
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         ch.queue_delete(queue)
     if state["bytes"] != size * count:
         raise common.BenchError(f"consumed {state['bytes']} bytes, expected {size * count}")
-    total = size * count
-    return {"publish": total / publish_s, "consume": total / consume_s,
-            "publish_cpu": publish_cpu / total, "consume_cpu": consume_cpu / total}
+    return {"consume": size * count / seconds, "consume_cpu": cpu / (size * count)}
 
 
 def _rpc(client: Any, size: int, seconds: float) -> dict[str, Any]:
@@ -228,6 +235,8 @@ def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds:
             procs.append(Proc(tree, ["serve", url, topics[i], executor], f"server of {tree}"))
         clients = [Proc(tree, ["client", url], f"client of {tree}") for tree in trees]
         procs.extend(clients)
+        consumers = [Proc(tree, ["client", url], f"consumer of {tree}") for tree in trees]
+        procs.extend(consumers)
         results: dict[int, dict[str, Series]] = {}
         for size in sizes:
             per_kind: dict[str, Series] = {k: {"rate": [[] for _ in trees], "cpu": [[] for _ in trees]}
@@ -239,7 +248,9 @@ def measure(url: str, trees: list[Path], sizes: list[int], rounds: int, seconds:
                     common.info(f"size {size}, round {r + 1}/{rounds}, tree {'AB'[i]}")
                     answer: dict[str, Any] = {}
                     if "publish" in kinds or "consume" in kinds:
-                        answer.update(clients[i].ask(f"raw {size} bench_large_{tag}_q{i} {count}", WAIT_SECONDS * 2))
+                        queue = f"bench_large_{tag}_q{i}"
+                        answer.update(clients[i].ask(f"publish {size} {queue} {count}", WAIT_SECONDS))
+                        answer.update(consumers[i].ask(f"consume {size} {queue} {count}", WAIT_SECONDS))
                     if "rpc" in kinds:
                         answer.update(clients[i].ask(f"rpc {size} {topics[i]} {seconds}", seconds + CALL_TIMEOUT * 2))
                     for kind in kinds:

@@ -536,10 +536,23 @@ cdef class _Partial:
 # ---- reader ------------------------------------------------------------------
 
 # Bytes of a frame split between two reads are carried over in a buffer of at
-# least _CARRY_MIN; once drained, one larger than _CARRY_KEEP is freed, so a
-# connection keeps little after a large message.
+# least _CARRY_MIN. One larger than _CARRY_KEEP is freed once drained, when
+# the traffic no longer needs it: after _CARRY_IDLE_FEEDS feeds in a row that
+# carried nothing, or at a feed of heartbeats only (an idle connection). Not
+# at once: during a stream of large messages it drains often, and allocating
+# it again each time costs more than the copies it is there for.
 DEF _CARRY_MIN = 16 * 1024
 DEF _CARRY_KEEP = 32 * 1024
+DEF _CARRY_IDLE_FEEDS = 64
+
+cdef bint _heartbeats_only(list events):
+    if not events:
+        return False
+    for e in events:
+        if type(e) is not _Heartbeat:
+            return False
+    return True
+
 
 cdef class FrameReader:
     """Bytes in, events out. See docs/architecture.md, "Codec contract"."""
@@ -554,10 +567,12 @@ cdef class FrameReader:
     cdef public long long max_message_size
     cdef dict _partial              # channel -> _Partial
     cdef object _error              # the FrameError that killed this reader
+    cdef int _clean_feeds           # feeds in a row that carried nothing
 
     def __cinit__(self):
         self._buf = NULL
         self._cap = 0
+        self._clean_feeds = 0
         self._pos = 0
         self._end = 0
         self._offset = 0
@@ -604,6 +619,7 @@ cdef class FrameReader:
         cdef Py_buffer view
         cdef list events = []
         cdef Py_ssize_t used
+        cdef bint clean = False
         cdef object err = self._error
         if err is not None:
             raise _FrameError("reader unusable after earlier error: %s" % (err.reason,), err.channel, err.offset)
@@ -616,6 +632,8 @@ cdef class FrameReader:
                 used = self._parse(<const unsigned char*>view.buf, view.len, events)
                 if used < view.len:
                     self._append((<const unsigned char*>view.buf) + used, view.len - used)
+                else:
+                    clean = True
             else:
                 self._append(<const unsigned char*>view.buf, view.len)
                 used = self._parse(self._buf + self._pos, self._end - self._pos, events)
@@ -628,11 +646,16 @@ cdef class FrameReader:
         finally:
             self._limit = NULL
             PyBuffer_Release(&view)
-        # Give back the memory a large message needed once nothing is carried.
-        if self._pos == self._end and self._cap > _CARRY_KEEP:
-            PyMem_Free(self._buf)
-            self._buf = NULL
-            self._cap = 0
+        if not clean:
+            self._clean_feeds = 0
+        elif self._cap > _CARRY_KEEP:
+            # Give back the memory large messages needed (see _CARRY_IDLE_FEEDS).
+            self._clean_feeds += 1
+            if self._clean_feeds >= _CARRY_IDLE_FEEDS or _heartbeats_only(events):
+                PyMem_Free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+                self._clean_feeds = 0
         return events
 
     cdef Py_ssize_t _parse(self, const unsigned char* data, Py_ssize_t n, list events) except -1:

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from codec_support import HEARTBEAT
 from fake_peer import Peer, connect, open_channel
 
 from fastrpc.amqp import connection as connection_module
@@ -34,7 +35,8 @@ def _pattern(n: int, seed: int) -> bytes:
     return bytes((seed + i) % 251 for i in range(n))
 
 
-def test_read_buffer_grows_while_reads_fill_it_and_shrinks_after_small_reads() -> None:
+def test_read_buffer_grows_while_reads_fill_it_and_shrinks_after_small_reads(monkeypatch: Any) -> None:
+    monkeypatch.setattr(transport_module, "QUIET_AFTER", 3600.0)  # only the count of small reads here
     ours, theirs = socket.socketpair()
     with ours, theirs:
         t = transport_module.PlainTransport(ours)
@@ -68,6 +70,25 @@ def test_read_buffer_grows_while_reads_fill_it_and_shrinks_after_small_reads() -
         assert t.recv() == b"end"
         theirs.shutdown(socket.SHUT_WR)
         assert t.recv() is None
+
+
+def test_read_buffer_shrinks_at_the_first_small_read_after_a_quiet_spell(monkeypatch: Any) -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        t = transport_module.PlainTransport(ours)
+        theirs.sendall(_pattern(RECV_MIN, 1))
+        assert t.recv() == _pattern(RECV_MIN, 1)
+        assert len(t._rbuf) == 4 * RECV_MIN
+        theirs.sendall(b"a")
+        assert t.recv() == b"a"
+        assert len(t._rbuf) == 4 * RECV_MIN  # reads follow each other: no quiet spell
+        monkeypatch.setattr(transport_module, "QUIET_AFTER", 0.0)  # any gap is one now
+        theirs.sendall(_pattern(RECV_MIN + 1, 2))  # a read larger than RECV_MIN never shrinks it
+        assert t.recv() == _pattern(RECV_MIN + 1, 2)
+        assert len(t._rbuf) == 4 * RECV_MIN
+        theirs.sendall(b"heartbeat")
+        assert t.recv() == b"heartbeat"
+        assert len(t._rbuf) == RECV_MIN
 
 
 def test_tls_buffers_grow_for_large_messages_and_shrink_back(tls_broker: Any) -> None:
@@ -146,14 +167,16 @@ def test_concurrent_publishers_share_a_few_writers(broker: Any) -> None:
         assert all(len(w) == 0 for w in c._writers)
 
 
-def test_frame_reader_gives_back_what_a_large_message_needed(codec: ModuleType) -> None:
+def _large_message_then(codec: ModuleType, after: list[bytes]) -> int:
+    """Bytes the reader still holds after a 4 MiB message fed in pieces that
+    end inside frames (so bytes are carried over), then the feeds ``after``."""
     writer = codec.FrameWriter(131072)
     body = _pattern(4 << 20, 3)
     writer.content(1, "basic.deliver", {"consumer_tag": "t", "delivery_tag": 1, "exchange": "", "routing_key": "q"},
                    {}, body)
     wire = writer.take()
     reader = codec.FrameReader()
-    step = 100_003  # pieces that end inside frames, so bytes are carried over
+    step = 100_003
     gc.collect()
     tracemalloc.start()
     try:
@@ -162,9 +185,26 @@ def test_frame_reader_gives_back_what_a_large_message_needed(codec: ModuleType) 
         for start in range(0, len(wire), step):
             events.extend(reader.feed(wire[start:start + step]))
         assert len(events) == 1 and events[0].body == body
+        for data in after:
+            events.extend(reader.feed(data))
+        assert len(events) == 1 + len(after)
         del events
         gc.collect()
-        kept = tracemalloc.get_traced_memory()[0] - before
+        return tracemalloc.get_traced_memory()[0] - before  # type: ignore[no-any-return]
     finally:
         tracemalloc.stop()
+
+
+def test_frame_reader_gives_back_what_a_large_message_needed_once_idle(codec: ModuleType) -> None:
+    kept = _large_message_then(codec, [HEARTBEAT])
+    assert kept < 64 * 1024, f"the reader kept {kept} bytes after the message"
+
+
+def test_frame_reader_gives_back_what_a_large_message_needed_under_small_traffic(codec: ModuleType) -> None:
+    writer = codec.FrameWriter()
+    acks = []
+    for tag in range(64):
+        writer.ack(1, tag + 1, False)
+        acks.append(writer.take())
+    kept = _large_message_then(codec, acks)
     assert kept < 64 * 1024, f"the reader kept {kept} bytes after the message"

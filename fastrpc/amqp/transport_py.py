@@ -29,11 +29,14 @@ __all__ = ["PlainTransport", "TlsTransport", "make_ssl_context", "open_socket", 
 # The receive buffer grows on demand and shrinks back: a connection carrying
 # small messages keeps RECV_MIN; a read that fills the buffer means more was
 # waiting (a large message arriving), so it grows fourfold up to RECV_MAX and
-# large messages come in few reads; after SHRINK_AFTER reads in a row that
-# RECV_MIN would have held, it goes back to RECV_MIN.
+# large messages come in few reads. It goes back to RECV_MIN after
+# SHRINK_AFTER reads in a row that RECV_MIN would have held, or at the first
+# such read after QUIET_AFTER seconds without reads (an idle connection: its
+# next read is a heartbeat).
 RECV_MIN = 16 * 1024
 RECV_MAX = 256 * 1024
 SHRINK_AFTER = 64
+QUIET_AFTER = 1.0
 # Room a TLS read's plaintext needs beyond its ciphertext: a record begun in
 # the previous read (records carry at most 16 KiB).
 TLS_SLACK = 32 * 1024
@@ -105,6 +108,7 @@ class PlainTransport:
         self._rbuf = bytearray(RECV_MIN)
         self._rview = memoryview(self._rbuf)
         self._small_reads = 0  # reads in a row RECV_MIN would have held
+        self._read_at = 0.0  # monotonic time of the last read, kept while the buffer is large
         # Monotonic time of the last progress of the send in flight, None when
         # no send is in flight; read by the heartbeat timer to spot a send
         # stuck behind a broker that stopped reading.
@@ -136,6 +140,7 @@ class PlainTransport:
         stays valid until the next call.
         """
         size = len(self._rbuf)
+        now = time.monotonic()
         if n == size:
             self._small_reads = 0
             if size < RECV_MAX:
@@ -144,9 +149,10 @@ class PlainTransport:
             self._small_reads = 0
         else:
             self._small_reads += 1
-            if self._small_reads >= SHRINK_AFTER:
+            if self._small_reads >= SHRINK_AFTER or now - self._read_at >= QUIET_AFTER:
                 self._small_reads = 0
                 self._resize(RECV_MIN)
+        self._read_at = now
 
     def _resize(self, size: int) -> None:
         self._rbuf = bytearray(size)
