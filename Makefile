@@ -93,7 +93,7 @@ demo: setup
 
 # --- benchmarks ----------------------------------------------------------------
 $(C_BENCH): $(C_BENCH).c
-	cc -O2 -Wall -o $@ $< -lrabbitmq
+	cc -O2 -Wall -pthread -o $@ $< -lrabbitmq
 
 # Build the C reference client only when its source exists (it may not yet).
 bench: setup $(if $(wildcard $(C_BENCH).c),$(C_BENCH))

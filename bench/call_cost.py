@@ -11,10 +11,12 @@ is not counted: these are user-space instructions of the process.
 
 Contenders: fastrpc with each of ``--executors``, oslo.messaging (rabbit
 driver, threading executor; ``--skip-oslo`` leaves it out, it is slow under
-valgrind) and the C request/reply pair (librabbitmq).
+valgrind) and the C request/reply pair (librabbitmq). ``--metrics`` adds
+fastrpc with its metrics on (``?metrics=true`` in both sides' transport
+URL) beside each executor, and prints what they cost per call.
 
     python bench/call_cost.py [--calls 200,1200] [--executors blocking,threading]
-        [--skip-oslo] [--markdown] [--json out.json]
+        [--skip-oslo] [--metrics] [--markdown] [--json out.json]
 """
 
 from __future__ import annotations
@@ -86,11 +88,13 @@ def calls_client(lib: str, url: str, topic: str, calls: int) -> int:  # runs in 
 class LibSides:
     """A Python library (fastrpc with one executor, or oslo): its two sides counted."""
 
-    def __init__(self, lib: str, b: common.Broker, executor: str) -> None:
+    def __init__(self, lib: str, b: common.Broker, executor: str, metrics: bool = False) -> None:
         self.url = b.transport_url("fastrpc" if lib == "fastrpc" else "rabbit")
+        if metrics:
+            self.url += "?metrics=true"
         self.lib, self.executor = lib, executor
         self.env = common.python_env()
-        self.what = f"{lib} ({executor})"
+        self.what = f"{lib} ({executor})" + (" +metrics" if metrics else "")
 
     def _server_cmd(self, topic: str) -> list[str]:
         return common.python_cmd("rpc_scenarios.py", "--serve", self.lib, "--url", self.url, "--topic", topic,
@@ -177,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", default="200,1200", help="the two call counts N1,N2 (default 200,1200)")
     p.add_argument("--executors", default="blocking,threading", help="fastrpc executors to count")
     p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out")
+    p.add_argument("--metrics", action="store_true", help="also count fastrpc with its metrics on")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--count-client", choices=("fastrpc", "oslo"), help=argparse.SUPPRESS)
@@ -198,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     with common.broker() as b:
         contenders: list[Any] = [CSides(b)]
-        contenders += [LibSides("fastrpc", b, e) for e in executors]
+        for e in executors:
+            contenders.append(LibSides("fastrpc", b, e))
+            if args.metrics:
+                contenders.append(LibSides("fastrpc", b, e, metrics=True))
         if not args.skip_oslo:
             contenders.append(LibSides("oslo", b, "threading"))
         for c in contenders:
@@ -212,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([name, fmt(r["client"]), fmt(r["server"]), fmt(total), f"{total / c_total:.1f}x"])
     header = ["contender", "client", "server", "client + server", "vs C"]
     print((common.format_markdown if args.markdown else common.format_table)(header, rows))
+    for e in executors if args.metrics else []:
+        off, on = results[f"fastrpc ({e})"], results[f"fastrpc ({e}) +metrics"]
+        print(f"metrics on, {e}: " + ", ".join(
+            f"{side} {on[side] - off[side]:+,.0f} instructions ({(on[side] / off[side] - 1) * 100:+.2f}%)"
+            for side in ("client", "server")))
     common.write_json(args.json, {"calls": [low, high], "instructions_per_call": results})
     return 0
 

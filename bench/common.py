@@ -101,7 +101,7 @@ def info(message: str) -> None:
 def c_client() -> Path:
     """Path of the compiled C client, building it when missing or older than its source."""
     if not C_BINARY.exists() or C_BINARY.stat().st_mtime < C_SOURCE.stat().st_mtime:
-        cmd = ["cc", "-O2", "-Wall", "-o", str(C_BINARY), str(C_SOURCE), "-lrabbitmq"]
+        cmd = ["cc", "-O2", "-Wall", "-pthread", "-o", str(C_BINARY), str(C_SOURCE), "-lrabbitmq"]
         info("building " + " ".join(cmd))
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:

@@ -1,34 +1,48 @@
-"""RPC scenarios: fastrpc against oslo.messaging (rabbit driver) and the C client.
+"""RPC scenarios: fastrpc against oslo.messaging (rabbit driver), aio-pika's RPC pattern and the C client.
 
 One run, one broker. Scenarios:
 
 * ``sequential``: one caller, calls with a ~150-byte payload, one after another
-  (fastrpc, oslo.messaging, C ``rpc-call`` against C ``rpc-server``, twice:
+  (every contender; the C pair ``rpc-call`` against ``rpc-server`` twice:
   requests through the default exchange, and through a topic exchange as the
   RPC libraries route theirs; "vs C" and "vs C, topic exchange" compare with
   each);
-* ``concurrent-16`` / ``concurrent-8``: that many threads calling through one
-  client (fastrpc, oslo.messaging);
+* ``concurrent-16`` / ``concurrent-8``: that many callers at once. fastrpc and
+  oslo.messaging: one client process whose threads call through one client
+  (one connection, one reply queue) against one server process. aio-pika: one
+  client process whose asyncio tasks call through one channel, against one
+  server process. C, through the topic exchange: one ``rpc-callers`` process
+  with that many threads, each with its own connection and reply queue
+  (rabbitmq-c connections are not shared between threads), against one
+  ``rpc-server`` process (single-threaded, one consumer, acking each request
+  after its reply);
 * ``casts``: casts end to end, from the first cast published until the server
-  has dispatched the last one (fastrpc, oslo.messaging).
+  has received the last one. The libraries: one client process casting, one
+  server process dispatching. C, through the topic exchange: one ``cast``
+  process publishing, one ``cast-server`` process consuming (prefetch
+  unlimited as fastrpc's listener, one ack per socket read of up to 16
+  deliveries). aio-pika's RPC pattern has no cast: n/a.
 
 Beside fastrpc's own API and oslo.messaging on its rabbit driver, a third
 contender is oslo.messaging's API on fastrpc's driver (``fastrpc://`` URL,
 client and server): what a service gets by changing its transport URL only.
+aio-pika's ``patterns.JsonRPC`` (bench/aio_pika_rpc.py) is what a Python user
+would pick instead of an oslo-style library.
 
 Servers and clients each run in their own process, all started up front (each
-library on its own topic) and kept running. Every scenario is measured in
-``--rounds`` short rounds (``--seconds`` split between them), and within a round
-the contenders run one after another, in an order that alternates from round
-to round. A ratio is taken inside each round, between runs seconds apart, and
-the table reports the median over the rounds: on a shared machine whose speed
-drifts over minutes, that is what stays comparable. Servers use the threading
-executor unless ``--executors`` names others for fastrpc (each gets its own
-rows). fastrpc's memory per connection and per in-flight call are measured in
-a separate process with tracemalloc (Python heap) and RSS deltas.
+library on its own topic) and kept running; the C clients run once per round.
+Every scenario is measured in ``--rounds`` short rounds (``--seconds`` split
+between them), and within a round the contenders run one after another, in
+an order that alternates from round to round. A ratio is taken inside each
+round, between runs seconds apart, and the table reports the median over the
+rounds: on a shared machine whose speed drifts over minutes, that is what
+stays comparable. Servers use the threading executor unless ``--executors``
+names others for fastrpc (each gets its own rows). fastrpc's memory per
+connection and per in-flight call are measured in a separate process with
+tracemalloc (Python heap) and RSS deltas.
 
-    python bench/rpc_scenarios.py [--seconds 5] [--rounds 5] [--json out.json]
-        [--executors threading,blocking] [--scenarios sequential,casts]
+    python bench/rpc_scenarios.py [--seconds 5] [--rounds 5] [--json out.json] [--markdown]
+        [--executors threading,blocking] [--scenarios sequential,casts] [--skip-aio-pika]
 """
 
 from __future__ import annotations
@@ -49,7 +63,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import common
+from bench import aio_pika_rpc, common
 
 PAYLOAD = "x" * 150
 CALL_TIMEOUT = 30
@@ -57,7 +71,9 @@ READY_TIMEOUT = 60.0
 MAX_CASTS = 200_000
 MEMORY_CONNECTIONS = 20
 MEMORY_CALLS = 400
-LIBS = ("fastrpc", "oslo", "oslo-fastrpc")  # oslo-fastrpc: oslo.messaging's API, fastrpc:// driver
+# oslo-fastrpc: oslo.messaging's API, fastrpc:// driver; aio-pika: its patterns.JsonRPC (bench/aio_pika_rpc.py)
+LIBS = ("fastrpc", "oslo", "oslo-fastrpc", "aio-pika")
+AIO_PIKA = "aio-pika"
 
 
 # -- library glue (runs in the server and client processes) ----------------------
@@ -402,51 +418,94 @@ def delete_queue(url: str, queue: str, exchange: str | None = None) -> None:
 C_DEFAULT = "C (librabbitmq)"
 C_TOPIC = "C (librabbitmq), topic exchange"
 C_KEYS = (C_DEFAULT, C_TOPIC)
+# What each C row runs, printed under the table.
+C_SHAPES = ("C rows: sequential = one rpc-call process against one rpc-server process; concurrent-N "
+            "(topic exchange) = one rpc-callers process with N threads, each with its own connection and reply "
+            "queue, against one rpc-server process; casts (topic exchange) = one cast process publishing, one "
+            "cast-server process consuming and acking once per read")
 
 
 class CContender:
-    """The C request/reply pair: a server kept running, one rpc-call run per round.
+    """The C client against C servers kept running; one C client run per round.
 
     With ``topic_exchange`` the requests go through a topic exchange to the
     server's queue, bound by its name, as oslo.messaging's and fastrpc's RPC
-    requests must (the broker routes each one); otherwise through the default
-    exchange straight to the queue, which the broker routes more cheaply.
+    requests must (the broker routes each one), and every scenario runs:
+    sequential calls (``rpc-call``), N concurrent callers (``rpc-callers``,
+    N threads) and casts (``cast`` against its own ``cast-server``).
+    Otherwise the requests take the default exchange straight to the queue,
+    which the broker routes more cheaply, and only sequential calls run.
     """
 
     def __init__(self, b: common.Broker, topic_exchange: bool = False) -> None:
         self.b = b
         self.exe = str(common.c_client())
+        self.topic_exchange = topic_exchange
         tag = uuid.uuid4().hex[:12]
         self.queue = f"bench.rpc.c.{tag}"
         self.exchange = [f"bench.rpc.c.topic.{tag}"] if topic_exchange else []
+        self.cast_queue = f"bench.cast.c.{tag}"
+        self.cast_exchange = f"bench.cast.c.topic.{tag}"
         self.env = b.c_env()
-        self.server = Child([self.exe, "rpc-server", b.host, str(b.port), self.queue, *self.exchange], self.env,
-                            "C rpc-server", stop=lambda: publish_stop(b.url, self.queue))
+        self.servers: list[tuple[Child, str, list[str]]] = []
+        try:
+            self._start("rpc-server", self.queue, self.exchange)
+            if topic_exchange:
+                self._start("cast-server", self.cast_queue, [self.cast_exchange])
+        except BaseException:
+            self.close()
+            raise
 
-    def calls(self, seconds: float) -> dict[str, Any]:
-        # rpc-call takes whole seconds; a round shorter than that is cut by N.
-        return common.run_json([self.exe, "rpc-call", self.b.host, str(self.b.port), self.queue, "100000000",
-                                str(len(PAYLOAD)), str(max(1, round(seconds))), *self.exchange],
-                               env=self.env, what="C rpc-call", timeout=seconds + 60)
+    def _start(self, mode: str, queue: str, exchange: list[str]) -> None:
+        b = self.b
+        server = Child([self.exe, mode, b.host, str(b.port), queue, *exchange], self.env, f"C {mode}",
+                       stop=lambda: publish_stop(b.url, queue))
+        self.servers.append((server, queue, exchange))
+
+    def supports(self, scenario: str) -> bool:
+        return scenario == "sequential" or self.topic_exchange
+
+    def run(self, scenario: str, threads: int, seconds: float) -> dict[str, Any]:
+        b, timeout = self.b, seconds + 60
+        if scenario == "casts":
+            return common.run_json([self.exe, "cast", b.host, str(b.port), self.cast_queue, str(MAX_CASTS),
+                                    str(len(PAYLOAD)), f"{seconds:g}", self.cast_exchange],
+                                   env=self.env, what="C cast", timeout=timeout)
+        if threads == 1:
+            return common.run_json([self.exe, "rpc-call", b.host, str(b.port), self.queue, "100000000",
+                                    str(len(PAYLOAD)), f"{seconds:g}", *self.exchange],
+                                   env=self.env, what="C rpc-call", timeout=timeout)
+        return common.run_json([self.exe, "rpc-callers", b.host, str(b.port), self.queue, str(threads),
+                                str(len(PAYLOAD)), f"{seconds:g}", *self.exchange],
+                               env=self.env, what="C rpc-callers", timeout=timeout)
 
     def close(self) -> None:
-        try:
-            self.server.stop()
-        finally:
-            self.server.kill()
-            delete_queue(self.b.url, self.queue, *self.exchange)
+        failed: list[BaseException] = []
+        for server, queue, exchange in self.servers:  # every one, even after a failure
+            try:
+                server.stop()
+            except Exception as exc:
+                failed.append(exc)
+            finally:
+                server.kill()
+                delete_queue(self.b.url, queue, *exchange)
+        if failed:
+            raise failed[0]
 
 
 class LibContender:
     """One library (and executor): its server and one client per thread count, all kept running."""
 
     def __init__(self, lib: str, b: common.Broker, executor: str, thread_counts: list[int]) -> None:
-        url = b.transport_url("rabbit" if lib == "oslo" else "fastrpc")
+        # aio-pika takes the amqp:// URL; oslo.messaging's rabbit driver rabbit://; fastrpc fastrpc://.
+        url = b.url if lib == AIO_PIKA else b.transport_url("rabbit" if lib == "oslo" else "fastrpc")
         topic = f"bench_{lib}_{executor}_{uuid.uuid4().hex[:8]}"
         env = common.python_env()
-        self.what = f"{lib} ({executor})"
+        self.lib = lib
+        self.what = lib if lib == AIO_PIKA else f"{lib} ({executor})"
+        executor_args = [] if lib == AIO_PIKA else ["--executor", executor]  # aio-pika: its own event loop
         self.server = Child(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic,
-                                              "--executor", executor), env, f"{self.what} server")
+                                              *executor_args), env, f"{self.what} server")
         self.clients: dict[int, Child] = {}
         try:
             for threads in thread_counts:
@@ -457,11 +516,16 @@ class LibContender:
             self.close()
             raise
 
-    def calls(self, threads: int, seconds: float) -> dict[str, Any]:
-        return self.clients[threads].ask(f"calls {seconds}", timeout=seconds * 8 + 120)
+    def supports(self, scenario: str) -> bool:
+        return scenario not in self.not_applicable()
 
-    def casts(self, seconds: float) -> dict[str, Any]:
-        return self.clients[1].ask(f"casts {seconds}", timeout=seconds * 8 + 120)
+    def not_applicable(self) -> tuple[str, ...]:
+        """Scenarios the library has no way to run (shown as n/a)."""
+        return ("casts",) if self.lib == AIO_PIKA else ()
+
+    def run(self, scenario: str, threads: int, seconds: float) -> dict[str, Any]:
+        command = "casts" if scenario == "casts" else "calls"
+        return self.clients[threads].ask(f"{command} {seconds}", timeout=seconds * 8 + 120)
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -482,19 +546,12 @@ def run_rounds(contenders: dict[str, Any], scenarios: list[tuple[str, int]], sec
     results: dict[str, dict[str, list[dict[str, Any]]]] = {key: {} for key in contenders}
     for r in range(rounds):
         for name, threads in scenarios:
-            keys = [k for k in contenders if name == "sequential" or k not in C_KEYS]
+            keys = [k for k in contenders if contenders[k].supports(name)]
             if r % 2:
                 keys.reverse()
             common.info(f"round {r + 1}/{rounds}: {name}")
             for key in keys:
-                contender = contenders[key]
-                if key in C_KEYS:
-                    res = contender.calls(per_round)
-                elif name == "casts":
-                    res = contender.casts(per_round)
-                else:
-                    res = contender.calls(threads, per_round)
-                results[key].setdefault(name, []).append(res)
+                results[key].setdefault(name, []).append(contenders[key].run(name, threads, per_round))
     return results
 
 
@@ -529,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out (both contenders)")
     p.add_argument("--skip-oslo-api", action="store_true",
                    help="leave out oslo.messaging's API on fastrpc's driver")
+    p.add_argument("--skip-aio-pika", action="store_true", help="leave out aio-pika's RPC pattern")
     p.add_argument("--skip-memory", action="store_true", help="leave the memory measurements out")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the tables as Markdown")
@@ -545,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topic", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
+    if args.serve == AIO_PIKA:
+        return aio_pika_rpc.serve(args.url, args.topic)
     if args.serve:
         return serve(args.serve, args.url, args.topic, args.executor)
     if args.memory:
@@ -552,7 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         os._exit(0)
     if args.client:
-        code = client_loop(args.client, args.url, args.topic, args.threads)
+        if args.client == AIO_PIKA:
+            code = aio_pika_rpc.client_loop(args.url, args.topic, args.threads, PAYLOAD)
+        else:
+            code = client_loop(args.client, args.url, args.topic, args.threads)
         # Leftover non-daemon threads of a library must not keep a finished client alive.
         sys.stdout.flush()
         os._exit(code)
@@ -576,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(("oslo", "oslo", "threading"))
         if not args.skip_oslo_api:
             runs.append(("oslo-fastrpc", "oslo-fastrpc", "threading"))
+    if not args.skip_aio_pika:
+        runs.append((AIO_PIKA, AIO_PIKA, "asyncio"))
     memory: dict[str, Any] = {}
     contenders: dict[str, Any] = {}
     with common.broker() as b:
@@ -585,10 +650,12 @@ def main(argv: list[str] | None = None) -> int:
                 contenders[key] = LibContender(lib, b, executor, thread_counts)
             if "sequential" in chosen:
                 contenders[C_DEFAULT] = CContender(b)
-                contenders[C_TOPIC] = CContender(b, topic_exchange=True)
-                common.info("warming up the broker (C clients, discarded)")
-                for key in C_KEYS:
-                    contenders[key].calls(1)
+            contenders[C_TOPIC] = CContender(b, topic_exchange=True)
+            common.info("warming up the broker (C clients, discarded)")
+            for key in C_KEYS:
+                for name, threads in scenarios:
+                    if key in contenders and contenders[key].supports(name):
+                        contenders[key].run(name, threads, 0.5)
             raw = run_rounds(contenders, scenarios, args.seconds, args.rounds)
         finally:
             for contender in contenders.values():
@@ -597,34 +664,38 @@ def main(argv: list[str] | None = None) -> int:
             common.info("fastrpc: memory")
             memory = run_memory(b)
 
-    headers = ["scenario", "client", "calls/s", "p50 ms", "p99 ms", "vs oslo", "vs C", "vs C, topic exchange"]
+    headers = ["scenario", "client", "calls/s", "p50 ms", "p99 ms", "vs oslo", "vs aio-pika", "vs C",
+               "vs C, topic exchange"]
     rows = []
     names = {key: key for key, _, _ in runs}
     names.update({"fastrpc": f"fastrpc [{executors[0]}]" if len(executors) > 1 else "fastrpc",
                   "oslo": "oslo.messaging", "oslo-fastrpc": "oslo.messaging on fastrpc://",
-                  C_DEFAULT: C_DEFAULT, C_TOPIC: C_TOPIC})
+                  AIO_PIKA: "aio-pika (patterns.JsonRPC)", C_DEFAULT: C_DEFAULT, C_TOPIC: C_TOPIC})
+    not_applicable = {key: c.not_applicable() for key, c in contenders.items() if isinstance(c, LibContender)}
     summary: dict[str, dict[str, Any]] = {}
     for scenario, _ in scenarios:
-        oslo_rounds = raw.get("oslo", {}).get(scenario)
-        c_rounds = raw.get(C_DEFAULT, {}).get(scenario)
-        c_topic_rounds = raw.get(C_TOPIC, {}).get(scenario)
+        references = {ref: raw.get(ref, {}).get(scenario) for ref in ("oslo", AIO_PIKA, C_DEFAULT, C_TOPIC)}
         for client in [key for key, _, _ in runs] + list(C_KEYS):
+            if scenario in not_applicable.get(client, ()):
+                rows.append([scenario, names[client], "n/a", "-", "-", "-", "-", "-", "-"])
+                summary.setdefault(client, {})[scenario] = None
+                continue
             found = raw.get(client, {}).get(scenario)
             if not found:
                 continue
-            vs_oslo = ratio(found, oslo_rounds)
-            vs_c = ratio(found, c_rounds)
-            vs_c_topic = ratio(found, c_topic_rounds)
+            vs = {ref: ratio(found, rounds) for ref, rounds in references.items()}
             res = summarize(found)
-            res.update(vs_oslo=vs_oslo, vs_c=vs_c, vs_c_topic=vs_c_topic)
+            res.update(vs_oslo=vs["oslo"], vs_aio_pika=vs[AIO_PIKA], vs_c=vs[C_DEFAULT], vs_c_topic=vs[C_TOPIC])
             summary.setdefault(client, {})[scenario] = res
             rows.append([scenario, names[client], common.fmt_rate(res["rate"]), common.fmt_ms(res.get("p50_ms")),
-                         common.fmt_ms(res.get("p99_ms")), fmt_x(vs_oslo), fmt_x(vs_c), fmt_x(vs_c_topic)])
+                         common.fmt_ms(res.get("p99_ms")),
+                         *(fmt_x(vs[ref]) for ref in ("oslo", AIO_PIKA, C_DEFAULT, C_TOPIC))])
     fmt = common.format_markdown if args.markdown else common.format_table
     print(f"RPC scenarios, payload {len(PAYLOAD)} bytes, {args.rounds} rounds of {args.seconds / args.rounds:g} s "
           "per scenario and client; medians over the rounds, ratios taken within each round "
           "(casts: calls/s = casts/s end to end)")
     print(fmt(headers, rows))
+    print(C_SHAPES + ".")
     if memory:
         print()
         print(fmt(["fastrpc memory", "Python heap (tracemalloc)", "RSS delta"], [

@@ -29,7 +29,9 @@ from fastrpc.exceptions import (
     MessagingException,
     MessagingServerError,
     MessagingTimeout,
+    MetricsExporterError,
     NoSuchMethod,
+    NotificationPayloadError,
     RemoteError,
     RPCDispatcherError,
     RPCVersionCapError,
@@ -37,6 +39,15 @@ from fastrpc.exceptions import (
     TransportDriverError,
     UnsupportedVersion,
     VirtualHostRefused,
+)
+from fastrpc.notify import (
+    NotificationFilter,
+    NotificationResult,
+    NotificationTransport,
+    Notifier,
+    get_batch_notification_listener,
+    get_notification_listener,
+    get_notification_transport,
 )
 from fastrpc.options import Options
 from fastrpc.serializer import JsonPayloadSerializer, NoOpSerializer, RequestContextSerializer, Serializer
@@ -56,12 +67,14 @@ __all__ = [
     "AuthenticationError", "BrokerError", "BrokerRefused", "CallInterrupted", "ClientSendError", "DeclarationRefused", "ConfigurationError", "DefaultRPCAccessPolicy", "DriverLoadFailure",
     "ExecutorLoadFailure", "ExpectedException", "ExplicitRPCAccessPolicy", "InvalidTarget",
     "InvalidTransportURL", "JsonPayloadSerializer", "LegacyRPCAccessPolicy", "MessageDeliveryFailure",
-    "MessageUndeliverable", "MessagingException", "MessagingServerError", "MessagingTimeout",
-    "NoOpSerializer", "NoSuchMethod", "Options", "RPCAccessPolicyBase", "RPCClient", "RPCDispatcher",
+    "MessageUndeliverable", "MessagingException", "MessagingServerError", "MessagingTimeout", "MetricsExporterError",
+    "NoOpSerializer", "NoSuchMethod", "NotificationFilter", "NotificationPayloadError", "NotificationResult",
+    "NotificationTransport", "Notifier", "Options", "RPCAccessPolicyBase", "RPCClient", "RPCDispatcher",
     "RPCDispatcherError", "RPCServer", "RPCTransport", "RPCVersionCapError", "RemoteError",
     "RequestContextSerializer", "Serializer", "ServerListenError", "Target", "Transport",
     "TransportDriverError", "TransportHost", "TransportOptions", "TransportURL", "UnsupportedVersion", "VirtualHostRefused",
     "__version__",
-    "expected_exceptions", "expose", "get_rpc_client", "get_rpc_server", "get_rpc_transport",
+    "expected_exceptions", "expose", "get_batch_notification_listener", "get_notification_listener",
+    "get_notification_transport", "get_rpc_client", "get_rpc_server", "get_rpc_transport",
     "get_transport",
 ]

@@ -5,7 +5,8 @@
     fastrpc [--db URL] service-enable HOST BINARY
     fastrpc [--db URL] service-force-down HOST BINARY [--unset]
     fastrpc demo [--url URL] [--seconds S] [--raw]
-    fastrpc doctor [--url URL] [--mgmt-url URL] [--json] [--watch] [--fix] [--yes]
+    fastrpc bench [--url URL] [--scenarios LIST] [--seconds S] [--rounds N] [--executor E] [--payload B] [--json]
+    fastrpc doctor [--url URL] [--mgmt-url URL] [--json] [--watch [--rounds N]] [--fix] [--yes]
     fastrpc call URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--timeout T]
     fastrpc cast URL TOPIC METHOD [--arg KEY=VALUE ...] [--server S] [--fanout]
 
@@ -16,7 +17,9 @@ SQLite file under ``$XDG_STATE_HOME/fastrpc``; ``service-list``'s down time is
 ``--down-time``, else ``[DEFAULT] service_down_time`` of that file, else 60 s.
 Exit status: 0 done, 1 an error the
 message on stderr explains (an unknown service, a remote error, a
-timeout), 2 bad usage.
+timeout), 2 bad usage. ``doctor``: 0 healthy, 1 findings, 2 the broker could
+not be examined (its management API unreachable, refusing, or answering
+garbage) or bad usage.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
+from fastrpc.argtypes import non_negative, positive_int
+from fastrpc.console import LiveView, render_table
 from fastrpc.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -43,7 +48,11 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 class CommandError(Exception):
-    """A failure to report on stderr with exit status 1."""
+    """A failure to report on stderr, with exit status ``status`` (1 unless said)."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _open_registry(args: argparse.Namespace) -> Registry:
@@ -92,15 +101,6 @@ def _service_row(record: ServiceRecord, down_time: float, now: datetime, *, prec
         "updated_at": None if record.stopped else _format_time(record.updated_at, precise=precise),
         "disabled_reason": record.disabled_reason,
     }
-
-
-def render_table(rows: Sequence[dict[str, Any]], keys: Sequence[str], out: TextIO) -> None:
-    """Rows as aligned columns under title-case headers; None shows as '-'."""
-    headers = [key.replace("_", " ").title() for key in keys]
-    cells = [["-" if row[key] is None else str(row[key]) for key in keys] for row in rows]
-    widths = [max([len(h)] + [len(line[i]) for line in cells]) for i, h in enumerate(headers)]
-    for line in [headers, *cells]:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() + "\n")
 
 
 def cmd_service_list(args: argparse.Namespace) -> int:
@@ -195,7 +195,7 @@ def _add_send_args(parser: argparse.ArgumentParser, what: str) -> None:
                         help="a keyword argument of the method (VALUE read as JSON when it is); repeatable")
     parser.add_argument("--server", help=f"{what} this server only (topic.server)")
     parser.add_argument("--exchange", help="the target's exchange (default: the transport's)")
-    parser.add_argument("--timeout", type=_non_negative, default=30.0, metavar="SECONDS",
+    parser.add_argument("--timeout", type=non_negative, default=30.0, metavar="SECONDS",
                         help="how long to wait for the reply or the broker (default 30)")
 
 
@@ -211,9 +211,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, "-m", "fastrpc.demo", *argv])
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fastrpc.benchmark import run_command
+
+    return run_command(args)
+
+
 # --- doctor --------------------------------------------------------------------
 
 DOCTOR_KEYS = ("check", "subject", "detail", "fix")
+WATCH_KEYS = ("change", "since", *DOCTOR_KEYS)
 
 
 def _doctor_round(api: Any, args: argparse.Namespace, before: Any) -> tuple[list[Any], Any]:
@@ -233,24 +240,68 @@ def _print_findings(findings: list[Any], as_json: bool) -> None:
         sys.stdout.write("healthy: nothing found\n")
 
 
+# The least time between two --watch looks (--interval 0 would hammer the API).
+WATCH_MIN_INTERVAL = 0.5
+
+
+def _watch(api: Any, args: argparse.Namespace) -> list[Any]:
+    """Look every ``--interval`` seconds (at least WATCH_MIN_INTERVAL) until
+    ``--rounds`` looks (or ^C); each look shows what is new and since when
+    each finding has been there, and names the findings gone since the
+    previous look. With ``--json``, one JSON object per look and line. An API
+    that fails to answer after the first look is shown as that look, and the
+    watch goes on; the findings of the last look that answered are returned."""
+    from fastrpc.doctor import ManagementError
+    from fastrpc.doctor.watch import ChangeTracker, finding_key
+
+    tracker = ChangeTracker()
+    sampled = None
+    findings: list[Any] = []
+    looks = 0
+    with LiveView(sys.stdout, styled=False if args.json else None) as view:
+        while True:
+            looks += 1
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            heading = f"fastrpc doctor: {api.base}  {stamp[11:19]}  look {looks}"
+            try:
+                findings, sampled = _doctor_round(api, args, sampled)
+            except ManagementError as exc:
+                if looks == 1:
+                    raise
+                if args.json:
+                    sys.stdout.write(json.dumps({"look": looks, "time": stamp, "error": str(exc)}) + "\n")
+                    sys.stdout.flush()
+                else:
+                    view.show(heading, [], WATCH_KEYS, empty=f"the management API did not answer: {exc}")
+            else:
+                look = tracker.update(findings, stamp)
+                if args.json:
+                    doc = {"look": looks, "time": stamp,
+                           "findings": [{**f.as_dict(), "since": look.since[finding_key(f)],
+                                         "new": look.is_new(f)} for f in findings],
+                           "gone": [{"check": check, "subject": subject} for check, subject in look.gone]}
+                    sys.stdout.write(json.dumps(doc, default=str) + "\n")
+                    sys.stdout.flush()
+                else:
+                    rows = [{"change": "new" if look.is_new(f) else None, "since": look.since[finding_key(f)][11:19],
+                             **{k: getattr(f, k) for k in DOCTOR_KEYS}} for f in findings]
+                    gone = [f"gone since the last look: {check} {subject}" for check, subject in look.gone]
+                    view.show(heading, rows, WATCH_KEYS, footer=gone, empty="healthy: nothing found")
+            if args.rounds is not None and looks >= args.rounds:
+                return findings
+            time.sleep(max(args.interval, WATCH_MIN_INTERVAL))
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from fastrpc.doctor import ManagementError, fix_zombies, management_api
 
     try:
         api = management_api(args.mgmt_url, args.url, timeout=args.timeout)
-        findings, sampled = _doctor_round(api, args, None)
-        rounds = 1
-        while args.watch and (args.rounds is None or rounds < args.rounds):
-            sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "")
-            sys.stdout.write(f"fastrpc doctor: {api.base}  {time.strftime('%H:%M:%S')}\n")
-            _print_findings(findings, args.json)
-            sys.stdout.flush()
-            time.sleep(args.interval or 2.0)
-            findings, sampled = _doctor_round(api, args, sampled)
-            rounds += 1
         if args.watch:
-            sys.stdout.write("\x1b[H\x1b[2J" if sys.stdout.isatty() else "")
-        _print_findings(findings, args.json)
+            findings = _watch(api, args)
+        else:
+            findings, _ = _doctor_round(api, args, None)
+            _print_findings(findings, args.json)
         zombies = [f for f in findings if f.check == "zombie-queue"]
         if args.fix and zombies:
             if not args.yes:
@@ -262,33 +313,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 sys.stderr.write(f"deleted {finding.subject}\n")
             findings = [f for f in findings if f.check != "zombie-queue"]
     except ManagementError as exc:
-        raise CommandError(str(exc)) from None
+        # The broker could not be examined at all: not the same as findings (1).
+        raise CommandError(str(exc), status=2) from None
     except KeyboardInterrupt:
         return 130
     return 1 if findings else 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text!r}")
-    return value
-
-
 # --- parser --------------------------------------------------------------------
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
-    return value
 
 
 def _add_service_args(parser: argparse.ArgumentParser) -> None:
@@ -322,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--binary", help="only services with this binary")
     sub.add_argument(
         "--down-time",
-        type=_non_negative,
+        type=non_negative,
         default=None,
         metavar="SECONDS",
         help="a service is up while its last report is at most this old (default: service_down_time of the "
@@ -344,9 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("demo", cmd_demo, "Run the demo: RPC calls, casts and services on a private broker it "
                   "starts itself (or --url), with the rates it measured.", db=False)
     sub.add_argument("--url", help="use this broker instead of a private one (amqp://...)")
-    sub.add_argument("--seconds", type=_non_negative, default=6.0, metavar="SECONDS",
+    sub.add_argument("--seconds", type=non_negative, default=6.0, metavar="SECONDS",
                      help="time for each measured phase (default 6, as make demo)")
     sub.add_argument("--raw", action="store_true", help="the connection layer only: publish and consume")
+
+    from fastrpc.benchmark import add_arguments as add_bench_arguments
+
+    sub = command("bench", cmd_bench, "Measure RPC scenarios (sequential and concurrent calls, casts end to end) "
+                  "against a private broker it starts itself (or --url), with the server in its own process.",
+                  db=False)
+    add_bench_arguments(sub)
 
     sub = command("doctor", cmd_doctor, "Find what is wrong with the broker (management HTTP API): zombie "
                   "queues, backlogs, channel leaks, the cluster's health. Exit status 1 when it finds anything.",
@@ -356,19 +395,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default $FASTRPC_MGMT_URL, else from --url)")
     sub.add_argument("--json", action="store_true", help="print the findings as a JSON list")
     sub.add_argument("--watch", action="store_true", help="refresh in place every --interval seconds")
-    sub.add_argument("--rounds", type=_positive_int, help="with --watch: stop after this many looks")
+    sub.add_argument("--rounds", type=positive_int, help="with --watch: stop after this many looks")
     sub.add_argument("--fix", action="store_true", help="delete the zombie queues found (asks first)")
     sub.add_argument("--yes", action="store_true", help="with --fix: do not ask")
-    sub.add_argument("--interval", type=_non_negative, default=2.0, metavar="SECONDS",
+    sub.add_argument("--interval", type=non_negative, default=2.0, metavar="SECONDS",
                      help="between the two samples that show growth, and between --watch looks (default 2; "
-                     "0: one sample, no growth)")
-    sub.add_argument("--backlog", type=_positive_int, default=1000, metavar="MESSAGES",
+                     f"0: one sample, no growth, and --watch looks {WATCH_MIN_INTERVAL:g} s apart)")
+    sub.add_argument("--backlog", type=positive_int, default=1000, metavar="MESSAGES",
                      help="a consumed queue holding this many messages is a backlog (default 1000)")
-    sub.add_argument("--growth", type=_positive_int, default=10, metavar="MESSAGES",
+    sub.add_argument("--growth", type=positive_int, default=10, metavar="MESSAGES",
                      help="a consumed queue that grew this much between samples is a backlog (default 10)")
-    sub.add_argument("--channels", type=_positive_int, default=100, metavar="N",
+    sub.add_argument("--channels", type=positive_int, default=100, metavar="N",
                      help="a connection with more channels than this leaks them (default 100)")
-    sub.add_argument("--timeout", type=_non_negative, default=10.0, metavar="SECONDS",
+    sub.add_argument("--timeout", type=non_negative, default=10.0, metavar="SECONDS",
                      help="for each request to the API (default 10)")
 
     sub = command("call", cmd_call, "Call METHOD on a service and print its result as JSON.", db=False)
@@ -387,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except CommandError as exc:
         print(f"fastrpc {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return exc.status
 
 
 if __name__ == "__main__":

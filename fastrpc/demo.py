@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastrpc.console import Progress, render_table
+
 DEFAULT_SECONDS = 6.0  # measured phases; the node start adds a few seconds
 CALLER_THREADS = 4
 SLOW_CALLS = 16
@@ -39,43 +41,6 @@ class DemoFailure(RuntimeError):
 
 
 # -- presentation ------------------------------------------------------------------
-
-class Progress:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
-
-    WIDTH = 28
-
-    def __init__(self, label: str, seconds: float, stream: Any = None) -> None:
-        self.label = label
-        self.seconds = seconds
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-        self._last = 0.0
-
-    def update(self, count: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < 0.1:
-            return
-        self._last = now
-        elapsed = now - self.start
-        frac = min(1.0, elapsed / self.seconds) if self.seconds > 0 else 1.0
-        filled = int(frac * self.WIDTH)
-        rate = count / elapsed if elapsed > 0 else 0.0
-        line = f"{self.label:<16} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {count:>8,d}  {rate:>9,.0f}/s"
-        if self.tty:
-            self.stream.write("\r" + line)
-            self.stream.flush()
-        elif force:
-            self.stream.write(line + "\n")
-            self.stream.flush()
-
-    def done(self, count: int) -> None:
-        self.update(count, force=True)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
 
 @dataclass
 class PhaseResult:
@@ -96,20 +61,22 @@ class PhaseResult:
         return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))] * 1e3
 
 
-def format_summary(results: list[PhaseResult]) -> str:
-    headers = ["phase", "ops", "ops/s", "p50 ms", "p99 ms", "note"]
+SUMMARY_KEYS = ("phase", "ops", "ops/s", "p50 ms", "p99 ms", "note")
+
+
+def summary_rows(results: list[PhaseResult]) -> list[dict[str, Any]]:
     rows = []
     for r in results:
         p50, p99 = r.percentile_ms(0.5), r.percentile_ms(0.99)
-        rows.append([r.name, f"{r.ops:,d}", f"{r.rate:,.0f}",
-                     "-" if math.isnan(p50) else f"{p50:.2f}", "-" if math.isnan(p99) else f"{p99:.2f}", r.note])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+        rows.append({"phase": r.name, "ops": f"{r.ops:,d}", "ops/s": f"{r.rate:,.0f}",
+                     "p50 ms": None if math.isnan(p50) else f"{p50:.2f}",
+                     "p99 ms": None if math.isnan(p99) else f"{p99:.2f}", "note": r.note or None})
+    return rows
 
-    def line(cells: list[str]) -> str:
-        parts = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:-1], widths[1:-1], strict=True)]
-        return "  ".join(parts + [cells[-1]]).rstrip()
 
-    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)])
+def print_summary(results: list[PhaseResult], out: Any = None) -> None:
+    render_table(summary_rows(results), SUMMARY_KEYS, out or sys.stdout, right=SUMMARY_KEYS[1:5],
+                 headers={"ops/s": "Ops/s", "p50 ms": "p50 ms", "p99 ms": "p99 ms"})
 
 
 # -- broker ------------------------------------------------------------------------
@@ -176,40 +143,40 @@ class DemoEndpoint:
         self.tally.add(self.name)
 
 
-def _timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], None]) -> PhaseResult:
+def timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], None]) -> PhaseResult:
     """Run ``op`` from ``threads`` threads until ``seconds`` have passed."""
     latencies: list[list[float]] = [[] for _ in range(threads)]
     errors: list[BaseException] = []
     counter = [0]
     lock = threading.Lock()
-    progress = Progress(label, seconds)
-    deadline = time.monotonic() + seconds
+    with Progress(label, seconds) as progress:
+        deadline = time.monotonic() + seconds
 
-    def worker(idx: int) -> None:
-        i = 0
-        try:
-            while time.monotonic() < deadline and not errors:
-                t0 = time.perf_counter()
-                op(idx * 1_000_000 + i)
-                latencies[idx].append(time.perf_counter() - t0)
-                i += 1
-                with lock:
-                    counter[0] += 1
-        except BaseException as exc:
-            errors.append(exc)
+        def worker(idx: int) -> None:
+            i = 0
+            try:
+                while time.monotonic() < deadline and not errors:
+                    t0 = time.perf_counter()
+                    op(idx * 1_000_000 + i)
+                    latencies[idx].append(time.perf_counter() - t0)
+                    i += 1
+                    with lock:
+                        counter[0] += 1
+            except BaseException as exc:
+                errors.append(exc)
 
-    pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
-    t_start = time.monotonic()
-    for t in pool:
-        t.start()
-    for t in pool:
-        while t.is_alive():
-            t.join(0.1)
-            progress.update(counter[0])
-            if time.monotonic() > deadline + CALL_TIMEOUT + 5:
-                raise DemoFailure(f"{label}: callers did not finish")
-    elapsed = time.monotonic() - t_start
-    progress.done(counter[0])
+        pool = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+        t_start = time.monotonic()
+        for t in pool:
+            t.start()
+        for t in pool:
+            while t.is_alive():
+                t.join(0.1)
+                progress.update(counter[0])
+                if time.monotonic() > deadline + CALL_TIMEOUT + 5:
+                    raise DemoFailure(f"{label}: callers did not finish")
+        elapsed = time.monotonic() - t_start
+        progress.done(counter[0])
     if errors:
         raise DemoFailure(f"{label}: {errors[0]!r}") from errors[0]
     return PhaseResult(label, counter[0], elapsed, [x for lat in latencies for x in lat])
@@ -218,7 +185,7 @@ def _timed_loop(label: str, seconds: float, threads: int, op: Callable[[int], No
 def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
     import fastrpc
 
-    transport = fastrpc.get_rpc_transport(url=_rpc_url(url))
+    transport = fastrpc.get_rpc_transport(url=rpc_url(url))
     topic = f"demo_{uuid.uuid4().hex[:8]}"
     tally = Tally()
     endpoints = [DemoEndpoint("demo-1", tally), DemoEndpoint("demo-2", tally)]
@@ -241,8 +208,8 @@ def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
             if reply.get("text") != f"hello {i}" or reply.get("server") not in ("demo-1", "demo-2"):
                 raise DemoFailure(f"echo returned {reply!r}")
 
-        results.append(_timed_loop("calls: add", seconds * 0.25, 1, call_add))
-        res = _timed_loop(f"calls: echo x{CALLER_THREADS}", seconds * 0.25, CALLER_THREADS, call_echo)
+        results.append(timed_loop("calls: add", seconds * 0.25, 1, call_add))
+        res = timed_loop(f"calls: echo x{CALLER_THREADS}", seconds * 0.25, CALLER_THREADS, call_echo)
         res.note = f"{CALLER_THREADS} caller threads"
         results.append(res)
         results.append(_slow_phase(client))
@@ -257,7 +224,7 @@ def run_rpc_demo(url: str, seconds: float) -> list[PhaseResult]:
     return results
 
 
-def _rpc_url(url: str) -> str:
+def rpc_url(url: str) -> str:
     return "rabbit" + url[url.index("://"):] if url.startswith("amqp") else url
 
 
@@ -275,16 +242,16 @@ def _slow_phase(client: Any) -> PhaseResult:
         except BaseException as exc:
             errors.append(exc)
 
-    progress = Progress(f"calls: slow x{SLOW_CALLS}", SLOW_SECONDS * 2)
-    t0 = time.monotonic()
-    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(SLOW_CALLS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(CALL_TIMEOUT + 5)
-        progress.update(len(lat))
-    elapsed = time.monotonic() - t0
-    progress.done(len(lat))
+    with Progress(f"calls: slow x{SLOW_CALLS}", SLOW_SECONDS * 2) as progress:
+        t0 = time.monotonic()
+        threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(SLOW_CALLS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(CALL_TIMEOUT + 5)
+            progress.update(len(lat))
+        elapsed = time.monotonic() - t0
+        progress.done(len(lat))
     if errors:
         raise DemoFailure(f"slow calls: {errors[0]!r}") from errors[0]
     if any(t.is_alive() for t in threads) or len(lat) != SLOW_CALLS:
@@ -297,35 +264,35 @@ def _cast_phase(client: Any, tally: Tally, seconds: float, fanout: bool) -> Phas
     label = "fanout casts" if fanout else "casts"
     names = ("demo-1", "demo-2")
     before = tally.snapshot()
-    progress = Progress(label, seconds)
-    t0 = time.monotonic()
-    n = 0
-    copies = len(names) if fanout else 1
+    with Progress(label, seconds) as progress:
+        t0 = time.monotonic()
+        n = 0
+        copies = len(names) if fanout else 1
 
-    def new(counts: dict[str, int], name: str) -> int:
-        return counts.get(name, 0) - before.get(name, 0)
+        def new(counts: dict[str, int], name: str) -> int:
+            return counts.get(name, 0) - before.get(name, 0)
 
-    def behind(counts: dict[str, int]) -> int:
-        return n * copies - sum(new(counts, nm) for nm in names)
+        def behind(counts: dict[str, int]) -> int:
+            return n * copies - sum(new(counts, nm) for nm in names)
 
-    while n % 50 or time.monotonic() - t0 < seconds:
-        client.cast({}, "record", n=n)
-        n += 1
-        if n % 50 == 0:
-            progress.update(n)
-            if behind(tally.snapshot()) > CAST_WINDOW and not tally.wait(
-                    lambda c: behind(c) <= CAST_WINDOW // 2, CALL_TIMEOUT):
-                raise DemoFailure(f"{label}: servers stopped dispatching")
+        while n % 50 or time.monotonic() - t0 < seconds:
+            client.cast({}, "record", n=n)
+            n += 1
+            if n % 50 == 0:
+                progress.update(n)
+                if behind(tally.snapshot()) > CAST_WINDOW and not tally.wait(
+                        lambda c: behind(c) <= CAST_WINDOW // 2, CALL_TIMEOUT):
+                    raise DemoFailure(f"{label}: servers stopped dispatching")
 
-    # Done when the servers have dispatched every cast (fanout: each server all of them).
-    if fanout:
-        ok = tally.wait(lambda c: all(new(c, nm) >= n for nm in names), CALL_TIMEOUT)
-        expected = n * len(names)
-    else:
-        ok = tally.wait(lambda c: sum(new(c, nm) for nm in names) >= n, CALL_TIMEOUT)
-        expected = n
-    elapsed = time.monotonic() - t0
-    progress.done(n)
+        # Done when the servers have dispatched every cast (fanout: each server all of them).
+        if fanout:
+            ok = tally.wait(lambda c: all(new(c, nm) >= n for nm in names), CALL_TIMEOUT)
+            expected = n * len(names)
+        else:
+            ok = tally.wait(lambda c: sum(new(c, nm) for nm in names) >= n, CALL_TIMEOUT)
+            expected = n
+        elapsed = time.monotonic() - t0
+        progress.done(n)
     after = tally.snapshot()
     delivered = sum(new(after, nm) for nm in names)
     if not ok or delivered != expected:
@@ -348,17 +315,17 @@ def run_raw_demo(url: str, seconds: float) -> list[PhaseResult]:
     with Connection(url) as conn:
         ch = conn.channel()
         ch.queue_declare(queue, durable=True)
-        progress = Progress("publish", seconds / 2)
-        batch = [("", queue, body, {"delivery_mode": 1})] * 64
-        t0 = time.monotonic()
-        n = 0
-        while time.monotonic() - t0 < seconds / 2:
-            ch.publish_many(batch)
-            n += len(batch)
-            progress.update(n)
-        ch.queue_declare(queue, durable=True)  # round trip: the broker has them all
-        results.append(PhaseResult("publish", n, time.monotonic() - t0, note="200-byte messages, batched"))
-        progress.done(n)
+        with Progress("publish", seconds / 2) as progress:
+            batch = [("", queue, body, {"delivery_mode": 1})] * 64
+            t0 = time.monotonic()
+            n = 0
+            while time.monotonic() - t0 < seconds / 2:
+                ch.publish_many(batch)
+                n += len(batch)
+                progress.update(n)
+            ch.queue_declare(queue, durable=True)  # round trip: the broker has them all
+            results.append(PhaseResult("publish", n, time.monotonic() - t0, note="200-byte messages, batched"))
+            progress.done(n)
 
         got = [0]
         done = threading.Event()
@@ -371,15 +338,15 @@ def run_raw_demo(url: str, seconds: float) -> list[PhaseResult]:
                 done.set()
 
         ch.basic_qos(prefetch_count=1000)
-        progress = Progress("consume", seconds / 2)
-        t0 = time.monotonic()
-        ch.basic_consume(queue, on_message)
-        while not done.wait(0.1):
-            progress.update(got[0])
-            if time.monotonic() - t0 > seconds + CALL_TIMEOUT:
-                raise DemoFailure(f"consumed {got[0]} of {n} messages")
-        results.append(PhaseResult("consume", n, time.monotonic() - t0, note="prefetch 1000, acks every 100"))
-        progress.done(got[0])
+        with Progress("consume", seconds / 2) as progress:
+            t0 = time.monotonic()
+            ch.basic_consume(queue, on_message)
+            while not done.wait(0.1):
+                progress.update(got[0])
+                if time.monotonic() - t0 > seconds + CALL_TIMEOUT:
+                    raise DemoFailure(f"consumed {got[0]} of {n} messages")
+            results.append(PhaseResult("consume", n, time.monotonic() - t0, note="prefetch 1000, acks every 100"))
+            progress.done(got[0])
         ch.queue_delete(queue)
     return results
 
@@ -402,7 +369,7 @@ def run_services_demo(url: str, stream: Any = None) -> str:
 
     with tempfile.TemporaryDirectory(prefix="fastrpc-demo-") as tmp:
         db = f"sqlite:///{tmp}/services.sqlite"
-        transport = get_rpc_transport(url=_rpc_url(url))
+        transport = get_rpc_transport(url=rpc_url(url))
         conductor = Conductor(transport, "ctl-1", registry=db, report_interval=1, periodic_fuzzy_delay=0)
         services = [Service(transport, f"host-{i}", "fastrpc-compute", "compute", Compute(), report_interval=1,
                             periodic_fuzzy_delay=0, registry=ConductorClient(transport)) for i in (1, 2, 3)]
@@ -469,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     title = "fastrpc demo (connection layer)" if raw else "fastrpc demo (RPC over RabbitMQ)"
     print(f"\n{title}, compiled codec: {'yes' if _impl.compiled('fastrpc.amqp.codec') else 'no'}")
-    print(format_summary(results))
+    print_summary(results)
     print(f"total {time.monotonic() - t0:.1f} s")
     return 0
 

@@ -15,7 +15,7 @@ __all__ = [
     "TaskTimeout", "RPCDispatcherError", "NoSuchMethod", "UnsupportedVersion",
     "ExpectedException", "InvalidTransportURL", "DriverLoadFailure", "TransportDriverError",
     "BrokerError", "AuthenticationError", "VirtualHostRefused", "BrokerRefused", "DeclarationRefused",
-    "CallInterrupted",
+    "CallInterrupted", "MetricsExporterError", "NotificationPayloadError",
 ]
 
 
@@ -227,3 +227,26 @@ class DeclarationRefused(BrokerRefused):
         super().__init__(msg, reply_code, reply_text)
         self.kind = kind
         self.name = name
+
+
+class NotificationPayloadError(MessagingException, ValueError):
+    """A notification was not sent: its payload or context cannot be
+    encoded as JSON, or makes it larger than ``max_message_size``. Raised by
+    the Notifier's priority methods before anything is published, as no retry
+    could send it. ``event_type`` is the notification's, ``reason`` says why."""
+
+    def __init__(self, event_type: str | None, reason: str) -> None:
+        super().__init__(f"notification {event_type!r} not sent: {reason}")
+        self.event_type = event_type
+        self.reason = reason
+
+
+class MetricsExporterError(ConfigurationError):
+    """The metrics exporter cannot listen on ``host``:``port`` (``reason``:
+    most often, another process has the port)."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot serve metrics on {host}:{port}: {reason}")
+        self.host = host
+        self.port = port
+        self.reason = reason

@@ -152,6 +152,18 @@ OPTIONS: tuple[Opt, ...] = (
         help="The kernel drops a connection whose sent data the broker leaves unacknowledged this "
              "long (TCP_USER_TIMEOUT, and keepalive on an idle one): a cut-off host. 0 keeps the "
              "kernel's defaults."),
+    Opt("metrics", False, _F, bool,
+        help="Count calls, casts, replies, timeouts, reconnects and more in this process's metrics "
+             "registry (fastrpc.metrics), for the whole process."),
+    Opt("metrics_port", 0, _F, int, min=0, max=65535,
+        help="Serve this process's metrics to Prometheus on this TCP port (needs the fastrpc[metrics] "
+             "extra; turns metrics on). 0: no exporter."),
+    Opt("tracing", False, _F, bool,
+        help="Trace calls, casts and the requests fastrpc's RPC servers run with OpenTelemetry (needs the "
+             "fastrpc[otel] extra; spans go to the tracer provider the application set up)."),
+    Opt("metrics_host", "127.0.0.1", _F, str,
+        help="Address the metrics exporter listens on (metrics_port); 0.0.0.0 or :: to be scraped from "
+             "other hosts."),
 )
 
 OPTIONS_BY_NAME: dict[str, Opt] = {opt.name: opt for opt in OPTIONS}
@@ -274,6 +286,10 @@ class Options:
     probe_after: float
     probe_timeout: float
     tcp_user_timeout: float
+    metrics: bool
+    metrics_port: int
+    metrics_host: str
+    tracing: bool
 
     def __init__(self, conf: Any = None, **overrides: Any) -> None:
         unknown = set(overrides) - set(_ALL)

@@ -35,6 +35,7 @@ from oslo_messaging._drivers import common as oslo_common
 
 from fastrpc.drivers.amqp import AmqpDriver, Consumer
 from fastrpc.drivers.base import IncomingMessage
+from fastrpc.envelope import new_id
 from fastrpc.exceptions import BrokerError as FastrpcBrokerError
 from fastrpc.exceptions import MessageDeliveryFailure, MessageUndeliverable, MessagingTimeout
 from fastrpc.options import OPTIONS, Opt, Options
@@ -242,7 +243,13 @@ class _Incoming(oslo_base.IncomingMessage):
     """A notification: oslo's notification server acknowledges or requeues it once processed."""
 
     def __init__(self, incoming: IncomingMessage) -> None:
-        super().__init__(incoming.ctxt, incoming.message, incoming.msg_id)
+        # What oslo's IncomingMessage.__init__ sets, set here without the
+        # call; a message without msg_id (a cast) gets a fresh one for oslo's
+        # logs, from the envelope's id counter instead of a uuid4.
+        self.ctxt = incoming.ctxt
+        self.message = incoming.message
+        self.msg_id = incoming.msg_id or new_id()
+        self.client_timeout: float | None = None
         self._incoming = incoming
 
     def acknowledge(self) -> None:
@@ -257,7 +264,10 @@ class _RpcIncoming(_Incoming, oslo_base.RpcIncomingMessage):
     ran when handed over inline), so oslo's acknowledge() has nothing to do."""
 
     def __init__(self, incoming: IncomingMessage) -> None:
-        super().__init__(incoming)
+        self.ctxt = incoming.ctxt
+        self.message = incoming.message
+        self.msg_id = incoming.msg_id or new_id()
+        self._incoming = incoming
         # oslo's dispatcher sends call-monitor heartbeats when this is set.
         self.client_timeout = incoming.client_timeout
 

@@ -1,4 +1,8 @@
-"""RPC server: worker threads that poll the listener and dispatch what they take.
+"""Servers: worker threads that poll a listener and dispatch what they take.
+
+:class:`MessageHandlingServer` holds the executors; :class:`RPCServer` answers
+requests, and the notification listeners (:mod:`fastrpc.notify.listener`)
+settle notifications once their endpoints ran.
 
 Executors:
 - ``blocking``: one message at a time. With a driver that can (AMQP), the
@@ -26,8 +30,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
+from fastrpc import metrics, tracing
 from fastrpc.dispatcher import RPCAccessPolicyBase, RPCDispatcher
 from fastrpc.drivers.base import IncomingMessage, Listener
 from fastrpc.exceptions import (
@@ -43,7 +49,7 @@ from fastrpc.serializer import Serializer
 from fastrpc.target import Target
 from fastrpc.transport import Transport
 
-__all__ = ["RPCServer", "get_rpc_server", "EXECUTORS"]
+__all__ = ["MessageHandlingServer", "RPCServer", "get_rpc_server", "EXECUTORS"]
 
 LOG = logging.getLogger(__name__)
 
@@ -55,10 +61,20 @@ _POLL_TIMEOUT = 0.5
 _LOG_AFTER = 30.0
 
 
-class RPCServer:
-    """Serves the endpoints of one dispatcher on one target."""
+class MessageHandlingServer:
+    """Takes messages from a listener with the executor's workers and hands
+    each to :meth:`_process_incoming`: what RPC and notification servers share.
 
-    def __init__(self, transport: Transport, target: Target, dispatcher: RPCDispatcher,
+    Subclasses say what they listen to (:meth:`_create_listener`), what one
+    worker takes at a time (:meth:`_poll`: one message by default) and what
+    is done with it (:meth:`_process_incoming`).
+    """
+
+    # Whether the blocking executor may run messages in the connection's
+    # reader thread (see the module's docstring); not for batches.
+    dispatch_inline = True
+
+    def __init__(self, transport: Transport, target: Target, dispatcher: Any,
                  executor: str | None = "threading") -> None:
         executor = executor or "threading"
         if executor not in EXECUTORS:
@@ -96,7 +112,7 @@ class RPCServer:
                 # stop() without wait(): finish the previous run first.
                 self._finish()
             try:
-                listener = self.transport._listen(self.target, 1, None)
+                listener = self._create_listener()
             except (TransportDriverError, MessageDeliveryFailure) as exc:
                 raise ServerListenError(self.target, exc) from exc
             self.listener = listener
@@ -108,7 +124,7 @@ class RPCServer:
             self._idle = 0
             self._started = True
             inline = getattr(listener, "dispatch_inline", None)
-            if self.executor_type == "blocking" and inline is not None:
+            if self.executor_type == "blocking" and inline is not None and self.dispatch_inline:
                 inline(self._process_incoming)
             else:
                 with self._workers_lock:
@@ -160,6 +176,19 @@ class RPCServer:
 
     # -- message flow --------------------------------------------------
 
+    def _create_listener(self) -> Listener:
+        """Start listening (called by start())."""
+        raise NotImplementedError
+
+    def _poll(self, listener: Listener, timeout: float) -> list[Any]:
+        """What a worker takes in one poll: items it hands one by one to
+        :meth:`_process_incoming`; ``[]`` when none came in ``timeout``."""
+        return listener.poll(timeout=timeout, batch_size=1)
+
+    def _process_incoming(self, incoming: Any) -> None:
+        """Handle one item :meth:`_poll` returned."""
+        raise NotImplementedError
+
     def _spawn_locked(self, listener: Listener) -> None:
         """Start one more worker (``_workers_lock`` held)."""
         index = len(self._workers)
@@ -176,11 +205,12 @@ class RPCServer:
         lock = self._workers_lock
         pool_size = self._pool_size
         process = self._process_incoming
+        poll = self._poll
         while not stopped.is_set():
             with lock:
                 self._idle += 1
             try:
-                messages = listener.poll(timeout=_POLL_TIMEOUT, batch_size=1)
+                messages = poll(listener, _POLL_TIMEOUT)
             except Exception:
                 LOG.exception("Listener poll failed for %s", self.target)
                 with lock:
@@ -201,7 +231,7 @@ class RPCServer:
         # (see wait()).
         while True:
             try:
-                messages = listener.poll(timeout=0, batch_size=1)
+                messages = poll(listener, 0)
             except Exception:
                 LOG.exception("Listener poll failed for %s", self.target)
                 return
@@ -209,6 +239,15 @@ class RPCServer:
                 return
             for incoming in messages:
                 process(incoming)
+
+
+class RPCServer(MessageHandlingServer):
+    """Serves the endpoints of one dispatcher on one target."""
+
+    dispatcher: RPCDispatcher
+
+    def _create_listener(self) -> Listener:
+        return self.transport._listen(self.target, 1, None)
 
     def _process_incoming(self, incoming: IncomingMessage) -> None:
         try:
@@ -219,6 +258,8 @@ class RPCServer:
 
         result: Any = None
         failure: BaseException | None = None
+        span = tracing.start_process(incoming) if tracing.on else None
+        started = time.monotonic() if metrics.on else None
         try:
             result = self.dispatcher.dispatch(incoming)
         except ExpectedException as exc:
@@ -233,6 +274,8 @@ class RPCServer:
         except Exception as exc:
             failure = exc
             LOG.exception("Exception during message handling")
+        if started is not None:
+            metrics.handler_done(started, failure)
 
         try:
             if failure is None:
@@ -245,6 +288,8 @@ class RPCServer:
         except Exception:
             LOG.exception("Can not send reply for message")
         finally:
+            if span is not None:
+                span.end(failure)
             failure = None
 
 

@@ -3,6 +3,7 @@ driver its URL's scheme names (URLs themselves: :mod:`fastrpc.transport_url`).""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fastrpc.drivers import get_driver_class
@@ -56,6 +57,20 @@ class Transport:
         if not (target.topic and target.server):
             raise InvalidTarget("A server's target must have topic and server names specified", target)
         return self._driver.listen(target, batch_size, batch_timeout)
+
+    def _send_notification(self, target: Target, ctxt: dict, message: dict, version: float,
+                           retry: int | None = None) -> None:
+        if not target.topic:
+            raise InvalidTarget("A topic is required to send", target)
+        self._driver.send_notification(target, ctxt, message, version, retry=retry)
+
+    def _listen_for_notifications(self, targets_and_priorities: Iterable[tuple[Target, str]], pool: str | None,
+                                  batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
+        targets_and_priorities = list(targets_and_priorities)
+        for target, _priority in targets_and_priorities:
+            if not target.topic:
+                raise InvalidTarget("A target must have topic specified", target)
+        return self._driver.listen_for_notifications(targets_and_priorities, pool, batch_size, batch_timeout)
 
     def cleanup(self) -> None:
         """Release every resource of the transport (connections, threads)."""

@@ -17,34 +17,54 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+C_DEFAULT, C_TOPIC = "C (librabbitmq)", "C (librabbitmq), topic exchange"
+LIB_ROWS = {"fastrpc": "fastrpc [threading]", "fastrpc [blocking]": "fastrpc [blocking]", "oslo": "oslo.messaging",
+            "oslo-fastrpc": "oslo.messaging on fastrpc://", "aio-pika": "aio-pika (patterns.JsonRPC)"}
+
+
 def test_rpc_scenarios_runs_every_contender_in_rounds(broker, tmp_path):
     out = tmp_path / "rpc.json"
     env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "rpc_scenarios.py"), "--seconds", "1", "--rounds", "2",
-         "--scenarios", "sequential,casts", "--executors", "threading,blocking", "--skip-memory",
-         "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / "rpc_scenarios.py"), "--seconds", "0.6", "--rounds", "2",
+         "--scenarios", "sequential,concurrent-16,casts", "--executors", "threading,blocking", "--skip-memory",
+         "--markdown", "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    table = done.stdout
-    for row in ("fastrpc [threading]", "fastrpc [blocking]", "oslo.messaging", "oslo.messaging on fastrpc://",
-                "C (librabbitmq)", "C (librabbitmq), topic exchange"):
-        assert row in table, table
+    # (scenario, client) -> the row's cells
+    rows = {tuple(cells[:2]): cells for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in done.stdout.splitlines()
+             if line.startswith("| ") and not line.startswith("| scenario"))}
+    every = {"sequential": [*LIB_ROWS.values(), C_DEFAULT, C_TOPIC],
+             "concurrent-16": [*LIB_ROWS.values(), C_TOPIC], "casts": [*LIB_ROWS.values(), C_TOPIC]}
+    for scenario, clients in every.items():
+        for client in clients:
+            assert (scenario, client) in rows, (scenario, client, done.stdout)
+    assert ("concurrent-16", C_DEFAULT) not in rows and ("casts", C_DEFAULT) not in rows
+    # aio-pika's RPC pattern has no cast: said so, not measured
+    assert rows[("casts", LIB_ROWS["aio-pika"])][2] == "n/a"
+
     data = json.loads(out.read_text())
     summary = data["summary"]
-    assert set(summary) == {"fastrpc", "fastrpc [blocking]", "oslo", "oslo-fastrpc", "C (librabbitmq)",
-                            "C (librabbitmq), topic exchange"}
-    for key in ("fastrpc", "fastrpc [blocking]", "oslo", "oslo-fastrpc"):
-        for scenario in ("sequential", "casts"):
+    assert set(summary) == {*LIB_ROWS, C_DEFAULT, C_TOPIC}
+    assert summary["aio-pika"]["casts"] is None
+    for key in LIB_ROWS:
+        for scenario in every:
+            if key == "aio-pika" and scenario == "casts":
+                continue
             result = summary[key][scenario]
             assert result["rounds"] == 2 and result["rate"] > 0
-            assert result["vs_oslo"] > 0
-        assert summary[key]["sequential"]["vs_c"] > 0 and summary[key]["sequential"]["vs_c_topic"] > 0
-    assert summary["C (librabbitmq)"]["sequential"]["rate"] > 0
-    assert summary["C (librabbitmq), topic exchange"]["sequential"]["rate"] > 0
+            assert result["vs_oslo"] > 0 and result["vs_c_topic"] > 0
+            assert scenario == "casts" or result["vs_aio_pika"] > 0
+        assert summary[key]["sequential"]["vs_c"] > 0
+    for scenario in every:
+        assert summary[C_TOPIC][scenario]["rate"] > 0
+    assert summary[C_DEFAULT]["sequential"]["rate"] > 0
     # every round of every contender is kept, for whoever wants to look again
     assert len(data["rounds_raw"]["oslo"]["casts"]) == 2
+    c_casts = data["rounds_raw"][C_TOPIC]["casts"]
+    assert len(c_casts) == 2 and all(r["n"] >= 100 for r in c_casts)
 
 
 def test_call_cost_counts_both_sides_of_fastrpc_and_c(broker, tmp_path):

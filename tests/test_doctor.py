@@ -152,12 +152,13 @@ def test_connection_with_300_channels_is_a_leak(node: RabbitNode, capsys: pytest
 def test_watch_refreshes_and_a_bad_url_is_a_clear_error(node: RabbitNode, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["doctor", "--mgmt-url", node.management_url, "--watch", "--rounds", "2", "--interval", "0.2"]) == 0
     out = capsys.readouterr().out
-    assert out.count("fastrpc doctor: ") == 1 and out.count("healthy") == 2
-    assert main(["doctor", "--mgmt-url", "http://guest:s3cret@127.0.0.1:1/", "--interval", "0"]) == 1
+    assert out.count("fastrpc doctor: ") == 2 and out.count("healthy") == 2 and "look 2" in out
+    # Not examined at all is exit status 2, not 1 (findings).
+    assert main(["doctor", "--mgmt-url", "http://guest:s3cret@127.0.0.1:1/", "--interval", "0"]) == 2
     err = capsys.readouterr().err
     assert "fastrpc doctor:" in err and "127.0.0.1:1" in err and "s3cret" not in err
     # From the transport URL: its host's port 15672 is not this node's, so nothing answers.
-    assert main(["doctor", "--url", "rabbit://guest:s3cret@127.0.0.1:1/", "--interval", "0"]) == 1
+    assert main(["doctor", "--url", "rabbit://guest:s3cret@127.0.0.1:1/", "--interval", "0"]) == 2
     assert "s3cret" not in capsys.readouterr().err
 
 

@@ -234,10 +234,10 @@ def publish_raw(broker, queue_name: str, *bodies: bytes) -> None:
 
 
 @contextlib.contextmanager
-def listening(broker, scheme: str, topic: str, endpoints: list, batch: dict | None = None, **kwargs):
-    """An oslo notification listener on ``scheme``, started; stopped and cleaned up after.
-    ``batch``: batch_size and batch_timeout for a batch listener."""
-    transport = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, scheme))
+def oslo_listening(transport, topic: str, endpoints: list, batch: dict | None = None, **kwargs):
+    """An oslo notification listener on ``transport`` for ``topic``, started;
+    stopped and waited for after. ``batch``: batch_size and batch_timeout for
+    a batch listener."""
     targets = [oslo_messaging.Target(topic=topic)]
     if batch is None:
         listener = oslo_messaging.get_notification_listener(transport, targets, endpoints, **kwargs)
@@ -249,6 +249,16 @@ def listening(broker, scheme: str, topic: str, endpoints: list, batch: dict | No
     finally:
         listener.stop()
         listener.wait()
+
+
+@contextlib.contextmanager
+def listening(broker, scheme: str, topic: str, endpoints: list, batch: dict | None = None, **kwargs):
+    """:func:`oslo_listening` on a transport of its own with oslo's ``scheme`` driver, cleaned up after."""
+    transport = oslo_messaging.get_notification_transport(oslo_conf(), url=url_for(broker, scheme))
+    try:
+        with oslo_listening(transport, topic, endpoints, batch, **kwargs) as listener:
+            yield listener
+    finally:
         transport.cleanup()
 
 
@@ -366,6 +376,33 @@ def test_batch_listener_fills_its_batches_then_times_out(broker, topic):
     finally:
         sender.cleanup()
     assert queue_depth(broker, f"{topic}.info") == 0
+
+
+def test_incoming_notifications_carry_the_attributes_of_oslos():
+    # _Incoming sets oslo's IncomingMessage attributes itself (it skips
+    # oslo's __init__): an attribute a newer oslo adds must show up here.
+    from oslo_messaging._drivers import base as oslo_base
+
+    from fastrpc.drivers.base import IncomingMessage
+    from fastrpc.oslo_driver import _Incoming, _RpcIncoming
+
+    class Taken(IncomingMessage):  # what a fastrpc listener hands the adapter
+        def acknowledge(self):
+            pass
+
+        requeue = heartbeat = acknowledge
+
+        def reply(self, reply=None, failure=None):
+            pass
+
+    for oslo_cls, wrap in ((oslo_base.IncomingMessage, _Incoming), (oslo_base.RpcIncomingMessage, _RpcIncoming)):
+        # oslo's classes are abstract: a subclass with their abstract methods, through oslo's own __init__.
+        concrete = type("Concrete", (oslo_cls,), {name: lambda self, *args, **kwargs: None
+                                                  for name in oslo_cls.__abstractmethods__})
+        oslo_names = set(vars(concrete("ctxt", {}, None)))
+        assert {"ctxt", "message", "msg_id", "client_timeout"} <= oslo_names
+        ours = set(vars(wrap(Taken({"user": "u"}, {"payload": {}}, None)))) - {"_incoming"}
+        assert ours == oslo_names, wrap.__name__
 
 
 def test_retry_minus_one_retries_until_the_transport_is_cleaned_up(caplog):

@@ -13,9 +13,14 @@ import time
 
 import oslo_messaging
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from oslo_config import cfg
 
 import fastrpc.exceptions as fexc
+from fastrpc import tracing
 from fastrpc.client import get_rpc_client
 from fastrpc.options import Options
 from fastrpc.server import get_rpc_server
@@ -118,6 +123,26 @@ def fast_transport(broker, request):
     transport.cleanup()
 
 
+@pytest.fixture(params=["untraced", "traced"])
+def traced(request):
+    """fastrpc's tracing off, or on (into an in-memory exporter): oslo peers
+    interoperate unchanged with the trace context in fastrpc's requests."""
+    if request.param == "untraced":
+        yield None
+        return
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(tracer_provider=provider)
+    yield exporter
+    tracing.disable()
+    provider.shutdown()
+
+
+def traced_methods(exporter, kind):
+    return sorted(s.attributes["rpc.method"] for s in exporter.get_finished_spans() if s.kind == kind)
+
+
 def start_oslo_server(transport, topic, server, endpoints):
     target = oslo_messaging.Target(topic=topic, server=server)
     srv = oslo_messaging.get_rpc_server(transport, target, endpoints)  # threading executor
@@ -150,7 +175,7 @@ def assert_remote_errors_for_oslo(client):
 # ---- oslo client -> fastrpc server ---------------------------------------------------
 
 
-def test_oslo_client_to_fastrpc_server(oslo_transport, fast_transport, topic):
+def test_oslo_client_to_fastrpc_server(oslo_transport, fast_transport, topic, traced):
     ep = Endpoint("fast")
     srv = start_fast_server(fast_transport, topic, "fs1", [ep])
     try:
@@ -178,6 +203,12 @@ def test_oslo_client_to_fastrpc_server(oslo_transport, fast_transport, topic):
     finally:
         ep.release.set()
         stop(srv)
+    if traced is not None:
+        # fastrpc's server traced each request of the oslo client, each a trace of its own.
+        processed = [s for s in traced.get_finished_spans() if s.kind == SpanKind.CONSUMER]
+        assert sorted(s.attributes["rpc.method"] for s in processed) == [
+            "block", "echo", "fail_builtin", "fail_custom", "note", "note", "whoami"]
+        assert all(s.parent is None for s in processed)
 
 
 def test_oslo_client_not_allow_listed_gets_remote_error(broker, fast_transport, topic):
@@ -195,7 +226,7 @@ def test_oslo_client_not_allow_listed_gets_remote_error(broker, fast_transport, 
 # ---- fastrpc client -> oslo server -----------------------------------------------------
 
 
-def test_fastrpc_client_to_oslo_server(oslo_transport, fast_transport, topic):
+def test_fastrpc_client_to_oslo_server(oslo_transport, fast_transport, topic, traced):
     ep = Endpoint("oslo")
     srv = start_oslo_server(oslo_transport, topic, "os1", [ep])
     try:
@@ -221,6 +252,10 @@ def test_fastrpc_client_to_oslo_server(oslo_transport, fast_transport, topic):
     finally:
         ep.release.set()
         stop(srv)
+    if traced is not None:
+        # Every request went out traced (with the trace context the oslo server ignored).
+        assert traced_methods(traced, SpanKind.PRODUCER) == [
+            "block", "echo", "fail_builtin", "fail_custom", "note", "note", "whoami"]
 
 
 def test_nan_and_infinity_cross_both_ways_as_floats(oslo_transport, fast_transport, topic):

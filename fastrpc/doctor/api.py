@@ -56,7 +56,12 @@ class ManagementAPI:
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise ManagementError(f"{method} {url}: {reason}") from None
-        return json.loads(body) if body else None
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except ValueError:  # a proxy's error page, a different service on that port
+            raise ManagementError(f"{method} {url}: the answer is not JSON ({body[:40]!r}...)") from None
 
     def get(self, path: str) -> Any:
         return self._request("GET", path)
@@ -66,29 +71,33 @@ class ManagementAPI:
 
     # -- resources ---------------------------------------------------------
 
+    def _list(self, path: str) -> list[dict[str, Any]]:
+        """A resource that must be a list of objects; anything else is an error, not a crash in a check."""
+        result = self.get(path)
+        if not isinstance(result, list) or not all(isinstance(item, dict) for item in result):
+            raise ManagementError(f"GET {self.base}api/{path}: expected a list of objects, got {type(result).__name__}")
+        return result
+
     def overview(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.get("overview")
+        result = self.get("overview")
+        if not isinstance(result, dict):
+            raise ManagementError(f"GET {self.base}api/overview: expected an object, got {type(result).__name__}")
         return result
 
     def nodes(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("nodes")
-        return result
+        return self._list("nodes")
 
     def queues(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("queues")
-        return result
+        return self._list("queues")
 
     def connections(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("connections")
-        return result
+        return self._list("connections")
 
     def consumers(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("consumers")
-        return result
+        return self._list("consumers")
 
     def queue_bindings(self, vhost: str, name: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get(f"queues/{quote(vhost)}/{quote(name)}/bindings")
-        return result
+        return self._list(f"queues/{quote(vhost)}/{quote(name)}/bindings")
 
     def delete_queue(self, vhost: str, name: str) -> None:
         self.delete(f"queues/{quote(vhost)}/{quote(name)}")

@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from fastrpc.options import Options
     from fastrpc.target import Target
     from fastrpc.transport_url import TransportURL
@@ -98,6 +100,20 @@ class BaseDriver(ABC):
     def listen(self, target: Target, batch_size: int = 1,
                batch_timeout: float | None = None) -> Listener:
         """Start consuming requests for ``target`` (topic, topic.server, fanout)."""
+
+    def send_notification(self, target: Target, ctxt: dict, message: dict, version: float,
+                          retry: int | None = None) -> None:
+        """Publish a notification to ``target.topic`` (``<topic>.<priority>``):
+        version 2.0 enveloped, 1.0 bare. An EnvelopeError when it cannot be
+        encoded or is too large (nothing sent)."""
+        raise NotImplementedError(f"the {self.url.transport} transport does not carry notifications")
+
+    def listen_for_notifications(self, targets_and_priorities: Iterable[tuple[Target, str]], pool: str | None,
+                                 batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
+        """Consume the notification queues of ``(target, priority)`` pairs
+        (one queue named ``pool`` for them all when given); its messages are
+        settled by the caller once processed."""
+        raise NotImplementedError(f"the {self.url.transport} transport does not carry notifications")
 
     @abstractmethod
     def cleanup(self) -> None:

@@ -3,10 +3,12 @@
 It mimics the rabbit topology: a topic exchange per ``target.exchange`` (or
 the control exchange) with shared queues ``<topic>`` and ``<topic>.<server>``,
 a fanout exchange ``<topic>_fanout`` with one queue per listener, and one
-reply queue per driver. Transports with the same hosts and virtual host share
-one broker, so a client and a server may use separate transports. Messages are
-encoded on send and decoded on receive, as on a real wire, so nothing is
-shared by reference and unencodable arguments fail at the caller.
+reply queue per driver; notifications go to ``<topic>.<priority>`` queues (or
+one per listener pool) of the topic exchange. Transports with the same hosts
+and virtual host share one broker, so a client and a server may use separate
+transports. Messages are encoded on send and decoded on receive, as on a real
+wire, so nothing is shared by reference and unencodable arguments fail at the
+caller.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import msgpack
 
 from fastrpc.drivers.base import BaseDriver, IncomingMessage, Listener
+from fastrpc.envelope_common import encode_failed
 from fastrpc.exceptions import (
     InvalidTarget,
     MessageDeliveryFailure,
@@ -358,6 +361,35 @@ class MemoryDriver(BaseDriver):
         self.broker.declare(server, exchange, server)
         self.broker.declare(fanout_q, f"{target.topic}_fanout", fanout_q, auto_delete=True)
         listener = MemoryListener(self, [topic, server, fanout_q], owned=[fanout_q])
+        with self._lock:
+            self._listeners.append(listener)
+        return listener
+
+    def send_notification(self, target: Target, ctxt: dict, message: dict, version: float,
+                          retry: int | None = None) -> None:
+        """Into the queue ``target.topic`` (``<topic>.<priority>``), declared
+        first as the AMQP driver does, so it waits there for its listener."""
+        if self._closed:
+            raise MessageDeliveryFailure("transport was cleaned up")
+        try:
+            body = self.codec.encode({"ctxt": dict(ctxt or {}), "message": message})
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise encode_failed(exc) from None
+        exchange, routing_key = self._exchange(target), str(target.topic)
+        self.broker.declare(routing_key, exchange, routing_key)
+        self.broker.publish(exchange, routing_key, body)
+
+    def listen_for_notifications(self, targets_and_priorities: Iterable[tuple[Target, str]], pool: str | None,
+                                 batch_size: int = 1, batch_timeout: float | None = None) -> Listener:
+        """The queues ``<topic>.<priority>``, or the one named ``pool`` bound for them all."""
+        queues: list[str] = []
+        for target, priority in targets_and_priorities:
+            routing_key = f"{target.topic}.{priority}"
+            name = pool or routing_key
+            self.broker.declare(name, self._exchange(target), routing_key)
+            if name not in queues:
+                queues.append(name)
+        listener = MemoryListener(self, queues, owned=[])
         with self._lock:
             self._listeners.append(listener)
         return listener

@@ -64,10 +64,8 @@ class ConductorClient:
     take it; a cast no queue takes fails the report."""
 
     def __init__(self, transport: Any, topic: str = CONDUCTOR_TOPIC, timeout: float = 10.0) -> None:
-        target = Target(topic=topic)
-        self._client = get_rpc_client(transport, target, timeout=timeout)
-        self._confirmed = get_rpc_client(transport, target, timeout=timeout,
-                                         transport_options=TransportOptions(at_least_once=True))
+        self._client = get_rpc_client(transport, Target(topic=topic), timeout=timeout)
+        self._confirmed = self._client.prepare(transport_options=TransportOptions(at_least_once=True))
 
     def report(self, host: str, binary: str, topic: str, availability_zone: str | None = None) -> Any:
         try:

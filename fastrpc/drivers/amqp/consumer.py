@@ -17,6 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from fastrpc import metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
@@ -86,6 +87,10 @@ class Consumer(Listener):
     :meth:`reject` (a malformed delivery).
     """
 
+    message_kind = "request"  # what it consumes, in log lines
+    # The metrics slot of a delivery this kind of listener rejects as malformed.
+    MALFORMED_SLOT = metrics.MALFORMED_REQUESTS
+
     def __init__(self, driver: ListenerDriver, queues: list[str], label: str) -> None:
         """``label`` names the listener in logs (a topic); connects at once."""
         self._driver = driver
@@ -107,9 +112,11 @@ class Consumer(Listener):
         self._channel: Any = None
         self._tags: list[str] = []
         self._hosts = HostOrder(driver.params, driver.conf.kombu_failover_strategy)
-        self.link = Link(f"listener for {label}")
+        self.link = Link(f"listener for {label}", "listener")
+        self._restart_reason: str | None = None  # why _restart() closes the connection
         self._rechecks = Rechecks("fastrpc-listener-recheck", self._stopped)
         self._connect()
+        metrics.track_listener(self)
 
     @property
     def connection(self) -> Connection | None:
@@ -151,6 +158,8 @@ class Consumer(Listener):
         with self._seen_lock:
             if uid in seen:
                 self.duplicates += 1
+                if metrics.on:
+                    metrics.counts[metrics.DUPLICATES] += 1
                 return True
             if remember:
                 seen[uid] = None
@@ -162,8 +171,10 @@ class Consumer(Listener):
         """Count, log and reject (without requeue) a delivery that could not be decoded."""
         with self._seen_lock:  # pollers reject at once
             self.bad_messages += 1
-        LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
-                    self._label, delivery.exchange, delivery.routing_key, exc.reason)
+        if metrics.on:
+            metrics.counts[self.MALFORMED_SLOT] += 1
+        LOG.warning("Rejected malformed %s for topic %s (exchange %r, routing key %r): %s",
+                    self.message_kind, self._label, delivery.exchange, delivery.routing_key, exc.reason)
         try:
             ch.basic_reject(delivery.delivery_tag, requeue=False)
         except amqp_exc.AMQPError as err:
@@ -230,7 +241,8 @@ class Consumer(Listener):
                 return
 
             def on_cancel(tag: str) -> None:
-                self._restart(ch, f"the broker cancelled its consumer {tag!r} (queue deleted or its node lost)")
+                self._restart(ch, f"the broker cancelled its consumer {tag!r} (queue deleted or its node lost)",
+                              "consumer_cancelled")
 
             self._tags = [ch.basic_consume(name, on_message, on_cancel=on_cancel) for name in self.queues]
             conn.on_close.append(self._on_connection_closed)
@@ -255,7 +267,8 @@ class Consumer(Listener):
             self.declare(ch)
             for name in self.queues:
                 if ch.queue_declare(name, passive=True, timeout=RECHECK_TIMEOUT)[2] == 0:
-                    self._restart(ch, f"queue {name} has no consumer (the cluster deleted the queue we consumed)")
+                    self._restart(ch, f"queue {name} has no consumer (the cluster deleted the queue we consumed)",
+                                  "consumer_lost")
                     return False
         except amqp_exc.AMQPError as exc:
             # A closed channel restarts the listener by itself (_on_channel_closed).
@@ -289,22 +302,25 @@ class Consumer(Listener):
     def _on_connection_closed(self, conn: Connection, exc: BaseException) -> None:
         if self._stopped.is_set() or conn is not self._conn:
             return
-        self.link.lost(conn.params.address, exc)
+        reason, self._restart_reason = self._restart_reason, None
+        self.link.lost(conn.params.address, exc, reason)
         threading.Thread(target=self._reconnect, name="fastrpc-listener-reconnect", daemon=True).start()
 
     def _on_channel_closed(self, ch: Any, exc: BaseException) -> None:
         # The broker closed the channel alone (a refused ack, say): the
         # consumers are gone with it.
-        self._restart(ch, f"its channel was closed: {exc}")
+        self._restart(ch, f"its channel was closed: {exc}", "channel_closed")
 
-    def _restart(self, ch: Any, why: str) -> None:
+    def _restart(self, ch: Any, why: str, reason: str) -> None:
         """A consumer of ``ch`` is gone while the connection stays: close the
         connection, which reconnects, declares the queues and consumes again.
-        From another thread, as this runs in the reader."""
+        From another thread, as this runs in the reader. ``reason``: a
+        short name of ``why`` (the reconnect's label in the metrics)."""
         conn = self._conn
         if self._stopped.is_set() or ch is not self._channel or conn is None or not conn.is_open:
             return
         LOG.warning("%s: %s; consuming again", self.link.name, why)
+        self._restart_reason = reason
         threading.Thread(target=self._close_for_restart, args=(conn,), name="fastrpc-listener-close",
                          daemon=True).start()
 
@@ -468,6 +484,11 @@ class Consumer(Listener):
         return result
 
     # -- shutdown ------------------------------------------------------------
+
+    def queued_messages(self) -> int:
+        """Messages received and not yet taken by a poller (the executor's backlog)."""
+        return sum(len(item.deliveries) if type(item) is Read else item is not STOP
+                   for item in self._incoming.items())
 
     def stop(self) -> None:
         if self._stopped.is_set():

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from fastrpc import envelope
+from fastrpc import envelope, metrics, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
@@ -29,7 +29,7 @@ from fastrpc.drivers.base import BaseDriver
 from fastrpc.drivers.broker_rules import is_deprecation_refusal
 from fastrpc.drivers.topology import ExchangeSpec, Topology, publish_properties
 from fastrpc.envelope import EnvelopeError, Reply, encode_bare
-from fastrpc.exceptions import BrokerError, MessageDeliveryFailure, MessageUndeliverable
+from fastrpc.exceptions import BrokerError, ConfigurationError, MessageDeliveryFailure, MessageUndeliverable
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 from fastrpc.options import DEFAULT_OPTIONS, Options
 
@@ -43,6 +43,21 @@ _L = TypeVar("_L", bound=Consumer)
 REFUSALS = (amqp_exc.ChannelClosed, amqp_exc.LoginRefused)
 
 
+def observe(conf: Options) -> None:
+    """Turn on what the options ask for, process-wide: metrics, their
+    exporter (MetricsExporterError when its port is taken), and traces."""
+    if conf.tracing and not tracing.on:
+        tracing.enable()
+    if conf.metrics or conf.metrics_port:
+        metrics.enable()
+    if conf.metrics_port:
+        try:
+            from fastrpc import prometheus
+        except ImportError as exc:
+            raise ConfigurationError(f"metrics_port is set, but {exc}") from exc
+        prometheus.serve(conf.metrics_port, conf.metrics_host)
+
+
 class AmqpDriver(BaseDriver):
     """The ``rabbit://``, ``fastrpc://`` and ``amqp://`` transport."""
 
@@ -50,6 +65,7 @@ class AmqpDriver(BaseDriver):
                  allowed_remote_exmods: list[str] | None = None) -> None:
         conf = Options.coerce(conf)
         conf.validate()  # also when changed since it was made; below, typed attributes
+        observe(conf)
         exchange = default_exchange or conf.control_exchange or DEFAULT_OPTIONS["control_exchange"]
         super().__init__(conf, url, exchange, list(allowed_remote_exmods or []))
         self.topology = Topology(conf)
@@ -120,11 +136,14 @@ class AmqpDriver(BaseDriver):
         confirm, raising MessageUndeliverable at once when no queue is bound
         for the target (oslo's ``TransportOptions(at_least_once=True)``); a
         cast's ``timeout``, if any, bounds that wait and everything before it."""
+        span = None
         try:
             ex, routing_key = self._route(target)
             unique_id = new_id()
             sender = self._sender
             if not wait_for_reply:
+                if tracing.on:
+                    span, message = tracing.start_send(ex.name, routing_key, message, None)
                 body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
                 self._check_size(body, message)
                 if at_least_once:
@@ -132,15 +151,22 @@ class AmqpDriver(BaseDriver):
                     self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, deadline, message)
                 else:
                     sender.publish(ex, routing_key, body, self._cast_props, retry, None)
+                if metrics.on:
+                    metrics.counts[metrics.CASTS] += 1
+                if span is not None:
+                    span.end()
                 return None
 
-            deadline = None if timeout is None else time.monotonic() + timeout
+            started = time.monotonic()  # also the call's start for its latency
+            deadline = None if timeout is None else started + timeout
             rq = self._replies
             reply_q = rq.name
             ch = rq.ch
             if reply_q is None or ch is None or not ch.is_open or not rq.consuming:
                 reply_q = sender.with_retry(functools.partial(rq.ensure, deadline), retry, deadline)
             msg_id = new_id()
+            if tracing.on:
+                span, message = tracing.start_send(ex.name, routing_key, message, msg_id)
             body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
                                            self.binary)
             self._check_size(body, message)
@@ -177,11 +203,33 @@ class AmqpDriver(BaseDriver):
                 if conn is not None:
                     conn.done_waiting(replies)  # a read baton handed to this call goes on
         except amqp_exc.AMQPError as exc:
-            raise messaging_error(exc) from exc
+            error = messaging_error(exc)
+            self._send_failed(wait_for_reply, error, span)
+            raise error from exc
+        except Exception as exc:
+            self._send_failed(wait_for_reply, exc, span)
+            raise
         # Outside the boundary: a remote exception is the caller's, whatever its class.
         if reply.failure is not None:
-            raise self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
+            remote = self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
+            if metrics.on:
+                metrics.remote_error(started, remote)
+            if span is not None:
+                span.end(remote)
+            raise remote
+        if metrics.on:
+            metrics.call_answered(started)
+        if span is not None:
+            span.end()
         return reply.result
+
+    @staticmethod
+    def _send_failed(call: bool, exc: BaseException, span: tracing.Span | None) -> None:
+        """A call or cast raises ``exc`` (not a remote one): count it, end its span."""
+        if metrics.on:
+            metrics.send_failed(call, exc)
+        if span is not None:
+            span.end(exc)
 
     def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
                            retry: int | None, deadline: float | None, message: dict) -> None:
@@ -205,7 +253,8 @@ class AmqpDriver(BaseDriver):
         as routing key. A queue of that name is declared and bound first, so
         notifications wait there until their consumer comes. Version 2.0 is
         enveloped like a request, 1.0 is the bare message; always JSON, since
-        any service may consume them.
+        any service may consume them. EnvelopeError (nothing sent) when the
+        message cannot be encoded or is larger than ``max_message_size``.
         """
         topo = self.topology
         ex = topo.topic_exchange(topo.exchange_name(target.exchange, self.default_exchange))
@@ -215,7 +264,10 @@ class AmqpDriver(BaseDriver):
             body = envelope.encode_request(message, ctxt, unique_id)
         else:
             body = encode_bare(message, ctxt, unique_id)
-        self._check_size(body, message)
+        if len(body) > self.max_body:
+            # Bad input as much as an unencodable payload: no retry can send it.
+            raise EnvelopeError(f"the notification is {len(body)} bytes, more than max_message_size "
+                                f"({self.max_body} bytes)")
         props = self._reply_props[False]  # JSON, no expiration
         sender = self._sender
 

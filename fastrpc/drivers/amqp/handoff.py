@@ -69,6 +69,11 @@ class Handoff:
                 taken.append(items.popleft())
         return taken
 
+    def items(self) -> list[Any]:
+        """A copy of the items waiting for a poller, in order."""
+        with self._lock:
+            return list(self._items)
+
     def pending(self) -> int:
         """How many items wait for a poller."""
         return len(self._items)

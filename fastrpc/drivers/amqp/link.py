@@ -17,6 +17,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from fastrpc import metrics
+from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.amqp import spec
+
 LOG = logging.getLogger("fastrpc.drivers.amqp")
 
 CONNECTED = "connected"
@@ -39,11 +43,28 @@ class LinkHealth:
         return dict(self.__dict__)
 
 
-class Link:
-    """State and log lines of one connection owner named ``name`` (as logs say it)."""
+def loss_reason(why: BaseException | str) -> str:
+    """A short, fixed name for why a connection was lost (a metrics label)."""
+    if isinstance(why, amqp_exc.ProbeTimeout):
+        return "probe_timeout"
+    if isinstance(why, amqp_exc.HeartbeatTimeout):
+        return "heartbeat_timeout"
+    if isinstance(why, amqp_exc.ConnectionLost):
+        return "connection_lost"
+    if isinstance(why, amqp_exc.ConnectionClosed):
+        return "closed" if why.reply_code == spec.REPLY_SUCCESS else "closed_by_broker"
+    if isinstance(why, BaseException):
+        return type(why).__name__
+    return "other"
 
-    def __init__(self, name: str) -> None:
+
+class Link:
+    """State and log lines of one connection owner named ``name`` (as logs
+    say it); ``kind`` ("sending" or "listener") labels its reconnects in the metrics."""
+
+    def __init__(self, name: str, kind: str = "sending") -> None:
         self.name = name
+        self.kind = kind
         self._lock = threading.Lock()
         self._state = NEW
         self._host: str | None = None
@@ -70,14 +91,18 @@ class Link:
         else:
             LOG.debug("%s: connected to %s", self.name, address)
 
-    def lost(self, address: str | None, why: BaseException | str) -> None:
-        """The connection to ``address`` died (once per connection)."""
+    def lost(self, address: str | None, why: BaseException | str, reason: str | None = None) -> None:
+        """The connection to ``address`` died (once per connection); its
+        owner reconnects. ``reason``: the short name of ``why`` when the
+        owner knows better than :func:`loss_reason` (it closed the connection itself)."""
         with self._lock:
             if self._state == RECONNECTING:
                 return
             self._state, self._since, self._lost_at = RECONNECTING, time.time(), time.monotonic()
             self._attempt, self._error = 0, str(why)
             self._logged_error = None
+        if metrics.on:
+            metrics.reconnect(self.kind, reason or loss_reason(why))
         LOG.warning("%s: lost the connection to %s: %s; reconnecting", self.name, address, why)
 
     def attempt_failed(self, error: BaseException, next_host: str | None, delay: float | None) -> None:

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from fastrpc import envelope
+from fastrpc import envelope, metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
 from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
@@ -66,6 +66,9 @@ class AmqpNotificationListener(Consumer):
     what differs is what is declared and that taking a notification does not
     acknowledge it.
     """
+
+    message_kind = "notification"
+    MALFORMED_SLOT = metrics.MALFORMED_NOTIFICATIONS
 
     def __init__(self, driver: ListenerDriver, targets_and_priorities: Iterable[tuple[Any, str]],
                  pool: str | None) -> None:

@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Any
 
-from fastrpc import envelope
+from fastrpc import envelope, metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
@@ -266,11 +266,15 @@ class Replies:
                                           self._max_body)
         except EnvelopeError as exc:
             self.bad_replies += 1
+            if metrics.on:
+                metrics.counts[metrics.MALFORMED_REPLIES] += 1
             LOG.warning("Dropped malformed reply on %s: %s", delivery.routing_key, exc.reason)
             return
         replies = self.waiters.get(reply.msg_id)
         if replies is None:
             self.late_replies += 1
+            if metrics.on:
+                metrics.counts[metrics.LATE_REPLIES] += 1
             LOG.debug("Dropped reply to %s: its caller is no longer waiting", reply.msg_id)
             return
         replies.put(reply)

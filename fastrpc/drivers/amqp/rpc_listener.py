@@ -8,7 +8,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fastrpc import envelope
+from fastrpc import envelope, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.drivers.amqp.acks import Settled
@@ -40,6 +40,11 @@ class RpcDriver(ListenerDriver, Protocol):
 class AmqpIncomingMessage(IncomingMessage):
     """A request taken from a queue; the listener acks it (when a worker takes
     it, or after it ran with inline dispatch), as oslo's executors do."""
+
+    # Where it was published (the exchange and routing key of its delivery),
+    # noted for its trace only while tracing is on.
+    exchange: str | None = None
+    routing_key: str | None = None
 
     def __init__(self, driver: RpcDriver, ctxt: dict, message: dict, msg_id: str | None,
                  reply_q: str | None, binary: bool, client_timeout: float | None = None) -> None:
@@ -121,7 +126,7 @@ class AmqpListener(Consumer):
         requests, settle = self._decode(item)
         if settle is None or not self._ack(*settle):
             return []
-        return self._accepted(requests)
+        return self._accepted(requests, item, settle[3])
 
     def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
         """Run the requests of one read in this thread (inline dispatch).
@@ -143,7 +148,7 @@ class AmqpListener(Consumer):
         requests, settle = self._decode(item)
         if settle is None:
             return
-        for msg in self._accepted(requests):
+        for msg in self._accepted(requests, item, settle[3]):
             handler(msg)
         self._ack(*settle, ran=True)
 
@@ -178,11 +183,27 @@ class AmqpListener(Consumer):
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
         return requests, (ch, settled, tags, ack)
 
-    def _accepted(self, requests: list[Any]) -> list[IncomingMessage]:
+    def _accepted(self, requests: list[Any], item: Read, tags: list[int]) -> list[IncomingMessage]:
+        """The incoming messages of a read's decoded ``requests`` (``tags``:
+        their delivery tags, in the same order), duplicates left out."""
+        if tracing.on:
+            return self._accepted_traced(requests, item, tags)
         taken: list[IncomingMessage] = []
         for req in requests:
             msg = self._accept(req)
             if msg is not None:
+                taken.append(msg)
+        return taken
+
+    def _accepted_traced(self, requests: list[Any], item: Read, tags: list[int]) -> list[IncomingMessage]:
+        # As _accepted, each message noting its delivery's exchange and routing key.
+        deliveries = {delivery.delivery_tag: delivery for delivery in item.deliveries}
+        taken: list[IncomingMessage] = []
+        for req, tag in zip(requests, tags, strict=True):
+            msg = self._accept(req)
+            if msg is not None:
+                delivery = deliveries[tag]
+                msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
                 taken.append(msg)
         return taken
 

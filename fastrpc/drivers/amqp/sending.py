@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from fastrpc import metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
@@ -130,6 +131,12 @@ class Sender:
         self.on_call_returned: Callable[[spec.Returned], None] | None = None
         # A publish the broker refused: its channel and delivery tag (in the reader thread).
         self.on_call_nacked: Callable[[Any, int], None] | None = None
+        metrics.track_sender(self)
+
+    def pending_confirms(self) -> int:
+        """Publishes on the sending connection the broker has not confirmed yet."""
+        conn = self.conn
+        return conn.pending_confirms if conn is not None and conn.is_open else 0
 
     def locked(self, deadline: float | None) -> contextlib.AbstractContextManager[None]:
         """``lock``, waited for no longer than ``deadline`` (then MessagingTimeout)."""
