@@ -15,6 +15,13 @@ alternates between rounds, so a machine whose speed drifts hits both alike):
   size echoed by a server of the same tree (threading executor), for
   ``--seconds`` per round.
 
+``--instructions`` counts instead, with valgrind's callgrind, the
+instructions a process spends per MiB published and per MiB consumed (runs
+of one and of three connections' worth of ``--mbytes``, the difference
+divided by the extra MiB): on a loaded machine rates drift by tens of
+percent, instruction counts do not (page faults and the kernel's side of
+the sockets are not in them).
+
 New connections each round, so a connection's read buffer starts from its
 initial size every time. Each tree runs in its own publishing and calling,
 consuming and serving processes. The table shows the median MB/s (payload bytes) over the rounds and
@@ -23,7 +30,7 @@ for the CPU time the client process spent per MB (all its threads; below 1: B
 costs less), which a loaded machine disturbs less than the rates.
 
     python bench/large_messages.py TREE_A TREE_B [--sizes 65536,1048576,4194304]
-        [--rounds 5] [--seconds 2] [--mbytes 64] [--only raw|rpc] [--json out.json] [--markdown]
+        [--rounds 5] [--seconds 2] [--mbytes 64] [--only raw|rpc] [--instructions] [--json out.json] [--markdown]
 
 ``FASTRPC_BENCH_URL=amqp://user:pass@host:port/vhost`` uses an existing broker
 instead of starting a private node.
@@ -52,6 +59,7 @@ ACK_EVERY = 8
 CALL_TIMEOUT = 120
 WAIT_SECONDS = 300.0
 KINDS = ("publish", "consume", "rpc")
+INSTRUCTION_REPS = 3  # --instructions: runs of 1 and of this many connections' worth
 
 # Imports fastrpc from the tree first, then this benchmark from its own tree.
 _CHILD = r"""
@@ -79,6 +87,11 @@ def child(tree: str, argv: list[str]) -> None:
     mode, url = argv[0], argv[1]
     if mode == "serve":
         _serve(url, argv[2], argv[3])
+    elif mode in ("publish", "consume"):  # reps runs of one connection each, queue.0, queue.1, ...
+        queue, size, count, reps = argv[2], int(argv[3]), int(argv[4]), int(argv[5])
+        for rep in range(reps):
+            (_publish if mode == "publish" else _consume)("amqp" + url[url.index("://"):], f"{queue}.{rep}",
+                                                          size, count)
     else:
         _client(url)
 
@@ -271,6 +284,35 @@ def fmt_size(size: int) -> str:
     return f"{size} B"
 
 
+def count_instructions(url: str, trees: list[Path], sizes: list[int], mbytes: float,
+                       reps: int) -> dict[int, dict[str, list[float]]]:
+    """size -> publish / consume -> instructions per MiB of each tree (callgrind).
+
+    Runs with 1 and with ``reps`` connections' worth of messages; the
+    difference divided by the extra MiB leaves out starting Python.
+    """
+    from bench.call_cost import run_counted
+
+    results: dict[int, dict[str, list[float]]] = {}
+    for size in sizes:
+        count = max(8, int(mbytes * 2**20) // size)
+        per_kind: dict[str, list[float]] = {"publish": [], "consume": []}
+        for i, tree in enumerate(trees):
+            counted: dict[str, list[int]] = {"publish": [], "consume": []}
+            for n in (1, reps):
+                queue = f"bench_large_{uuid.uuid4().hex[:8]}"
+                for kind in ("publish", "consume"):
+                    common.info(f"size {size}, tree {'AB'[i]}, {kind} x{n} under callgrind")
+                    cmd = [sys.executable, "-c", _CHILD, str(tree), str(common.ROOT), kind, url, queue, str(size),
+                           str(count), str(n)]
+                    counted[kind].append(run_counted(cmd, common.python_env(), f"{kind} of {tree}"))
+            mib = (reps - 1) * count * size / 2**20
+            for kind, (low, high) in counted.items():
+                per_kind[kind].append((high - low) / mib)
+        results[size] = per_kind
+    return results
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("tree_a", type=Path)
@@ -281,6 +323,8 @@ def main() -> int:
     p.add_argument("--mbytes", type=float, default=64.0, help="MiB published and consumed per round (default 64)")
     p.add_argument("--executor", default="threading", choices=("blocking", "threading"))
     p.add_argument("--only", choices=("raw", "rpc"), help="measure only the connection layer, or only RPC calls")
+    p.add_argument("--instructions", action="store_true",
+                   help="count the instructions of publishing and consuming with callgrind instead (no rates)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     args = p.parse_args()
@@ -294,6 +338,17 @@ def main() -> int:
         p.error("--sizes takes whole numbers of bytes, comma-separated")
     if not sizes or min(sizes) < 1 or args.rounds < 1 or args.seconds <= 0 or args.mbytes <= 0:
         p.error("--sizes, --rounds, --seconds and --mbytes must be positive")
+    if args.instructions:
+        with common.broker() as b:
+            counts = count_instructions(b.transport_url("fastrpc"), trees, sizes, args.mbytes, INSTRUCTION_REPS)
+        rows = [[fmt_size(size), kind, f"{a / 1e6:.2f}", f"{b_ / 1e6:.2f}", f"{b_ / a:.2f}x"]
+                for size, per_kind in counts.items() for kind, (a, b_) in per_kind.items()]
+        print(f"A = {trees[0]}\nB = {trees[1]}")
+        print((common.format_markdown if args.markdown else common.format_table)(
+            ["size", "what", "A M instructions/MiB", "B M instructions/MiB", "B/A"], rows))
+        common.write_json(args.json, {"benchmark": "large_messages", "a": str(trees[0]), "b": str(trees[1]),
+                                      "instructions_per_mib": counts})
+        return 0
     kinds = {"raw": ("publish", "consume"), "rpc": ("rpc",), None: KINDS}[args.only]
     with common.broker() as b:
         results = measure(b.transport_url("fastrpc"), trees, sizes, args.rounds, args.seconds, args.mbytes,

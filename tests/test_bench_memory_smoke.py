@@ -48,3 +48,14 @@ def test_large_messages_compares_two_trees(broker: Any, tmp_path: Path) -> None:
     for result in kinds.values():
         assert len(result["a_mb_s"]) == len(result["b_mb_s"]) == 2
         assert min(result["a_mb_s"] + result["b_mb_s"]) > 0
+
+
+def test_large_messages_counts_instructions_of_both_trees(broker: Any, tmp_path: Path) -> None:
+    out = tmp_path / "instructions.json"
+    done = _run(broker, str(ROOT / "bench" / "large_messages.py"), str(ROOT), str(ROOT), "--instructions",
+                "--sizes", "65536", "--mbytes", "0.25", "--json", str(out))
+    assert "64 KiB" in done.stdout, done.stdout
+    counts = json.loads(out.read_text())["instructions_per_mib"]["65536"]
+    assert set(counts) == {"publish", "consume"}
+    for a, b in counts.values():
+        assert a > 0 and b > 0
