@@ -535,6 +535,25 @@ cdef class _Partial:
 
 # ---- reader ------------------------------------------------------------------
 
+# Bytes of a frame split between two reads are carried over in a buffer of at
+# least _CARRY_MIN. One larger than _CARRY_KEEP is freed once drained, when
+# the traffic no longer needs it: after _CARRY_IDLE_FEEDS feeds in a row that
+# carried nothing, or at a feed of heartbeats only (an idle connection). Not
+# at once: during a stream of large messages it drains often, and allocating
+# it again each time costs more than the copies it is there for.
+DEF _CARRY_MIN = 16 * 1024
+DEF _CARRY_KEEP = 32 * 1024
+DEF _CARRY_IDLE_FEEDS = 64
+
+cdef bint _heartbeats_only(list events):
+    if not events:
+        return False
+    for e in events:
+        if type(e) is not _Heartbeat:
+            return False
+    return True
+
+
 cdef class FrameReader:
     """Bytes in, events out. See docs/architecture.md, "Codec contract"."""
 
@@ -548,10 +567,12 @@ cdef class FrameReader:
     cdef public long long max_message_size
     cdef dict _partial              # channel -> _Partial
     cdef object _error              # the FrameError that killed this reader
+    cdef int _clean_feeds           # feeds in a row that carried nothing
 
     def __cinit__(self):
         self._buf = NULL
         self._cap = 0
+        self._clean_feeds = 0
         self._pos = 0
         self._end = 0
         self._offset = 0
@@ -583,7 +604,7 @@ cdef class FrameReader:
                 self._end = live
             need = live + n
             if self._cap < need:
-                need = max(need, self._cap * 2, 65536)
+                need = max(need, self._cap * 2, _CARRY_MIN)
                 nb = <unsigned char*>PyMem_Realloc(self._buf, need)
                 if nb is NULL:
                     raise MemoryError()
@@ -598,6 +619,7 @@ cdef class FrameReader:
         cdef Py_buffer view
         cdef list events = []
         cdef Py_ssize_t used
+        cdef bint clean = False
         cdef object err = self._error
         if err is not None:
             raise _FrameError("reader unusable after earlier error: %s" % (err.reason,), err.channel, err.offset)
@@ -610,6 +632,8 @@ cdef class FrameReader:
                 used = self._parse(<const unsigned char*>view.buf, view.len, events)
                 if used < view.len:
                     self._append((<const unsigned char*>view.buf) + used, view.len - used)
+                else:
+                    clean = True
             else:
                 self._append(<const unsigned char*>view.buf, view.len)
                 used = self._parse(self._buf + self._pos, self._end - self._pos, events)
@@ -622,11 +646,16 @@ cdef class FrameReader:
         finally:
             self._limit = NULL
             PyBuffer_Release(&view)
-        # Give back the memory a single large message needed.
-        if self._pos == self._end and self._cap > 1048576:
-            PyMem_Free(self._buf)
-            self._buf = NULL
-            self._cap = 0
+        if not clean:
+            self._clean_feeds = 0
+        elif self._cap > _CARRY_KEEP:
+            # Give back the memory large messages needed (see _CARRY_IDLE_FEEDS).
+            self._clean_feeds += 1
+            if self._clean_feeds >= _CARRY_IDLE_FEEDS or _heartbeats_only(events):
+                PyMem_Free(self._buf)
+                self._buf = NULL
+                self._cap = 0
+                self._clean_feeds = 0
         return events
 
     cdef Py_ssize_t _parse(self, const unsigned char* data, Py_ssize_t n, list events) except -1:
@@ -897,23 +926,37 @@ cdef object _INT32_MAX = 2 ** 31 - 1
 cdef object _UINT64_MAX = 2 ** 64 - 1
 
 
-# Largest buffer a WriteBuffer keeps between take() calls.
-DEF _KEEP_CAPACITY = 256 * 1024
+# Largest buffer a WriteBuffer keeps between take() calls (a connection keeps
+# a few spare writers: fastrpc.amqp.connection's SPARE_WRITERS).
+DEF _KEEP_CAPACITY = 64 * 1024
+# A bytes body at least this long is not copied into the buffer: its frames
+# refer to it, and take() copies it once, straight into the bytes it returns.
+DEF _REFER_MIN = 16 * 1024
 
 
 cdef class WriteBuffer:
-    """Growable output buffer; a frame's size is filled in when it ends."""
+    """Growable output buffer; a frame's size is filled in when it ends.
+
+    The bytes of large bytes bodies stay where they are until take(): the
+    buffer holds their frames' headers and ends, and ``segments`` where each
+    body piece goes. So a large message costs one copy, not two, and the
+    buffer stays small.
+    """
 
     cdef unsigned char* buf
     cdef Py_ssize_t cap
     cdef Py_ssize_t len
     cdef Py_ssize_t frame_start     # offset of the open frame's type byte
+    cdef list segments              # (offset in buf, bytes, start, size), by offset; None when empty
+    cdef Py_ssize_t segment_bytes   # their sizes added up
 
     def __cinit__(self):
         self.buf = NULL
         self.cap = 0
         self.len = 0
         self.frame_start = -1
+        self.segments = None
+        self.segment_bytes = 0
 
     def __dealloc__(self):
         if self.buf is not NULL:
@@ -921,7 +964,7 @@ cdef class WriteBuffer:
             self.buf = NULL
 
     def __len__(self) -> int:
-        return self.len
+        return self.len + self.segment_bytes
 
     cdef int _grow(self, Py_ssize_t n) except -1:
         cdef Py_ssize_t need = self.len + n
@@ -989,16 +1032,56 @@ cdef class WriteBuffer:
         self.frame_start = -1
         return size
 
-    cdef int truncate(self, Py_ssize_t mark) noexcept:
-        self.len = mark
-        self.frame_start = -1
+    cdef int refer(self, bytes body, Py_ssize_t start, Py_ssize_t n) except -1:
+        """body[start:start + n] goes here, copied only by take()."""
+        if self.segments is None:
+            self.segments = []
+        self.segments.append((self.len, body, start, n))
+        self.segment_bytes += n
         return 0
 
+    cdef int truncate(self, Py_ssize_t mark) except -1:
+        cdef tuple last
+        self.len = mark
+        self.frame_start = -1
+        while self.segments:
+            last = self.segments.pop()
+            if <Py_ssize_t>last[0] < mark:
+                self.segments.append(last)
+                break
+            self.segment_bytes -= <Py_ssize_t>last[3]
+        return 0
+
+    cdef bytes _joined(self):
+        """The buffer with the segments put in."""
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, self.len + self.segment_bytes)
+        cdef char* dst = PyBytes_AS_STRING(out)
+        cdef Py_ssize_t done = 0, at, n
+        cdef tuple seg
+        for seg in self.segments:
+            at = seg[0]
+            n = seg[3]
+            memcpy(dst, self.buf + done, at - done)
+            dst += at - done
+            done = at
+            memcpy(dst, PyBytes_AS_STRING(<bytes>seg[1]) + <Py_ssize_t>seg[2], n)
+            dst += n
+        memcpy(dst, self.buf + done, self.len - done)
+        self.segments = None
+        self.segment_bytes = 0
+        return out
+
     cdef bytes take(self):
-        cdef bytes out = PyBytes_FromStringAndSize(<const char*>self.buf, self.len)
+        cdef bytes out
+        if self.segments:
+            out = self._joined()
+        else:
+            out = PyBytes_FromStringAndSize(<const char*>self.buf, self.len)
+            self.segments = None
+            self.segment_bytes = 0
         self.len = 0
-        # One writer lives per thread per connection: after a big message,
-        # give the memory back instead of keeping it for the next one.
+        # After a big message, give the memory back instead of keeping it
+        # for the next one.
         if self.cap > _KEEP_CAPACITY:
             PyMem_Free(self.buf)
             self.buf = NULL
@@ -1381,10 +1464,10 @@ cdef class FrameWriter:
         self.frame_max = frame_max
 
     def __len__(self) -> int:
-        return self._wb.len
+        return self._wb.len + self._wb.segment_bytes
 
     def __repr__(self) -> str:
-        return "<FrameWriter pending=%d frame_max=%d>" % (self._wb.len, self.frame_max)
+        return "<FrameWriter pending=%d frame_max=%d>" % (len(self), self.frame_max)
 
     def take(self) -> bytes:
         """Return every pending byte and clear the buffer."""
@@ -1426,8 +1509,11 @@ cdef class FrameWriter:
         cdef Py_buffer view
         cdef Py_ssize_t chunk, off, n
         cdef Py_ssize_t mark = wb.len
+        cdef bint refer
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise TypeError("body must be bytes, got %s" % type(body).__name__)
+        # Only bytes: a bytearray could change before take().
+        refer = type(body) is bytes and len(<bytes>body) >= _REFER_MIN
         PyObject_GetBuffer(body, &view, PyBUF_SIMPLE)
         try:
             wb.start_frame(FRAME_HEADER, channel)
@@ -1443,10 +1529,17 @@ cdef class FrameWriter:
                 n = view.len - off
                 if n > chunk:
                     n = chunk
-                wb.ensure(n + 8)
-                wb.start_frame(FRAME_BODY, channel)
-                wb.wraw(<const char*>view.buf + off, n)
-                wb.end_frame()
+                if refer:
+                    wb.start_frame(FRAME_BODY, channel)
+                    _p32(wb.buf + wb.frame_start + 3, <uint32_t>n)
+                    wb.refer(<bytes>body, off, n)
+                    wb.w8(FRAME_END)
+                    wb.frame_start = -1
+                else:
+                    wb.ensure(n + 8)
+                    wb.start_frame(FRAME_BODY, channel)
+                    wb.wraw(<const char*>view.buf + off, n)
+                    wb.end_frame()
                 off += n
         finally:
             PyBuffer_Release(&view)

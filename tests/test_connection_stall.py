@@ -213,7 +213,7 @@ def test_bytes_left_by_a_hand_over_go_before_a_new_senders(peer: Peer) -> None:
     ch, _ = open_channel(conn, peer)
     w = conn.writer()
     w.publish(ch.channel_id, "", "q", b"older", {}, False, False)
-    older = w.take()
+    older = conn.take(w)
     with conn.send_lock:
         # The moment after a hand-over, before the waiting sender woke.
         assert not conn._flushing

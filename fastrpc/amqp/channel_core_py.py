@@ -138,13 +138,10 @@ class ChannelCore:
     # ---- sending ---------------------------------------------------------
 
     def _encode(self, name: str, fields: dict[str, Any]) -> bytes:
-        w = self._conn.writer()
-        try:
-            w.method(self.channel_id, name, **fields)
-        except BaseException:
-            w.take()  # never leave half a frame for the next caller
-            raise
-        return w.take()
+        conn = self._conn
+        w = conn.writer()
+        w.method(self.channel_id, name, **fields)  # a writer that raised is dropped, half a frame with it
+        return conn.take(w)
 
     def _write(
         self,

@@ -297,12 +297,8 @@ class Channel(ChannelCore):
         if conn.blocked or not self._flow.is_set():
             self._wait_publish_allowed(blocked_until)
         w = conn.writer()
-        try:
-            w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, immediate)
-        except BaseException:
-            w.take()
-            raise
-        data = w.take()
+        w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, immediate)
+        data = conn.take(w)  # a writer that raised is dropped, half a frame with it
         if not self._confirm:
             self._send(data)
             return None
@@ -332,12 +328,8 @@ class Channel(ChannelCore):
         if conn.blocked or not self._flow.is_set():
             self._wait_publish_allowed(blocked_until)
         w = conn.writer()
-        try:
-            w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, False)
-        except BaseException:
-            w.take()
-            raise
-        return self._send_tracked(w.take())
+        w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, False)
+        return self._send_tracked(conn.take(w))
 
     def publish_many(self, items: Iterable[PublishItem]) -> list[Future[Any] | None]:
         """Publish several messages with one send.
@@ -353,23 +345,20 @@ class Channel(ChannelCore):
             self._wait_publish_allowed()
         w = conn.writer()
         addresses: list[_Address] = []
-        try:
-            for item in items:
-                if isinstance(item, dict):
-                    exchange = item["exchange"]
-                    routing_key = item["routing_key"]
-                    mandatory = bool(item.get("mandatory", False))
-                    w.publish(self.channel_id, exchange, routing_key, item["body"], item.get("properties"), mandatory)
-                else:
-                    exchange, routing_key = item[0], item[1]
-                    mandatory = bool(item[4]) if len(item) > 4 else False
-                    w.publish(self.channel_id, exchange, routing_key, item[2], item[3] if len(item) > 3 else None,
-                              mandatory)
-                addresses.append((mandatory, exchange, routing_key))
-        except BaseException:
-            w.take()
-            raise
-        data = w.take()
+        # Should an item fail, the writer is dropped with the items before it.
+        for item in items:
+            if isinstance(item, dict):
+                exchange = item["exchange"]
+                routing_key = item["routing_key"]
+                mandatory = bool(item.get("mandatory", False))
+                w.publish(self.channel_id, exchange, routing_key, item["body"], item.get("properties"), mandatory)
+            else:
+                exchange, routing_key = item[0], item[1]
+                mandatory = bool(item[4]) if len(item) > 4 else False
+                w.publish(self.channel_id, exchange, routing_key, item[2], item[3] if len(item) > 3 else None,
+                          mandatory)
+            addresses.append((mandatory, exchange, routing_key))
+        data = conn.take(w)
         if not addresses:
             return []
         if not self._confirm:
@@ -412,25 +401,29 @@ class Channel(ChannelCore):
     # ---- acknowledgements --------------------------------------------------
 
     def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        w = self._conn.writer()
+        conn = self._conn
+        w = conn.writer()
         w.ack(self.channel_id, delivery_tag, multiple)
-        self._send(w.take())
+        self._send(conn.take(w))
 
     def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
-        w = self._conn.writer()
+        conn = self._conn
+        w = conn.writer()
         w.nack(self.channel_id, delivery_tag, multiple, requeue)
-        self._send(w.take())
+        self._send(conn.take(w))
 
     def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        w = self._conn.writer()
+        conn = self._conn
+        w = conn.writer()
         w.reject(self.channel_id, delivery_tag, requeue)
-        self._send(w.take())
+        self._send(conn.take(w))
 
     def ack_many(self, delivery_tags: Iterable[int]) -> None:
         """Acknowledge several deliveries with one send (one ack frame each)."""
-        w = self._conn.writer()
+        conn = self._conn
+        w = conn.writer()
         for tag in delivery_tags:
             w.ack(self.channel_id, tag, False)
-        data = w.take()
+        data = conn.take(w)
         if data:
             self._send(data)

@@ -98,7 +98,7 @@ class ConnectionCore:
         self._closing = False
         self._unblocked = threading.Event()
         self._unblocked.set()
-        self._local = threading.local()
+        self._writers: list[Any] = []  # spare FrameWriters (Connection.writer)
         self._reader_thread: threading.Thread | None = None
         self._reader_ident: int | None = None
         self._heartbeat_thread: threading.Thread | None = None

@@ -14,7 +14,8 @@ Threads and locks:
   stays free for them; whoever lets the baton go passes it on to a waiting
   thread, so someone always reads while anyone waits;
 - every send is a pre-encoded buffer (encoded before any lock, in a
-  FrameWriter owned by the sending thread), queued under ``send_lock``
+  FrameWriter the sending thread borrows from the connection's few spare
+  ones: :meth:`writer` and :meth:`take`), queued under ``send_lock``
   together with the channel-state checks that decide whether it may go out.
   One thread at a time, the flusher, writes: the first sender that finds
   nobody writing, with the lock released; senders that come meanwhile queue
@@ -75,6 +76,9 @@ BlockedCallback = Callable[["Connection", bool, str], None]
 # which senders wait for it.
 FLUSH_BATCHES = 2
 OUT_LIMIT = 1 << 20
+# Spare FrameWriters a connection keeps: about as many as threads encode at
+# once, not one per thread that ever sent (each holds a buffer).
+SPARE_WRITERS = 4
 
 
 class Connection(ConnectionCore):
@@ -168,12 +172,22 @@ class Connection(ConnectionCore):
     # ---- sending -------------------------------------------------------
 
     def writer(self) -> Any:
-        """The calling thread's FrameWriter for this connection (created on first use)."""
+        """A FrameWriter for the calling thread alone until it gives it back with :meth:`take`.
+
+        One that raised while encoding is simply not given back (it may hold
+        half a frame).
+        """
         try:
-            return self._local.writer
-        except AttributeError:
-            w = self._local.writer = FrameWriter(self.frame_max)
-            return w
+            return self._writers.pop()  # atomic: no two threads get the same one
+        except IndexError:
+            return FrameWriter(self.frame_max)
+
+    def take(self, writer: Any) -> bytes:
+        """The frames ``writer`` (from :meth:`writer`) holds; it goes back to the spares."""
+        data: bytes = writer.take()
+        if len(self._writers) < SPARE_WRITERS:
+            self._writers.append(writer)
+        return data
 
     def send_locked(self, data: bytes, deadline: float | None = None) -> BaseException | None:
         """Send ``data`` after everything queued before it; return the error instead of raising.
@@ -425,7 +439,7 @@ class Connection(ConnectionCore):
             w = self.writer()
             w.method(0, "connection.close-ok")
             with self.send_lock:
-                self.send_locked(w.take())
+                self.send_locked(self.take(w))
             raise ConnectionClosed(
                 args.get("reply_code", 0), args.get("reply_text", ""), args.get("class_id", 0), args.get("method_id", 0)
             )
@@ -472,7 +486,7 @@ class Connection(ConnectionCore):
         if not already:
             w = self.writer()
             w.method(0, "connection.close", reply_code=spec.REPLY_SUCCESS, reply_text="Normal shutdown")
-            self._send_close(w.take(), deadline)
+            self._send_close(self.take(w), deadline)
             self.need_reader()  # close-ok must be read
             if not self.in_reader_thread():
                 self._dead_event.wait(max(deadline - time.monotonic(), 0.0))

@@ -72,6 +72,7 @@ def watch_connection(conn: HeartbeatHost, transport: PlainTransport) -> None:
         frame = FrameWriter(conn.frame_max)
         frame.heartbeat()
         beat = frame.take()
+        del frame  # its buffer would otherwise live as long as the connection
     next_beat = time.monotonic() + send_every
     probe_sent: float | None = None  # when the unanswered probe went out
     probe = b""  # a probe's frames not yet written (they may open its channel)

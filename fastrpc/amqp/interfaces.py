@@ -39,7 +39,10 @@ class ChannelHost(Protocol):
     send_lock: threading.Lock
 
     def writer(self) -> Any:
-        """The calling thread's FrameWriter for this connection."""
+        """A FrameWriter for the calling thread alone until :meth:`take` gives it back."""
+
+    def take(self, writer: Any) -> bytes:
+        """The frames ``writer`` holds; the writer goes back to the connection."""
 
     def send_locked(self, data: bytes) -> BaseException | None:
         """Send ``data`` (``send_lock`` held); the error is returned, not raised.

@@ -26,7 +26,20 @@ from fastrpc.amqp.url import ConnectionParams
 
 __all__ = ["PlainTransport", "TlsTransport", "make_ssl_context", "open_socket", "open_transport", "set_dead_peer_bounds"]
 
-RECV_SIZE = 256 * 1024
+# The receive buffer grows on demand and shrinks back: a connection carrying
+# small messages keeps RECV_MIN; a read that fills the buffer means more was
+# waiting (a large message arriving), so it grows fourfold up to RECV_MAX and
+# large messages come in few reads. It goes back to RECV_MIN after
+# SHRINK_AFTER reads in a row that RECV_MIN would have held, or at the first
+# such read after QUIET_AFTER seconds without reads (an idle connection: its
+# next read is a heartbeat).
+RECV_MIN = 16 * 1024
+RECV_MAX = 256 * 1024
+SHRINK_AFTER = 64
+QUIET_AFTER = 1.0
+# Room a TLS read's plaintext needs beyond its ciphertext: a record begun in
+# the previous read (records carry at most 16 KiB).
+TLS_SLACK = 32 * 1024
 # Large sends go out in pieces of this size so that ``send_since`` (the time
 # of the last progress) moves while a big message trickles out.
 SEND_CHUNK = 64 * 1024
@@ -89,10 +102,13 @@ def _timeval(seconds: float) -> bytes:
 class PlainTransport:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        # One receive buffer reused for every recv: the FrameReader copies
-        # what it keeps, so nothing is allocated per read.
-        self._rbuf = bytearray(RECV_SIZE)
+        # One receive buffer reused for every recv (the FrameReader copies
+        # what it keeps, so nothing is allocated per read), resized by
+        # _fit_buffer between reads.
+        self._rbuf = bytearray(RECV_MIN)
         self._rview = memoryview(self._rbuf)
+        self._small_reads = 0  # reads in a row RECV_MIN would have held
+        self._read_at = 0.0  # monotonic time of the last read, kept while the buffer is large
         # Monotonic time of the last progress of the send in flight, None when
         # no send is in flight; read by the heartbeat timer to spot a send
         # stuck behind a broker that stopped reading.
@@ -108,8 +124,39 @@ class PlainTransport:
         :meth:`set_recv_timeout`) passes with nothing read. The returned view
         is valid only until the next call (one reading thread at a time).
         """
-        n = self.sock.recv_into(self._rbuf)
-        return self._rview[:n] if n else None
+        view = self._rview
+        n = self.sock.recv_into(view)
+        if not n:
+            return None
+        size = len(view)
+        if n == size or size > RECV_MIN:
+            self._fit_buffer(n)
+        return view[:n]
+
+    def _fit_buffer(self, n: int) -> None:
+        """Resize the receive buffer for the next read after one of ``n`` bytes.
+
+        A new buffer, not a resized one: the view returned for this read
+        stays valid until the next call.
+        """
+        size = len(self._rbuf)
+        now = time.monotonic()
+        if n == size:
+            self._small_reads = 0
+            if size < RECV_MAX:
+                self._resize(min(size * 4, RECV_MAX))
+        elif n > RECV_MIN:
+            self._small_reads = 0
+        else:
+            self._small_reads += 1
+            if self._small_reads >= SHRINK_AFTER or now - self._read_at >= QUIET_AFTER:
+                self._small_reads = 0
+                self._resize(RECV_MIN)
+        self._read_at = now
+
+    def _resize(self, size: int) -> None:
+        self._rbuf = bytearray(size)
+        self._rview = memoryview(self._rbuf)
 
     def set_recv_timeout(self, seconds: float) -> None:
         """Make a recv that reads nothing for ``seconds`` raise BlockingIOError (SO_RCVTIMEO).
@@ -192,7 +239,12 @@ class TlsTransport(PlainTransport):
         # writing thread's and the reader's (post-handshake replies).
         self._write_lock = threading.Lock()
         # room for a full read plus a record left over from the previous one
-        self._plain = bytearray(RECV_SIZE + 32 * 1024)
+        self._plain = bytearray(RECV_MIN + TLS_SLACK)
+        self._plain_view = memoryview(self._plain)
+
+    def _resize(self, size: int) -> None:
+        super()._resize(size)
+        self._plain = bytearray(size + TLS_SLACK)
         self._plain_view = memoryview(self._plain)
 
     def handshake(self, address: str) -> None:
@@ -204,7 +256,7 @@ class TlsTransport(PlainTransport):
                     break
                 except ssl.SSLWantReadError:
                     self._flush_raw()
-                    data = self.sock.recv(RECV_SIZE)
+                    data = self.sock.recv(RECV_MIN)
                     if not data:
                         raise TLSError(f"TLS handshake with {address}: connection closed by peer") from None
                     self._incoming.write(data)
@@ -233,7 +285,8 @@ class TlsTransport(PlainTransport):
         preallocated buffer, so a read allocates nothing. The returned view is
         valid only until the next call (reader thread only).
         """
-        n = self.sock.recv_into(self._rbuf)
+        view = self._rview
+        n = self.sock.recv_into(view)
         if not n:
             return None
         out = self._plain
@@ -241,7 +294,7 @@ class TlsTransport(PlainTransport):
         filled = 0
         eof = False
         with self._tls_lock:
-            self._incoming.write(self._rview[:n])
+            self._incoming.write(view[:n])
             try:
                 while True:
                     if filled == size:
@@ -270,9 +323,11 @@ class TlsTransport(PlainTransport):
             # order with application data, so they take the write lock.
             with self._write_lock, self._tls_lock:
                 self._flush_raw()
-        if filled:
-            return self._plain_view[:filled]
-        return None if eof else b""
+        data: memoryview | bytes | None = self._plain_view[:filled] if filled else None if eof else b""
+        size = len(view)
+        if n == size or size > RECV_MIN:
+            self._fit_buffer(n)  # new buffers: the view returned stays valid
+        return data
 
     def _encrypt(self, data: bytes | bytearray | memoryview) -> bytes:
         with self._tls_lock:
