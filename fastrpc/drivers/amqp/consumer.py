@@ -401,16 +401,17 @@ class Consumer(Listener):
     # -- polling -------------------------------------------------------------
 
     def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
-        result: list[IncomingMessage] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         incoming = self._incoming
-        while not result:
-            if self._stopped.is_set():
+        stopped = self._stopped
+        wait = timeout
+        while True:
+            if stopped.is_set():
                 return self._taken_leftovers(batch_size)
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             item = incoming.get(wait)
             if item is EMPTY:
                 return []
+            result: list[IncomingMessage] = []
             while True:
                 if item is STOP:
                     # Leave the marker for any other poller, then stop.
@@ -432,9 +433,13 @@ class Consumer(Listener):
                 # or the next poll returns them (even after stop()).
                 incoming.put_front(result[batch_size:])
                 del result[batch_size:]
-            if item is STOP or (deadline is not None and time.monotonic() >= deadline):
-                break
-        return result
+            if result or item is STOP:
+                return result
+            # All dropped (duplicates, malformed): wait on for what is left.
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return result
 
     def _with_queued_reads(self, item: Read) -> Read:
         """Join the reads queued right behind ``item`` to it (up to ACK_BATCH
