@@ -179,11 +179,22 @@ class AmqpListener(Consumer):
         return requests, (ch, settled, tags, ack)
 
     def _accepted(self, requests: list[Any]) -> list[IncomingMessage]:
+        """The incoming messages of acked requests, without the duplicates."""
         taken: list[IncomingMessage] = []
+        driver = self._driver
+        seen_before = self.seen_before
         for req in requests:
-            msg = self._accept(req)
-            if msg is not None:
-                taken.append(msg)
+            uid = req.unique_id
+            if uid is not None and seen_before(uid):
+                LOG.warning("Dropped duplicate request %s", uid)
+                continue
+            ctxt = req.ctxt
+            timeout = req.timeout
+            # oslo's servers hand endpoints the context with this key added; do
+            # the same so an endpoint sees one context whichever server runs it.
+            ctxt["client_timeout"] = timeout
+            taken.append(AmqpIncomingMessage(driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
+                                             timeout))
         return taken
 
     def _ack(self, ch: Any, settled: Settled, tags: list[int], ack: list[int], ran: bool = False) -> bool:
@@ -208,16 +219,3 @@ class AmqpListener(Consumer):
                 LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(ack), err)
             return False
         return True
-
-    def _accept(self, req: Any) -> AmqpIncomingMessage | None:
-        """The incoming message for an acked request; None for a duplicate."""
-        uid = req.unique_id
-        if uid is not None and self.seen_before(uid):
-            LOG.warning("Dropped duplicate request %s", uid)
-            return None
-        ctxt = req.ctxt
-        # oslo's servers hand endpoints the context with this key added; do
-        # the same so an endpoint sees one context whichever server runs it.
-        ctxt["client_timeout"] = req.timeout
-        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
-                                   req.timeout)
