@@ -102,6 +102,8 @@ class Consumer(Listener):
         # Set by dispatch_inline(): requests run in the reader thread.
         self._inline: Any = None
         self._inline_lock = threading.Lock()
+        # Set by the first poll: then dispatch_inline() is refused (one or the other).
+        self._polled = False
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self.bad_messages = 0
@@ -220,6 +222,10 @@ class Consumer(Listener):
                 arrived = []
                 handler = self._inline
                 if handler is None:
+                    if self._polled:
+                        # Pollers take the reads, nothing runs inline: no lock.
+                        put(item)
+                        return
                     # Decide under the lock: dispatch_inline() must not look at
                     # the backlog between our check and our put.
                     with self._inline_lock:
@@ -363,6 +369,8 @@ class Consumer(Listener):
         arrived before this call are handled first, in order, by a short-lived
         thread (the reader waits for it), so this returns at once.
         """
+        if self._polled:
+            raise RuntimeError("dispatch_inline() on a listener that is polled")
         lock = self._inline_lock
         lock.acquire()
         self._inline = handler
@@ -401,6 +409,7 @@ class Consumer(Listener):
     # -- polling -------------------------------------------------------------
 
     def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
+        self._polled = True
         deadline = None if timeout is None else time.monotonic() + timeout
         incoming = self._incoming
         stopped = self._stopped
@@ -418,7 +427,7 @@ class Consumer(Listener):
                     incoming.put(STOP)
                     break
                 if type(item) is Read:
-                    if incoming.pending():
+                    if incoming.queued:
                         item = self._with_queued_reads(item)
                     result += self.take(item)
                 else:

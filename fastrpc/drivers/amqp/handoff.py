@@ -39,6 +39,8 @@ class Handoff:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: collections.deque[Any] = collections.deque()
+        # Read-only for others: truthy while items wait (a test without a call).
+        self.queued = self._items
         self._waiting: list[_Slot] = []  # a stack: the warmest thread first
         self._slots = threading.local()  # each poller's _Slot
 
