@@ -177,8 +177,6 @@ class Consumer(Listener):
                     self.message_kind, self._label, delivery.exchange, delivery.routing_key, exc.reason)
         if metrics.on:
             metrics.counts[self.MALFORMED_SLOT] += 1
-        LOG.warning("Rejected malformed request for topic %s (exchange %r, routing key %r): %s",
-                    self._label, delivery.exchange, delivery.routing_key, exc.reason)
         try:
             ch.basic_reject(delivery.delivery_tag, requeue=False)
         except amqp_exc.AMQPError as err:
