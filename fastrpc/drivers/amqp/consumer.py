@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import logging
 import random
 import threading
@@ -97,8 +98,9 @@ class Consumer(Listener):
         self.queues = queues
         self._label = label
         self._incoming = Handoff()
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._seen_lock = threading.Lock()
+        self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._marks = itertools.count()  # seen_before's values
+        self._seen_lock = threading.Lock()  # the counts
         # Set by dispatch_inline(): requests run in the reader thread.
         self._inline: Any = None
         self._inline_lock = threading.Lock()
@@ -137,7 +139,8 @@ class Consumer(Listener):
         raise NotImplementedError
 
     def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
-        """Run ``handler`` for each message of one read, in this thread (inline dispatch)."""
+        """Run ``handler`` for each message of one read, in this thread (inline
+        dispatch). Called with the inline lock held: one read at a time."""
         for msg in self.take(item):
             handler(msg)
 
@@ -154,20 +157,26 @@ class Consumer(Listener):
 
     def seen_before(self, uid: str, remember: bool = True) -> bool:
         """Whether ``uid`` was remembered already (counted as a duplicate);
-        else remember it if asked. One step under the lock: several workers
-        take messages at once."""
+        else remember it if asked. Several workers take messages at once:
+        remembering is one ``setdefault`` (atomic, as is ``next`` of the
+        counter) with a value no other call uses, so no lock per message."""
         seen = self._seen
-        with self._seen_lock:
-            if uid in seen:
-                self.duplicates += 1
-                if metrics.on:
-                    metrics.counts[metrics.DUPLICATES] += 1
-                return True
-            if remember:
-                seen[uid] = None
+        if remember:
+            mark = next(self._marks)
+            if seen.setdefault(uid, mark) == mark:
                 if len(seen) > DEDUP_WINDOW:
-                    seen.popitem(last=False)
-        return False
+                    try:
+                        seen.popitem(last=False)
+                    except KeyError:  # emptied meanwhile (cannot be at this size)
+                        pass
+                return False
+        elif uid not in seen:
+            return False
+        with self._seen_lock:
+            self.duplicates += 1
+        if metrics.on:
+            metrics.counts[metrics.DUPLICATES] += 1
+        return True
 
     def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         """Count, log and reject (without requeue) a delivery that could not be decoded."""

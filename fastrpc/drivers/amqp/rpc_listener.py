@@ -219,8 +219,19 @@ class AmqpListener(Consumer):
 
     def _ack_one(self, ch: Any, settled: Settled, tag: int, ran: bool) -> bool:
         """``_ack`` of a read of one well-formed delivery, without its lists
-        in the usual case (every lower tag settled already)."""
+        in the usual case (every lower tag settled already). ``ran``: it ran
+        already, inline."""
         try:
+            if ran:
+                # Inline dispatch runs one read at a time (under the inline
+                # lock): no other thread settles meanwhile, no lock needed.
+                if tag == settled.upto + 1 and not settled.early:
+                    settled.upto = tag
+                    ch.basic_ack(tag)
+                else:
+                    for acked, multiple in settled.settle([tag], [tag]):
+                        ch.basic_ack(acked, multiple)
+                return True
             with self._ack_lock:
                 if tag == settled.upto + 1 and not settled.early:
                     settled.upto = tag
