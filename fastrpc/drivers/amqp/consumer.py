@@ -107,6 +107,9 @@ class Consumer(Listener):
         # Set by the first poll: then dispatch_inline() is refused (one or the other).
         self._polled = False
         self._stopped = threading.Event()
+        # stop() sets it before _stopped: what the per-message paths read,
+        # without Event.is_set()'s Python call.
+        self._stopping = False
         self._lock = threading.Lock()
         self.bad_messages = 0
         self.duplicates = 0
@@ -409,7 +412,7 @@ class Consumer(Listener):
             # Checked under the lock: once stop() and wait_inline_idle()
             # returned, nothing more runs. Unacked, the message goes back to
             # the queue when the channel closes.
-            if self._stopped.is_set():
+            if self._stopping:
                 return
             self.run_read(handler, item)
 
@@ -419,10 +422,9 @@ class Consumer(Listener):
         self._polled = True
         deadline = None if timeout is None else time.monotonic() + timeout
         incoming = self._incoming
-        stopped = self._stopped
         wait = timeout
         while True:
-            if stopped.is_set():
+            if self._stopping:
                 return self._taken_leftovers(batch_size)
             item = incoming.get(wait)
             if item is EMPTY:
@@ -516,6 +518,7 @@ class Consumer(Listener):
     def stop(self) -> None:
         if self._stopped.is_set():
             return
+        self._stopping = True
         self._stopped.set()
         self._incoming.put(STOP)
         if self._inline is not None and not self._conn_in_reader():
