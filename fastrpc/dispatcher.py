@@ -112,6 +112,13 @@ def _policy_instance(access_policy: Any) -> RPCAccessPolicyBase:
     raise TypeError("access_policy must be a subclass of RPCAccessPolicyBase")
 
 
+# Access policies whose answer depends only on the method's name: a cached
+# route needs no second asking.
+_STATIC_POLICIES = frozenset((DefaultRPCAccessPolicy, LegacyRPCAccessPolicy))
+_KEY_TYPES = (str, type(None))  # namespaces a route is cached for
+_ROUTES_SIZE = 1024  # distinct (namespace, version, method) remembered
+
+
 class RPCDispatcher:
     """Routes requests to endpoint methods by namespace, version and name."""
 
@@ -138,6 +145,12 @@ class RPCDispatcher:
         self.serializer: Serializer = serializer or NoOpSerializer()
         self.access_policy = _policy_instance(access_policy)
         self._default_target = Target()
+        # (namespace, version, method) -> the endpoint that runs it: the scan
+        # over endpoints below, once per distinct request kind instead of on
+        # every request. Endpoints, their targets and the list are fixed once
+        # the dispatcher serves (as oslo's); the method is looked up again on
+        # every request, and a custom access policy is asked every time.
+        self._routes: dict[tuple[Any, str, str], Any] = {}
 
     @staticmethod
     def _is_compatible(target: Target, version: str) -> bool:
@@ -179,6 +192,33 @@ class RPCDispatcher:
             if not isinstance(name, str):
                 raise NoSuchMethod(method)
 
+        key = (namespace, version, method)
+        try:
+            endpoint = self._routes.get(key)
+        except TypeError:  # an unhashable namespace or version from a malformed request
+            endpoint = None
+        func = None if endpoint is None else getattr(endpoint, method, None)
+        if func is None or not callable(func) or (
+                type(self.access_policy) not in _STATIC_POLICIES
+                and not self.access_policy.is_allowed(endpoint, method)):
+            endpoint = self._find(namespace, version, method)
+            if type(namespace) in _KEY_TYPES and type(version) is str:
+                if len(self._routes) >= _ROUTES_SIZE:
+                    self._routes.clear()
+                self._routes[key] = endpoint
+            func = getattr(endpoint, method)
+        if incoming.msg_id is None or not getattr(incoming, "client_timeout", None):
+            # No call-monitor asked for: no heartbeat thread to manage.
+            if type(self.serializer) is NoOpSerializer:
+                # Nothing to convert: skip the per-argument calls.
+                return func(incoming.ctxt, **args)
+            return self._do_dispatch(endpoint, method, incoming.ctxt, args)
+        with _CallMonitor(incoming):
+            return self._do_dispatch(endpoint, method, incoming.ctxt, args)
+
+    def _find(self, namespace: Any, version: Any, method: str) -> Any:
+        """The first endpoint that accepts ``namespace`` and ``version`` and
+        has ``method``, allowed by the access policy."""
         found_compatible = False
         for endpoint in self.endpoints:
             target = getattr(endpoint, "target", None) or self._default_target
@@ -186,12 +226,7 @@ class RPCDispatcher:
                 continue
             found_compatible = True
             if callable(getattr(endpoint, method, None)) and self.access_policy.is_allowed(endpoint, method):
-                if incoming.msg_id is None or not getattr(incoming, "client_timeout", None):
-                    # No call-monitor asked for: no heartbeat thread to manage.
-                    return self._do_dispatch(endpoint, method, incoming.ctxt, args)
-                with _CallMonitor(incoming):
-                    return self._do_dispatch(endpoint, method, incoming.ctxt, args)
-
+                return endpoint
         if found_compatible:
             raise NoSuchMethod(method)
         raise UnsupportedVersion(version, method=method)

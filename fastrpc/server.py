@@ -28,9 +28,11 @@ acked before they run. Each is answered through ``incoming.reply``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastrpc import metrics, tracing
@@ -88,11 +90,11 @@ class MessageHandlingServer:
         self._lock = threading.Lock()
         self._started = False
         self._stopped = threading.Event()
-        # Workers of the current run; guarded by _workers_lock, which also
-        # guards the idle count used to decide when to start another.
+        # Workers of the current run; guarded by _workers_lock.
         self._workers: list[threading.Thread] = []
         self._workers_lock = threading.Lock()
-        self._idle = 0
+        # A token per worker waiting in a poll: whether to start another.
+        self._idle: list[None] = []
         self._pool_size = 1
 
     # -- lifecycle -----------------------------------------------------
@@ -121,7 +123,7 @@ class MessageHandlingServer:
                 self._pool_size = max(1, int(override_pool_size or self.conf.executor_thread_pool_size))
             else:
                 self._pool_size = 1
-            self._idle = 0
+            self._idle = []
             self._started = True
             inline = getattr(listener, "dispatch_inline", None)
             if self.executor_type == "blocking" and inline is not None and self.dispatch_inline:
@@ -202,28 +204,34 @@ class MessageHandlingServer:
 
     def _work(self, listener: Listener) -> None:
         stopped = self._stopped
-        lock = self._workers_lock
         pool_size = self._pool_size
         process = self._process_incoming
-        poll = self._poll
+        poll: Callable[[float], list[Any]]
+        if type(self)._poll is MessageHandlingServer._poll:
+            poll = listener.poll  # one message: its default; without _poll's Python frame
+        else:
+            poll = functools.partial(self._poll, listener)
+        # One token per worker inside a poll: appends and pops of a list are
+        # atomic, so counting the idle needs no lock on every poll.
+        idle = self._idle
+        enter, leave = idle.append, idle.pop
         while not stopped.is_set():
-            with lock:
-                self._idle += 1
+            enter(None)
             try:
-                messages = poll(listener, _POLL_TIMEOUT)
+                messages = poll(_POLL_TIMEOUT)
             except Exception:
+                leave()
                 LOG.exception("Listener poll failed for %s", self.target)
-                with lock:
-                    self._idle -= 1
                 # Avoid a hot loop against a broken listener.
                 stopped.wait(_POLL_TIMEOUT)
                 continue
-            with lock:
-                self._idle -= 1
-                # The message goes to this thread; if nobody else is left
-                # waiting for the next one, start a worker that will.
-                if messages and not self._idle and len(self._workers) < pool_size and not stopped.is_set():
-                    self._spawn_locked(listener)
+            leave()
+            # The message goes to this thread; if nobody else is left waiting
+            # for the next one, start a worker that will.
+            if messages and not idle and len(self._workers) < pool_size:
+                with self._workers_lock:
+                    if not idle and len(self._workers) < pool_size and not stopped.is_set():
+                        self._spawn_locked(listener)
             for incoming in messages:
                 process(incoming)
         # A listener may have acknowledged more requests than it returned
@@ -231,7 +239,7 @@ class MessageHandlingServer:
         # (see wait()).
         while True:
             try:
-                messages = poll(listener, 0)
+                messages = poll(0)
             except Exception:
                 LOG.exception("Listener poll failed for %s", self.target)
                 return

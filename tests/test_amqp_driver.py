@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 
@@ -475,3 +476,40 @@ def test_a_reconnect_finishing_after_cleanup_consumes_nothing(broker, topic, mon
     rows = [line.split() for line in broker.ctl("list_queues", "name", "consumers").splitlines()]
     assert [f"{topic}.s1", "0"] in rows, rows
     driver.cleanup()
+
+
+def test_unique_id_window_under_concurrent_takers(broker, topic):
+    # Workers take requests at once: each _unique_id must be new to exactly
+    # one of them, and the window forgets the oldest beyond DEDUP_WINDOW.
+    server_driver = make_driver(broker)
+    served = Served(server_driver, Target(topic=topic, server="s1"), lambda msg: None)
+    listener = served.listener
+    try:
+        uids = [f"uid-{i}" for i in range(2000)]
+        firsts: list[int] = []
+        start = threading.Barrier(8)
+
+        def take() -> None:
+            start.wait(timeout=WAIT)
+            firsts.append(sum(not listener.seen_before(uid) for uid in uids))
+
+        threads = [threading.Thread(target=take) for _ in range(8)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=WAIT)
+        finally:
+            sys.setswitchinterval(interval)
+        assert sum(firsts) == len(uids)
+        assert listener.duplicates == 7 * len(uids)
+        assert listener.seen_before("uid-0", remember=False)
+        for i in range(DEDUP_WINDOW):
+            listener.seen_before(f"later-{i}")
+        assert not listener.seen_before("uid-0", remember=False)
+        assert listener.seen_before(f"later-{DEDUP_WINDOW - 1}", remember=False)
+    finally:
+        served.close()
+        server_driver.cleanup()

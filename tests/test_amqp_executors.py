@@ -657,3 +657,15 @@ def test_blocking_request_redelivered_after_running_unacked_is_not_run_again(tra
     assert listener.duplicates == 1 and listener.reconnects >= 1
     assert gate.calls == [1]  # ran once
     assert client.call({}, "work", i=2) == 2 and gate.calls == [1, 2]
+
+
+def test_listener_polled_refuses_inline_dispatch(transports, topic):
+    # Once polled, reads go to the pollers without the inline lock: running
+    # them inline as well is refused instead of racing.
+    listener = transports()._listen(Target(topic=topic, server="s1"), 1, None)
+    try:
+        assert listener.poll(timeout=0) == []
+        with pytest.raises(RuntimeError):
+            listener.dispatch_inline(lambda msg: None)
+    finally:
+        listener.cleanup()

@@ -132,6 +132,61 @@ def test_first_compatible_endpoint_wins_and_version_errors():
         dispatch(d, "missing", version="1.0")
 
 
+def test_repeated_requests_route_the_same_way():
+    # Routes are remembered per (namespace, version, method): the second
+    # round of the same requests must give the same answers and errors.
+    class A:
+        target = Target(namespace="ns", version="1.1")
+
+        def m(self, ctxt):
+            return "a"
+
+    class B:
+        target = Target(version="2.0")
+
+        def m(self, ctxt):
+            return "b"
+
+    d = RPCDispatcher([A(), B()], None)
+    for _ in range(2):
+        assert dispatch(d, "m", namespace="ns", version="1.0") == "a"
+        assert dispatch(d, "m", version="2.0") == "b"
+        with pytest.raises(UnsupportedVersion):
+            dispatch(d, "m", namespace="ns", version="2.0")
+        with pytest.raises(NoSuchMethod):
+            dispatch(d, "missing", version="2.0")
+        with pytest.raises(TypeError):  # unhashable, as it always was
+            dispatch(d, "m", namespace="ns", version=["1", "0"])
+
+
+def test_method_removed_after_its_route_was_remembered():
+    class Ep2:
+        def m(self, ctxt):
+            return "m"
+
+    ep = Ep2()
+    d = RPCDispatcher([ep], None)
+    assert dispatch(d, "m") == "m"
+    ep.m = None  # no longer callable: the remembered route must not run it
+    with pytest.raises(NoSuchMethod):
+        dispatch(d, "m")
+
+
+def test_custom_access_policy_is_asked_on_every_request():
+    class Toggle(fastrpc.RPCAccessPolicyBase):
+        allowed = True
+
+        def is_allowed(self, endpoint, method):
+            return self.allowed
+
+    policy = Toggle()
+    d = RPCDispatcher([Ep()], None, policy)
+    assert dispatch(d, "public") == "public"
+    policy.allowed = False
+    with pytest.raises(NoSuchMethod):
+        dispatch(d, "public")
+
+
 def test_malformed_message_is_no_such_method():
     d = RPCDispatcher([Ep()], None)
     with pytest.raises(NoSuchMethod):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import logging
 import random
 import threading
@@ -97,12 +98,18 @@ class Consumer(Listener):
         self.queues = queues
         self._label = label
         self._incoming = Handoff()
-        self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._seen_lock = threading.Lock()
+        self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._marks = itertools.count()  # seen_before's values
+        self._seen_lock = threading.Lock()  # the counts
         # Set by dispatch_inline(): requests run in the reader thread.
         self._inline: Any = None
         self._inline_lock = threading.Lock()
+        # Set by the first poll: then dispatch_inline() is refused (one or the other).
+        self._polled = False
         self._stopped = threading.Event()
+        # stop() sets it before _stopped: what the per-message paths read,
+        # without Event.is_set()'s Python call.
+        self._stopping = False
         self._lock = threading.Lock()
         self.bad_messages = 0
         self.duplicates = 0
@@ -135,7 +142,8 @@ class Consumer(Listener):
         raise NotImplementedError
 
     def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
-        """Run ``handler`` for each message of one read, in this thread (inline dispatch)."""
+        """Run ``handler`` for each message of one read, in this thread (inline
+        dispatch). Called with the inline lock held: one read at a time."""
         for msg in self.take(item):
             handler(msg)
 
@@ -152,20 +160,26 @@ class Consumer(Listener):
 
     def seen_before(self, uid: str, remember: bool = True) -> bool:
         """Whether ``uid`` was remembered already (counted as a duplicate);
-        else remember it if asked. One step under the lock: several workers
-        take messages at once."""
+        else remember it if asked. Several workers take messages at once:
+        remembering is one ``setdefault`` (atomic, as is ``next`` of the
+        counter) with a value no other call uses, so no lock per message."""
         seen = self._seen
-        with self._seen_lock:
-            if uid in seen:
-                self.duplicates += 1
-                if metrics.on:
-                    metrics.counts[metrics.DUPLICATES] += 1
-                return True
-            if remember:
-                seen[uid] = None
+        if remember:
+            mark = next(self._marks)
+            if seen.setdefault(uid, mark) == mark:
                 if len(seen) > DEDUP_WINDOW:
-                    seen.popitem(last=False)
-        return False
+                    try:
+                        seen.popitem(last=False)
+                    except KeyError:  # emptied meanwhile (cannot be at this size)
+                        pass
+                return False
+        elif uid not in seen:
+            return False
+        with self._seen_lock:
+            self.duplicates += 1
+        if metrics.on:
+            metrics.counts[metrics.DUPLICATES] += 1
+        return True
 
     def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         """Count, log and reject (without requeue) a delivery that could not be decoded."""
@@ -218,6 +232,10 @@ class Consumer(Listener):
                 arrived = []
                 handler = self._inline
                 if handler is None:
+                    if self._polled:
+                        # Pollers take the reads, nothing runs inline: no lock.
+                        put(item)
+                        return
                     # Decide under the lock: dispatch_inline() must not look at
                     # the backlog between our check and our put.
                     with self._inline_lock:
@@ -361,6 +379,8 @@ class Consumer(Listener):
         arrived before this call are handled first, in order, by a short-lived
         thread (the reader waits for it), so this returns at once.
         """
+        if self._polled:
+            raise RuntimeError("dispatch_inline() on a listener that is polled")
         lock = self._inline_lock
         lock.acquire()
         self._inline = handler
@@ -392,30 +412,31 @@ class Consumer(Listener):
             # Checked under the lock: once stop() and wait_inline_idle()
             # returned, nothing more runs. Unacked, the message goes back to
             # the queue when the channel closes.
-            if self._stopped.is_set():
+            if self._stopping:
                 return
             self.run_read(handler, item)
 
     # -- polling -------------------------------------------------------------
 
     def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
-        result: list[IncomingMessage] = []
+        self._polled = True
         deadline = None if timeout is None else time.monotonic() + timeout
         incoming = self._incoming
-        while not result:
-            if self._stopped.is_set():
+        wait = timeout
+        while True:
+            if self._stopping:
                 return self._taken_leftovers(batch_size)
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             item = incoming.get(wait)
             if item is EMPTY:
                 return []
+            result: list[IncomingMessage] = []
             while True:
                 if item is STOP:
                     # Leave the marker for any other poller, then stop.
                     incoming.put(STOP)
                     break
                 if type(item) is Read:
-                    if incoming.pending():
+                    if incoming.queued:
                         item = self._with_queued_reads(item)
                     result += self.take(item)
                 else:
@@ -430,9 +451,13 @@ class Consumer(Listener):
                 # or the next poll returns them (even after stop()).
                 incoming.put_front(result[batch_size:])
                 del result[batch_size:]
-            if item is STOP or (deadline is not None and time.monotonic() >= deadline):
-                break
-        return result
+            if result or item is STOP:
+                return result
+            # All dropped (duplicates, malformed): wait on for what is left.
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    return result
 
     def _with_queued_reads(self, item: Read) -> Read:
         """Join the reads queued right behind ``item`` to it (up to ACK_BATCH
@@ -493,6 +518,7 @@ class Consumer(Listener):
     def stop(self) -> None:
         if self._stopped.is_set():
             return
+        self._stopping = True
         self._stopped.set()
         self._incoming.put(STOP)
         if self._inline is not None and not self._conn_in_reader():

@@ -13,7 +13,11 @@ STOP = object()  # put by stop(): each poller that meets it returns
 
 
 class _Slot:
-    """One poller blocked in :meth:`Handoff.get`: its own lock, its own item."""
+    """One poller blocked in :meth:`Handoff.get`: its own lock, its own item.
+
+    Each thread keeps its slot for its next gets: between them the lock is
+    held and the item is EMPTY.
+    """
 
     __slots__ = ("lock", "item")
 
@@ -35,7 +39,10 @@ class Handoff:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: collections.deque[Any] = collections.deque()
+        # Read-only for others: truthy while items wait (a test without a call).
+        self.queued = self._items
         self._waiting: list[_Slot] = []  # a stack: the warmest thread first
+        self._slots = threading.local()  # each poller's _Slot
 
     def put(self, item: Any) -> None:
         with self._lock:
@@ -88,11 +95,17 @@ class Handoff:
         with self._lock:
             if self._items:
                 return self._items.popleft()
-            slot = _Slot()
+            try:
+                slot = self._slots.slot
+            except AttributeError:
+                slot = self._slots.slot = _Slot()
             self._waiting.append(slot)
         try:
             if slot.lock.acquire(timeout=-1 if timeout is None else timeout):
-                return slot.item
+                # Handed over; the lock is held again, ready for the next get.
+                item = slot.item
+                slot.item = EMPTY
+                return item
         except BaseException:
             # Interrupted: an item handed to us meanwhile goes back in front.
             with self._lock:
@@ -100,9 +113,15 @@ class Handoff:
                     self._waiting.remove(slot)
                 else:
                     self._items.appendleft(slot.item)
+            self._slots.slot = _Slot()  # its lock's state is unknown now
             raise
         with self._lock:
-            if slot.item is EMPTY:
+            item = slot.item
+            if item is EMPTY:
                 self._waiting.remove(slot)
-        # Either still EMPTY, or an item handed over just as the wait timed out.
-        return slot.item
+            else:
+                # Handed over just as the wait timed out: the put released
+                # the lock, take it back for the next get.
+                slot.lock.acquire()
+                slot.item = EMPTY
+        return item

@@ -123,10 +123,26 @@ class AmqpListener(Consumer):
         Malformed ones are rejected (and answered with an error where the
         caller is known), duplicates dropped.
         """
+        gen, ch, settled, deliveries = item
+        if len(deliveries) == 1:  # the usual read: one request, without the lists
+            if gen != self._gen:
+                return []
+            delivery = deliveries[0]
+            req = self._decode_one(ch, settled, delivery)
+            if req is None or not self._ack_one(ch, settled, delivery.delivery_tag, False):
+                return []
+            msg = self._accept(req)
+            if msg is None:
+                return []
+            if tracing.on:
+                msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
+            return [msg]
         requests, settle = self._decode(item)
         if settle is None or not self._ack(*settle):
             return []
-        return self._accepted(requests, item, settle[3])
+        if tracing.on:
+            return self._accepted_traced(requests, item, settle[3])
+        return [msg for msg in map(self._accept, requests) if msg is not None]
 
     def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
         """Run the requests of one read in this thread (inline dispatch).
@@ -141,16 +157,23 @@ class AmqpListener(Consumer):
         waits unacked behind the others, so none is run again elsewhere
         after it was answered.
         """
-        if len(item.deliveries) > 1:
+        gen, ch, settled, deliveries = item
+        if len(deliveries) > 1:
             for msg in self.take(item):
                 handler(msg)
             return
-        requests, settle = self._decode(item)
-        if settle is None:
+        if gen != self._gen:
             return
-        for msg in self._accepted(requests, item, settle[3]):
-            handler(msg)
-        self._ack(*settle, ran=True)
+        delivery = deliveries[0]
+        req = self._decode_one(ch, settled, delivery)
+        if req is None:
+            return
+        accepted = self._accept(req)
+        if accepted is not None:
+            if tracing.on:
+                accepted.exchange, accepted.routing_key = delivery.exchange, delivery.routing_key
+            handler(accepted)
+        self._ack_one(ch, settled, delivery.delivery_tag, True)
 
     def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         super().reject(ch, delivery, exc)
@@ -183,20 +206,34 @@ class AmqpListener(Consumer):
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
         return requests, (ch, settled, tags, ack)
 
-    def _accepted(self, requests: list[Any], item: Read, tags: list[int]) -> list[IncomingMessage]:
-        """The incoming messages of a read's decoded ``requests`` (``tags``:
-        their delivery tags, in the same order), duplicates left out."""
-        if tracing.on:
-            return self._accepted_traced(requests, item, tags)
-        taken: list[IncomingMessage] = []
-        for req in requests:
-            msg = self._accept(req)
-            if msg is not None:
-                taken.append(msg)
-        return taken
+    def _decode_one(self, ch: Any, settled: Settled, delivery: spec.Delivery) -> Any:
+        """The request of a read of one delivery; None if it was malformed
+        (then rejected and settled here)."""
+        try:
+            return envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
+                                           self._driver.max_body)
+        except EnvelopeError as exc:
+            self.reject(ch, delivery, exc)
+        self._ack(ch, settled, [delivery.delivery_tag], [])
+        return None
+
+    def _accept(self, req: Any) -> AmqpIncomingMessage | None:
+        """The incoming message for an acked request; None for a duplicate."""
+        uid = req.unique_id
+        if uid is not None and self.seen_before(uid):
+            LOG.warning("Dropped duplicate request %s", uid)
+            return None
+        ctxt = req.ctxt
+        timeout = req.timeout
+        # oslo's servers hand endpoints the context with this key added; do
+        # the same so an endpoint sees one context whichever server runs it.
+        ctxt["client_timeout"] = timeout
+        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary, timeout)
 
     def _accepted_traced(self, requests: list[Any], item: Read, tags: list[int]) -> list[IncomingMessage]:
-        # As _accepted, each message noting its delivery's exchange and routing key.
+        """The incoming messages of a read's decoded ``requests`` (``tags``:
+        their delivery tags, in the same order), duplicates left out, each
+        noting its delivery's exchange and routing key for its trace."""
         deliveries = {delivery.delivery_tag: delivery for delivery in item.deliveries}
         taken: list[IncomingMessage] = []
         for req, tag in zip(requests, tags, strict=True):
@@ -207,38 +244,50 @@ class AmqpListener(Consumer):
                 taken.append(msg)
         return taken
 
+    def _ack_one(self, ch: Any, settled: Settled, tag: int, ran: bool) -> bool:
+        """``_ack`` of a read of one well-formed delivery, without its lists
+        in the usual case (every lower tag settled already). ``ran``: it ran
+        already, inline."""
+        try:
+            if ran:
+                # Inline dispatch runs one read at a time (under the inline
+                # lock): no other thread settles meanwhile, no lock needed.
+                if tag == settled.upto + 1 and not settled.early:
+                    settled.upto = tag
+                    ch.basic_ack(tag)
+                else:
+                    for acked, multiple in settled.settle([tag], [tag]):
+                        ch.basic_ack(acked, multiple)
+                return True
+            with self._ack_lock:
+                if tag == settled.upto + 1 and not settled.early:
+                    settled.upto = tag
+                    ch.basic_ack(tag)
+                else:
+                    for acked, multiple in settled.settle([tag], [tag]):
+                        ch.basic_ack(acked, multiple)
+        except amqp_exc.AMQPError as err:
+            _ack_failed(1, err, ran)
+            return False
+        return True
+
     def _ack(self, ch: Any, settled: Settled, tags: list[int], ack: list[int], ran: bool = False) -> bool:
         """Settle the ``tags`` of one read, sending acks for ``ack``; False if
         that failed. ``ran``: the requests ran already (inline dispatch)."""
         try:
             with self._ack_lock:
-                if len(tags) == 1 and ack and not settled.early and tags[0] == settled.upto + 1:
-                    # What settle() does for the usual read of one request,
-                    # without its call and lists: 2.5k instructions a request.
-                    settled.upto = tags[0]
-                    ch.basic_ack(tags[0])
-                else:
-                    for tag, multiple in settled.settle(tags, ack):
-                        ch.basic_ack(tag, multiple)
+                for tag, multiple in settled.settle(tags, ack):
+                    ch.basic_ack(tag, multiple)
         except amqp_exc.AMQPError as err:
-            if ran:
-                LOG.warning("Could not acknowledge %d request(s) that ran: %s (the broker will deliver them "
-                            "again; this listener drops them as duplicates)", len(ack), err)
-            else:
-                # Not acked means the broker will deliver them again: do not run them twice.
-                LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", len(ack), err)
+            _ack_failed(len(ack), err, ran)
             return False
         return True
 
-    def _accept(self, req: Any) -> AmqpIncomingMessage | None:
-        """The incoming message for an acked request; None for a duplicate."""
-        uid = req.unique_id
-        if uid is not None and self.seen_before(uid):
-            LOG.warning("Dropped duplicate request %s", uid)
-            return None
-        ctxt = req.ctxt
-        # oslo's servers hand endpoints the context with this key added; do
-        # the same so an endpoint sees one context whichever server runs it.
-        ctxt["client_timeout"] = req.timeout
-        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
-                                   req.timeout)
+
+def _ack_failed(count: int, err: Exception, ran: bool) -> None:
+    if ran:
+        LOG.warning("Could not acknowledge %d request(s) that ran: %s (the broker will deliver them "
+                    "again; this listener drops them as duplicates)", count, err)
+    else:
+        # Not acked means the broker will deliver them again: do not run them twice.
+        LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", count, err)
