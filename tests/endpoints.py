@@ -1,10 +1,19 @@
-"""Endpoints and helpers shared by the server tests."""
+"""Endpoints and helpers shared by the server, notification listener and
+tracing tests."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from fastrpc import tracing
 
 WAIT = 10.0  # how long a gated call waits to be released before it fails
 
@@ -64,3 +73,36 @@ def failure_of_a_start_ended_by_cleanup(server: Any, transport: Any) -> list[Bas
     starting.join(WAIT)
     assert not starting.is_alive()
     return failed
+
+
+@contextlib.contextmanager
+def notification_listening(lib: ModuleType, transport: Any, topic: str, endpoints: list,
+                           batch: dict | None = None, **kwargs: Any) -> Iterator[Any]:
+    """A notification listener of ``lib`` (``fastrpc`` or ``oslo_messaging``:
+    the same names in both) on ``topic``, started; stopped and waited for
+    after. ``batch``: batch_size and batch_timeout for a batch listener."""
+    targets = [lib.Target(topic=topic)]
+    if batch is None:
+        listener = lib.get_notification_listener(transport, targets, endpoints, **kwargs)
+    else:
+        listener = lib.get_batch_notification_listener(transport, targets, endpoints, **batch, **kwargs)
+    listener.start()
+    try:
+        yield listener
+    finally:
+        listener.stop()
+        listener.wait()
+
+
+@contextlib.contextmanager
+def in_memory_tracing() -> Iterator[InMemorySpanExporter]:
+    """fastrpc's tracing on, into an in-memory exporter of the real SDK; off after."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(tracer_provider=provider)
+    try:
+        yield exporter
+    finally:
+        tracing.disable()
+        provider.shutdown()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import logging
 import queue
@@ -17,6 +18,7 @@ import time
 import uuid
 
 import pytest
+from endpoints import notification_listening
 
 import fastrpc
 from fastrpc import NotificationFilter, NotificationPayloadError, NotificationResult, Target
@@ -102,20 +104,8 @@ def transport(broker):
     t.cleanup()
 
 
-@contextlib.contextmanager
-def listening(transport, topic: str, endpoints: list, batch: dict | None = None, **kwargs):
-    """A fastrpc notification listener on ``topic``, started; stopped and waited for after."""
-    targets = [Target(topic=topic)]
-    if batch is None:
-        listener = fastrpc.get_notification_listener(transport, targets, endpoints, **kwargs)
-    else:
-        listener = fastrpc.get_batch_notification_listener(transport, targets, endpoints, **batch, **kwargs)
-    listener.start()
-    try:
-        yield listener
-    finally:
-        listener.stop()
-        listener.wait()
+# A fastrpc notification listener on a topic, started; stopped and waited for after.
+listening = functools.partial(notification_listening, fastrpc)
 
 
 def all_queue_counts(broker) -> dict[str, tuple[int, int]]:

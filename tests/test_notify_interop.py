@@ -13,6 +13,7 @@ import uuid
 
 import oslo_messaging
 import pytest
+from endpoints import notification_listening
 from oslo_context import context as oslo_context
 from test_notify import (
     METHODS,
@@ -165,27 +166,31 @@ def test_the_bytes_on_the_wire_are_oslos(broker, fast_transport, oslo_transport,
     assert same["_context_user"] == "u1"
 
 
-def test_oslo_notifier_to_fastrpc_batch_listener(broker, fast_transport, oslo_transport, topic):
+def one_batch(broker, topic: str, listener_lib, listener_transport, notifier_lib, notifier_transport,
+              publisher: str, event_type: str, size: int) -> list:
+    """``size`` info notifications ``{"n": 0..size-1}`` from a ``notifier_lib``
+    Notifier to a ``listener_lib`` batch listener of ``size``: the one batch
+    it received, once the queue has settled."""
     ep = BatchRecorder()
-    with listening(fast_transport, topic, [ep], batch={"batch_size": 3, "batch_timeout": 5}):
-        notifier = oslo_messaging.Notifier(oslo_transport, "oslo", driver="messagingv2", topics=[topic])
-        for n in range(3):
-            notifier.info(request_context(), "b.x", {"n": n})
+    with notification_listening(listener_lib, listener_transport, topic, [ep],
+                                batch={"batch_size": size, "batch_timeout": 5}):
+        notifier = notifier_lib.Notifier(notifier_transport, publisher, driver="messagingv2", topics=[topic])
+        for n in range(size):
+            notifier.info(request_context(), event_type, {"n": n})
         batch = ep.batches.get(timeout=WAIT)
         wait_settled(broker, f"{topic}.info")
+    return batch
+
+
+def test_oslo_notifier_to_fastrpc_batch_listener(broker, fast_transport, oslo_transport, topic):
+    batch = one_batch(broker, topic, fastrpc, fast_transport, oslo_messaging, oslo_transport, "oslo", "b.x", 3)
     assert [(event_type, n, publisher) for event_type, n, publisher, _md, _ctxt in batch] == [
         ("b.x", 0, "oslo"), ("b.x", 1, "oslo"), ("b.x", 2, "oslo")]
     assert all(ctxt["user"] == "u1" for *_, ctxt in batch)
 
 
 def test_fastrpc_notifier_to_oslo_batch_listener(broker, fast_transport, oslo_transport, topic):
-    ep = BatchRecorder()
-    with oslo_listening(oslo_transport, topic, [ep], batch={"batch_size": 2, "batch_timeout": 5}):
-        notifier = fastrpc.Notifier(fast_transport, "fast", driver="messagingv2", topics=[topic])
-        for n in range(2):
-            notifier.info(request_context(), "b.y", {"n": n})
-        batch = ep.batches.get(timeout=WAIT)
-        wait_settled(broker, f"{topic}.info")
+    batch = one_batch(broker, topic, oslo_messaging, oslo_transport, fastrpc, fast_transport, "fast", "b.y", 2)
     assert sorted(n for _, n, *_ in batch) == [0, 1]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ import time
 
 import oslo_messaging
 import pytest
-from endpoints import failure_of_a_start_ended_by_cleanup, in_thread
+from endpoints import failure_of_a_start_ended_by_cleanup, in_thread, notification_listening
 from oslo_config import cfg
 from test_oslo_interop import THIS_MODULE, WAIT, CustomError, Endpoint, assert_remote_errors_for_oslo, oslo_conf, stop
 
@@ -233,22 +234,8 @@ def publish_raw(broker, queue_name: str, *bodies: bytes) -> None:
             ch.basic_publish("", queue_name, body, {"content_type": "application/json"})
 
 
-@contextlib.contextmanager
-def oslo_listening(transport, topic: str, endpoints: list, batch: dict | None = None, **kwargs):
-    """An oslo notification listener on ``transport`` for ``topic``, started;
-    stopped and waited for after. ``batch``: batch_size and batch_timeout for
-    a batch listener."""
-    targets = [oslo_messaging.Target(topic=topic)]
-    if batch is None:
-        listener = oslo_messaging.get_notification_listener(transport, targets, endpoints, **kwargs)
-    else:
-        listener = oslo_messaging.get_batch_notification_listener(transport, targets, endpoints, **batch, **kwargs)
-    listener.start()
-    try:
-        yield listener
-    finally:
-        listener.stop()
-        listener.wait()
+# An oslo notification listener on a topic, started; stopped and waited for after.
+oslo_listening = functools.partial(notification_listening, oslo_messaging)
 
 
 @contextlib.contextmanager

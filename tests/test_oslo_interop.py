@@ -13,14 +13,11 @@ import time
 
 import oslo_messaging
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from endpoints import in_memory_tracing
 from opentelemetry.trace import SpanKind
 from oslo_config import cfg
 
 import fastrpc.exceptions as fexc
-from fastrpc import tracing
 from fastrpc.client import get_rpc_client
 from fastrpc.options import Options
 from fastrpc.server import get_rpc_server
@@ -130,13 +127,8 @@ def traced(request):
     if request.param == "untraced":
         yield None
         return
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(tracer_provider=provider)
-    yield exporter
-    tracing.disable()
-    provider.shutdown()
+    with in_memory_tracing() as exporter:
+        yield exporter
 
 
 def traced_methods(exporter, kind):

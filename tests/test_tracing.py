@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from endpoints import in_memory_tracing
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -39,13 +40,8 @@ def wait_for(predicate: Callable[[], bool], what: str) -> None:
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     """Tracing on, into an in-memory exporter of the real SDK."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable(tracer_provider=provider)
-    yield exporter
-    tracing.disable()
-    provider.shutdown()
+    with in_memory_tracing() as exporter:
+        yield exporter
 
 
 def finished(exporter: InMemorySpanExporter, count: int) -> list[ReadableSpan]:
