@@ -252,20 +252,10 @@ class AmqpListener(Consumer):
             if ran:
                 # Inline dispatch runs one read at a time (under the inline
                 # lock): no other thread settles meanwhile, no lock needed.
-                if tag == settled.upto + 1 and not settled.early:
-                    settled.upto = tag
-                    ch.basic_ack(tag)
-                else:
-                    for acked, multiple in settled.settle([tag], [tag]):
-                        ch.basic_ack(acked, multiple)
+                _settle_one(ch, settled, tag)
                 return True
             with self._ack_lock:
-                if tag == settled.upto + 1 and not settled.early:
-                    settled.upto = tag
-                    ch.basic_ack(tag)
-                else:
-                    for acked, multiple in settled.settle([tag], [tag]):
-                        ch.basic_ack(acked, multiple)
+                _settle_one(ch, settled, tag)
         except amqp_exc.AMQPError as err:
             _ack_failed(1, err, ran)
             return False
@@ -282,6 +272,17 @@ class AmqpListener(Consumer):
             _ack_failed(len(ack), err, ran)
             return False
         return True
+
+
+def _settle_one(ch: Any, settled: Settled, tag: int) -> None:
+    """Settle and acknowledge the one delivery ``tag``: a single ack when every
+    lower tag is settled already, else through ``settled``'s lists."""
+    if tag == settled.upto + 1 and not settled.early:
+        settled.upto = tag
+        ch.basic_ack(tag)
+    else:
+        for acked, multiple in settled.settle([tag], [tag]):
+            ch.basic_ack(acked, multiple)
 
 
 def _ack_failed(count: int, err: Exception, ran: bool) -> None:
