@@ -190,12 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.count_client:
         return calls_client(args.count_client, args.url, args.topic, int(args.calls))
-    try:
-        low, high = (int(n) for n in args.calls.split(","))
-    except ValueError:
-        p.error("--calls takes two integers, N1,N2")
-    if not 0 < low < high:
-        p.error("--calls needs 0 < N1 < N2")
+    low, high = common.call_counts(p, args.calls)
     executors = [e.strip() for e in args.executors.split(",") if e.strip()]
     if not executors or any(e not in ("blocking", "threading") for e in executors):
         p.error("--executors takes blocking and/or threading")

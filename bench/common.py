@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
@@ -33,6 +34,18 @@ def run_main(main: Callable[[], int], name: str) -> None:
         print(f"{name}: {exc}", file=sys.stderr)
         status = 1
     sys.exit(status)
+
+
+def call_counts(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """The two call counts N1,N2 of a ``--calls`` argument, 0 < N1 < N2; a
+    usage error from ``parser`` otherwise."""
+    try:
+        low, high = (int(n) for n in text.split(","))
+    except ValueError:
+        parser.error("--calls takes two integers, N1,N2")
+    if not 0 < low < high:
+        parser.error("--calls needs 0 < N1 < N2")
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,19 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise BenchError("VmRSS not found in /proc/self/status")
+
+
+def open_connections(connection_class: Any, amqp_url: str, count: int) -> list[Any]:
+    """``count`` connections of ``connection_class`` (fastrpc's ``Connection``,
+    imported by the caller before it measures) to ``amqp_url``, each with one
+    channel open."""
+    conns = []
+    for _ in range(count):
+        c = connection_class(amqp_url)
+        c.connect()
+        c.channel()
+        conns.append(c)
+    return conns
 
 
 def fmt_rate(value: float | None) -> str:

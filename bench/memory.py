@@ -112,12 +112,7 @@ def rss_split(url: str) -> dict[str, Any]:
     warm.channel()
     gc.collect()
     before = _resident()
-    conns = []
-    for _ in range(CONNECTIONS):
-        c = Connection(amqp_url)
-        c.connect()
-        c.channel()
-        conns.append(c)
+    conns = common.open_connections(Connection, amqp_url, CONNECTIONS)
     gc.collect()
     after = _resident()
     for c in [warm, *conns]:

@@ -206,12 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     libs = [lib.strip() for lib in args.libs.split(",") if lib.strip()]
     if not libs or any(lib not in LIBS for lib in libs):
         p.error(f"--libs takes {', '.join(LIBS)}")
-    try:
-        low, high = (int(n) for n in args.calls.split(","))
-    except ValueError:
-        p.error("--calls takes two integers, N1,N2")
-    if not 0 < low < high:
-        p.error("--calls needs 0 < N1 < N2")
+    low, high = common.call_counts(p, args.calls)
 
     results: dict[str, dict[str, dict[str, float]]] = {}
     with common.broker() as b, tempfile.TemporaryDirectory(prefix="fastrpc-opcodes-") as workdir:

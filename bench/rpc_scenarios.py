@@ -262,12 +262,7 @@ def client_memory(url: str, topic: str) -> dict[str, Any]:
     tracemalloc.start()
     gc.collect()
     rss0, heap0 = common.rss_bytes(), tracemalloc.get_traced_memory()[0]
-    conns = []
-    for _ in range(MEMORY_CONNECTIONS):
-        c = Connection(amqp_url)
-        c.connect()
-        c.channel()
-        conns.append(c)
+    conns = common.open_connections(Connection, amqp_url, MEMORY_CONNECTIONS)
     gc.collect()
     rss1, heap1 = common.rss_bytes(), tracemalloc.get_traced_memory()[0]
     result["connection_heap_bytes"] = (heap1 - heap0) / MEMORY_CONNECTIONS
