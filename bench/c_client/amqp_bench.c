@@ -289,6 +289,25 @@ static int cmd_consume(const char *host, int port, const char *queue, long n) {
   return 0;
 }
 
+/* A server's wait for its next request (an hour at most per read); frames
+ * other than a delivery are read and dropped. A failure is reported under
+ * mode when reading such a frame fails, under what otherwise. */
+static void next_request(amqp_connection_state_t conn, amqp_envelope_t *env, const char *mode, const char *what) {
+  for (;;) {
+    struct timeval tv = {3600, 0};
+    amqp_maybe_release_buffers(conn);
+    amqp_rpc_reply_t r = amqp_consume_message(conn, env, &tv, 0);
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+      amqp_frame_t frame;
+      int rc = amqp_simple_wait_frame(conn, &frame);
+      if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, mode, amqp_error_string2(rc));
+      continue;
+    }
+    check_reply(r, what);
+    return;
+  }
+}
+
 static int cmd_rpc_server(const char *host, int port, const char *queue, const char *exchange) {
   amqp_connection_state_t conn = open_connection(host, port);
   declare_queue(conn, queue);
@@ -304,16 +323,7 @@ static int cmd_rpc_server(const char *host, int port, const char *queue, const c
   int stop = 0;
   while (!stop) {
     amqp_envelope_t env;
-    struct timeval tv = {3600, 0};
-    amqp_maybe_release_buffers(conn);
-    amqp_rpc_reply_t r = amqp_consume_message(conn, &env, &tv, 0);
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-      amqp_frame_t frame;
-      int rc = amqp_simple_wait_frame(conn, &frame);
-      if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "rpc-server", amqp_error_string2(rc));
-      continue;
-    }
-    check_reply(r, "waiting for request");
+    next_request(conn, &env, "rpc-server", "waiting for request");
     amqp_bytes_t req = env.message.body;
     stop = req.len == 4 && memcmp(req.bytes, "stop", 4) == 0;
     amqp_basic_properties_t *in = &env.message.properties;
@@ -521,16 +531,7 @@ static int cmd_cast_server(const char *host, int port, const char *queue, const 
   int stop = 0;
   while (!stop) {
     amqp_envelope_t env;
-    struct timeval tv = {3600, 0};
-    amqp_maybe_release_buffers(conn);
-    amqp_rpc_reply_t r = amqp_consume_message(conn, &env, &tv, 0);
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION && r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-      amqp_frame_t frame;
-      int rc = amqp_simple_wait_frame(conn, &frame);
-      if (rc != AMQP_STATUS_OK) fail(EXIT_PROTOCOL, "cast-server", amqp_error_string2(rc));
-      continue;
-    }
-    check_reply(r, "waiting for casts");
+    next_request(conn, &env, "cast-server", "waiting for casts");
     double now = now_seconds();
     amqp_bytes_t body = env.message.body;
     amqp_basic_properties_t *in = &env.message.properties;
