@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastrpc.amqp import spec
-from fastrpc.amqp.exceptions import PEER_ENDED_ERRNOS, AMQPError, ConnectionClosed, ConnectionLost, peer_ended
+from fastrpc.amqp.exceptions import AMQPError, ConnectionClosed, ConnectionLost, peer_ended, peer_ended_if_reset
 from fastrpc.amqp.transport import PlainTransport
 from fastrpc.amqp.url import ConnectionParams, make_params
 
@@ -328,9 +328,7 @@ class ConnectionCore:
             error = ConnectionLost(f"invalid data from {address}: {exc}")
             error.__cause__ = exc
         elif isinstance(exc, OSError):
-            error = ConnectionLost(f"connection to {address} lost: {exc.strerror or exc}")
-            if exc.errno in PEER_ENDED_ERRNOS:
-                peer_ended(error)
+            error = peer_ended_if_reset(ConnectionLost(f"connection to {address} lost: {exc.strerror or exc}"), exc)
         elif isinstance(exc, AMQPError):
             error = exc
         else:  # a bug must not leave waiters hanging

@@ -51,7 +51,6 @@ from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.codec import FrameReader, FrameWriter
 from fastrpc.amqp.connection_core import READER_STEP_ASIDE, ConnectionCore
 from fastrpc.amqp.exceptions import (
-    PEER_ENDED_ERRNOS,
     AMQPError,
     ChannelsExhausted,
     ConnectionClosed,
@@ -59,7 +58,7 @@ from fastrpc.amqp.exceptions import (
     HandshakeTimeout,
     HeartbeatTimeout,
     fresh_error,
-    peer_ended,
+    peer_ended_if_reset,
 )
 from fastrpc.amqp.handshake import handshake
 from fastrpc.amqp.heartbeat import ProbeChannel, dead_after, watch_connection
@@ -323,7 +322,7 @@ class Connection(ConnectionCore):
             return HeartbeatTimeout(f"send to {self.params.address} made no progress (broker not reading)")
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         err = ConnectionLost(f"send to {self.params.address} failed: {reason}")
-        return peer_ended(err) if isinstance(exc, OSError) and exc.errno in PEER_ENDED_ERRNOS else err
+        return peer_ended_if_reset(err, exc)
 
     def send_failed(self, err: BaseException) -> None:
         """A send returned ``err``: a lost connection fails it for everyone."""

@@ -92,6 +92,14 @@ def peer_ended(exc: ConnectionLost) -> ConnectionLost:
     return exc
 
 
+def peer_ended_if_reset(exc: ConnectionLost, cause: BaseException) -> ConnectionLost:
+    """``exc``, marked :func:`peer_ended` when ``cause`` (the failed send or
+    receive) is an OSError whose errno means the peer reset the connection."""
+    if isinstance(cause, OSError) and cause.errno in PEER_ENDED_ERRNOS:
+        peer_ended(exc)
+    return exc
+
+
 class HeartbeatTimeout(ConnectionLost):
     """The broker was silent for the negotiated heartbeat timeout (two of its
     heartbeats missed), or a send made no progress for as long."""
