@@ -48,9 +48,8 @@ class Transport:
               retry: int | None = None, at_least_once: bool = False) -> Any:
         if not target.topic:
             raise InvalidTarget("A topic is required to send", target)
-        return self._driver.send(target, ctxt, message, wait_for_reply=wait_for_reply,
-                                 timeout=timeout, call_monitor_timeout=call_monitor_timeout,
-                                 retry=retry, at_least_once=at_least_once)
+        return self._driver.send(target, ctxt, message, wait_for_reply, timeout, call_monitor_timeout, retry,
+                                 at_least_once)
 
     def _listen(self, target: Target, batch_size: int = 1,
                 batch_timeout: float | None = None) -> Listener:

@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from fastrpc import envelope, metrics, tracing
 from fastrpc.amqp import exceptions as amqp_exc
@@ -138,14 +138,17 @@ class AmqpDriver(BaseDriver):
         cast's ``timeout``, if any, bounds that wait and everything before it."""
         span = None
         try:
-            ex, routing_key = self._route(target)
+            # The route cache looked up here: a method call per message costs more.
+            route = self._routes.get((target.exchange, target.topic, target.server, target.fanout))
+            ex, routing_key = route if route is not None else self._route(target)
             unique_id = new_id()
             sender = self._sender
             if not wait_for_reply:
                 if tracing.on:
                     span, message = tracing.start_send(ex.name, routing_key, message, None)
                 body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
-                self._check_size(body, message)
+                if len(body) > self.max_body:  # checked inline: a method call per message costs more
+                    self._refuse_size(body, message)
                 if at_least_once:
                     deadline = None if timeout is None else time.monotonic() + timeout
                     self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, deadline, message)
@@ -169,7 +172,8 @@ class AmqpDriver(BaseDriver):
                 span, message = tracing.start_send(ex.name, routing_key, message, msg_id)
             body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
                                            self.binary)
-            self._check_size(body, message)
+            if len(body) > self.max_body:
+                self._refuse_size(body, message)
             props = self._call_props.get(timeout)
             if props is None:
                 props = publish_properties(self._ctype, timeout)
@@ -282,12 +286,11 @@ class AmqpDriver(BaseDriver):
         except amqp_exc.AMQPError as exc:
             raise messaging_error(exc) from exc
 
-    def _check_size(self, body: bytes, message: dict) -> None:
+    def _refuse_size(self, body: bytes, message: dict) -> NoReturn:
         """Refuse a request its receiver would reject as too large (no timeout later)."""
-        if len(body) > self.max_body:
-            raise MessageDeliveryFailure(
-                f"request for method {message.get('method')!r} is {len(body)} bytes, more than "
-                f"max_message_size ({self.max_body} bytes); not sent")
+        raise MessageDeliveryFailure(
+            f"request for method {message.get('method')!r} is {len(body)} bytes, more than "
+            f"max_message_size ({self.max_body} bytes); not sent")
 
     # -- replies (for the RPC listener's incoming messages) ------------------
 
