@@ -162,7 +162,7 @@ class ConnectionCore:
                 self._park()
                 continue
             self._reader_wanted = False
-            if not baton.acquire(blocking=False):
+            if not baton.acquire(False):
                 seen = self._waits
                 self._park()
                 continue
@@ -229,13 +229,13 @@ class ConnectionCore:
                     if item is not NUDGE:
                         return item
                     continue
-                if not baton.acquire(blocking=False):
+                if not baton.acquire(False):
                     # Somebody else reads. Register first, then look once more:
                     # the reader lets go either before our second look or after
                     # our registration (and then hands the baton to a sleeper).
                     with self._sleepers_lock:
                         self._sleepers.append(mailbox)
-                    if not baton.acquire(blocking=False):
+                    if not baton.acquire(False):
                         try:
                             item = mailbox.get(timeout=remaining)
                         finally:

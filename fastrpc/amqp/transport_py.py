@@ -344,7 +344,7 @@ class TlsTransport(PlainTransport):
     def try_send(self, data: bytes) -> bool:
         # Never wait for the write lock either: the reader may hold it in a
         # post-handshake write that cannot finish.
-        if not self._write_lock.acquire(blocking=False):
+        if not self._write_lock.acquire(False):
             return False
         try:
             _, writable, _ = select.select([], [self.sock], [], 0)

@@ -101,7 +101,7 @@ class Handoff:
                 slot = self._slots.slot = _Slot()
             self._waiting.append(slot)
         try:
-            if slot.lock.acquire(timeout=-1 if timeout is None else timeout):
+            if slot.lock.acquire(True, -1 if timeout is None else timeout):
                 # Handed over; the lock is held again, ready for the next get.
                 item = slot.item
                 slot.item = EMPTY
