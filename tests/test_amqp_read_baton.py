@@ -12,6 +12,7 @@ import time
 import pytest
 
 from fastrpc.amqp import connection as connection_mod
+from fastrpc.amqp import connection_core
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp import AmqpDriver
 from fastrpc.exceptions import MessagingTimeout
@@ -91,6 +92,80 @@ def test_sequential_caller_reads_its_own_replies(pair, topic):
     # when the calls began); after that it stands aside.
     assert seen[5:].count(me) == len(seen) - 5, f"{seen.count(me)} of {len(seen)} read by the caller"
     assert client.waiting_calls == {}
+
+
+def test_a_lone_callers_confirm_is_read_with_its_reply(pair, topic):
+    """The broker's confirm of a request comes before its reply: a lone
+    caller's recv waits for the reply (the socket's low-water mark) and
+    reads both at once, instead of waking for each. A read shorter than the
+    mark (the confirm alone) comes only once the lone slice passed."""
+    client = pair
+    call(client, topic, -1)
+    conn = client.sending_connection
+    assert conn is not None
+    transport = conn._transport
+    reads: list[tuple[int, float]] = []  # (bytes, seconds in recv)
+    original = transport.recv
+
+    def timed_recv():
+        t0 = time.monotonic()
+        data = original()
+        if data:
+            reads.append((len(data), time.monotonic() - t0))
+        return data
+
+    transport.recv = timed_recv  # an instance attribute: the connection reads through it
+    calls = 200
+    for i in range(calls):
+        assert call(client, topic, i) == {"i": i}
+    assert len(reads) >= calls
+    short = [seconds for nbytes, seconds in reads if nbytes < connection_core.LONE_RECV_LOWAT]
+    assert all(seconds >= connection_core.LONE_RECV_SLICE * 0.9 for seconds in short), \
+        f"{len(short)} reads shorter than the mark, the quickest after {min(short):.4f}s"
+    # Every confirm was read all the same: nothing is left unconfirmed.
+    pub = client._sender.pub_ch
+    assert pub is not None and pub.confirmed(pub._next_tag - 1)
+    assert not pub._pending
+
+
+def test_small_frames_for_others_are_read_while_a_lone_caller_waits(broker, topic):
+    """A frame shorter than the low-water mark (channel.open-ok, 16 bytes)
+    for another thread is read within the lone slice, not when the lone
+    caller's reply comes."""
+    server, client = make_driver(broker.url), make_driver(broker.url)
+    started, release = threading.Event(), threading.Event()
+    listener = server.listen(Target(topic=topic, server="s1"))
+
+    def held(msg):
+        if msg.message["args"].get("hold"):
+            started.set()
+            release.wait(WAIT)
+        msg.reply(msg.message["args"])
+
+    listener.dispatch_inline(held)
+    results: list = []
+    try:
+        call(client, topic, -1)
+        caller = threading.Thread(target=lambda: results.append(
+            client.send(Target(topic=topic), {}, {"method": "m", "args": {"hold": 1}}, wait_for_reply=True,
+                        timeout=WAIT * 2)))
+        caller.start()
+        assert started.wait(WAIT), "the held call never reached its server"
+        conn = client.sending_connection
+        t0 = time.monotonic()
+        ch = conn.channel()
+        opened = time.monotonic() - t0
+        assert client.waiting_calls, "the held call ended before the channel opened"
+        assert opened < connection_core.WAITER_RECV_SLICE, f"channel.open-ok read after {opened:.2f}s"
+        ch.close()
+        release.set()
+        caller.join(WAIT)
+        assert results == [{"hold": 1}]
+    finally:
+        release.set()
+        client.cleanup()
+        listener.cleanup()
+        server.cleanup()
 
 
 def test_concurrent_callers_are_all_served_then_the_caller_reads_again(pair, topic):

@@ -19,6 +19,7 @@ cdef class ConnectionCore:
     cdef public object _reader_thread, _reader_ident, _heartbeat_thread
     cdef public object _baton, _sleepers, _sleepers_lock, _waits, _entries, _exits, _left
     cdef public double _shared_until, _recv_timeout
+    cdef public int _recv_lowat
     cdef public list _writers
     cdef public object _reader_wake, _recv_since, _quiet_since, _after_dispatch, _probe_channel
     cdef object __weakref__

@@ -33,7 +33,8 @@ from fastrpc.amqp.url import ConnectionParams, make_params
 if TYPE_CHECKING:
     from fastrpc.amqp.channel import Channel
 
-__all__ = ["NUDGE", "READER_STEP_ASIDE", "SHARED_HOLD", "WAITER_RECV_SLICE", "ConnectionCore"]
+__all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "READER_STEP_ASIDE", "SHARED_HOLD", "WAITER_RECV_SLICE",
+           "ConnectionCore"]
 
 LOG = logging.getLogger("fastrpc.amqp")
 
@@ -48,6 +49,15 @@ READER_STEP_ASIDE = 0.05
 SHARED_HOLD = 0.05
 # A waiting thread's recv returns at least this often, to check its deadline.
 WAITER_RECV_SLICE = 1.0
+# A lone waiting thread's recv returns only once this many bytes came (the
+# socket's low-water mark, SO_RCVLOWAT) or LONE_RECV_SLICE passed. A reply
+# (basic.deliver with its header and body) is always longer; the broker's
+# confirm of the request (21 bytes) and heartbeats (8) are shorter, so the
+# confirm, which comes first, is read with the reply instead of waking the
+# caller once more per call. A small frame that does matter meanwhile (a
+# nack, another thread's channel.open-ok) waits at most the slice.
+LONE_RECV_LOWAT = 32
+LONE_RECV_SLICE = 0.05
 # Put into a waiting thread's mailbox: the baton was let go, try to take it.
 NUDGE = object()
 
@@ -118,6 +128,7 @@ class ConnectionCore:
         self._reader_wanted = False  # a thread needs the reader thread to read now
         self._reader_wake = threading.Event()
         self._recv_timeout = 0.0  # the socket's SO_RCVTIMEO (0: none)
+        self._recv_lowat = 1  # the socket's SO_RCVLOWAT
         # Monotonic time since when the reading thread has waited for data
         # (None while nobody is in recv, e.g. while dispatching); a recv that
         # timed out carries its start over to the next one.
@@ -244,7 +255,11 @@ class ConnectionCore:
                             return item
                         continue
                     self._forget_sleeper(mailbox)
-                self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
+                if self._sleepers:
+                    self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
+                else:
+                    self._read_batch(LONE_RECV_SLICE if remaining is None else min(remaining, LONE_RECV_SLICE),
+                                     LONE_RECV_LOWAT)
                 if self._sleepers:
                     self._pass_baton()
         finally:
@@ -281,19 +296,25 @@ class ConnectionCore:
             if mailbox is not None:
                 mailbox.put(NUDGE)
 
-    def _read_batch(self, recv_timeout: float) -> None:
+    def _read_batch(self, recv_timeout: float, lowat: int = 1) -> None:
         """Read once and dispatch what came (baton held; let go here).
 
         ``recv_timeout``: how long recv may wait for data; 0 for ever.
+        ``lowat``: the bytes recv waits for before that (see LONE_RECV_LOWAT).
         """
         transport = self._transport
         assert transport is not None
         self._reader_ident = threading.get_ident()
         error: BaseException | None = None
         try:
+            # Socket options set only when they change: none per call while
+            # calls come one at a time.
             if recv_timeout != self._recv_timeout:
                 transport.set_recv_timeout(recv_timeout)
                 self._recv_timeout = recv_timeout
+            if lowat != self._recv_lowat:
+                transport.set_recv_lowat(lowat)
+                self._recv_lowat = lowat
             since = self._quiet_since
             self._recv_since = since if since is not None else time.monotonic()
             try:
