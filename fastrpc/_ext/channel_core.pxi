@@ -10,5 +10,5 @@ cdef class ChannelCore:
     cdef public object _consumers, _cancel_callbacks, _flow, _pending, _mandatory, _returned
     cdef public object _next_tag, _low_tag
     cdef public int channel_id
-    cdef public bint _confirm
+    cdef public bint _confirm, _flow_paused
     cdef object __weakref__

@@ -94,8 +94,10 @@ class ChannelCore:
         self._waiter: _Waiter | None = None
         self._consumers: dict[str, OnMessage] = {}
         self._cancel_callbacks: dict[str, OnCancel] = {}
-        self._flow = threading.Event()
+        self._flow = threading.Event()  # set while the broker lets publishers go (channel.flow)
         self._flow.set()
+        # The same, read by every publish without Event.is_set()'s Python call.
+        self._flow_paused = False
         # publisher confirms: tag -> future (None for a tracked publish); tags
         # below _low_tag are settled
         self._confirm = False
@@ -291,6 +293,7 @@ class ChannelCore:
 
     def _shutdown(self, exc: BaseException) -> None:
         """Fail everything that waits on this channel (``_closed`` already set)."""
+        self._flow_paused = False
         self._flow.set()  # wake publishers held by channel.flow
         waiter = self._waiter
         if waiter is not None:
@@ -410,8 +413,10 @@ class ChannelCore:
 
     def _on_flow(self, active: bool) -> None:
         if active:
+            self._flow_paused = False
             self._flow.set()
         else:
+            self._flow_paused = True
             self._flow.clear()
         try:
             self._send(self._encode("channel.flow-ok", {"active": active}))

@@ -294,7 +294,7 @@ class Channel(ChannelCore):
         conn = self._conn
         if self._closed is not None:
             raise fresh_error(self._closed)
-        if conn.blocked or not self._flow.is_set():
+        if conn.blocked or self._flow_paused:
             self._wait_publish_allowed(blocked_until)
         w = conn.writer()
         w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, immediate)
@@ -325,7 +325,7 @@ class Channel(ChannelCore):
             raise fresh_error(self._closed)
         if not self._confirm:
             raise RuntimeError("basic_publish_tracked needs confirm_select() first")
-        if conn.blocked or not self._flow.is_set():
+        if conn.blocked or self._flow_paused:
             self._wait_publish_allowed(blocked_until)
         w = conn.writer()
         w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, False)
@@ -341,7 +341,7 @@ class Channel(ChannelCore):
         conn = self._conn
         if self._closed is not None:
             raise fresh_error(self._closed)
-        if conn.blocked or not self._flow.is_set():
+        if conn.blocked or self._flow_paused:
             self._wait_publish_allowed()
         w = conn.writer()
         addresses: list[_Address] = []
