@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 VPY     := $(VENV)/bin/python
 STAMPS  := $(VENV)/.fastrpc
-APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind iptables postgresql
+APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind strace iptables postgresql
 
 # What the compiled modules are built from (fastrpc/_impl.py lists the twins;
 # the connection layer's pure modules are compiled unchanged).
@@ -27,6 +27,7 @@ system-deps:
 	[ -f /usr/include/amqp.h ] || missing="$$missing librabbitmq-dev"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	command -v strace >/dev/null 2>&1 || missing="$$missing strace"; \
 	command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing="$$missing iptables"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ ! -x $(VPY) ]; then \

@@ -15,8 +15,12 @@ valgrind) and the C request/reply pair (librabbitmq). ``--metrics`` adds
 fastrpc with its metrics on (``?metrics=true`` in both sides' transport
 URL) beside each executor, and prints what they cost per call.
 
+``--syscalls`` counts system calls instead, with ``strace -f -c`` in place of
+callgrind, the same way (N1 and N2 calls, the difference per call): how
+often each process wakes and writes per call, by system call name.
+
     python bench/call_cost.py [--calls 200,1200] [--executors blocking,threading]
-        [--skip-oslo] [--metrics] [--markdown] [--json out.json]
+        [--skip-oslo] [--metrics] [--syscalls] [--markdown] [--json out.json]
 """
 
 from __future__ import annotations
@@ -42,14 +46,34 @@ COUNT_TIMEOUT = 900.0  # valgrind runs Python 30-50x slower
 _COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
+# strace -c's summary line of one system call: % time, seconds, usecs/call,
+# calls, [errors,] name.
+_SYSCALL_LINE = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", re.MULTILINE)
+# What is counted: "instructions" (callgrind) or "syscalls" (strace); --syscalls sets it.
+COUNTING = "instructions"
+
+
 def valgrind_cmd(cmd: list[str]) -> list[str]:
+    """``cmd`` run under the counter: callgrind, or strace with --syscalls."""
+    if COUNTING == "syscalls":
+        exe = shutil.which("strace")
+        if exe is None:
+            raise common.BenchError("strace is not installed (Debian package: strace)")
+        return [exe, "-f", "-c", *cmd]
     exe = shutil.which("valgrind")
     if exe is None:
         raise common.BenchError("valgrind is not installed (Debian package: valgrind)")
     return [exe, "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd]
 
 
-def instructions(stderr: str, what: str) -> int:
+def instructions(stderr: str, what: str) -> Any:
+    """The count in a counted process's stderr: its instructions, or (with
+    --syscalls) its system calls by name."""
+    if COUNTING == "syscalls":
+        calls = {name: int(n) for n, name in _SYSCALL_LINE.findall(stderr) if name != "total"}
+        if not calls:
+            raise common.BenchError(f"{what}: no strace summary in its output: {stderr[-1000:]!r}")
+        return calls
     found = _COLLECTED.findall(stderr)
     if not found:
         raise common.BenchError(f"{what}: no callgrind total in its output: {stderr[-1000:]!r}")
@@ -168,8 +192,19 @@ class CSides:
             delete_queue(self.b.url, queue)
 
 
-def per_call(count: Any, low: int, high: int) -> float:
-    return (count(high) - count(low)) / (high - low)
+def per_call(count: Any, low: int, high: int) -> Any:
+    """(count(high) - count(low)) / (high - low); by name for system calls."""
+    a, b = count(low), count(high)
+    if isinstance(b, dict):
+        return {name: (n - a.get(name, 0)) / (high - low) for name, n in b.items() if n > a.get(name, 0)}
+    return (b - a) / (high - low)
+
+
+def fmt_syscalls(calls: dict[str, float]) -> str:
+    """The system calls of one call, most frequent first (those under 0.05 left out)."""
+    shown = sorted(((n, name) for name, n in calls.items() if n >= 0.05), reverse=True)
+    total = sum(calls.values())
+    return ", ".join(f"{n:.2f} {name}" for n, name in shown) + f" (all: {total:.2f})"
 
 
 def fmt(value: float) -> str:
@@ -182,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executors", default="blocking,threading", help="fastrpc executors to count")
     p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out")
     p.add_argument("--metrics", action="store_true", help="also count fastrpc with its metrics on")
+    p.add_argument("--syscalls", action="store_true", help="count system calls (strace) instead of instructions")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
     p.add_argument("--count-client", choices=("fastrpc", "oslo"), help=argparse.SUPPRESS)
@@ -191,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.count_client:
         return calls_client(args.count_client, args.url, args.topic, int(args.calls))
     low, high = common.call_counts(p, args.calls)
+    global COUNTING
+    COUNTING = "syscalls" if args.syscalls else "instructions"
     executors = [e.strip() for e in args.executors.split(",") if e.strip()]
     if not executors or any(e not in ("blocking", "threading") for e in executors):
         p.error("--executors takes blocking and/or threading")
@@ -208,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
             common.info(f"counting {c.what}")
             results[c.what] = {"client": per_call(c.client, low, high), "server": per_call(c.server, low, high)}
 
+    if args.syscalls:
+        rows = [[name, fmt_syscalls(r["client"]), fmt_syscalls(r["server"])] for name, r in results.items()]
+        print((common.format_markdown if args.markdown else common.format_table)(
+            ["contender", "client: system calls per call", "server: system calls per call"], rows))
+        common.write_json(args.json, {"calls": [low, high], "syscalls_per_call": results})
+        return 0
     c_total = results["C (librabbitmq)"]["client"] + results["C (librabbitmq)"]["server"]
     rows = []
     for name, r in results.items():

@@ -92,6 +92,28 @@ def test_call_cost_counts_both_sides_of_fastrpc_and_c(broker, tmp_path):
         assert sides["client"] > 1000 and sides["server"] > 1000, costs
 
 
+def test_call_cost_counts_system_calls_of_both_sides(broker, tmp_path):
+    """bench/call_cost.py --syscalls under strace: every side reads and writes for every call."""
+    out = tmp_path / "syscalls.json"
+    env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "call_cost.py"), "--syscalls", "--calls", "20,60", "--executors",
+         "blocking", "--skip-oslo", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fastrpc (blocking)" in done.stdout and "C (librabbitmq)" in done.stdout, done.stdout
+    data = json.loads(out.read_text())
+    calls = data["syscalls_per_call"]
+    assert set(calls) == {"C (librabbitmq)", "fastrpc (blocking)"}
+    for sides in calls.values():
+        for side in ("client", "server"):
+            # A call is at least one write and one read on each side.
+            writes = sum(n for name, n in sides[side].items() if name.startswith(("send", "write")))
+            reads = sum(n for name, n in sides[side].items() if name.startswith(("recv", "read")))
+            assert writes >= 0.9 and reads >= 0.9, calls
+
+
 def test_pair_ab_compares_two_trees_call_by_call(broker, tmp_path):
     out = tmp_path / "pair.json"
     env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
