@@ -73,8 +73,12 @@ cdef type _Request = Request
 cdef type _Reply = Reply
 cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
 cdef Py_ssize_t _CONTEXT_PREFIX_LEN = len(CONTEXT_PREFIX)
-cdef int _OPT_NON_STR_KEYS = orjson.OPT_NON_STR_KEYS
 cdef object _dumps = orjson.dumps
+# orjson.dumps(inner, default=to_primitive, option=OPT_NON_STR_KEYS) by
+# vectorcall: a keyword call made from Cython builds a dict on every message.
+cdef tuple _DUMPS_KWNAMES = ("default", "option")
+cdef object _DUMPS_OPTION = orjson.OPT_NON_STR_KEYS
+cdef object _to_primitive = to_primitive
 cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
 cdef object _JSONEncodeError = orjson.JSONEncodeError
@@ -318,13 +322,25 @@ cdef bint _has_nonfinite(object value, int depth) except -1:
     return False
 
 
+cdef extern from "Python.h":
+    object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
+
+
+cdef inline object _dumps_json(dict inner):
+    cdef PyObject* args[3]
+    args[0] = <PyObject*>inner
+    args[1] = <PyObject*>_to_primitive
+    args[2] = <PyObject*>_DUMPS_OPTION
+    return PyObject_Vectorcall(_dumps, args, 1, _DUMPS_KWNAMES)
+
+
 cdef bytes _dump(dict inner, bint binary):
     cdef bytes text
     try:
         if binary:
             return _packb({VERSION_KEY: ENVELOPE_VERSION, MESSAGE_KEY: inner},
                           default=to_primitive, use_bin_type=True, datetime=False)
-        text = _dumps(inner, default=to_primitive, option=_OPT_NON_STR_KEYS)
+        text = _dumps_json(inner)
         # orjson writes NaN and the infinities as null; oslo's peers write and
         # read them as NaN / Infinity. Only a text with a null can hold one.
         if _has_null(text) and _has_nonfinite(inner, 0):
