@@ -234,7 +234,7 @@ class ConnectionCore:
                         self.need_reader()
                     slice_ = SHARED_HOLD if remaining is None else min(remaining, SHARED_HOLD)
                     try:
-                        item = mailbox.get(timeout=slice_)
+                        item = mailbox.get(True, slice_)
                     except queue.Empty:
                         continue
                     if item is not NUDGE:
@@ -248,7 +248,7 @@ class ConnectionCore:
                         self._sleepers.append(mailbox)
                     if not baton.acquire(False):
                         try:
-                            item = mailbox.get(timeout=remaining)
+                            item = mailbox.get(True, remaining)
                         finally:
                             self._forget_sleeper(mailbox)
                         if item is not NUDGE:
