@@ -132,7 +132,10 @@ def main() -> int:
         p.error(f"--scenarios takes some of {', '.join(SCENARIOS)}")
     if args.rounds < 1 or args.seconds <= 0:
         p.error("--rounds must be at least 1 and --seconds positive")
-    specs = [parse_server(spec) for spec in args.servers]
+    try:
+        specs = [parse_server(spec) for spec in args.servers]
+    except common.BenchError as exc:
+        p.error(str(exc))
     labels = [f"{chr(ord('A') + i)} {tree}" + (f" pool {pool}" if pool else "") for i, (tree, pool) in enumerate(specs)]
     thread_counts = sorted({SCENARIOS[s] for s in chosen})
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {label: {s: [] for s in chosen} for label in labels}

@@ -16,8 +16,16 @@ Executors:
   its peers (backpressure): while every worker is busy, nothing more is
   taken than what a worker acked together with its own request (the AMQP
   listener acks a read's requests with one frame, up to 16).
-  Workers are started lazily, only when a message arrives while no other
-  worker is waiting, so a server seeing one call at a time runs one or two.
+  Workers are started lazily, by a grower thread: once the workers have all
+  been busy for ``_GROW_AFTER`` (5 ms: every message taken meanwhile found
+  no other worker waiting, and none waits then), it starts one more, then
+  two, four... for as long as that lasts, up to the pool size. Handlers
+  blocked on I/O (a database, a nested call) so get the whole pool within a
+  few tens of milliseconds. Messages that the busy workers take soon enough
+  do not grow it: under a flood of short casts, more threads add no CPU
+  under the GIL, only wake-ups and GIL handoffs, and the reads queued behind
+  busy workers are acked together (see docs/benchmarks.md). A server seeing
+  one call at a time runs one worker (two if a call outlasts the 5 ms).
 
 When a request is acknowledged is the listener's business: the AMQP
 listener acks what a worker takes before it runs (as oslo's poller does), and,
