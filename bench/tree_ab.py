@@ -12,8 +12,10 @@ Rounds are short and alternate: in each round, each scenario runs the C pair
 and then every server, in an order rotated from round to round, so that
 whatever load the shared host carries hits all of them alike. Ratios are taken
 within a round (to C, and to the first SERVER) and the medians over the rounds
-are reported, with every round's ratio to C listed. After each round the
-server reports its worker threads (the threading executor's pool as grown).
+are reported, with every round's ratio to C listed. Around each run the
+server reports its worker threads (the threading executor's pool as grown)
+and its process's CPU time and context switches (getrusage), printed per
+request (the client's and the broker's are not in them).
 
     python bench/tree_ab.py [--scenarios casts,concurrent-16,sequential] [--executor threading]
         [--rounds 8] [--seconds 2] [--json out.json] SERVER [SERVER ...]
@@ -37,7 +39,7 @@ from bench.rpc_scenarios import C_TOPIC, CContender, Child
 SCENARIOS = {"sequential": 1, "concurrent-16": 16, "concurrent-8": 8, "casts": 1}
 
 _SERVER = r"""
-import json, os, sys, threading
+import json, os, resource, sys, threading
 tree, root = os.environ["FASTRPC_AB_TREE"], os.environ["FASTRPC_AB_ROOT"]
 sys.path[:0] = [tree, root]
 import fastrpc
@@ -58,7 +60,10 @@ if not all(_impl.compiled_modules().values()):
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     workers = getattr(server, "_workers", [])
-    print(json.dumps({"workers": len(workers), "threads": threading.active_count()}), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"workers": len(workers), "threads": threading.active_count(),
+                      "cpu": usage.ru_utime + usage.ru_stime, "switches": usage.ru_nvcsw + usage.ru_nivcsw}),
+          flush=True)
 server.stop()
 server.wait()
 transport.cleanup()
@@ -90,8 +95,9 @@ class TreeServer:
         command = "casts" if scenario == "casts" else "calls"
         return self.clients[threads].ask(f"{command} {seconds}", timeout=seconds * 8 + 120)
 
-    def workers(self) -> int:
-        return int(self.server.ask("workers", 30)["workers"])
+    def usage(self) -> dict[str, Any]:
+        """Its worker threads, and the CPU time and context switches of its process so far."""
+        return self.server.ask("usage", 30)
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -160,12 +166,18 @@ def main() -> int:
                     shift = r % len(order)
                     order = order[shift:] + order[:shift]
                     for who in order:
-                        res = who.run(s, SCENARIOS[s], args.seconds)
                         if isinstance(who, TreeServer):
-                            res["workers"] = who.workers()
+                            before = who.usage()
+                            res = who.run(s, SCENARIOS[s], args.seconds)
+                            after = who.usage()
+                            # Per request: its share of the server process's CPU and context switches.
+                            requests = max(1, res["n"])
+                            res["workers"] = after["workers"]
+                            res["cpu_us"] = (after["cpu"] - before["cpu"]) / requests * 1e6
+                            res["switches"] = (after["switches"] - before["switches"]) / requests
                             raw[who.label][s].append(res)
                         else:
-                            raw[C_TOPIC][s].append(res)
+                            raw[C_TOPIC][s].append(who.run(s, SCENARIOS[s], args.seconds))
         finally:
             for srv in servers:
                 srv.close()
@@ -184,10 +196,14 @@ def main() -> int:
             vs_c = [a / b for a, b in zip(rates, c_rates, strict=True)]
             vs_a = [a / b for a, b in zip(rates, first, strict=True)]
             workers = [x["workers"] for x in raw[label][s]]
+            cpu_us = statistics.median(x["cpu_us"] for x in raw[label][s])
+            switches = statistics.median(x["switches"] for x in raw[label][s])
             summary.setdefault(label, {})[s] = {"vs_c": statistics.median(vs_c), "vs_a": statistics.median(vs_a),
                                                 "vs_c_rounds": vs_c, "workers": workers,
-                                                "rate": statistics.median(rates)}
+                                                "rate": statistics.median(rates), "cpu_us": cpu_us,
+                                                "switches": switches}
             print(f"  {label}: vs C {statistics.median(vs_c):.2f}x  vs A {statistics.median(vs_a):.3f}  "
+                  f"server CPU {cpu_us:.1f} µs and {switches:.2f} context switches per request  "
                   f"rounds vs C [{', '.join(f'{x:.2f}' for x in vs_c)}]  workers {workers}")
     common.write_json(args.json, {"benchmark": "tree_ab", "executor": args.executor, "rounds": args.rounds,
                                   "seconds": args.seconds, "summary": summary, "rounds_raw": raw})

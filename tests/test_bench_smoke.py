@@ -127,6 +127,7 @@ def test_tree_ab_runs_servers_of_trees_and_pool_sizes_beside_c(broker, tmp_path)
         assert set(scenarios) == {"casts", "sequential"}
         for result in scenarios.values():
             assert result["rate"] > 0 and len(result["vs_c_rounds"]) == 2
+            assert result["cpu_us"] > 0 and result["switches"] >= 0
             # Each round's server reports its workers; the pool of B never exceeds its size.
             assert all(1 <= n <= (2 if "pool 2" in label else 64) for n in result["workers"])
     assert data["summary"][f"A {ROOT}"]["casts"]["vs_a"] == pytest.approx(1.0)
