@@ -11,7 +11,7 @@ yardstick.
 Rounds are short and alternate: in each round, each scenario runs the C pair
 and then every server, in an order rotated from round to round, so that
 whatever load the shared host carries hits all of them alike. Ratios are taken
-within a round (to C, and to the first SERVER) and the medians over the rounds
+within a round (to C, and to the first SERVER, S1) and the medians over the rounds
 are reported, with every round's ratio to C listed. Around each run the
 server reports its worker threads (the threading executor's pool as grown)
 and its process's CPU time and context switches (getrusage), printed per
@@ -142,7 +142,7 @@ def main() -> int:
         specs = [parse_server(spec) for spec in args.servers]
     except common.BenchError as exc:
         p.error(str(exc))
-    labels = [f"{chr(ord('A') + i)} {tree}" + (f" pool {pool}" if pool else "") for i, (tree, pool) in enumerate(specs)]
+    labels = [f"S{i + 1} {tree}" + (f" pool {pool}" if pool else "") for i, (tree, pool) in enumerate(specs)]
     thread_counts = sorted({SCENARIOS[s] for s in chosen})
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {label: {s: [] for s in chosen} for label in labels}
     raw[C_TOPIC] = {s: [] for s in chosen}
@@ -194,15 +194,15 @@ def main() -> int:
         for label in labels:
             rates = [x["rate"] for x in raw[label][s]]
             vs_c = [a / b for a, b in zip(rates, c_rates, strict=True)]
-            vs_a = [a / b for a, b in zip(rates, first, strict=True)]
+            vs_s1 = [a / b for a, b in zip(rates, first, strict=True)]
             workers = [x["workers"] for x in raw[label][s]]
             cpu_us = statistics.median(x["cpu_us"] for x in raw[label][s])
             switches = statistics.median(x["switches"] for x in raw[label][s])
-            summary.setdefault(label, {})[s] = {"vs_c": statistics.median(vs_c), "vs_a": statistics.median(vs_a),
+            summary.setdefault(label, {})[s] = {"vs_c": statistics.median(vs_c), "vs_s1": statistics.median(vs_s1),
                                                 "vs_c_rounds": vs_c, "workers": workers,
                                                 "rate": statistics.median(rates), "cpu_us": cpu_us,
                                                 "switches": switches}
-            print(f"  {label}: vs C {statistics.median(vs_c):.2f}x  vs A {statistics.median(vs_a):.3f}  "
+            print(f"  {label}: vs C {statistics.median(vs_c):.2f}x  vs S1 {statistics.median(vs_s1):.3f}  "
                   f"server CPU {cpu_us:.1f} µs and {switches:.2f} context switches per request  "
                   f"rounds vs C [{', '.join(f'{x:.2f}' for x in vs_c)}]  workers {workers}")
     common.write_json(args.json, {"benchmark": "tree_ab", "executor": args.executor, "rounds": args.rounds,

@@ -122,7 +122,7 @@ def test_tree_ab_runs_servers_of_trees_and_pool_sizes_beside_c(broker, tmp_path)
     )
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data["summary"]) == {f"A {ROOT}", f"B {ROOT} pool 2"}
+    assert set(data["summary"]) == {f"S1 {ROOT}", f"S2 {ROOT} pool 2"}
     for label, scenarios in data["summary"].items():
         assert set(scenarios) == {"casts", "sequential"}
         for result in scenarios.values():
@@ -130,7 +130,7 @@ def test_tree_ab_runs_servers_of_trees_and_pool_sizes_beside_c(broker, tmp_path)
             assert result["cpu_us"] > 0 and result["switches"] >= 0
             # Each round's server reports its workers; the pool of B never exceeds its size.
             assert all(1 <= n <= (2 if "pool 2" in label else 64) for n in result["workers"])
-    assert data["summary"][f"A {ROOT}"]["casts"]["vs_a"] == pytest.approx(1.0)
+    assert data["summary"][f"S1 {ROOT}"]["casts"]["vs_s1"] == pytest.approx(1.0)
     assert len(data["rounds_raw"][C_TOPIC]["casts"]) == 2
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "tree_ab.py"), str(tmp_path)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
