@@ -19,9 +19,9 @@ Executors:
   Workers are started lazily, by a grower thread: once the workers have all
   been busy for ``_GROW_AFTER`` (5 ms: every message taken meanwhile found
   no other worker waiting, and none waits then), it starts one more, then
-  two, four... for as long as that lasts, up to the pool size. Handlers
-  blocked on I/O (a database, a nested call) so get the whole pool within a
-  few tens of milliseconds. Messages that the busy workers take soon enough
+  two, four... each time that lasted another 5 ms, up to the pool size.
+  Handlers blocked on I/O (a database, a nested call) so get the whole pool
+  in a few such steps. Messages that the busy workers take soon enough
   do not grow it: under a flood of short casts, more threads add no CPU
   under the GIL, only wake-ups and GIL handoffs, and the reads queued behind
   busy workers are acked together (see docs/benchmarks.md). A server seeing
