@@ -16,8 +16,16 @@ Executors:
   its peers (backpressure): while every worker is busy, nothing more is
   taken than what a worker acked together with its own request (the AMQP
   listener acks a read's requests with one frame, up to 16).
-  Workers are started lazily, only when a message arrives while no other
-  worker is waiting, so a server seeing one call at a time runs one or two.
+  Workers are started lazily, by a grower thread: once the workers have all
+  been busy for ``_GROW_AFTER`` (5 ms: every message taken meanwhile found
+  no other worker waiting, and none waits then), it starts one more, then
+  two, four... each time that lasted another 5 ms, up to the pool size.
+  Handlers blocked on I/O (a database, a nested call) so get the whole pool
+  in a few such steps. Messages that the busy workers take soon enough
+  do not grow it: under a flood of short casts, more threads add no CPU
+  under the GIL, only wake-ups and GIL handoffs, and the reads queued behind
+  busy workers are acked together (see docs/benchmarks.md). A server seeing
+  one call at a time runs one worker (two if a call outlasts the 5 ms).
 
 When a request is acknowledged is the listener's business: the AMQP
 listener acks what a worker takes before it runs (as oslo's poller does), and,
@@ -61,6 +69,9 @@ EXECUTORS = ("blocking", "threading")
 _POLL_TIMEOUT = 0.5
 # How long wait() blocks between "still waiting" log lines.
 _LOG_AFTER = 30.0
+# The threading executor starts one more worker once its workers have all
+# been busy this long, every message taken meanwhile finding none waiting.
+_GROW_AFTER = 0.005
 
 
 class MessageHandlingServer:
@@ -96,6 +107,13 @@ class MessageHandlingServer:
         # A token per worker waiting in a poll: whether to start another.
         self._idle: list[None] = []
         self._pool_size = 1
+        # When the workers were last found all busy (a message taken while
+        # none waited), 0.0 once one was seen waiting; the grower thread
+        # starts a worker when that lasts _GROW_AFTER.
+        self._busy_since = 0.0
+        self._grower: threading.Thread | None = None
+        self._grower_parked = False
+        self._grow_wake = threading.Event()
 
     # -- lifecycle -----------------------------------------------------
 
@@ -124,6 +142,7 @@ class MessageHandlingServer:
             else:
                 self._pool_size = 1
             self._idle = []
+            self._busy_since = 0.0
             self._started = True
             inline = getattr(listener, "dispatch_inline", None)
             if self.executor_type == "blocking" and inline is not None and self.dispatch_inline:
@@ -131,12 +150,19 @@ class MessageHandlingServer:
             else:
                 with self._workers_lock:
                     self._spawn_locked(listener)
+                if self._pool_size > 1:
+                    self._grower_parked = False
+                    self._grow_wake.clear()
+                    self._grower = threading.Thread(target=self._grow, args=(listener,),
+                                                    name="fastrpc-worker-grower", daemon=True)
+                    self._grower.start()
 
     def stop(self) -> None:
         """Stop taking new messages; messages being handled still finish (see wait)."""
         with self._lock:
             self._started = False
             self._stopped.set()
+            self._grow_wake.set()
             if self.listener is not None:
                 self.listener.stop()
 
@@ -154,6 +180,9 @@ class MessageHandlingServer:
         """Service reset hook (SIGHUP); nothing to do."""
 
     def _finish(self) -> None:
+        grower, self._grower = self._grower, None
+        if grower is not None and grower is not threading.current_thread():
+            grower.join()
         # New workers are started only while not stopped, so once stop() was
         # called this list can only shrink to its final content.
         while True:
@@ -202,6 +231,46 @@ class MessageHandlingServer:
         self._workers.append(worker)
         worker.start()
 
+    def _grow(self, listener: Listener) -> None:
+        """The threading executor's grower: starts workers while they have
+        all been busy for ``_GROW_AFTER`` (one, then twice as many each time
+        they are still all busy ``_GROW_AFTER`` later), until the pool is
+        full. Parked while some worker waits for messages."""
+        stopped = self._stopped
+        wake = self._grow_wake
+        monotonic = time.monotonic
+        more = 1
+        while not stopped.is_set():
+            since = self._busy_since
+            if not since:
+                more = 1
+                wake.clear()
+                self._grower_parked = True
+                if not self._busy_since:  # else: found busy meanwhile, and maybe not woken
+                    wake.wait()
+                self._grower_parked = False
+                continue
+            left = since + _GROW_AFTER - monotonic()
+            if left > 0:
+                stopped.wait(left)
+                continue
+            with self._workers_lock:
+                if stopped.is_set() or len(self._workers) >= self._pool_size:
+                    return
+                # Still the same stretch (no worker seen waiting since), and
+                # none waits now (else nothing is queued for a new one).
+                if self._busy_since != since:
+                    continue
+                if self._idle:
+                    self._busy_since = 0.0
+                    continue
+                for _ in range(min(more, self._pool_size - len(self._workers))):
+                    self._spawn_locked(listener)
+                # Until a worker is seen waiting, the stretch goes on: the
+                # clock starts again for the next, larger step.
+                self._busy_since = monotonic()
+            more *= 2
+
     def _work(self, listener: Listener) -> None:
         stopped = self._stopped
         pool_size = self._pool_size
@@ -215,6 +284,8 @@ class MessageHandlingServer:
         # atomic, so counting the idle needs no lock on every poll.
         idle = self._idle
         enter, leave = idle.append, idle.pop
+        workers = self._workers
+        monotonic = time.monotonic
         while not stopped.is_set():
             enter(None)
             try:
@@ -226,12 +297,17 @@ class MessageHandlingServer:
                 stopped.wait(_POLL_TIMEOUT)
                 continue
             leave()
-            # The message goes to this thread; if nobody else is left waiting
-            # for the next one, start a worker that will.
-            if messages and not idle and len(self._workers) < pool_size:
-                with self._workers_lock:
-                    if not idle and len(self._workers) < pool_size and not stopped.is_set():
-                        self._spawn_locked(listener)
+            if messages:
+                # The message goes to this thread. If none is left waiting
+                # for the next one, the workers are all busy: the grower
+                # starts another if that lasts (see _grow).
+                if idle:
+                    if self._busy_since:
+                        self._busy_since = 0.0
+                elif not self._busy_since and len(workers) < pool_size:
+                    self._busy_since = monotonic()
+                    if self._grower_parked:
+                        self._grow_wake.set()
             for incoming in messages:
                 process(incoming)
         # A listener may have acknowledged more requests than it returned

@@ -20,6 +20,7 @@ from endpoints import Gate
 import fastrpc
 import fastrpc.amqp.connection as connection_module
 from fastrpc import Options, Target
+from fastrpc import server as server_module
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers import amqp
@@ -294,6 +295,90 @@ def test_threading_pool_size_bounds_concurrency(transports, servers, topic):
     assert gate.peak == 3
     assert sorted(gate.calls) == list(range(calls))
     assert gate.threads <= {f"fastrpc-worker_{n}" for n in range(3)}, gate.threads
+
+
+class Rendezvous:
+    """Endpoint whose calls each wait until ``parties`` of them run at once
+    (a handler blocked on I/O); the wait fails after ``WAIT`` seconds."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=WAIT)
+        self.lock = threading.Lock()
+        self.threads: list[str] = []
+        self.passed = threading.Semaphore(0)
+
+    def meet(self, ctxt, i):
+        self.barrier.wait()  # BrokenBarrierError unless all the others arrive
+        with self.lock:
+            self.threads.append(threading.current_thread().name)
+        self.passed.release()
+        return i
+
+
+@pytest.mark.parametrize("size", [2, 16])
+def test_threading_handlers_blocked_on_io_get_the_whole_pool(transports, servers, topic, size):
+    # Each call waits until all the others run beside it: the pool must grow
+    # to its full size while its workers are blocked.
+    endpoint = Rendezvous(size)
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=size), Target(topic=topic, server="s1"),
+                                 [endpoint], executor="threading")
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    with ThreadPoolExecutor(size) as pool:
+        futures = [pool.submit(client.call, {}, "meet", i=i) for i in range(size)]
+        assert sorted(f.result(timeout=CALL_TIMEOUT + WAIT) for f in futures) == list(range(size))
+    assert sorted(endpoint.threads) == sorted(f"fastrpc-worker_{n}" for n in range(size))
+    grower = srv._grower
+    assert grower is not None
+    stop_and_wait(srv)
+    assert not grower.is_alive()
+
+
+def test_threading_backlog_of_blocked_casts_gets_the_whole_pool(transports, servers, topic):
+    # Casts queued before the server starts, whose handlers block in turn:
+    # the workers are all busy from the first message on.
+    size = 8
+    client_t = transports()
+    endpoint = Rendezvous(size)
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=size), Target(topic=topic, server="s1"),
+                                 [endpoint], executor="threading")
+    servers.append(srv)
+    srv.start()
+    srv.stop()
+    stop_and_wait(srv)  # the queues exist now; nothing consumes them
+    client = client_for(client_t, topic)
+    for i in range(2 * size):
+        client.cast({}, "meet", i=i)
+    srv.start()
+    for _ in range(2 * size):
+        assert endpoint.passed.acquire(timeout=WAIT)
+    assert len(srv._workers) == size
+    assert set(endpoint.threads) == {f"fastrpc-worker_{n}" for n in range(size)}
+
+
+def test_threading_casts_handled_at_once_do_not_grow_the_pool(monkeypatch, transports, servers, topic):
+    # The pool grows only once its workers have all been busy for a while
+    # (_GROW_AFTER): never within this test. Taking a message while no other
+    # worker waits is no reason by itself (it is, for every message of a backlog).
+    monkeypatch.setattr(server_module, "_GROW_AFTER", 3600.0)
+    count = 300
+    recorder = Recorder(expected=count)
+    client_t = transports()
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=8), Target(topic=topic, server="s1"),
+                                 [recorder], executor="threading")
+    servers.append(srv)
+    srv.start()
+    srv.stop()
+    stop_and_wait(srv)
+    client = client_for(client_t, topic)
+    for i in range(count):
+        client.cast({}, "record", i=i)
+    srv.start()
+    assert recorder.all_done.wait(WAIT)
+    assert sorted(recorder.seen) == list(range(count))
+    assert set(recorder.threads) == {"fastrpc-worker_0"}
+    assert len(srv._workers) == 1
 
 
 # ---- nested calls and heartbeats ------------------------------------------------------
