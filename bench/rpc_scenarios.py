@@ -497,35 +497,24 @@ class CContender:
             raise failed[0]
 
 
-class LibContender:
-    """One library (and executor): its server and one client per thread count, all kept running."""
+class ServerAndClients:
+    """A server process and one client process per thread count, kept running between rounds."""
 
-    def __init__(self, lib: str, b: common.Broker, executor: str, thread_counts: list[int]) -> None:
-        # aio-pika takes the amqp:// URL; oslo.messaging's rabbit driver rabbit://; fastrpc fastrpc://.
-        url = b.url if lib == AIO_PIKA else b.transport_url("rabbit" if lib == "oslo" else "fastrpc")
-        topic = f"bench_{lib}_{executor}_{uuid.uuid4().hex[:8]}"
-        env = common.python_env()
-        self.lib = lib
-        self.what = lib if lib == AIO_PIKA else f"{lib} ({executor})"
-        executor_args = [] if lib == AIO_PIKA else ["--executor", executor]  # aio-pika: its own event loop
-        self.server = Child(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic,
-                                              *executor_args), env, f"{self.what} server")
-        self.clients: dict[int, Child] = {}
+    server: Child
+    clients: dict[int, Child]
+
+    def _start_clients(self, lib: str, url: str, topic: str, thread_counts: list[int], env: dict[str, str],
+                       what: str) -> None:
+        """One ``--client`` process per thread count (the server already started); all stopped on failure."""
+        self.clients = {}
         try:
             for threads in thread_counts:
                 self.clients[threads] = Child(
                     common.python_cmd("rpc_scenarios.py", "--client", lib, "--url", url, "--topic", topic,
-                                      "--threads", str(threads)), env, f"{self.what} client x{threads}")
+                                      "--threads", str(threads)), env, f"{what} client x{threads}")
         except BaseException:
             self.close()
             raise
-
-    def supports(self, scenario: str) -> bool:
-        return scenario not in self.not_applicable()
-
-    def not_applicable(self) -> tuple[str, ...]:
-        """Scenarios the library has no way to run (shown as n/a)."""
-        return ("casts",) if self.lib == AIO_PIKA else ()
 
     def run(self, scenario: str, threads: int, seconds: float) -> dict[str, Any]:
         command = "casts" if scenario == "casts" else "calls"
@@ -541,6 +530,29 @@ class LibContender:
             self.server.stop()
         finally:
             self.server.kill()
+
+
+class LibContender(ServerAndClients):
+    """One library (and executor): its server and one client per thread count, all kept running."""
+
+    def __init__(self, lib: str, b: common.Broker, executor: str, thread_counts: list[int]) -> None:
+        # aio-pika takes the amqp:// URL; oslo.messaging's rabbit driver rabbit://; fastrpc fastrpc://.
+        url = b.url if lib == AIO_PIKA else b.transport_url("rabbit" if lib == "oslo" else "fastrpc")
+        topic = f"bench_{lib}_{executor}_{uuid.uuid4().hex[:8]}"
+        env = common.python_env()
+        self.lib = lib
+        self.what = lib if lib == AIO_PIKA else f"{lib} ({executor})"
+        executor_args = [] if lib == AIO_PIKA else ["--executor", executor]  # aio-pika: its own event loop
+        self.server = Child(common.python_cmd("rpc_scenarios.py", "--serve", lib, "--url", url, "--topic", topic,
+                                              *executor_args), env, f"{self.what} server")
+        self._start_clients(lib, url, topic, thread_counts, env, self.what)
+
+    def supports(self, scenario: str) -> bool:
+        return scenario not in self.not_applicable()
+
+    def not_applicable(self) -> tuple[str, ...]:
+        """Scenarios the library has no way to run (shown as n/a)."""
+        return ("casts",) if self.lib == AIO_PIKA else ()
 
 
 def run_rounds(contenders: dict[str, Any], scenarios: list[tuple[str, int]], seconds: float,

@@ -34,7 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common
-from bench.rpc_scenarios import C_TOPIC, CContender, Child
+from bench.rpc_scenarios import C_TOPIC, CContender, Child, ServerAndClients
 
 SCENARIOS = {"sequential": 1, "concurrent-16": 16, "concurrent-8": 8, "casts": 1}
 
@@ -70,7 +70,7 @@ transport.cleanup()
 """
 
 
-class TreeServer:
+class TreeServer(ServerAndClients):
     """A server from one tree (one pool size) and its clients (this tree's code), kept running."""
 
     def __init__(self, label: str, tree: Path, pool: int, b: common.Broker, executor: str,
@@ -81,34 +81,11 @@ class TreeServer:
         env = dict(common.python_env(), FASTRPC_AB_TREE=str(tree), FASTRPC_AB_ROOT=str(common.ROOT))
         self.server = Child([sys.executable, "-c", _SERVER, url, topic, executor, str(pool)], env,
                             f"server {label}")
-        self.clients: dict[int, Child] = {}
-        try:
-            for threads in thread_counts:
-                self.clients[threads] = Child(
-                    common.python_cmd("rpc_scenarios.py", "--client", "fastrpc", "--url", url, "--topic", topic,
-                                      "--threads", str(threads)), common.python_env(), f"client {label} x{threads}")
-        except BaseException:
-            self.close()
-            raise
-
-    def run(self, scenario: str, threads: int, seconds: float) -> dict[str, Any]:
-        command = "casts" if scenario == "casts" else "calls"
-        return self.clients[threads].ask(f"{command} {seconds}", timeout=seconds * 8 + 120)
+        self._start_clients("fastrpc", url, topic, thread_counts, common.python_env(), label)
 
     def usage(self) -> dict[str, Any]:
         """Its worker threads, and the CPU time and context switches of its process so far."""
         return self.server.ask("usage", 30)
-
-    def close(self) -> None:
-        for client in self.clients.values():
-            try:
-                client.stop()
-            finally:
-                client.kill()
-        try:
-            self.server.stop()
-        finally:
-            self.server.kill()
 
 
 def parse_server(spec: str) -> tuple[Path, int]:
