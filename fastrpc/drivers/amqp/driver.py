@@ -114,19 +114,19 @@ class AmqpDriver(BaseDriver):
 
     # -- sending -------------------------------------------------------------
 
-    def _route(self, target: Any) -> tuple[ExchangeSpec, str]:
-        key = (target.exchange, target.topic, target.server, target.fanout)
-        route = self._routes.get(key)
-        if route is None:
-            topo = self.topology
-            if target.fanout:
-                route = (topo.fanout_exchange(target.topic), target.topic)
-            else:
-                route = (topo.topic_exchange(topo.exchange_name(target.exchange, self.default_exchange)),
-                         topo.routing_key(target.topic, target.server))
-            if len(self._routes) >= ROUTE_CACHE_SIZE:
-                self._routes.clear()
-            self._routes[key] = route
+    def _new_route(self, target: Any, key: tuple[Any, ...]) -> tuple[ExchangeSpec, str]:
+        """The exchange and routing key of ``target``, cached under ``key``
+        (send() looks the cache up itself: a method call per message costs more)."""
+        topo = self.topology
+        route: tuple[ExchangeSpec, str]
+        if target.fanout:
+            route = (topo.fanout_exchange(target.topic), target.topic)
+        else:
+            route = (topo.topic_exchange(topo.exchange_name(target.exchange, self.default_exchange)),
+                     topo.routing_key(target.topic, target.server))
+        if len(self._routes) >= ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[key] = route
         return route
 
     def send(self, target: Any, ctxt: dict, message: dict, wait_for_reply: bool = False,
@@ -138,9 +138,9 @@ class AmqpDriver(BaseDriver):
         cast's ``timeout``, if any, bounds that wait and everything before it."""
         span = None
         try:
-            # The route cache looked up here: a method call per message costs more.
-            route = self._routes.get((target.exchange, target.topic, target.server, target.fanout))
-            ex, routing_key = route if route is not None else self._route(target)
+            key = (target.exchange, target.topic, target.server, target.fanout)
+            route = self._routes.get(key)
+            ex, routing_key = route if route is not None else self._new_route(target, key)
             unique_id = new_id()
             sender = self._sender
             if not wait_for_reply:
