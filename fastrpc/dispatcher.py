@@ -142,7 +142,7 @@ class RPCDispatcher:
                             "not adding the ping endpoint", PING_METHOD)
             else:
                 self.endpoints.append(PingEndpoint())
-        self.serializer: Serializer = serializer or NoOpSerializer()
+        self.serializer = serializer or NoOpSerializer()
         self.access_policy = _policy_instance(access_policy)
         self._default_target = Target()
         # (namespace, version, method) -> the endpoint that runs it: the scan
@@ -150,7 +150,28 @@ class RPCDispatcher:
         # every request. Endpoints, their targets and the list are fixed once
         # the dispatcher serves (as oslo's); the method is looked up again on
         # every request, and a custom access policy is asked every time.
-        self._routes: dict[tuple[Any, str, str], Any] = {}
+        self._routes: dict[tuple[Any, Any, str], Any] = {}
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._serializer
+
+    @serializer.setter
+    def serializer(self, serializer: Serializer) -> None:
+        self._serializer = serializer
+        # Nothing to convert: the request's arguments go to the method as they came.
+        self._plain = type(serializer) is NoOpSerializer
+
+    @property
+    def access_policy(self) -> RPCAccessPolicyBase:
+        return self._access_policy
+
+    @access_policy.setter
+    def access_policy(self, policy: RPCAccessPolicyBase) -> None:
+        self._access_policy = policy
+        # A policy whose answer depends only on the method's name: a cached
+        # route needs no second asking.
+        self._static_policy = type(policy) in _STATIC_POLICIES
 
     @staticmethod
     def _is_compatible(target: Target, version: str) -> bool:
@@ -167,13 +188,13 @@ class RPCDispatcher:
         return found
 
     def _do_dispatch(self, endpoint: Any, method: str, ctxt: dict, args: dict) -> Any:
-        if type(self.serializer) is NoOpSerializer:
-            # Nothing to convert: skip the per-argument calls.
+        if self._plain:
             return getattr(endpoint, method)(ctxt, **args)
-        context = self.serializer.deserialize_context(ctxt)
-        new_args = {name: self.serializer.deserialize_entity(context, arg) for name, arg in args.items()}
+        serializer = self._serializer
+        context = serializer.deserialize_context(ctxt)
+        new_args = {name: serializer.deserialize_entity(context, arg) for name, arg in args.items()}
         result = getattr(endpoint, method)(context, **new_args)
-        return self.serializer.serialize_entity(context, result)
+        return serializer.serialize_entity(context, result)
 
     def dispatch(self, incoming: IncomingMessage) -> Any:
         """Run the requested method and return its serialized result.
@@ -182,39 +203,39 @@ class RPCDispatcher:
         the endpoint raised.
         """
         message = incoming.message
-        method = message.get("method")
+        method: Any = message.get("method")  # a str once a route is found
         args = message.get("args") or {}
-        namespace = message.get("namespace")
-        version = message.get("version") or "1.0"
-        if not isinstance(method, str) or not isinstance(args, dict):
+        if type(args) is not dict and not isinstance(args, dict):
             raise NoSuchMethod(str(method))
         for name in args:  # a plain loop: this runs for every request
-            if not isinstance(name, str):
-                raise NoSuchMethod(method)
-
+            if type(name) is not str and not isinstance(name, str):
+                raise NoSuchMethod(str(method))
+        namespace = message.get("namespace")
+        version: Any = message.get("version") or "1.0"
         key = (namespace, version, method)
         try:
             endpoint = self._routes.get(key)
         except TypeError:  # an unhashable namespace or version from a malformed request
             endpoint = None
+        # A cached route names a string method its endpoint had, allowed by a
+        # static policy; the method is looked up again (it may have gone).
         func = None if endpoint is None else getattr(endpoint, method, None)
         if func is None or not callable(func) or (
-                type(self.access_policy) not in _STATIC_POLICIES
-                and not self.access_policy.is_allowed(endpoint, method)):
+                not self._static_policy and not self._access_policy.is_allowed(endpoint, method)):
+            if not isinstance(method, str):
+                raise NoSuchMethod(str(method))
             endpoint = self._find(namespace, version, method)
             if type(namespace) in _KEY_TYPES and type(version) is str:
                 if len(self._routes) >= _ROUTES_SIZE:
                     self._routes.clear()
                 self._routes[key] = endpoint
             func = getattr(endpoint, method)
-        if incoming.msg_id is None or not getattr(incoming, "client_timeout", None):
-            # No call-monitor asked for: no heartbeat thread to manage.
-            if type(self.serializer) is NoOpSerializer:
-                # Nothing to convert: skip the per-argument calls.
-                return func(incoming.ctxt, **args)
-            return self._do_dispatch(endpoint, method, incoming.ctxt, args)
-        with _CallMonitor(incoming):
-            return self._do_dispatch(endpoint, method, incoming.ctxt, args)
+        if incoming.client_timeout and incoming.msg_id is not None:
+            with _CallMonitor(incoming):
+                return self._do_dispatch(endpoint, method, incoming.ctxt, args)
+        if self._plain:
+            return func(incoming.ctxt, **args)
+        return self._do_dispatch(endpoint, method, incoming.ctxt, args)
 
     def _find(self, namespace: Any, version: Any, method: str) -> Any:
         """The first endpoint that accepts ``namespace`` and ``version`` and
@@ -225,7 +246,7 @@ class RPCDispatcher:
             if namespace not in target.accepted_namespaces or not self._is_compatible(target, version):
                 continue
             found_compatible = True
-            if callable(getattr(endpoint, method, None)) and self.access_policy.is_allowed(endpoint, method):
+            if callable(getattr(endpoint, method, None)) and self._access_policy.is_allowed(endpoint, method):
                 return endpoint
         if found_compatible:
             raise NoSuchMethod(method)

@@ -286,7 +286,9 @@ class MessageHandlingServer:
         enter, leave = idle.append, idle.pop
         workers = self._workers
         monotonic = time.monotonic
-        while not stopped.is_set():
+        # _started is False once stop() was called (a plain attribute: read
+        # per message, without Event.is_set()'s Python call).
+        while self._started:
             enter(None)
             try:
                 messages = poll(_POLL_TIMEOUT)

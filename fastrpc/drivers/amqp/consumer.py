@@ -215,6 +215,7 @@ class Consumer(Listener):
             # frame for all of them instead of one each.
             arrived: list[spec.Delivery] = []
             after_read = conn.after_dispatch
+            inline_lock = self._inline_lock
 
             def on_message(delivery: spec.Delivery) -> None:
                 arrived.append(delivery)
@@ -238,12 +239,17 @@ class Consumer(Listener):
                         return
                     # Decide under the lock: dispatch_inline() must not look at
                     # the backlog between our check and our put.
-                    with self._inline_lock:
+                    with inline_lock:
                         handler = self._inline
                         if handler is None:
                             put(item)
                             return
-                self._run_inline(handler, item)
+                with inline_lock:
+                    # Checked under the lock: once stop() and wait_inline_idle()
+                    # returned, nothing more runs. Unacked, the message goes
+                    # back to the queue when the channel closes.
+                    if not self._stopping:
+                        self.run_read(handler, item)
 
             with self._lock:
                 # Checked where cleanup() reads _conn: either it closes this
@@ -407,15 +413,6 @@ class Consumer(Listener):
         with self._inline_lock:
             pass
 
-    def _run_inline(self, handler: Any, item: Read) -> None:
-        with self._inline_lock:
-            # Checked under the lock: once stop() and wait_inline_idle()
-            # returned, nothing more runs. Unacked, the message goes back to
-            # the queue when the channel closes.
-            if self._stopping:
-                return
-            self.run_read(handler, item)
-
     # -- polling -------------------------------------------------------------
 
     def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
@@ -429,35 +426,48 @@ class Consumer(Listener):
             item = incoming.get(wait)
             if item is EMPTY:
                 return []
-            result: list[IncomingMessage] = []
-            while True:
-                if item is STOP:
-                    # Leave the marker for any other poller, then stop.
-                    incoming.put(STOP)
-                    break
-                if type(item) is Read:
-                    if incoming.queued:
-                        item = self._with_queued_reads(item)
-                    result += self.take(item)
-                else:
-                    result.append(item)  # taken (acked) by another poller
-                if len(result) >= batch_size:
-                    break
-                item = incoming.get_nowait()
-                if item is EMPTY:
-                    break
-            if len(result) > batch_size:
-                # Acked with the others of their read: idle pollers run them,
-                # or the next poll returns them (even after stop()).
-                incoming.put_front(result[batch_size:])
-                del result[batch_size:]
-            if result or item is STOP:
-                return result
+            if type(item) is Read and batch_size == 1 and len(item.deliveries) == 1 and not incoming.queued:
+                # The usual poll: one read of one request, nothing queued behind it.
+                result = self.take(item)
+                if result:
+                    return result
+            else:
+                result = self._take_batch(item, batch_size)
+                if result or item is STOP:
+                    return result
             # All dropped (duplicates, malformed): wait on for what is left.
             if deadline is not None:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     return result
+
+    def _take_batch(self, item: Any, batch_size: int) -> list[IncomingMessage]:
+        """Up to ``batch_size`` messages, from ``item`` (gotten from the
+        handoff) and what is queued behind it."""
+        incoming = self._incoming
+        result: list[IncomingMessage] = []
+        while True:
+            if item is STOP:
+                # Leave the marker for any other poller, then stop.
+                incoming.put(STOP)
+                break
+            if type(item) is Read:
+                if incoming.queued:
+                    item = self._with_queued_reads(item)
+                result += self.take(item)
+            else:
+                result.append(item)  # taken (acked) by another poller
+            if len(result) >= batch_size:
+                break
+            item = incoming.get_nowait()
+            if item is EMPTY:
+                break
+        if len(result) > batch_size:
+            # Acked with the others of their read: idle pollers run them,
+            # or the next poll returns them (even after stop()).
+            incoming.put_front(result[batch_size:])
+            del result[batch_size:]
+        return result
 
     def _with_queued_reads(self, item: Read) -> Read:
         """Join the reads queued right behind ``item`` to it (up to ACK_BATCH

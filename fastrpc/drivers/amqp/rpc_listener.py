@@ -129,7 +129,7 @@ class AmqpListener(Consumer):
                 return []
             delivery = deliveries[0]
             req = self._decode_one(ch, settled, delivery)
-            if req is None or not self._ack_one(ch, settled, delivery.delivery_tag, False):
+            if req is None or not self._ack_one(ch, settled, delivery.delivery_tag):
                 return []
             msg = self._accept(req)
             if msg is None:
@@ -165,15 +165,24 @@ class AmqpListener(Consumer):
         if gen != self._gen:
             return
         delivery = deliveries[0]
-        req = self._decode_one(ch, settled, delivery)
-        if req is None:
+        try:  # _decode_one's work, without its call
+            req = envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
+                                          self._driver.max_body)
+        except EnvelopeError as exc:
+            self.reject(ch, delivery, exc)
+            self._ack(ch, settled, [delivery.delivery_tag], [])
             return
         accepted = self._accept(req)
         if accepted is not None:
             if tracing.on:
                 accepted.exchange, accepted.routing_key = delivery.exchange, delivery.routing_key
             handler(accepted)
-        self._ack_one(ch, settled, delivery.delivery_tag, True)
+        # Inline dispatch runs one read at a time (under the inline lock): no
+        # other thread settles meanwhile, no lock needed.
+        try:
+            _settle_one(ch, settled, delivery.delivery_tag)
+        except amqp_exc.AMQPError as err:
+            _ack_failed(1, err, True)
 
     def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         super().reject(ch, delivery, exc)
@@ -244,20 +253,14 @@ class AmqpListener(Consumer):
                 taken.append(msg)
         return taken
 
-    def _ack_one(self, ch: Any, settled: Settled, tag: int, ran: bool) -> bool:
-        """``_ack`` of a read of one well-formed delivery, without its lists
-        in the usual case (every lower tag settled already). ``ran``: it ran
-        already, inline."""
+    def _ack_one(self, ch: Any, settled: Settled, tag: int) -> bool:
+        """``_ack`` of a read of one well-formed delivery taken by a poller,
+        without its lists in the usual case (every lower tag settled already)."""
         try:
-            if ran:
-                # Inline dispatch runs one read at a time (under the inline
-                # lock): no other thread settles meanwhile, no lock needed.
-                _settle_one(ch, settled, tag)
-                return True
             with self._ack_lock:
                 _settle_one(ch, settled, tag)
         except amqp_exc.AMQPError as err:
-            _ack_failed(1, err, ran)
+            _ack_failed(1, err, False)
             return False
         return True
 
