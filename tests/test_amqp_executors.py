@@ -357,6 +357,76 @@ def test_threading_backlog_of_blocked_casts_gets_the_whole_pool(transports, serv
     assert set(endpoint.threads) == {f"fastrpc-worker_{n}" for n in range(size)}
 
 
+def test_threading_lone_requests_run_in_the_worker_that_read_them(monkeypatch, transports, servers, topic):
+    # Calls one at a time: an idle worker reads the connection itself and
+    # runs what it read, so no request goes through the handoff from the
+    # connection's reader thread (which wakes a worker for each one).
+    handed: list[object] = []
+    put = handoff.Handoff.put
+
+    def counting_put(self, item):
+        handed.append(item)
+        put(self, item)
+
+    monkeypatch.setattr(handoff.Handoff, "put", counting_put)
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=4), Target(topic=topic, server="s1"),
+                                 [Recorder()], executor="threading")
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    calls = 40
+    assert [client.call({}, "record", i=i) for i in range(calls)] == list(range(calls))
+    reads = [item for item in handed if type(item) is amqp.consumer.Read]
+    # A handful at most (a worker busy past LEADER_STEP_ASIDE on this shared host).
+    assert len(reads) <= 5, f"{len(reads)} of {calls} requests were handed over by the reader thread"
+
+
+def test_threading_request_arriving_while_the_reader_runs_a_blocked_one_is_served(transports, servers, topic):
+    # The worker that read the first request runs it and blocks; a request
+    # arriving afterwards is read by another thread and run by another
+    # worker while the first still blocks.
+    gate = Gate()
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=2), Target(topic=topic, server="s1"),
+                                 [gate], executor="threading")
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(client.call, {}, "work", i=1)
+            assert gate.entered.acquire(timeout=WAIT)
+            assert client.prepare(timeout=WAIT).call({}, "ping") == "pong"
+            assert gate.running == 1  # the first one still blocks
+            gate.release.set()
+            assert first.result(timeout=CALL_TIMEOUT) == 1
+    finally:
+        gate.release.set()
+
+
+def test_threading_stop_returns_promptly_while_a_worker_reads(transports, servers, topic):
+    # An idle worker waits in recv on the listener's connection: stop() must
+    # not wait for its poll to time out.
+    srv = fastrpc.get_rpc_server(transports(), Target(topic=topic, server="s1"), [Recorder()],
+                                 executor="threading")
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    assert client.call({}, "ping") == "pong"
+    listener = srv.listener
+    assert listener is not None
+    deadline = time.monotonic() + WAIT
+    while listener._leader is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert listener._leader is not None, "no worker reads the connection"
+    workers = list(srv._workers)
+    srv.stop()
+    # A poll lasts up to _POLL_TIMEOUT (0.5 s): the workers leave well before.
+    for worker in workers:
+        worker.join(server_module._POLL_TIMEOUT * 0.6)
+        assert not worker.is_alive(), f"{worker.name} still polls after stop()"
+    stop_and_wait(srv)
+
+
 def test_threading_casts_handled_at_once_do_not_grow_the_pool(monkeypatch, transports, servers, topic):
     # The pool grows only once its workers have all been busy for a while
     # (_GROW_AFTER): never within this test. Taking a message while no other

@@ -123,6 +123,13 @@ class ConnectionCore:
         self._exits = itertools.count()
         self._left = 0
         self._reader_parked = False
+        # How long the reader thread stays aside after seeing a thread read
+        # for itself (READER_STEP_ASIDE unless set: a listener whose pollers
+        # read sets a short one, see reading_paused).
+        self.reader_step_aside = READER_STEP_ASIDE
+        # The reader thread's park lasts READER_STEP_ASIDE although the step
+        # aside is shorter: it found the baton held (somebody in recv).
+        self._reader_parked_long = False
         # Until then several threads wait at once: the reader thread reads for all.
         self._shared_until = 0.0
         self._reader_wanted = False  # a thread needs the reader thread to read now
@@ -161,7 +168,7 @@ class ConnectionCore:
                     self.fail(self._read_error(exc))
                     return
                 self._reader_ident = None
-        seen = self._waits
+        seen: object = self._waits
         while self._dead is None:
             waits = self._waits
             if waits != seen and not self._reader_wanted and time.monotonic() >= self._shared_until:
@@ -170,24 +177,40 @@ class ConnectionCore:
                 # until data came), and give it to anyone who waits now.
                 seen = waits
                 self._hand_off()
-                self._park()
+                self._park(self.reader_step_aside)
                 continue
             self._reader_wanted = False
             if not baton.acquire(False):
                 seen = self._waits
-                self._park()
+                # Somebody reads: nothing to do before it lets go (and, if
+                # it does so to run what it read, reading_paused() says so).
+                self._reader_parked_long = True
+                self._park(READER_STEP_ASIDE)
+                if not self._reader_parked_long:
+                    seen = None  # woken by reading_paused(): step aside once more, from now
+                self._reader_parked_long = False
                 continue
             self._read_batch(0.0)
 
-    def _park(self) -> None:
-        """The reader thread waits READER_STEP_ASIDE, or until need_reader()."""
+    def _park(self, timeout: float) -> None:
+        """The reader thread waits ``timeout``, or until need_reader() or reading_paused()."""
         self._reader_parked = True
         # Checked after announcing the park: need_reader() either sees the
         # flag (and wakes us) or set its wish before this look.
         if not self._reader_wanted:
-            self._reader_wake.wait(READER_STEP_ASIDE)
+            self._reader_wake.wait(timeout)
         self._reader_parked = False
         self._reader_wake.clear()
+
+    def reading_paused(self) -> None:
+        """Called by a thread that read for itself (wait_for) and now goes
+        off to run what it read: the reader thread, should that take longer
+        than its step-aside, reads meanwhile. It already counts the step
+        aside from this thread's last wait_for, unless it parked for longer
+        because the baton was held: then it is told to count from now."""
+        if self._reader_parked_long:
+            self._reader_parked_long = False
+            self._reader_wake.set()
 
     def need_reader(self) -> None:
         """Make sure somebody reads soon: the caller is about to wait for

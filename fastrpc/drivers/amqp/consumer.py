@@ -13,6 +13,7 @@ import collections
 import functools
 import itertools
 import logging
+import queue
 import random
 import threading
 import time
@@ -22,10 +23,11 @@ from fastrpc import metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.connection_core import NUDGE
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp.acks import Settled
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
-from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
+from fastrpc.drivers.amqp.handoff import EMPTY, LEAD, STOP, Handoff
 from fastrpc.drivers.amqp.link import Link
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.base import IncomingMessage, Listener
@@ -42,6 +44,14 @@ LOG = logging.getLogger(__name__)
 # worker of the threading executor beyond those running.
 ACK_BATCH = 16
 DEDUP_WINDOW = 8192  # _unique_ids remembered per listener (oslo keeps 16)
+# A poller that leads (reads the connection itself, see Consumer.poll) runs
+# what it read; if that takes longer than this, the connection's reader
+# thread reads meanwhile, for the other pollers.
+LEADER_STEP_ASIDE = 0.005
+# A leader whose read came sooner than this after it began reading (requests
+# are waiting) hands the lead to an idle poller at once before it runs what
+# it read; after a longer wait (requests come one at a time) it keeps it.
+LEADER_BUSY = 0.0003
 
 
 class ListenerDriver(Protocol):
@@ -98,6 +108,11 @@ class Consumer(Listener):
         self.queues = queues
         self._label = label
         self._incoming = Handoff()
+        # Leading (see poll): one poller at a time reads the connection
+        # itself; the reads it brings go to its box, not to the handoff.
+        self._lead = threading.Lock()
+        self._leader: int | None = None  # the leading poller's thread ident while it reads
+        self._lead_box: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._marks = itertools.count()  # seen_before's values
         self._seen_lock = threading.Lock()  # the counts
@@ -216,6 +231,11 @@ class Consumer(Listener):
             arrived: list[spec.Delivery] = []
             after_read = conn.after_dispatch
             inline_lock = self._inline_lock
+            lead_box = self._lead_box
+            get_ident = threading.get_ident
+            # While a leading poller runs what it read, the reader thread
+            # waits this long before reading for the others.
+            conn.reader_step_aside = LEADER_STEP_ASIDE
 
             def on_message(delivery: spec.Delivery) -> None:
                 arrived.append(delivery)
@@ -235,7 +255,14 @@ class Consumer(Listener):
                 if handler is None:
                     if self._polled:
                         # Pollers take the reads, nothing runs inline: no lock.
-                        put(item)
+                        leader = self._leader
+                        if leader is None:
+                            put(item)
+                        else:
+                            # Read by the leading poller, or for it (it waits).
+                            lead_box.put(item)
+                            if leader != get_ident() and self._leader is None:
+                                self._drain_lead_box()  # it stopped leading meanwhile
                         return
                     # Decide under the lock: dispatch_inline() must not look at
                     # the backlog between our check and our put.
@@ -423,7 +450,13 @@ class Consumer(Listener):
         while True:
             if self._stopping:
                 return self._taken_leftovers(batch_size)
-            item = incoming.get(wait)
+            item = None
+            if batch_size == 1 and not incoming.queued:
+                item = self._read_for_self(wait)
+            if item is None:
+                item = incoming.get(wait)
+                if item is LEAD:
+                    continue  # lead now (or take what is queued)
             if item is EMPTY:
                 return []
             if type(item) is Read and batch_size == 1 and len(item.deliveries) == 1 and not incoming.queued:
@@ -440,6 +473,57 @@ class Consumer(Listener):
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     return result
+
+    def _read_for_self(self, wait: float | None) -> Any:
+        """Lead: read the connection in this thread (its reader thread stays
+        aside) until a read comes, which this poller takes itself: no thread
+        handoff, no wake-up per message while requests keep coming. The read,
+        EMPTY after ``wait``, or None if another poller leads or there is no
+        open connection to read.
+        While the leader runs what it took, the other pollers wait for the
+        handoff: the reader thread reads for them once that lasts
+        LEADER_STEP_ASIDE (a handler blocked on I/O holds up nobody for
+        longer), and the next poller free leads again."""
+        conn = self._conn
+        if conn is None or not conn.is_open or not self._lead.acquire(False):
+            return None
+        box = self._lead_box
+        self._leader = threading.get_ident()
+        began = time.monotonic()
+        try:
+            item = conn.wait_for(box, wait)
+        except queue.Empty:
+            item = EMPTY
+        finally:
+            self._leader = None
+            self._lead.release()
+        if type(item) is Read and (len(item.deliveries) > 1 or time.monotonic() - began < LEADER_BUSY):
+            # Requests are waiting: another poller reads while this one runs.
+            self._incoming.hand_waiting(LEAD)
+        conn.reading_paused()
+        if not box.empty():
+            self._drain_lead_box()
+        return item
+
+    def _drain_lead_box(self) -> None:
+        """Move what came to the leader's box after it stopped leading (the
+        rest of a read of more than ACK_BATCH, a read by the reader thread)
+        to the handoff, and pass on a read baton handed to it."""
+        box = self._lead_box
+        conn = self._conn
+        nudged = False
+        while True:
+            try:
+                item = box.get_nowait()
+            except queue.Empty:
+                break
+            if item is NUDGE:
+                nudged = True
+            else:
+                self._incoming.put(item)
+        if nudged and conn is not None:
+            box.put(NUDGE)
+            conn.done_waiting(box)  # hands the baton to another waiting thread
 
     def _take_batch(self, item: Any, batch_size: int) -> list[IncomingMessage]:
         """Up to ``batch_size`` messages, from ``item`` (gotten from the
@@ -531,6 +615,7 @@ class Consumer(Listener):
         self._stopping = True
         self._stopped.set()
         self._incoming.put(STOP)
+        self._lead_box.put(STOP)  # a leading poller returns at once
         if self._inline is not None and not self._conn_in_reader():
             # The reader thread may be busy running a request, and only it
             # can read basic.cancel-ok: do not make stop() wait for that.
