@@ -377,7 +377,7 @@ def test_threading_lone_requests_run_in_the_worker_that_read_them(monkeypatch, t
     calls = 40
     assert [client.call({}, "record", i=i) for i in range(calls)] == list(range(calls))
     reads = [item for item in handed if type(item) is amqp.consumer.Read]
-    # A handful at most (a worker busy past LEADER_STEP_ASIDE on this shared host).
+    # A handful at most (a worker held up past POLLER_STEP_ASIDE on this shared host).
     assert len(reads) <= 5, f"{len(reads)} of {calls} requests were handed over by the reader thread"
 
 

@@ -19,7 +19,8 @@ cdef class ConnectionCore:
     cdef public object _channels, _free_ids, _next_id, _dead, _dead_event, _unblocked, lost_acked
     cdef public object _reader_thread, _reader_ident, _heartbeat_thread
     cdef public object _baton, _sleepers, _sleepers_lock, _waits, _entries, _exits, _left
-    cdef public double _shared_until, _recv_timeout, reader_step_aside
+    cdef public double _shared_until, _recv_timeout, _step_aside, _held_park, _lone_slice
+    cdef public int _lone_lowat
     cdef public int _recv_lowat
     cdef public list _writers
     cdef public object _reader_wake, _recv_since, _quiet_since, _after_dispatch, _probe_channel

@@ -33,7 +33,7 @@ from fastrpc.amqp.url import ConnectionParams, make_params
 if TYPE_CHECKING:
     from fastrpc.amqp.channel import Channel
 
-__all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "READER_STEP_ASIDE", "SHARED_HOLD", "WAITER_RECV_SLICE",
+__all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "POLLER_STEP_ASIDE", "READER_STEP_ASIDE", "SHARED_HOLD", "WAITER_RECV_SLICE",
            "ConnectionCore"]
 
 LOG = logging.getLogger("fastrpc.amqp")
@@ -58,6 +58,10 @@ WAITER_RECV_SLICE = 1.0
 # nack, another thread's channel.open-ok) waits at most the slice.
 LONE_RECV_LOWAT = 32
 LONE_RECV_SLICE = 0.05
+# The reader thread's step aside on a connection whose pollers read for
+# themselves (read_by_pollers): how long one may run what it read before
+# the reader thread reads for the others.
+POLLER_STEP_ASIDE = 0.005
 # Put into a waiting thread's mailbox: the baton was let go, try to take it.
 NUDGE = object()
 
@@ -123,12 +127,16 @@ class ConnectionCore:
         self._exits = itertools.count()
         self._left = 0
         self._reader_parked = False
-        # How long the reader thread stays aside after seeing a thread read
-        # for itself (READER_STEP_ASIDE unless set: a listener whose pollers
-        # read sets a short one, see reading_paused).
-        self.reader_step_aside = READER_STEP_ASIDE
-        # The reader thread's park lasts READER_STEP_ASIDE although the step
-        # aside is shorter: it found the baton held (somebody in recv).
+        # The read side's timing (see read_by_pollers, which changes it):
+        # how long the reader thread stays aside after a wait_for, and how
+        # long it parks when it finds the baton held (somebody in recv);
+        # the recv timeout and low-water mark of a lone waiting thread.
+        self._step_aside = READER_STEP_ASIDE
+        self._held_park = READER_STEP_ASIDE
+        self._lone_slice = LONE_RECV_SLICE
+        self._lone_lowat = LONE_RECV_LOWAT
+        # The reader thread parks _held_park, longer than _step_aside: the
+        # next wait_for to end wakes it (see read_by_pollers).
         self._reader_parked_long = False
         # Until then several threads wait at once: the reader thread reads for all.
         self._shared_until = 0.0
@@ -177,23 +185,25 @@ class ConnectionCore:
                 # until data came), and give it to anyone who waits now.
                 seen = waits
                 self._hand_off()
-                self._park(self.reader_step_aside)
+                self._park(self._step_aside)
                 continue
             self._reader_wanted = False
             if not baton.acquire(False):
                 seen = self._waits
-                # Somebody reads: nothing to do before it lets go (and, if
-                # it does so to run what it read, reading_paused() says so).
-                self._reader_parked_long = True
-                self._park(READER_STEP_ASIDE)
-                if not self._reader_parked_long:
-                    seen = None  # woken by reading_paused(): step aside once more, from now
-                self._reader_parked_long = False
+                # Somebody reads: nothing to do before it lets go.
+                if self._held_park > self._step_aside:
+                    self._reader_parked_long = True
+                    self._park(self._held_park)
+                    if not self._reader_parked_long:
+                        seen = None  # woken as a wait_for ended: step aside once more, from now
+                    self._reader_parked_long = False
+                else:
+                    self._park(self._held_park)
                 continue
             self._read_batch(0.0)
 
     def _park(self, timeout: float) -> None:
-        """The reader thread waits ``timeout``, or until need_reader() or reading_paused()."""
+        """The reader thread waits ``timeout``, or until need_reader() or a wait_for ends (see read_by_pollers)."""
         self._reader_parked = True
         # Checked after announcing the park: need_reader() either sees the
         # flag (and wakes us) or set its wish before this look.
@@ -202,15 +212,20 @@ class ConnectionCore:
         self._reader_parked = False
         self._reader_wake.clear()
 
-    def reading_paused(self) -> None:
-        """Called by a thread that read for itself (wait_for) and now goes
-        off to run what it read: the reader thread, should that take longer
-        than its step-aside, reads meanwhile. It already counts the step
-        aside from this thread's last wait_for, unless it parked for longer
-        because the baton was held: then it is told to count from now."""
-        if self._reader_parked_long:
-            self._reader_parked_long = False
-            self._reader_wake.set()
+    def read_by_pollers(self) -> None:
+        """Time the read side for threads that take turns reading for
+        themselves and then run what they read for a while (a listener's
+        pollers: fastrpc.drivers.amqp.consumer). The reader thread reads for
+        them once none has called wait_for for POLLER_STEP_ASIDE (one runs
+        long, the others are busy); finding the baton held it parks a second,
+        woken when that wait_for ends. A lone reader's recv wakes for any
+        frame (no low-water mark: a consumer's connection gets no confirms)
+        and returns every WAITER_RECV_SLICE to check its deadline: idle, a
+        listener's threads wake about once a second."""
+        self._step_aside = POLLER_STEP_ASIDE
+        self._held_park = WAITER_RECV_SLICE
+        self._lone_slice = WAITER_RECV_SLICE
+        self._lone_lowat = 1
 
     def need_reader(self) -> None:
         """Make sure somebody reads soon: the caller is about to wait for
@@ -281,12 +296,17 @@ class ConnectionCore:
                 if self._sleepers:
                     self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
                 else:
-                    self._read_batch(LONE_RECV_SLICE if remaining is None else min(remaining, LONE_RECV_SLICE),
-                                     LONE_RECV_LOWAT)
+                    self._read_batch(self._lone_slice if remaining is None else min(remaining, self._lone_slice),
+                                     self._lone_lowat)
                 if self._sleepers:
                     self._pass_baton()
         finally:
             self._left = next(self._exits) + 1
+            if self._reader_parked_long:
+                # The reader thread parked long as we held the baton: it
+                # counts its step aside from now (see read_by_pollers).
+                self._reader_parked_long = False
+                self._reader_wake.set()
 
     def _pass_baton(self) -> None:
         """After a waiting thread read while others sleep: make sure they are read for."""

@@ -44,10 +44,6 @@ LOG = logging.getLogger(__name__)
 # worker of the threading executor beyond those running.
 ACK_BATCH = 16
 DEDUP_WINDOW = 8192  # _unique_ids remembered per listener (oslo keeps 16)
-# A poller that leads (reads the connection itself, see Consumer.poll) runs
-# what it read; if that takes longer than this, the connection's reader
-# thread reads meanwhile, for the other pollers.
-LEADER_STEP_ASIDE = 0.005
 # A leader whose read came sooner than this after it began reading (requests
 # are waiting) hands the lead to an idle poller at once before it runs what
 # it read; after a longer wait (requests come one at a time) it keeps it.
@@ -233,9 +229,8 @@ class Consumer(Listener):
             inline_lock = self._inline_lock
             lead_box = self._lead_box
             get_ident = threading.get_ident
-            # While a leading poller runs what it read, the reader thread
-            # waits this long before reading for the others.
-            conn.reader_step_aside = LEADER_STEP_ASIDE
+            # Pollers read for themselves (see poll).
+            conn.read_by_pollers()
 
             def on_message(delivery: spec.Delivery) -> None:
                 arrived.append(delivery)
@@ -482,8 +477,9 @@ class Consumer(Listener):
         open connection to read.
         While the leader runs what it took, the other pollers wait for the
         handoff: the reader thread reads for them once that lasts
-        LEADER_STEP_ASIDE (a handler blocked on I/O holds up nobody for
-        longer), and the next poller free leads again."""
+        POLLER_STEP_ASIDE (5 ms: a handler blocked on I/O holds up nobody
+        for longer; see Connection.read_by_pollers), and the next poller
+        free leads again."""
         conn = self._conn
         if conn is None or not conn.is_open or not self._lead.acquire(False):
             return None
@@ -500,7 +496,6 @@ class Consumer(Listener):
         if type(item) is Read and (len(item.deliveries) > 1 or time.monotonic() - began < LEADER_BUSY):
             # Requests are waiting: another poller reads while this one runs.
             self._incoming.hand_waiting(LEAD)
-        conn.reading_paused()
         if not box.empty():
             self._drain_lead_box()
         return item
