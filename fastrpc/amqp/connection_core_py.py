@@ -33,7 +33,7 @@ from fastrpc.amqp.url import ConnectionParams, make_params
 if TYPE_CHECKING:
     from fastrpc.amqp.channel import Channel
 
-__all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "POLLER_STEP_ASIDE", "READER_STEP_ASIDE", "SHARED_HOLD", "WAITER_RECV_SLICE",
+__all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "READER_STEP_ASIDE", "SHARED_HOLD", "WAITER_RECV_SLICE",
            "ConnectionCore"]
 
 LOG = logging.getLogger("fastrpc.amqp")
@@ -58,10 +58,6 @@ WAITER_RECV_SLICE = 1.0
 # nack, another thread's channel.open-ok) waits at most the slice.
 LONE_RECV_LOWAT = 32
 LONE_RECV_SLICE = 0.05
-# The reader thread's step aside on a connection whose pollers read for
-# themselves (read_by_pollers): how long one may run what it read before
-# the reader thread reads for the others.
-POLLER_STEP_ASIDE = 0.005
 # Put into a waiting thread's mailbox: the baton was let go, try to take it.
 NUDGE = object()
 
@@ -127,17 +123,6 @@ class ConnectionCore:
         self._exits = itertools.count()
         self._left = 0
         self._reader_parked = False
-        # The read side's timing (see read_by_pollers, which changes it):
-        # how long the reader thread stays aside after a wait_for, and how
-        # long it parks when it finds the baton held (somebody in recv);
-        # the recv timeout and low-water mark of a lone waiting thread.
-        self._step_aside = READER_STEP_ASIDE
-        self._held_park = READER_STEP_ASIDE
-        self._lone_slice = LONE_RECV_SLICE
-        self._lone_lowat = LONE_RECV_LOWAT
-        # The reader thread parks _held_park, longer than _step_aside: the
-        # next wait_for to end wakes it (see read_by_pollers).
-        self._reader_parked_long = False
         # Until then several threads wait at once: the reader thread reads for all.
         self._shared_until = 0.0
         self._reader_wanted = False  # a thread needs the reader thread to read now
@@ -176,7 +161,7 @@ class ConnectionCore:
                     self.fail(self._read_error(exc))
                     return
                 self._reader_ident = None
-        seen: object = self._waits
+        seen = self._waits
         while self._dead is None:
             waits = self._waits
             if waits != seen and not self._reader_wanted and time.monotonic() >= self._shared_until:
@@ -185,47 +170,24 @@ class ConnectionCore:
                 # until data came), and give it to anyone who waits now.
                 seen = waits
                 self._hand_off()
-                self._park(self._step_aside)
+                self._park()
                 continue
             self._reader_wanted = False
             if not baton.acquire(False):
                 seen = self._waits
-                # Somebody reads: nothing to do before it lets go.
-                if self._held_park > self._step_aside:
-                    self._reader_parked_long = True
-                    self._park(self._held_park)
-                    if not self._reader_parked_long:
-                        seen = None  # woken as a wait_for ended: step aside once more, from now
-                    self._reader_parked_long = False
-                else:
-                    self._park(self._held_park)
+                self._park()
                 continue
             self._read_batch(0.0)
 
-    def _park(self, timeout: float) -> None:
-        """The reader thread waits ``timeout``, or until need_reader() or a wait_for ends (see read_by_pollers)."""
+    def _park(self) -> None:
+        """The reader thread waits READER_STEP_ASIDE, or until need_reader()."""
         self._reader_parked = True
         # Checked after announcing the park: need_reader() either sees the
         # flag (and wakes us) or set its wish before this look.
         if not self._reader_wanted:
-            self._reader_wake.wait(timeout)
+            self._reader_wake.wait(READER_STEP_ASIDE)
         self._reader_parked = False
         self._reader_wake.clear()
-
-    def read_by_pollers(self) -> None:
-        """Time the read side for threads that take turns reading for
-        themselves and then run what they read for a while (a listener's
-        pollers: fastrpc.drivers.amqp.consumer). The reader thread reads for
-        them once none has called wait_for for POLLER_STEP_ASIDE (one runs
-        long, the others are busy); finding the baton held it parks a second,
-        woken when that wait_for ends. A lone reader's recv wakes for any
-        frame (no low-water mark: a consumer's connection gets no confirms)
-        and returns every WAITER_RECV_SLICE to check its deadline: idle, a
-        listener's threads wake about once a second."""
-        self._step_aside = POLLER_STEP_ASIDE
-        self._held_park = WAITER_RECV_SLICE
-        self._lone_slice = WAITER_RECV_SLICE
-        self._lone_lowat = 1
 
     def need_reader(self) -> None:
         """Make sure somebody reads soon: the caller is about to wait for
@@ -296,17 +258,12 @@ class ConnectionCore:
                 if self._sleepers:
                     self._read_batch(WAITER_RECV_SLICE if remaining is None else min(remaining, WAITER_RECV_SLICE))
                 else:
-                    self._read_batch(self._lone_slice if remaining is None else min(remaining, self._lone_slice),
-                                     self._lone_lowat)
+                    self._read_batch(LONE_RECV_SLICE if remaining is None else min(remaining, LONE_RECV_SLICE),
+                                     LONE_RECV_LOWAT)
                 if self._sleepers:
                     self._pass_baton()
         finally:
             self._left = next(self._exits) + 1
-            if self._reader_parked_long:
-                # The reader thread parked long as we held the baton: it
-                # counts its step aside from now (see read_by_pollers).
-                self._reader_parked_long = False
-                self._reader_wake.set()
 
     def _pass_baton(self) -> None:
         """After a waiting thread read while others sleep: make sure they are read for."""

@@ -13,7 +13,6 @@ import collections
 import functools
 import itertools
 import logging
-import queue
 import random
 import threading
 import time
@@ -23,11 +22,10 @@ from fastrpc import metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
-from fastrpc.amqp.connection_core import NUDGE
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp.acks import Settled
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
-from fastrpc.drivers.amqp.handoff import EMPTY, LEAD, STOP, Handoff
+from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
 from fastrpc.drivers.amqp.link import Link
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.base import IncomingMessage, Listener
@@ -44,13 +42,6 @@ LOG = logging.getLogger(__name__)
 # worker of the threading executor beyond those running.
 ACK_BATCH = 16
 DEDUP_WINDOW = 8192  # _unique_ids remembered per listener (oslo keeps 16)
-# A leader whose read came sooner than this after it began reading (requests
-# are waiting) hands the lead to an idle poller at once before it runs what
-# it read; after a longer wait (requests come one at a time) it keeps it.
-LEADER_BUSY = 0.0003
-# Put into the leader's box after a read went to the handoff as it began
-# leading: it takes from the handoff instead.
-RECHECK = object()
 
 
 class ListenerDriver(Protocol):
@@ -107,14 +98,6 @@ class Consumer(Listener):
         self.queues = queues
         self._label = label
         self._incoming = Handoff()
-        # Leading (see poll): one poller at a time reads the connection
-        # itself; the reads it brings go to its box, not to the handoff.
-        self._lead = threading.Lock()
-        self._leader: int | None = None  # the leading poller's thread ident while it reads
-        self._lead_box: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        # Reads the reading thread handed to another (a wake-up each): by the
-        # reader thread, or for a leader asleep in wait_for.
-        self.handed_reads = 0
         self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._marks = itertools.count()  # seen_before's values
         self._seen_lock = threading.Lock()  # the counts
@@ -233,10 +216,6 @@ class Consumer(Listener):
             arrived: list[spec.Delivery] = []
             after_read = conn.after_dispatch
             inline_lock = self._inline_lock
-            lead_box = self._lead_box
-            get_ident = threading.get_ident
-            # Pollers read for themselves (see poll).
-            conn.read_by_pollers()
 
             def on_message(delivery: spec.Delivery) -> None:
                 arrived.append(delivery)
@@ -256,23 +235,7 @@ class Consumer(Listener):
                 if handler is None:
                     if self._polled:
                         # Pollers take the reads, nothing runs inline: no lock.
-                        leader = self._leader
-                        if leader is None:
-                            self.handed_reads += 1
-                            put(item)
-                            if self._leader is not None:
-                                # A poller began leading as we put: it takes
-                                # from the handoff instead (else the read
-                                # waits there until the next one comes).
-                                lead_box.put(RECHECK)
-                        elif leader == get_ident():
-                            lead_box.put(item)  # the leader's own read: it takes it itself
-                        else:
-                            # Read for the leader (asleep in wait_for).
-                            self.handed_reads += 1
-                            lead_box.put(item)
-                            if self._leader is None:
-                                self._drain_lead_box()  # it stopped leading meanwhile
+                        put(item)
                         return
                     # Decide under the lock: dispatch_inline() must not look at
                     # the backlog between our check and our put.
@@ -460,96 +423,23 @@ class Consumer(Listener):
         while True:
             if self._stopping:
                 return self._taken_leftovers(batch_size)
-            item = None
-            busy = False  # this poller led, and requests are arriving
-            if batch_size == 1 and not incoming.queued:
-                item, busy = self._read_for_self(wait)
-            if item is None:
-                item = incoming.get(wait)
-                if item is LEAD:
-                    # Lead now (or take what is queued), within this poll's time.
-                    if deadline is not None:
-                        wait = deadline - time.monotonic()
-                        if wait <= 0:
-                            return []
-                    continue
+            item = incoming.get(wait)
             if item is EMPTY:
                 return []
             if type(item) is Read and batch_size == 1 and len(item.deliveries) == 1 and not incoming.queued:
                 # The usual poll: one read of one request, nothing queued behind it.
                 result = self.take(item)
+                if result:
+                    return result
             else:
                 result = self._take_batch(item, batch_size)
-            if busy:
-                # After take: what it queued goes to an idle poller first,
-                # then another one reads while this one runs.
-                incoming.hand_waiting(LEAD)
-            if result or item is STOP:
-                return result
+                if result or item is STOP:
+                    return result
             # All dropped (duplicates, malformed): wait on for what is left.
             if deadline is not None:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     return result
-
-    def _read_for_self(self, wait: float | None) -> tuple[Any, bool]:
-        """Lead: read the connection in this thread (its reader thread stays
-        aside) until a read comes, which this poller takes itself: no thread
-        handoff, no wake-up per message while requests keep coming. The read
-        (EMPTY after ``wait``; None if another poller leads, there is no
-        open connection to read, or a read went to the handoff meanwhile),
-        and whether requests are arriving (the lead should be handed on).
-        While the leader runs what it took, the other pollers wait for the
-        handoff: the reader thread reads for them once that lasts
-        POLLER_STEP_ASIDE (5 ms: a handler blocked on I/O holds up nobody
-        for longer; see Connection.read_by_pollers), and the next poller
-        free leads again."""
-        conn = self._conn
-        if conn is None or not conn.is_open or not self._lead.acquire(False):
-            return None, False
-        box = self._lead_box
-        self._leader = threading.get_ident()
-        began = time.monotonic()
-        try:
-            # Looked at again once leading: a read queued just before is taken from the handoff.
-            item = RECHECK if self._incoming.queued else conn.wait_for(box, wait)
-        except queue.Empty:
-            item = EMPTY
-        finally:
-            self._leader = None
-            self._lead.release()
-        if not box.empty():
-            self._drain_lead_box()
-        if item is RECHECK:
-            return None, False
-        # Requests are arriving (several in one read, or one soon after the
-        # last): the caller hands the lead on.
-        busy = type(item) is Read and (len(item.deliveries) > 1 or time.monotonic() - began < LEADER_BUSY)
-        return item, busy
-
-    def _drain_lead_box(self) -> None:
-        """Move what came to the leader's box after it stopped leading (the
-        rest of a read of more than ACK_BATCH, a read by the reader thread)
-        to the handoff, and pass on a read baton handed to it."""
-        box = self._lead_box
-        conn = self._conn
-        nudged = False
-        while True:
-            try:
-                item = box.get_nowait()
-            except queue.Empty:
-                break
-            if item is NUDGE:
-                nudged = True
-            elif item is not RECHECK:
-                self._incoming.put(item)
-        if nudged and conn is not None:
-            # Hands the baton to another waiting thread. Not through the box:
-            # done_waiting() empties its mailbox, and the next leader's reads
-            # may be arriving in this one.
-            handed: queue.SimpleQueue[Any] = queue.SimpleQueue()
-            handed.put(NUDGE)
-            conn.done_waiting(handed)
 
     def _take_batch(self, item: Any, batch_size: int) -> list[IncomingMessage]:
         """Up to ``batch_size`` messages, from ``item`` (gotten from the
@@ -641,7 +531,6 @@ class Consumer(Listener):
         self._stopping = True
         self._stopped.set()
         self._incoming.put(STOP)
-        self._lead_box.put(STOP)  # a leading poller returns at once
         if self._inline is not None and not self._conn_in_reader():
             # The reader thread may be busy running a request, and only it
             # can read basic.cancel-ok: do not make stop() wait for that.

@@ -10,7 +10,6 @@ from typing import Any
 
 EMPTY = object()  # what a get returns when nothing came
 STOP = object()  # put by stop(): each poller that meets it returns
-LEAD = object()  # handed to an idle poller: read the connection (see Consumer.poll)
 
 
 class _Slot:
@@ -53,16 +52,6 @@ class Handoff:
                 slot.lock.release()
                 return
             self._items.append(item)
-
-    def hand_waiting(self, item: Any) -> bool:
-        """Hand ``item`` to an idle poller, if one waits (never queued)."""
-        with self._lock:
-            if not self._waiting:
-                return False
-            slot = self._waiting.pop()
-            slot.item = item
-            slot.lock.release()
-            return True
 
     def put_front(self, items: list[Any], hand: bool = True) -> None:
         """Hand ``items`` to idle pollers (unless ``hand`` is false), or queue
