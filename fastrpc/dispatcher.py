@@ -205,10 +205,10 @@ class RPCDispatcher:
         message = incoming.message
         method: Any = message.get("method")  # a str once a route is found
         args = message.get("args") or {}
-        if type(args) is not dict and not isinstance(args, dict):
+        if not isinstance(args, dict):
             raise NoSuchMethod(str(method))
         for name in args:  # a plain loop: this runs for every request
-            if type(name) is not str and not isinstance(name, str):
+            if not isinstance(name, str):
                 raise NoSuchMethod(str(method))
         namespace = message.get("namespace")
         version: Any = message.get("version") or "1.0"

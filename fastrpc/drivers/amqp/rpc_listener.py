@@ -165,12 +165,8 @@ class AmqpListener(Consumer):
         if gen != self._gen:
             return
         delivery = deliveries[0]
-        try:  # _decode_one's work, without its call
-            req = envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
-                                          self._driver.max_body)
-        except EnvelopeError as exc:
-            self.reject(ch, delivery, exc)
-            self._ack(ch, settled, [delivery.delivery_tag], [])
+        req = self._decode_one(ch, settled, delivery)
+        if req is None:
             return
         accepted = self._accept(req)
         if accepted is not None:
