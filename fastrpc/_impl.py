@@ -35,6 +35,7 @@ NO_EXTENSIONS = os.environ.get("FASTRPC_NO_EXTENSIONS", "") not in ("", "0")
 TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.amqp.codec": ("fastrpc.amqp.codec_py", "ext/codec.pyx"),
     "fastrpc.envelope": ("fastrpc.envelope_py", "ext/envelope.pyx"),
+    "fastrpc.amqp.sockio": ("fastrpc.amqp.sockio_py", "ext/sockio.pyx"),
     "fastrpc.amqp.transport": ("fastrpc.amqp.transport_py", "fastrpc/amqp/transport_py.py"),
     "fastrpc.amqp.channel_core": ("fastrpc.amqp.channel_core_py", "fastrpc/amqp/channel_core_py.py"),
     "fastrpc.amqp.channel": ("fastrpc.amqp.channel_py", "fastrpc/amqp/channel_py.py"),

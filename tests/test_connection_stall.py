@@ -137,12 +137,20 @@ def _counting_writes(conn: Connection) -> list[tuple[str, int]]:
     assert transport is not None
     writes: list[tuple[str, int]] = []
     real_sendall = transport.sendall
+    real_send_now = transport.send_now
 
     def sendall(data: bytes | bytearray | memoryview) -> None:
         writes.append((threading.current_thread().name, len(data)))
         real_sendall(data)
 
+    def send_now(data: bytes | bytearray | memoryview) -> int:
+        n = real_send_now(data)
+        if n:
+            writes.append((threading.current_thread().name, n))
+        return n
+
     transport.sendall = sendall  # type: ignore[method-assign]
+    transport.send_now = send_now  # type: ignore[method-assign]
     return writes
 
 
@@ -155,6 +163,46 @@ def _wait_queued(conn: Connection, count: int) -> list[bytes]:
                 return list(conn._out)
         assert time.monotonic() < deadline, f"{len(conn._out)} sends queued, not {count}"
         time.sleep(0.01)
+
+
+def test_small_publishes_into_full_socket_buffers_arrive_whole_and_in_order(peer: Peer) -> None:
+    """Small writes go straight to the socket while it has room; once the
+    buffers are full (the peer does not read) a write is taken in part or
+    not at all, and the rest waits in a blocking send: every frame still
+    arrives whole and in order once the peer reads."""
+    conn, _ = connect(peer, heartbeat=0)
+    ch, _ = open_channel(conn, peer)
+    writes = _counting_writes(conn)
+    pad = b"p" * 1000
+    count = 40_000  # 40 MB: far more than both ends' socket buffers hold
+    done = flood_numbered(ch, pad, count)
+    wait_send_stuck(conn)
+    assert done.empty(), "every publish fitted in the socket buffers"
+    threads = {name for name, _ in writes}
+    assert threads == {"numbered"}, threads
+    for i in range(count):
+        event = peer.next_event()
+        assert event.name == "basic.publish" and event.body == b"%d:" % i + pad, (i, event.body[:20])
+    assert done.get(timeout=WAIT) is None
+    assert not conn._flushing and not conn._out
+
+
+def flood_numbered(ch: Channel, pad: bytes, count: int) -> queue.Queue[BaseException | None]:
+    """Publish bodies ``b"<i>:" + pad`` for i below ``count`` from a thread
+    called "numbered"; the queue gets the error, or None once all went out."""
+    out: queue.Queue[BaseException | None] = queue.Queue()
+
+    def run() -> None:
+        try:
+            for i in range(count):
+                ch.basic_publish("", "q", b"%d:" % i + pad)
+        except BaseException as exc:
+            out.put(exc)
+        else:
+            out.put(None)
+
+    threading.Thread(target=run, name="numbered", daemon=True).start()
+    return out
 
 
 def test_senders_queue_behind_a_slow_write_and_go_out_in_one_send(peer: Peer) -> None:
@@ -242,6 +290,7 @@ def test_senders_waiting_behind_a_failed_write_get_its_error(peer: Peer, monkeyp
         raise BrokenPipeError(32, "Broken pipe")
 
     transport.sendall = failing_sendall  # type: ignore[method-assign]
+    transport.send_now = lambda data: 0  # type: ignore[method-assign]  # every write goes to sendall
     writer = flood(ch, b"first", 1, "writer")
     assert writing.wait(WAIT)
     waiting = [flood(ch, b"w%d" % i, 1, f"waiting-{i}") for i in range(3)]

@@ -62,7 +62,7 @@ from fastrpc.amqp.exceptions import (
 )
 from fastrpc.amqp.handshake import handshake
 from fastrpc.amqp.heartbeat import ProbeChannel, dead_after, watch_connection
-from fastrpc.amqp.transport import open_transport
+from fastrpc.amqp.transport import SEND_CHUNK, open_transport
 
 __all__ = ["READER_STEP_ASIDE", "BlockedCallback", "CloseCallback", "Connection"]
 
@@ -199,7 +199,8 @@ class Connection(ConnectionCore):
         write, so concurrent senders share one send (and the broker reads one
         segment instead of one each). Otherwise the calling thread becomes
         the flusher: it writes with the lock released, then what others
-        queued. It takes at most FLUSH_BATCHES such batches freely; after
+        queued. (A small write that the socket buffer has room for goes out
+        at once, under the lock: it cannot block.) It takes at most FLUSH_BATCHES such batches freely; after
         that, senders wait until their bytes are taken, and once the queue
         holds a waiting sender's bytes the flusher hands over to it: no thread
         (the reader, say) writes for others for long. Senders also wait while
@@ -230,6 +231,17 @@ class Connection(ConnectionCore):
             # yet: their bytes are older, so they go first.
             self._out.append(data)
             data = self._take()
+        elif len(data) <= SEND_CHUNK:
+            # Nobody writes and nothing waits: a small write that fits in the
+            # socket buffer goes now, under the lock (it cannot block).
+            try:
+                n = transport.send_now(data)
+            except (OSError, ValueError):
+                n = 0  # the write below meets the error again and reports it
+            if n == len(data):
+                return None
+            if n:
+                data = data[n:]  # at most SEND_CHUNK copied, and only when the buffer filled
         self._flushing = True
         lock = self.send_lock
         lock.release()

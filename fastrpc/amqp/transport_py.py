@@ -22,9 +22,11 @@ import threading
 import time
 
 from fastrpc.amqp.exceptions import ConnectionLost, ConnectionRefused, TLSError
+from fastrpc.amqp.sockio import send_nowait
 from fastrpc.amqp.url import ConnectionParams
 
-__all__ = ["PlainTransport", "TlsTransport", "make_ssl_context", "open_socket", "open_transport", "set_dead_peer_bounds"]
+__all__ = ["SEND_CHUNK", "PlainTransport", "TlsTransport", "make_ssl_context", "open_socket", "open_transport",
+           "set_dead_peer_bounds"]
 
 # The receive buffer grows on demand and shrinks back: a connection carrying
 # small messages keeps RECV_MIN; a read that fills the buffer means more was
@@ -201,6 +203,18 @@ class PlainTransport:
     # What TlsTransport sends its records with (its sendall encrypts first).
     _send_raw = sendall
 
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        """Hand what of ``data`` fits in the socket buffer to the kernel without
+        waiting (the one writing thread); the bytes taken, 0 when it is full.
+
+        The usual small write of a publish or an ack fits whole: then there
+        is nothing to wait for and no send in flight for the heartbeat timer
+        to watch. Raises OSError as sendall does.
+        """
+        n = send_nowait(self.sock, data)
+        self.sent += n
+        return n
+
     def try_send(self, data: bytes) -> bool:
         """Send only if the socket buffer has room now (the one writing thread).
 
@@ -284,6 +298,10 @@ class TlsTransport(PlainTransport):
             # which the failover logic must see as an AMQPError.
             reason = exc.strerror or type(exc).__name__
             raise ConnectionLost(f"TLS handshake with {address} failed: {reason}") from None
+
+    def send_now(self, data: bytes | bytearray | memoryview) -> int:
+        # Records are made and written under the TLS locks: sendall does both.
+        return 0
 
     def _flush_raw(self) -> None:
         out = self._outgoing.read()
