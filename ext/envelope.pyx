@@ -74,9 +74,10 @@ cdef type _Reply = Reply
 cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
 cdef Py_ssize_t _CONTEXT_PREFIX_LEN = len(CONTEXT_PREFIX)
 cdef object _dumps = orjson.dumps
-# orjson.dumps(inner, default=to_primitive, option=OPT_NON_STR_KEYS) by
+# orjson.dumps(inner, default=to_primitive[, option=OPT_NON_STR_KEYS]) by
 # vectorcall: a keyword call made from Cython builds a dict on every message.
 cdef tuple _DUMPS_KWNAMES = ("default", "option")
+cdef tuple _DUMPS_KWNAMES_STR_KEYS = ("default",)
 cdef object _DUMPS_OPTION = orjson.OPT_NON_STR_KEYS
 cdef object _to_primitive = to_primitive
 cdef object _loads = orjson.loads
@@ -327,11 +328,16 @@ cdef extern from "Python.h":
 
 
 cdef inline object _dumps_json(dict inner):
+    # As envelope_common.dumps_json: keys that are all str first (orjson's
+    # faster path), then, if it refused the message, with keys of other types.
     cdef PyObject* args[3]
     args[0] = <PyObject*>inner
     args[1] = <PyObject*>_to_primitive
     args[2] = <PyObject*>_DUMPS_OPTION
-    return PyObject_Vectorcall(_dumps, args, 1, _DUMPS_KWNAMES)
+    try:
+        return PyObject_Vectorcall(_dumps, args, 1, _DUMPS_KWNAMES_STR_KEYS)
+    except _JSONEncodeError:
+        return PyObject_Vectorcall(_dumps, args, 1, _DUMPS_KWNAMES)
 
 
 cdef bytes _dump(dict inner, bint binary):

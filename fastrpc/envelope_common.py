@@ -181,7 +181,13 @@ def dumps_nonfinite(inner: dict[str, Any]) -> bytes:
 def dumps_json(inner: dict[str, Any]) -> bytes:
     """The JSON text of an inner message, as oslo's peers read it."""
     try:
-        text = orjson.dumps(inner, default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
+        try:
+            # Keys that are all str take orjson's faster path (the usual
+            # message); a key of another type (oslo's peers write 7 as "7")
+            # makes it refuse, and the message is written again allowing them.
+            text = orjson.dumps(inner, default=to_primitive)
+        except orjson.JSONEncodeError:
+            text = orjson.dumps(inner, default=to_primitive, option=orjson.OPT_NON_STR_KEYS)
         # orjson writes NaN and the infinities as null; oslo's peers write and
         # read them as NaN / Infinity. Only a text with a null can hold one.
         # find(), not ``in``: bytes.__contains__ first tries its argument as an
