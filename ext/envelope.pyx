@@ -340,7 +340,9 @@ cdef inline object _dumps_json(dict inner):
         return PyObject_Vectorcall(_dumps, args, 1, _DUMPS_KWNAMES)
 
 
-cdef bytes _dump(dict inner, bint binary):
+cdef bytes _dump(dict inner, bint binary, object scanned, int depth):
+    """``scanned``: the part of ``inner`` that may hold a float, at ``depth``
+    (all of it at -1, or a reply's result, an item of it, at 0)."""
     cdef bytes text
     try:
         if binary:
@@ -349,7 +351,7 @@ cdef bytes _dump(dict inner, bint binary):
         text = _dumps_json(inner)
         # orjson writes NaN and the infinities as null; oslo's peers write and
         # read them as NaN / Infinity. Only a text with a null can hold one.
-        if _has_null(text) and _has_nonfinite(inner, 0):
+        if _has_null(text) and _nonfinite_item(<PyObject*>scanned, depth):
             text = dumps_nonfinite(inner)
     except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
         raise encode_failed(exc) from None
@@ -373,14 +375,16 @@ def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=
     if ctxt:
         for key, value in ctxt.items():
             inner[CONTEXT_PREFIX + str(key)] = value
-    return _dump(inner, binary)
+    return _dump(inner, binary, inner, -1)
 
 
 def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
                  bint binary=False):
     cdef dict inner = {"result": result, "failure": failure, "ending": ending,
                        "_msg_id": msg_id, "_unique_id": unique_id}
-    return _dump(inner, binary)
+    # Only the result can hold a float: the failure is a JSON text, the rest
+    # str and bool.
+    return _dump(inner, binary, result, 0)
 
 
 cdef object _load_oslo_json(bytes body):
