@@ -22,10 +22,12 @@ Executors:
   two, four... each time that lasted another 5 ms, up to the pool size.
   Handlers blocked on I/O (a database, a nested call) so get the whole pool
   in a few such steps. Messages that the busy workers take soon enough
-  do not grow it: under a flood of short casts, more threads add no CPU
-  under the GIL, only wake-ups and GIL handoffs, and the reads queued behind
-  busy workers are acked together (see docs/benchmarks.md). A server seeing
-  one call at a time runs one worker (two if a call outlasts the 5 ms).
+  do not grow it, nor do workers that are busy running rather than
+  waiting (the process used most of a CPU meanwhile): under a flood of
+  short casts, more threads add no CPU under the GIL, only wake-ups and GIL
+  handoffs, and the reads queued behind busy workers are acked together
+  (see docs/benchmarks.md). A server seeing one call at a time runs one
+  worker (two if a call outlasts the 5 ms).
 
 When a request is acknowledged is the listener's business: the AMQP
 listener acks what a worker takes before it runs (as oslo's poller does), and,
@@ -70,8 +72,13 @@ _POLL_TIMEOUT = 0.5
 # How long wait() blocks between "still waiting" log lines.
 _LOG_AFTER = 30.0
 # The threading executor starts one more worker once its workers have all
-# been busy this long, every message taken meanwhile finding none waiting.
+# been busy this long, every message taken meanwhile finding none waiting...
 _GROW_AFTER = 0.005
+# ... unless the process used at least this share of one CPU meanwhile: its
+# workers were running, not waiting, and under the GIL another thread would
+# only share the same CPU. It looks again this much later.
+_CPU_BOUND_SHARE = 0.6
+_CPU_BOUND_RECHECK = 0.05
 
 
 class MessageHandlingServer:
@@ -238,8 +245,10 @@ class MessageHandlingServer:
         full. Parked while some worker waits for messages."""
         stopped = self._stopped
         wake = self._grow_wake
-        monotonic = time.monotonic
+        monotonic, process_time = time.monotonic, time.process_time
         more = 1
+        watched = 0.0  # the busy stretch (its _busy_since) being watched
+        start = cpu_start = 0.0  # when watching began, and the process's CPU time then
         while not stopped.is_set():
             since = self._busy_since
             if not since:
@@ -250,9 +259,21 @@ class MessageHandlingServer:
                     wake.wait()
                 self._grower_parked = False
                 continue
-            left = since + _GROW_AFTER - monotonic()
+            if since != watched:
+                watched, start, cpu_start = since, monotonic(), process_time()
+            now = monotonic()
+            left = start + _GROW_AFTER - now
             if left > 0:
                 stopped.wait(left)
+                continue
+            cpu = process_time()
+            if cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start):
+                # Running, not waiting: look again later (not every 5 ms,
+                # which would be a wake-up and a GIL handoff each time), and
+                # grow by one at first if they wait by then.
+                more = 1
+                stopped.wait(_CPU_BOUND_RECHECK)
+                start, cpu_start = monotonic(), process_time()
                 continue
             with self._workers_lock:
                 if stopped.is_set() or len(self._workers) >= self._pool_size:
