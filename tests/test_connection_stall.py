@@ -187,6 +187,59 @@ def test_small_publishes_into_full_socket_buffers_arrive_whole_and_in_order(peer
     assert not conn._flushing and not conn._out
 
 
+def _counting_direct_sends(conn: Connection) -> list[str]:
+    """The thread name of every write of ``conn`` that went straight to the
+    socket (send_now taking it whole) from now on."""
+    transport = conn._transport
+    assert transport is not None
+    direct: list[str] = []
+    real_send_now = transport.send_now
+
+    def send_now(data: bytes | bytearray | memoryview) -> int:
+        n = real_send_now(data)
+        if n == len(data):
+            direct.append(threading.current_thread().name)
+        return n
+
+    transport.send_now = send_now  # type: ignore[method-assign]
+    return direct
+
+
+def test_only_a_thread_sending_alone_writes_straight_to_the_socket(peer: Peer) -> None:
+    """One thread's sends go straight to the socket once it has made
+    ONE_WRITER_RUN in a row; sends of threads taking turns keep the
+    flusher's steps (so they can queue behind each other's writes)."""
+    conn, _ = connect(peer, heartbeat=0)
+    ch, _ = open_channel(conn, peer)
+    direct = _counting_direct_sends(conn)
+    run = connection_module.ONE_WRITER_RUN
+    for i in range(run + 5):
+        ch.basic_publish("", "q", b"alone %d" % i)
+    assert direct == [threading.current_thread().name] * 5
+    direct.clear()
+    turns: list[queue.Queue[int | None]] = [queue.Queue(), queue.Queue()]
+    done: queue.Queue[BaseException | None] = queue.Queue()
+
+    def take_turns(mine: int) -> None:
+        try:
+            while (i := turns[mine].get(timeout=WAIT)) is not None:
+                ch.basic_publish("", "q", b"turn %d" % i)
+                turns[1 - mine].put(i + 1 if i + 1 < 4 * run else None)
+            turns[1 - mine].put(None)
+        except BaseException as exc:
+            done.put(exc)
+        else:
+            done.put(None)
+
+    for mine in (0, 1):
+        threading.Thread(target=take_turns, args=(mine,), name=f"turns-{mine}", daemon=True).start()
+    turns[0].put(0)
+    assert done.get(timeout=WAIT) is None and done.get(timeout=WAIT) is None
+    assert direct == []
+    bodies = [peer.next_event().body for _ in range(run + 5 + 4 * run)]
+    assert bodies == [b"alone %d" % i for i in range(run + 5)] + [b"turn %d" % i for i in range(4 * run)]
+
+
 def flood_numbered(ch: Channel, pad: bytes, count: int) -> queue.Queue[BaseException | None]:
     """Publish bodies ``b"<i>:" + pad`` for i below ``count`` from a thread
     called "numbered"; the queue gets the error, or None once all went out."""

@@ -14,7 +14,8 @@ cdef class ConnectionCore:
     cdef public object _transport, _frame_reader, _lock, send_lock, _out, _taken, _write_failed
     cdef public Py_ssize_t _out_bytes
     cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, _one_event, _unanswered
-    cdef public int _out_waiting, _waiting
+    cdef public int _out_waiting, _waiting, _writer_run
+    cdef public object _last_writer
     cdef public object _channels, _free_ids, _next_id, _dead, _dead_event, _unblocked, lost_acked
     cdef public object _reader_thread, _reader_ident, _heartbeat_thread
     cdef public object _baton, _sleepers, _sleepers_lock, _waits, _entries, _exits, _left

@@ -92,6 +92,11 @@ class ConnectionCore:
         self._out_bytes = 0
         self._flushing = False
         self._hand_over = False  # the flusher wants a waiting sender to take over
+        # The thread of the last send, and how many sends in a row before it
+        # came from that thread: a connection one thread writes to may send
+        # without the flusher's steps (see send_locked).
+        self._last_writer: int | None = None
+        self._writer_run = 0
         # Notified when the flusher takes the queue, hands over, or fails.
         self._taken = threading.Condition(self.send_lock)
         self._out_waiting = 0  # senders waiting for the queue now in _out

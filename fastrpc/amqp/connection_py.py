@@ -75,6 +75,9 @@ BlockedCallback = Callable[["Connection", bool, str], None]
 # which senders wait for it.
 FLUSH_BATCHES = 2
 OUT_LIMIT = 1 << 20
+# Sends in a row from one thread after which its small writes go straight to
+# the socket (see send_locked).
+ONE_WRITER_RUN = 8
 # Spare FrameWriters a connection keeps: about as many as threads encode at
 # once, not one per thread that ever sent (each holds a buffer).
 SPARE_WRITERS = 4
@@ -199,9 +202,10 @@ class Connection(ConnectionCore):
         write, so concurrent senders share one send (and the broker reads one
         segment instead of one each). Otherwise the calling thread becomes
         the flusher: it writes with the lock released, then what others
-        queued. (A small write that the socket buffer has room for goes out
-        at once, under the lock: it cannot block.) It takes at most FLUSH_BATCHES such batches freely; after
-        that, senders wait until their bytes are taken, and once the queue
+        queued. (When one thread has made the last ONE_WRITER_RUN sends, its
+        small write that the socket buffer has room for goes out at once,
+        under the lock: it cannot block.) It takes at most FLUSH_BATCHES
+        such batches freely; after that, senders wait until their bytes are taken, and once the queue
         holds a waiting sender's bytes the flusher hands over to it: no thread
         (the reader, say) writes for others for long. Senders also wait while
         more than OUT_LIMIT bytes are queued, so a broker that stops reading
@@ -211,6 +215,12 @@ class Connection(ConnectionCore):
         failed = self._dead or self._write_failed
         if failed is not None:
             return fresh_error(failed)
+        writer = threading.get_ident()
+        if writer == self._last_writer:
+            self._writer_run += 1
+        else:
+            self._last_writer = writer
+            self._writer_run = 0
         self._unanswered = True
         transport = self._transport
         if transport is None:
@@ -231,9 +241,12 @@ class Connection(ConnectionCore):
             # yet: their bytes are older, so they go first.
             self._out.append(data)
             data = self._take()
-        elif len(data) <= SEND_CHUNK:
-            # Nobody writes and nothing waits: a small write that fits in the
-            # socket buffer goes now, under the lock (it cannot block).
+        elif self._writer_run >= ONE_WRITER_RUN and len(data) <= SEND_CHUNK:
+            # Nobody writes, nothing waits, and one thread has been sending
+            # alone: a small write that fits in the socket buffer goes now,
+            # under the lock (it cannot block). Where several threads send,
+            # the flusher's steps let them queue instead of waiting here,
+            # and let others take the GIL while the bytes go out.
             try:
                 n = transport.send_now(data)
             except (OSError, ValueError):
