@@ -443,73 +443,132 @@ cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out
     return <dict>inner
 
 
-cdef inline bint _is_context_key(str key) except -1:
-    # Compared in place for the usual one-byte strings: str.startswith costs
-    # several times more, once per key of every request.
-    if PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND:
-        return (PyUnicode_GET_LENGTH(key) >= _CONTEXT_PREFIX_LEN
-                and memcmp(PyUnicode_DATA(key), PyBytes_AS_STRING(_CONTEXT_PREFIX_LATIN1), _CONTEXT_PREFIX_LEN) == 0)
-    return key.startswith(CONTEXT_PREFIX)
+# The fields of a request or reply, told apart by _field() in one pass over
+# the parsed mapping instead of one dict look-up per field.
+cdef enum:
+    _F_OTHER
+    _F_CONTEXT
+    _F_MSG_ID
+    _F_REPLY_Q
+    _F_TIMEOUT
+    _F_UNIQUE_ID
+    _F_METHOD
+    _F_ARGS
+    _F_NAMESPACE
+    _F_VERSION
+    _F_RESULT
+    _F_FAILURE
+    _F_ENDING
+
+
+cdef inline int _field(str key) except -1:
+    """Which field an exact str key names (its text compared in place)."""
+    cdef const char* s
+    cdef Py_ssize_t n
+    if PyUnicode_KIND(key) != PyUnicode_1BYTE_KIND:
+        # none of the names below; a context key may still hold any character
+        return _F_CONTEXT if key.startswith(CONTEXT_PREFIX) else _F_OTHER
+    s = <const char*>PyUnicode_DATA(key)
+    n = PyUnicode_GET_LENGTH(key)
+    if n >= _CONTEXT_PREFIX_LEN and memcmp(s, PyBytes_AS_STRING(_CONTEXT_PREFIX_LATIN1), _CONTEXT_PREFIX_LEN) == 0:
+        return _F_CONTEXT
+    if n == 4:
+        if memcmp(s, b"args", 4) == 0:
+            return _F_ARGS
+    elif n == 6:
+        if memcmp(s, b"method", 6) == 0:
+            return _F_METHOD
+        if memcmp(s, b"result", 6) == 0:
+            return _F_RESULT
+        if memcmp(s, b"ending", 6) == 0:
+            return _F_ENDING
+    elif n == 7:
+        if memcmp(s, b"_msg_id", 7) == 0:
+            return _F_MSG_ID
+        if memcmp(s, b"version", 7) == 0:
+            return _F_VERSION
+        if memcmp(s, b"failure", 7) == 0:
+            return _F_FAILURE
+    elif n == 8:
+        if memcmp(s, b"_reply_q", 8) == 0:
+            return _F_REPLY_Q
+        if memcmp(s, b"_timeout", 8) == 0:
+            return _F_TIMEOUT
+    elif n == 9:
+        if memcmp(s, b"namespace", 9) == 0:
+            return _F_NAMESPACE
+    elif n == 10:
+        if memcmp(s, b"_unique_id", 10) == 0:
+            return _F_UNIQUE_ID
+    return _F_OTHER
 
 
 cdef object _plain_request(dict inner, bint binary):
     """The Request of a valid request in the shape senders write it (exact
-    str, int and float types, no stray field); None for anything else,
-    with ``inner`` left as it was."""
+    str, int and float types, no stray field); None for anything else.
+
+    One pass over ``inner`` (left as it was): its keys are all exact str here,
+    so telling them apart by their text finds what ``inner.get(name)`` would.
+    The message is a new dict of the other entries, in their order, as the
+    shared rules build it.
+    """
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* key
+    cdef PyObject* item
+    cdef int field
+    cdef bint has_args = False
     cdef dict ctxt = {}
-    cdef list context_keys = None
-    msg_id = inner.get("_msg_id")
-    reply_q = inner.get("_reply_q")
+    cdef dict message = {}
+    msg_id = reply_q = timeout = unique_id = method = args = None
+    while PyDict_Next(inner, &pos, &key, &item):
+        if type(<object>key) is not str:
+            return None
+        field = _field(<str>key)
+        if field == _F_OTHER:
+            message[<str>key] = <object>item
+        elif field == _F_CONTEXT:
+            ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = <object>item
+        elif field == _F_MSG_ID:
+            msg_id = <object>item
+        elif field == _F_REPLY_Q:
+            reply_q = <object>item
+        elif field == _F_TIMEOUT:
+            timeout = <object>item
+        elif field == _F_UNIQUE_ID:
+            unique_id = <object>item
+        else:
+            # method, args, namespace, version (or a reply's names): message fields
+            if field == _F_METHOD:
+                method = <object>item
+            elif field == _F_ARGS:
+                args = <object>item
+                has_args = True
+            elif field == _F_NAMESPACE or field == _F_VERSION:
+                if item != <PyObject*>None and type(<object>item) is not str:
+                    return None
+            message[<str>key] = <object>item
     if msg_id is None:
         if reply_q is not None:
             return None
     elif type(msg_id) is not str or type(reply_q) is not str or not <str>msg_id or not <str>reply_q:
         return None
-    timeout = inner.get("_timeout")
     if timeout is not None and type(timeout) is not float and type(timeout) is not int:
         return None
-    unique_id = inner.get("_unique_id")
     if unique_id is not None and type(unique_id) is not str:
         return None
-    method = inner.get("method")
     if type(method) is not str or not <str>method:
         return None
-    args = inner.get("args")
     if args is None:
-        if "args" in inner:
+        if has_args:
             return None
+        message["args"] = {}
     elif type(args) is not dict:
         return None
     else:
-        for key in <dict>args:
-            if type(key) is not str:
+        for key_obj in <dict>args:
+            if type(key_obj) is not str:
                 return None
-    value = inner.get("namespace")
-    if value is not None and type(value) is not str:
-        return None
-    value = inner.get("version")
-    if value is not None and type(value) is not str:
-        return None
-    for key, value in inner.items():
-        if type(key) is not str:
-            return None
-        if _is_context_key(<str>key):
-            ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = value
-            if context_keys is None:
-                context_keys = []
-            context_keys.append(key)
-    # Valid: what is left of the parsed mapping, which nothing else holds,
-    # becomes the message.
-    inner.pop("_msg_id", None)
-    inner.pop("_reply_q", None)
-    inner.pop("_timeout", None)
-    inner.pop("_unique_id", None)
-    if context_keys is not None:
-        for key in context_keys:
-            del inner[key]
-    if args is None:
-        inner["args"] = {}
-    return _ev7(_Request, ctxt, inner, unique_id, msg_id, reply_q, timeout, binary)
+    return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
 
 
 def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
@@ -524,10 +583,29 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
 def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef bint binary
     cdef dict inner = _load(body, ctype, max_size, &binary)
-    msg_id = inner.get("_msg_id")
-    unique_id = inner.get("_unique_id")
-    failure = inner.get("failure")
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* key
+    cdef PyObject* item
+    cdef int field
+    # One pass over the fields instead of one look-up each: with keys that
+    # are all exact str, their text says what inner.get(name) would find.
+    msg_id = unique_id = result = failure = None
+    ending = False
+    while PyDict_Next(inner, &pos, &key, &item):
+        if type(<object>key) is not str:
+            return _reply_from_inner(inner)
+        field = _field(<str>key)
+        if field == _F_MSG_ID:
+            msg_id = <object>item
+        elif field == _F_UNIQUE_ID:
+            unique_id = <object>item
+        elif field == _F_RESULT:
+            result = <object>item
+        elif field == _F_FAILURE:
+            failure = <object>item
+        elif field == _F_ENDING:
+            ending = <object>item
     if (type(msg_id) is str and <str>msg_id and (unique_id is None or type(unique_id) is str)
             and (failure is None or type(failure) is str)):
-        return _ev5(_Reply, msg_id, unique_id, inner.get("result"), failure, bool(inner.get("ending", False)))
+        return _ev5(_Reply, msg_id, unique_id, result, failure, bool(ending))
     return _reply_from_inner(inner)
