@@ -20,14 +20,18 @@ from cpython.unicode cimport (
     PyUnicode_DATA,
     PyUnicode_DecodeASCII,
     PyUnicode_GET_LENGTH,
+    PyUnicode_CheckExact,
     PyUnicode_KIND,
 )
 from cpython.dict cimport PyDict_Check, PyDict_Next
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
+from cpython.bool cimport PyBool_Check
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.list cimport PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport isfinite
+from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy
 
 import os
@@ -293,6 +297,11 @@ include "tuple_build.pxi"
 
 cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
     cdef object value = <object>item
+    # The usual values first, by exact type: PyFloat_Check on them would
+    # walk their type's bases to rule out a float subclass.
+    if (item == <PyObject*>None or PyUnicode_CheckExact(value) or PyLong_CheckExact(value)
+            or PyBool_Check(value)):
+        return False
     if PyFloat_Check(value):
         return not isfinite(PyFloat_AS_DOUBLE(value))
     if PyDict_Check(value) or PyList_Check(value) or PyTuple_Check(value):
@@ -327,7 +336,7 @@ cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
 
 
-cdef inline object _dumps_json(dict inner):
+cdef inline object _dumps_json(object inner):
     # As envelope_common.dumps_json: keys that are all str first (orjson's
     # faster path), then, if it refused the message, with keys of other types.
     cdef PyObject* args[3]
@@ -362,8 +371,121 @@ cdef bytes _dump(dict inner, bint binary, object scanned, int depth):
                   PyBytes_AS_STRING(_JSON_SUFFIX), PyBytes_GET_SIZE(_JSON_SUFFIX))
 
 
+# ---- encoding without the inner dict -----------------------------------------------
+# The usual request (a dict message, no context, plain ids) and reply (no
+# failure, plain ids): orjson writes only the message or the result, and the
+# fields that encode_request / encode_reply would add to the inner dict are
+# written after it, already quoted. orjson writes the same keys and values
+# in the same order without spaces, so the bytes are those of the inner dict;
+# anything else takes the inner dict.
+
+cdef Py_ssize_t _PLAIN_ID_MAX = 128  # longer ids take the inner dict
+cdef bytes _REPLY_HEAD = _JSON_PREFIX + b'{\\"result\\":'
+cdef bytes _REPLY_ENDING_TRUE = b',\\"failure\\":null,\\"ending\\":true,\\"_msg_id\\":\\"'
+cdef bytes _REPLY_ENDING_FALSE = b',\\"failure\\":null,\\"ending\\":false,\\"_msg_id\\":\\"'
+cdef bytes _REQUEST_MSG_ID = b',\\"_msg_id\\":\\"'
+cdef bytes _REQUEST_REPLY_Q = b'\\",\\"_reply_q\\":\\"'
+cdef bytes _REQUEST_TIMEOUT = b'\\",\\"_timeout\\":'
+cdef bytes _REQUEST_UNIQUE_ID = b',\\"_unique_id\\":\\"'  # after the timeout, or first
+cdef bytes _ID_UNIQUE_ID = b'\\",\\"_unique_id\\":\\"'  # after the reply's msg id
+cdef bytes _TAIL_END = b'\\"}"}'
+cdef long long _TIMEOUT_INT_MAX = 1LL << 53
+
+
+cdef extern from *:
+    """
+    /* Whether s[0:n] is printable ASCII without '"' or backslash: orjson
+       writes it unchanged inside a string, and quoting for the envelope
+       leaves it so too. */
+    static inline int envelope_plain(const char* s, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c < 0x20 || c >= 0x7f || c == '"' || c == 0x5C) return 0;
+        }
+        return 1;
+    }
+
+    static inline char* envelope_put(char* o, const char* s, Py_ssize_t n) {
+        memcpy(o, s, n);
+        return o + n;
+    }
+    """
+    bint _plain_text "envelope_plain" (const char* s, Py_ssize_t n)
+    char* _put "envelope_put" (char* o, const char* s, Py_ssize_t n)
+
+
+cdef inline bint _plain_id(object value):
+    return (type(value) is str and PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND
+            and PyUnicode_GET_LENGTH(value) <= _PLAIN_ID_MAX
+            and _plain_text(<const char*>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)))
+
+
+cdef inline char* _put_id(char* o, object value):
+    # a _plain_id: its one-byte text is its JSON text
+    return _put(o, <const char*>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value))
+
+
+cdef inline char* _put_bytes(char* o, bytes text):
+    return _put(o, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+
+
+cdef object _plain_request_body(dict message, object unique_id, object msg_id, object reply_q,
+                                object timeout):
+    """The JSON body of encode_request for a non-empty dict message without
+    context, or None when the inner dict is needed."""
+    cdef char tail[3 * 128 + 160]
+    cdef char* o = tail
+    cdef bytes text
+    cdef long long t = 0
+    cdef char digits[24]
+    cdef int ndigits = 0
+    cdef int overflow = 0
+    if not _plain_id(unique_id) or "_unique_id" in message:
+        return None
+    if msg_id is not None:
+        if not _plain_id(msg_id) or not _plain_id(reply_q):
+            return None
+        if timeout is not None:
+            if type(timeout) is not int:
+                return None
+            t = PyLong_AsLongLongAndOverflow(timeout, &overflow)
+            if overflow or t >= _TIMEOUT_INT_MAX or t <= -_TIMEOUT_INT_MAX:
+                return None
+            ndigits = snprintf(digits, sizeof(digits), "%lld", t)
+        if "_msg_id" in message or "_reply_q" in message or "_timeout" in message:
+            return None
+    try:
+        text = _dumps_json(message)
+        # as in _dump; the added fields hold no float
+        if _has_null(text) and _nonfinite_item(<PyObject*>message, -1):
+            return None
+    except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
+        raise encode_failed(exc) from None
+    if msg_id is not None:
+        o = _put_bytes(o, _REQUEST_MSG_ID)
+        o = _put_id(o, msg_id)
+        o = _put_bytes(o, _REQUEST_REPLY_Q)
+        o = _put_id(o, reply_q)
+        o = _put_bytes(o, _REQUEST_TIMEOUT)
+        if timeout is None:
+            o = _put(o, "null", 4)
+        else:
+            o = _put(o, digits, ndigits)
+    o = _put_bytes(o, _REQUEST_UNIQUE_ID)
+    o = _put_id(o, unique_id)
+    o = _put_bytes(o, _TAIL_END)
+    # the message's text without its closing brace, then the added fields
+    return _quote(PyBytes_AS_STRING(_JSON_PREFIX), PyBytes_GET_SIZE(_JSON_PREFIX),
+                  PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text) - 1, tail, o - tail)
+
+
 def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=None,
                    bint binary=False):
+    if (not binary and type(message) is dict and <dict>message
+            and (ctxt is None or (type(ctxt) is dict and not <dict>ctxt))):
+        body = _plain_request_body(<dict>message, unique_id, msg_id, reply_q, timeout)
+        if body is not None:
+            return body
     # envelope_common.request_inner, compiled: a call into Python per request
     # would cost more than these lines.
     cdef dict inner = dict(message)
@@ -380,6 +502,26 @@ def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=
 
 def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
                  bint binary=False):
+    cdef char tail[2 * 128 + 160]
+    cdef char* o = tail
+    cdef bytes text
+    if not binary and failure is None and _plain_id(msg_id) and _plain_id(unique_id):
+        try:
+            # in a list, the result sits as deep as in the inner dict (orjson's
+            # nesting limit), and its text is the list's without the brackets
+            text = _dumps_json([result])
+            if _has_null(text) and _nonfinite_item(<PyObject*>result, 0):
+                text = None
+        except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
+            raise encode_failed(exc) from None
+        if text is not None:
+            o = _put_bytes(o, _REPLY_ENDING_TRUE if ending else _REPLY_ENDING_FALSE)
+            o = _put_id(o, msg_id)
+            o = _put_bytes(o, _ID_UNIQUE_ID)
+            o = _put_id(o, unique_id)
+            o = _put_bytes(o, _TAIL_END)
+            return _quote(PyBytes_AS_STRING(_REPLY_HEAD), PyBytes_GET_SIZE(_REPLY_HEAD),
+                          PyBytes_AS_STRING(text) + 1, PyBytes_GET_SIZE(text) - 2, tail, o - tail)
     cdef dict inner = {"result": result, "failure": failure, "ending": ending,
                        "_msg_id": msg_id, "_unique_id": unique_id}
     # Only the result can hold a float: the failure is a JSON text, the rest
