@@ -397,13 +397,39 @@ cdef extern from *:
     /* Whether s[0:n] is printable ASCII without '"' or backslash: orjson
        writes it unchanged inside a string, and quoting for the envelope
        leaves it so too. */
+    static inline int envelope_plain_byte(unsigned char c) {
+        return c >= 0x20 && c < 0x7f && c != '"' && c != ENVELOPE_BACKSLASH;
+    }
+
+    #if defined(__SSE2__)
+    /* Nonzero when one of the 16 bytes at p is not plain. */
+    static inline unsigned envelope_not_plain_mask(const char* p) {
+        __m128i v = _mm_loadu_si128((const __m128i*)p);
+        /* signed: below 0x20, or 0x80 and above */
+        __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                   _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)));
+        return (unsigned)_mm_movemask_epi8(_mm_or_si128(bad, envelope_quote_bytes(v)));
+    }
+
     static inline int envelope_plain(const char* s, Py_ssize_t n) {
-        for (Py_ssize_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (c < 0x20 || c >= 0x7f || c == '"' || c == 0x5C) return 0;
+        Py_ssize_t i = 0;
+        if (n < 16) {
+            for (; i < n; i++)
+                if (!envelope_plain_byte((unsigned char)s[i])) return 0;
+            return 1;
         }
+        for (; n - i > 16; i += 16)
+            if (envelope_not_plain_mask(s + i)) return 0;
+        /* the last 16 bytes, overlapping what was looked at */
+        return envelope_not_plain_mask(s + n - 16) == 0;
+    }
+    #else
+    static inline int envelope_plain(const char* s, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!envelope_plain_byte((unsigned char)s[i])) return 0;
         return 1;
     }
+    #endif
 
     static inline char* envelope_put(char* o, const char* s, Py_ssize_t n) {
         memcpy(o, s, n);
