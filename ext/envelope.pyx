@@ -77,6 +77,7 @@ cdef type _Request = Request
 cdef type _Reply = Reply
 cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
 cdef Py_ssize_t _CONTEXT_PREFIX_LEN = len(CONTEXT_PREFIX)
+assert CONTEXT_PREFIX == "_context_"  # _field() compares keys with this literal
 cdef object _dumps = orjson.dumps
 # orjson.dumps(inner, default=to_primitive[, option=OPT_NON_STR_KEYS]) by
 # vectorcall: a keyword call made from Cython builds a dict on every message.
@@ -207,6 +208,11 @@ cdef extern from *:
         unsigned m;
         for (; n - i >= 16; i += 16)
             for (m = envelope_quote_mask(s + i); m; m &= m - 1) extra++;
+        if (i < n && n >= 16) {
+            /* the last n - i bytes: the top bits of the last 16 bytes' mask */
+            for (m = envelope_quote_mask(s + n - 16) >> (16 - (n - i)); m; m &= m - 1) extra++;
+            i = n;
+        }
         for (; i < n; i++) extra += envelope_is_quote(s[i]);
         PyObject* out = PyBytes_FromStringAndSize(NULL, plen + n + extra + slen);
         if (out == NULL) return NULL;
@@ -334,6 +340,8 @@ cdef bint _has_nonfinite(object value, int depth) except -1:
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
+    # the same, called without keywords (kwnames NULL)
+    object _vectorcall_positional "PyObject_Vectorcall" (object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
 
 
 cdef inline object _dumps_json(object inner):
@@ -555,6 +563,13 @@ def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
     return _dump(inner, binary, result, 0)
 
 
+cdef inline object _loads_bytes(object text):
+    # orjson.loads(text) by vectorcall, without Cython's generic call path
+    cdef PyObject* args[1]
+    args[0] = <PyObject*>text
+    return _vectorcall_positional(_loads, args, 1, NULL)
+
+
 cdef object _load_oslo_json(bytes body):
     """The inner mapping of a JSON body laid out exactly as oslo and fastrpc
     write it, with one parse instead of two; None for anything else.
@@ -581,7 +596,7 @@ cdef object _load_oslo_json(bytes body):
         return None
     try:
         # also rejects invalid UTF-8, which would make the whole body invalid
-        inner = _loads(text)
+        inner = _loads_bytes(text)
     except _JSONDecodeError:
         return None
     if type(inner) is not dict:
@@ -638,7 +653,7 @@ cdef inline int _field(str key) except -1:
         return _F_CONTEXT if key.startswith(CONTEXT_PREFIX) else _F_OTHER
     s = <const char*>PyUnicode_DATA(key)
     n = PyUnicode_GET_LENGTH(key)
-    if n >= _CONTEXT_PREFIX_LEN and memcmp(s, PyBytes_AS_STRING(_CONTEXT_PREFIX_LATIN1), _CONTEXT_PREFIX_LEN) == 0:
+    if n >= 9 and memcmp(s, b"_context_", 9) == 0:  # CONTEXT_PREFIX, asserted below
         return _F_CONTEXT
     if n == 4:
         if memcmp(s, b"args", 4) == 0:
