@@ -23,7 +23,7 @@ from cpython.unicode cimport (
     PyUnicode_CheckExact,
     PyUnicode_KIND,
 )
-from cpython.dict cimport PyDict_Check, PyDict_Next
+from cpython.dict cimport PyDict_Check, PyDict_DelItem, PyDict_Next
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
 from cpython.bool cimport PyBool_Check
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
@@ -686,30 +686,40 @@ cdef inline int _field(str key) except -1:
     return _F_OTHER
 
 
+cdef enum:
+    _REMOVED_MAX = 16  # removed keys remembered for deletion in place
+
+
 cdef object _plain_request(dict inner, bint binary):
     """The Request of a valid request in the shape senders write it (exact
-    str, int and float types, no stray field); None for anything else.
+    str, int and float types, no stray field); None for anything else,
+    with ``inner`` left as it was.
 
-    One pass over ``inner`` (left as it was): its keys are all exact str here,
-    so telling them apart by their text finds what ``inner.get(name)`` would.
-    The message is a new dict of the other entries, in their order, as the
-    shared rules build it.
+    One pass over ``inner``: its keys are all exact str here, so telling
+    them apart by their text finds what ``inner.get(name)`` would. The
+    message is what is left of ``inner``, which nothing else holds, in its
+    order, as the shared rules build it: the call's fields and the context
+    deleted from it, or, when they are many, the other entries copied into a
+    new dict.
     """
     cdef Py_ssize_t pos = 0
     cdef PyObject* key
     cdef PyObject* item
+    cdef PyObject* removed[_REMOVED_MAX]
+    cdef Py_ssize_t n_removed = 0, n_kept = 0, i
     cdef int field
     cdef bint has_args = False
     cdef dict ctxt = {}
-    cdef dict message = {}
+    cdef dict message
     msg_id = reply_q = timeout = unique_id = method = args = None
     while PyDict_Next(inner, &pos, &key, &item):
         if type(<object>key) is not str:
             return None
         field = _field(<str>key)
         if field == _F_OTHER:
-            message[<str>key] = <object>item
-        elif field == _F_CONTEXT:
+            n_kept += 1
+            continue
+        if field == _F_CONTEXT:
             ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = <object>item
         elif field == _F_MSG_ID:
             msg_id = <object>item
@@ -729,7 +739,11 @@ cdef object _plain_request(dict inner, bint binary):
             elif field == _F_NAMESPACE or field == _F_VERSION:
                 if item != <PyObject*>None and type(<object>item) is not str:
                     return None
-            message[<str>key] = <object>item
+            n_kept += 1
+            continue
+        if n_removed < _REMOVED_MAX:
+            removed[n_removed] = key
+        n_removed += 1
     if msg_id is None:
         if reply_q is not None:
             return None
@@ -744,13 +758,28 @@ cdef object _plain_request(dict inner, bint binary):
     if args is None:
         if has_args:
             return None
-        message["args"] = {}
     elif type(args) is not dict:
         return None
     else:
         for key_obj in <dict>args:
             if type(key_obj) is not str:
                 return None
+    # Valid. A deletion costs about half an insertion into a new dict.
+    if n_removed <= _REMOVED_MAX and n_removed <= 2 * n_kept + 2:
+        # the keys are inner's own objects (found by identity) and still in
+        # it until each is deleted
+        for i in range(n_removed):
+            PyDict_DelItem(inner, <object>removed[i])
+        message = inner
+    else:
+        message = {}
+        pos = 0
+        while PyDict_Next(inner, &pos, &key, &item):
+            field = _field(<str>key)
+            if field != _F_CONTEXT and (field < _F_MSG_ID or field > _F_UNIQUE_ID):
+                message[<str>key] = <object>item
+    if args is None:
+        message["args"] = {}
     return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
 
 
