@@ -439,6 +439,17 @@ cdef extern from *:
     }
     #endif
 
+    /* Whether '"' followed by '_' occurs in p[0:n]. */
+    static inline int envelope_quote_underscore(const char* p, Py_ssize_t n) {
+        const char* end = p + n;
+        const char* q = p + 1;
+        while (q < end && (q = (const char*)memchr(q, '_', end - q)) != NULL) {
+            if (q[-1] == '"') return 1;
+            q++;
+        }
+        return 0;
+    }
+
     static inline char* envelope_put(char* o, const char* s, Py_ssize_t n) {
         memcpy(o, s, n);
         return o + n;
@@ -446,6 +457,7 @@ cdef extern from *:
     """
     bint _plain_text "envelope_plain" (const char* s, Py_ssize_t n)
     char* _put "envelope_put" (char* o, const char* s, Py_ssize_t n)
+    bint _quote_underscore "envelope_quote_underscore" (const char* p, Py_ssize_t n)
 
 
 cdef inline bint _plain_id(object value):
@@ -474,7 +486,7 @@ cdef object _plain_request_body(dict message, object unique_id, object msg_id, o
     cdef char digits[24]
     cdef int ndigits = 0
     cdef int overflow = 0
-    if not _plain_id(unique_id) or "_unique_id" in message:
+    if not _plain_id(unique_id):
         return None
     if msg_id is not None:
         if not _plain_id(msg_id) or not _plain_id(reply_q):
@@ -486,15 +498,22 @@ cdef object _plain_request_body(dict message, object unique_id, object msg_id, o
             if overflow or t >= _TIMEOUT_INT_MAX or t <= -_TIMEOUT_INT_MAX:
                 return None
             ndigits = snprintf(digits, sizeof(digits), "%lld", t)
-        if "_msg_id" in message or "_reply_q" in message or "_timeout" in message:
-            return None
     try:
         text = _dumps_json(message)
-        # as in _dump; the added fields hold no float
-        if _has_null(text) and _nonfinite_item(<PyObject*>message, -1):
-            return None
-    except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
-        raise encode_failed(exc) from None
+    except Exception:
+        # The inner dict's path gives the error, or none: an added field
+        # may replace the value that failed.
+        return None
+    # A message key that an added field would replace: orjson writes every
+    # key it accepts that can equal one of theirs as a string starting "_,
+    # so a text without one needs no look-up.
+    if _quote_underscore(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text)) and (
+            "_unique_id" in message
+            or (msg_id is not None and ("_msg_id" in message or "_reply_q" in message or "_timeout" in message))):
+        return None
+    # as in _dump; the added fields hold no float
+    if _has_null(text) and _nonfinite_item(<PyObject*>message, -1):
+        return None
     if msg_id is not None:
         o = _put_bytes(o, _REQUEST_MSG_ID)
         o = _put_id(o, msg_id)
