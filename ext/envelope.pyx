@@ -73,6 +73,7 @@ cdef bytes _JSON_PREFIX = b'{"oslo.version":"2.0","oslo.message":"'
 cdef bytes _JSON_PREFIX_SPACED = b'{"oslo.version": "2.0", "oslo.message": "'
 cdef bytes _JSON_SUFFIX = b'"}'
 cdef str _JSON_TYPE = JSON
+assert JSON == "application/json"  # _is_json_type() compares with this literal
 cdef type _Request = Request
 cdef type _Reply = Reply
 cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
@@ -631,11 +632,19 @@ def _one_parse(body):
     return _load_oslo_json(<bytes>body) if type(body) is bytes else None
 
 
+cdef inline bint _is_json_type(str ctype):
+    # ctype == JSON, compared in place: a caller's "application/json" is
+    # seldom the very object JSON is
+    return ctype is _JSON_TYPE or (
+        PyUnicode_KIND(ctype) == PyUnicode_1BYTE_KIND and PyUnicode_GET_LENGTH(ctype) == 16
+        and memcmp(PyUnicode_DATA(ctype), b"application/json", 16) == 0)
+
+
 cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out):
     """The inner mapping of a body; sets whether it came as msgpack."""
     cdef object inner
     if (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
-            and (ctype is None or (type(ctype) is str and <str>ctype == _JSON_TYPE))):
+            and (ctype is None or (type(ctype) is str and _is_json_type(<str>ctype)))):
         inner = _load_oslo_json(<bytes>body)
         if inner is not None:
             binary_out[0] = False
