@@ -76,7 +76,6 @@ cdef str _JSON_TYPE = JSON
 assert JSON == "application/json"  # _is_json_type() compares with this literal
 cdef type _Request = Request
 cdef type _Reply = Reply
-cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
 cdef Py_ssize_t _CONTEXT_PREFIX_LEN = len(CONTEXT_PREFIX)
 assert CONTEXT_PREFIX == "_context_"  # _field() compares keys with this literal
 cdef object _dumps = orjson.dumps
@@ -388,7 +387,8 @@ cdef bytes _dump(dict inner, bint binary, object scanned, int depth):
 # in the same order without spaces, so the bytes are those of the inner dict;
 # anything else takes the inner dict.
 
-cdef Py_ssize_t _PLAIN_ID_MAX = 128  # longer ids take the inner dict
+cdef enum:
+    _PLAIN_ID_MAX = 128  # longer ids take the inner dict
 cdef bytes _REPLY_HEAD = _JSON_PREFIX + b'{\\"result\\":'
 cdef bytes _REPLY_ENDING_TRUE = b',\\"failure\\":null,\\"ending\\":true,\\"_msg_id\\":\\"'
 cdef bytes _REPLY_ENDING_FALSE = b',\\"failure\\":null,\\"ending\\":false,\\"_msg_id\\":\\"'
@@ -462,6 +462,7 @@ cdef extern from *:
 
 
 cdef inline bint _plain_id(object value):
+    # an exact str written as is both by orjson and by the quoting
     return (type(value) is str and PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND
             and PyUnicode_GET_LENGTH(value) <= _PLAIN_ID_MAX
             and _plain_text(<const char*>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)))
@@ -480,7 +481,7 @@ cdef object _plain_request_body(dict message, object unique_id, object msg_id, o
                                 object timeout):
     """The JSON body of encode_request for a non-empty dict message without
     context, or None when the inner dict is needed."""
-    cdef char tail[3 * 128 + 160]
+    cdef char tail[3 * _PLAIN_ID_MAX + 160]  # three ids and the added fields' names
     cdef char* o = tail
     cdef bytes text
     cdef long long t = 0
@@ -556,7 +557,7 @@ def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=
 
 def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
                  bint binary=False):
-    cdef char tail[2 * 128 + 160]
+    cdef char tail[2 * _PLAIN_ID_MAX + 160]  # two ids and the added fields' names
     cdef char* o = tail
     cdef bytes text
     if not binary and failure is None and _plain_id(msg_id) and _plain_id(unique_id):
@@ -659,6 +660,7 @@ cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out
 cdef enum:
     _F_OTHER
     _F_CONTEXT
+    # the call's fields, kept in this order (_plain_request tests the range)
     _F_MSG_ID
     _F_REPLY_Q
     _F_TIMEOUT
@@ -681,7 +683,7 @@ cdef inline int _field(str key) except -1:
         return _F_CONTEXT if key.startswith(CONTEXT_PREFIX) else _F_OTHER
     s = <const char*>PyUnicode_DATA(key)
     n = PyUnicode_GET_LENGTH(key)
-    if n >= 9 and memcmp(s, b"_context_", 9) == 0:  # CONTEXT_PREFIX, asserted below
+    if n >= 9 and memcmp(s, b"_context_", 9) == 0:  # CONTEXT_PREFIX (asserted at the top)
         return _F_CONTEXT
     if n == 4:
         if memcmp(s, b"args", 4) == 0:
