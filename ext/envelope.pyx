@@ -340,6 +340,7 @@ cdef bint _has_nonfinite(object value, int depth) except -1:
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
+    Py_ssize_t PyDict_GET_SIZE(object d)
     # the same, called without keywords (kwnames NULL)
     object _vectorcall_positional "PyObject_Vectorcall" (object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
 
@@ -536,8 +537,8 @@ cdef object _plain_request_body(dict message, object unique_id, object msg_id, o
 
 def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=None,
                    bint binary=False):
-    if (not binary and type(message) is dict and <dict>message
-            and (ctxt is None or (type(ctxt) is dict and not <dict>ctxt))):
+    if (not binary and type(message) is dict and PyDict_GET_SIZE(message)
+            and (ctxt is None or (type(ctxt) is dict and not PyDict_GET_SIZE(ctxt)))):
         body = _plain_request_body(<dict>message, unique_id, msg_id, reply_q, timeout)
         if body is not None:
             return body
@@ -562,9 +563,10 @@ def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
     cdef bytes text
     if not binary and failure is None and _plain_id(msg_id) and _plain_id(unique_id):
         try:
-            # in a list, the result sits as deep as in the inner dict (orjson's
-            # nesting limit), and its text is the list's without the brackets
-            text = _dumps_json([result])
+            # in a tuple (an array to orjson), the result sits as deep as in
+            # the inner dict (orjson's nesting limit), and its text is the
+            # array's without the brackets
+            text = _dumps_json((result,))
             if _has_null(text) and _nonfinite_item(<PyObject*>result, 0):
                 text = None
         except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
