@@ -20,14 +20,18 @@ from cpython.unicode cimport (
     PyUnicode_DATA,
     PyUnicode_DecodeASCII,
     PyUnicode_GET_LENGTH,
+    PyUnicode_CheckExact,
     PyUnicode_KIND,
 )
-from cpython.dict cimport PyDict_Check, PyDict_Next
+from cpython.dict cimport PyDict_Check, PyDict_DelItem, PyDict_Next
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_Check
+from cpython.bool cimport PyBool_Check
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact
 from cpython.list cimport PyList_Check, PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_Check, PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.math cimport isfinite
+from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcmp, memcpy
 
 import os
@@ -69,10 +73,11 @@ cdef bytes _JSON_PREFIX = b'{"oslo.version":"2.0","oslo.message":"'
 cdef bytes _JSON_PREFIX_SPACED = b'{"oslo.version": "2.0", "oslo.message": "'
 cdef bytes _JSON_SUFFIX = b'"}'
 cdef str _JSON_TYPE = JSON
+assert JSON == "application/json"  # _is_json_type() compares with this literal
 cdef type _Request = Request
 cdef type _Reply = Reply
-cdef bytes _CONTEXT_PREFIX_LATIN1 = CONTEXT_PREFIX.encode("latin-1")
 cdef Py_ssize_t _CONTEXT_PREFIX_LEN = len(CONTEXT_PREFIX)
+assert CONTEXT_PREFIX == "_context_"  # _field() compares keys with this literal
 cdef object _dumps = orjson.dumps
 # orjson.dumps(inner, default=to_primitive[, option=OPT_NON_STR_KEYS]) by
 # vectorcall: a keyword call made from Cython builds a dict on every message.
@@ -203,6 +208,11 @@ cdef extern from *:
         unsigned m;
         for (; n - i >= 16; i += 16)
             for (m = envelope_quote_mask(s + i); m; m &= m - 1) extra++;
+        if (i < n && n >= 16) {
+            /* the last n - i bytes: the top bits of the last 16 bytes' mask */
+            for (m = envelope_quote_mask(s + n - 16) >> (16 - (n - i)); m; m &= m - 1) extra++;
+            i = n;
+        }
         for (; i < n; i++) extra += envelope_is_quote(s[i]);
         PyObject* out = PyBytes_FromStringAndSize(NULL, plen + n + extra + slen);
         if (out == NULL) return NULL;
@@ -293,6 +303,11 @@ include "tuple_build.pxi"
 
 cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
     cdef object value = <object>item
+    # The usual values first, by exact type: PyFloat_Check on them would
+    # walk their type's bases to rule out a float subclass.
+    if (item == <PyObject*>None or PyUnicode_CheckExact(value) or PyLong_CheckExact(value)
+            or PyBool_Check(value)):
+        return False
     if PyFloat_Check(value):
         return not isfinite(PyFloat_AS_DOUBLE(value))
     if PyDict_Check(value) or PyList_Check(value) or PyTuple_Check(value):
@@ -325,9 +340,12 @@ cdef bint _has_nonfinite(object value, int depth) except -1:
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf, object kwnames)
+    Py_ssize_t PyDict_GET_SIZE(object d)
+    # the same, called without keywords (kwnames NULL)
+    object _vectorcall_positional "PyObject_Vectorcall" (object callable, PyObject** args, size_t nargsf, PyObject* kwnames)
 
 
-cdef inline object _dumps_json(dict inner):
+cdef inline object _dumps_json(object inner):
     # As envelope_common.dumps_json: keys that are all str first (orjson's
     # faster path), then, if it refused the message, with keys of other types.
     cdef PyObject* args[3]
@@ -362,8 +380,168 @@ cdef bytes _dump(dict inner, bint binary, object scanned, int depth):
                   PyBytes_AS_STRING(_JSON_SUFFIX), PyBytes_GET_SIZE(_JSON_SUFFIX))
 
 
+# ---- encoding without the inner dict -----------------------------------------------
+# The usual request (a dict message, no context, plain ids) and reply (no
+# failure, plain ids): orjson writes only the message or the result, and the
+# fields that encode_request / encode_reply would add to the inner dict are
+# written after it, already quoted. orjson writes the same keys and values
+# in the same order without spaces, so the bytes are those of the inner dict;
+# anything else takes the inner dict.
+
+cdef enum:
+    _PLAIN_ID_MAX = 128  # longer ids take the inner dict
+cdef bytes _REPLY_HEAD = _JSON_PREFIX + b'{\\"result\\":'
+cdef bytes _REPLY_ENDING_TRUE = b',\\"failure\\":null,\\"ending\\":true,\\"_msg_id\\":\\"'
+cdef bytes _REPLY_ENDING_FALSE = b',\\"failure\\":null,\\"ending\\":false,\\"_msg_id\\":\\"'
+cdef bytes _REQUEST_MSG_ID = b',\\"_msg_id\\":\\"'
+cdef bytes _REQUEST_REPLY_Q = b'\\",\\"_reply_q\\":\\"'
+cdef bytes _REQUEST_TIMEOUT = b'\\",\\"_timeout\\":'
+cdef bytes _REQUEST_UNIQUE_ID = b',\\"_unique_id\\":\\"'  # after the timeout, or first
+cdef bytes _ID_UNIQUE_ID = b'\\",\\"_unique_id\\":\\"'  # after the reply's msg id
+cdef bytes _TAIL_END = b'\\"}"}'
+cdef long long _TIMEOUT_INT_MAX = 1LL << 53
+
+
+cdef extern from *:
+    """
+    /* Whether s[0:n] is printable ASCII without '"' or backslash: orjson
+       writes it unchanged inside a string, and quoting for the envelope
+       leaves it so too. */
+    static inline int envelope_plain_byte(unsigned char c) {
+        return c >= 0x20 && c < 0x7f && c != '"' && c != ENVELOPE_BACKSLASH;
+    }
+
+    #if defined(__SSE2__)
+    /* Nonzero when one of the 16 bytes at p is not plain. */
+    static inline unsigned envelope_not_plain_mask(const char* p) {
+        __m128i v = _mm_loadu_si128((const __m128i*)p);
+        /* signed: below 0x20, or 0x80 and above */
+        __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                                   _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)));
+        return (unsigned)_mm_movemask_epi8(_mm_or_si128(bad, envelope_quote_bytes(v)));
+    }
+
+    static inline int envelope_plain(const char* s, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        if (n < 16) {
+            for (; i < n; i++)
+                if (!envelope_plain_byte((unsigned char)s[i])) return 0;
+            return 1;
+        }
+        for (; n - i > 16; i += 16)
+            if (envelope_not_plain_mask(s + i)) return 0;
+        /* the last 16 bytes, overlapping what was looked at */
+        return envelope_not_plain_mask(s + n - 16) == 0;
+    }
+    #else
+    static inline int envelope_plain(const char* s, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!envelope_plain_byte((unsigned char)s[i])) return 0;
+        return 1;
+    }
+    #endif
+
+    /* Whether '"' followed by '_' occurs in p[0:n]. */
+    static inline int envelope_quote_underscore(const char* p, Py_ssize_t n) {
+        const char* end = p + n;
+        const char* q = p + 1;
+        while (q < end && (q = (const char*)memchr(q, '_', end - q)) != NULL) {
+            if (q[-1] == '"') return 1;
+            q++;
+        }
+        return 0;
+    }
+
+    static inline char* envelope_put(char* o, const char* s, Py_ssize_t n) {
+        memcpy(o, s, n);
+        return o + n;
+    }
+    """
+    bint _plain_text "envelope_plain" (const char* s, Py_ssize_t n)
+    char* _put "envelope_put" (char* o, const char* s, Py_ssize_t n)
+    bint _quote_underscore "envelope_quote_underscore" (const char* p, Py_ssize_t n)
+
+
+cdef inline bint _plain_id(object value):
+    # an exact str written as is both by orjson and by the quoting
+    return (type(value) is str and PyUnicode_KIND(value) == PyUnicode_1BYTE_KIND
+            and PyUnicode_GET_LENGTH(value) <= _PLAIN_ID_MAX
+            and _plain_text(<const char*>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value)))
+
+
+cdef inline char* _put_id(char* o, object value):
+    # a _plain_id: its one-byte text is its JSON text
+    return _put(o, <const char*>PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value))
+
+
+cdef inline char* _put_bytes(char* o, bytes text):
+    return _put(o, PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+
+
+cdef object _plain_request_body(dict message, object unique_id, object msg_id, object reply_q,
+                                object timeout):
+    """The JSON body of encode_request for a non-empty dict message without
+    context, or None when the inner dict is needed."""
+    cdef char tail[3 * _PLAIN_ID_MAX + 160]  # three ids and the added fields' names
+    cdef char* o = tail
+    cdef bytes text
+    cdef long long t = 0
+    cdef char digits[24]
+    cdef int ndigits = 0
+    cdef int overflow = 0
+    if not _plain_id(unique_id):
+        return None
+    if msg_id is not None:
+        if not _plain_id(msg_id) or not _plain_id(reply_q):
+            return None
+        if timeout is not None:
+            if type(timeout) is not int:
+                return None
+            t = PyLong_AsLongLongAndOverflow(timeout, &overflow)
+            if overflow or t >= _TIMEOUT_INT_MAX or t <= -_TIMEOUT_INT_MAX:
+                return None
+            ndigits = snprintf(digits, sizeof(digits), "%lld", t)
+    try:
+        text = _dumps_json(message)
+    except Exception:
+        # The inner dict's path gives the error, or none: an added field
+        # may replace the value that failed.
+        return None
+    # A message key that an added field would replace: orjson writes every
+    # key it accepts that can equal one of theirs as a string starting "_,
+    # so a text without one needs no look-up.
+    if _quote_underscore(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text)) and (
+            "_unique_id" in message
+            or (msg_id is not None and ("_msg_id" in message or "_reply_q" in message or "_timeout" in message))):
+        return None
+    # as in _dump; the added fields hold no float
+    if _has_null(text) and _nonfinite_item(<PyObject*>message, -1):
+        return None
+    if msg_id is not None:
+        o = _put_bytes(o, _REQUEST_MSG_ID)
+        o = _put_id(o, msg_id)
+        o = _put_bytes(o, _REQUEST_REPLY_Q)
+        o = _put_id(o, reply_q)
+        o = _put_bytes(o, _REQUEST_TIMEOUT)
+        if timeout is None:
+            o = _put(o, "null", 4)
+        else:
+            o = _put(o, digits, ndigits)
+    o = _put_bytes(o, _REQUEST_UNIQUE_ID)
+    o = _put_id(o, unique_id)
+    o = _put_bytes(o, _TAIL_END)
+    # the message's text without its closing brace, then the added fields
+    return _quote(PyBytes_AS_STRING(_JSON_PREFIX), PyBytes_GET_SIZE(_JSON_PREFIX),
+                  PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text) - 1, tail, o - tail)
+
+
 def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=None,
                    bint binary=False):
+    if (not binary and type(message) is dict and PyDict_GET_SIZE(message)
+            and (ctxt is None or (type(ctxt) is dict and not PyDict_GET_SIZE(ctxt)))):
+        body = _plain_request_body(<dict>message, unique_id, msg_id, reply_q, timeout)
+        if body is not None:
+            return body
     # envelope_common.request_inner, compiled: a call into Python per request
     # would cost more than these lines.
     cdef dict inner = dict(message)
@@ -380,11 +558,39 @@ def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=
 
 def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
                  bint binary=False):
+    cdef char tail[2 * _PLAIN_ID_MAX + 160]  # two ids and the added fields' names
+    cdef char* o = tail
+    cdef bytes text
+    if not binary and failure is None and _plain_id(msg_id) and _plain_id(unique_id):
+        try:
+            # in a tuple (an array to orjson), the result sits as deep as in
+            # the inner dict (orjson's nesting limit), and its text is the
+            # array's without the brackets
+            text = _dumps_json((result,))
+            if _has_null(text) and _nonfinite_item(<PyObject*>result, 0):
+                text = None
+        except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
+            raise encode_failed(exc) from None
+        if text is not None:
+            o = _put_bytes(o, _REPLY_ENDING_TRUE if ending else _REPLY_ENDING_FALSE)
+            o = _put_id(o, msg_id)
+            o = _put_bytes(o, _ID_UNIQUE_ID)
+            o = _put_id(o, unique_id)
+            o = _put_bytes(o, _TAIL_END)
+            return _quote(PyBytes_AS_STRING(_REPLY_HEAD), PyBytes_GET_SIZE(_REPLY_HEAD),
+                          PyBytes_AS_STRING(text) + 1, PyBytes_GET_SIZE(text) - 2, tail, o - tail)
     cdef dict inner = {"result": result, "failure": failure, "ending": ending,
                        "_msg_id": msg_id, "_unique_id": unique_id}
     # Only the result can hold a float: the failure is a JSON text, the rest
     # str and bool.
     return _dump(inner, binary, result, 0)
+
+
+cdef inline object _loads_bytes(object text):
+    # orjson.loads(text) by vectorcall, without Cython's generic call path
+    cdef PyObject* args[1]
+    args[0] = <PyObject*>text
+    return _vectorcall_positional(_loads, args, 1, NULL)
 
 
 cdef object _load_oslo_json(bytes body):
@@ -413,7 +619,7 @@ cdef object _load_oslo_json(bytes body):
         return None
     try:
         # also rejects invalid UTF-8, which would make the whole body invalid
-        inner = _loads(text)
+        inner = _loads_bytes(text)
     except _JSONDecodeError:
         return None
     if type(inner) is not dict:
@@ -429,11 +635,19 @@ def _one_parse(body):
     return _load_oslo_json(<bytes>body) if type(body) is bytes else None
 
 
+cdef inline bint _is_json_type(str ctype):
+    # ctype == JSON, compared in place: a caller's "application/json" is
+    # seldom the very object JSON is
+    return ctype is _JSON_TYPE or (
+        PyUnicode_KIND(ctype) == PyUnicode_1BYTE_KIND and PyUnicode_GET_LENGTH(ctype) == 16
+        and memcmp(PyUnicode_DATA(ctype), b"application/json", 16) == 0)
+
+
 cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out):
     """The inner mapping of a body; sets whether it came as msgpack."""
     cdef object inner
     if (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
-            and (ctype is None or (type(ctype) is str and <str>ctype == _JSON_TYPE))):
+            and (ctype is None or (type(ctype) is str and _is_json_type(<str>ctype)))):
         inner = _load_oslo_json(<bytes>body)
         if inner is not None:
             binary_out[0] = False
@@ -443,73 +657,162 @@ cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out
     return <dict>inner
 
 
-cdef inline bint _is_context_key(str key) except -1:
-    # Compared in place for the usual one-byte strings: str.startswith costs
-    # several times more, once per key of every request.
-    if PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND:
-        return (PyUnicode_GET_LENGTH(key) >= _CONTEXT_PREFIX_LEN
-                and memcmp(PyUnicode_DATA(key), PyBytes_AS_STRING(_CONTEXT_PREFIX_LATIN1), _CONTEXT_PREFIX_LEN) == 0)
-    return key.startswith(CONTEXT_PREFIX)
+# The fields of a request or reply, told apart by _field() in one pass over
+# the parsed mapping instead of one dict look-up per field.
+cdef enum:
+    _F_OTHER
+    _F_CONTEXT
+    # the call's fields, kept in this order (_plain_request tests the range)
+    _F_MSG_ID
+    _F_REPLY_Q
+    _F_TIMEOUT
+    _F_UNIQUE_ID
+    _F_METHOD
+    _F_ARGS
+    _F_NAMESPACE
+    _F_VERSION
+    _F_RESULT
+    _F_FAILURE
+    _F_ENDING
+
+
+cdef inline int _field(str key) except -1:
+    """Which field an exact str key names (its text compared in place)."""
+    cdef const char* s
+    cdef Py_ssize_t n
+    if PyUnicode_KIND(key) != PyUnicode_1BYTE_KIND:
+        # none of the names below; a context key may still hold any character
+        return _F_CONTEXT if key.startswith(CONTEXT_PREFIX) else _F_OTHER
+    s = <const char*>PyUnicode_DATA(key)
+    n = PyUnicode_GET_LENGTH(key)
+    if n >= 9 and memcmp(s, b"_context_", 9) == 0:  # CONTEXT_PREFIX (asserted at the top)
+        return _F_CONTEXT
+    if n == 4:
+        if memcmp(s, b"args", 4) == 0:
+            return _F_ARGS
+    elif n == 6:
+        if memcmp(s, b"method", 6) == 0:
+            return _F_METHOD
+        if memcmp(s, b"result", 6) == 0:
+            return _F_RESULT
+        if memcmp(s, b"ending", 6) == 0:
+            return _F_ENDING
+    elif n == 7:
+        if memcmp(s, b"_msg_id", 7) == 0:
+            return _F_MSG_ID
+        if memcmp(s, b"version", 7) == 0:
+            return _F_VERSION
+        if memcmp(s, b"failure", 7) == 0:
+            return _F_FAILURE
+    elif n == 8:
+        if memcmp(s, b"_reply_q", 8) == 0:
+            return _F_REPLY_Q
+        if memcmp(s, b"_timeout", 8) == 0:
+            return _F_TIMEOUT
+    elif n == 9:
+        if memcmp(s, b"namespace", 9) == 0:
+            return _F_NAMESPACE
+    elif n == 10:
+        if memcmp(s, b"_unique_id", 10) == 0:
+            return _F_UNIQUE_ID
+    return _F_OTHER
+
+
+cdef enum:
+    _REMOVED_MAX = 16  # removed keys remembered for deletion in place
 
 
 cdef object _plain_request(dict inner, bint binary):
     """The Request of a valid request in the shape senders write it (exact
     str, int and float types, no stray field); None for anything else,
-    with ``inner`` left as it was."""
+    with ``inner`` left as it was.
+
+    One pass over ``inner``: its keys are all exact str here, so telling
+    them apart by their text finds what ``inner.get(name)`` would. The
+    message is what is left of ``inner``, which nothing else holds, in its
+    order, as the shared rules build it: the call's fields and the context
+    deleted from it, or, when they are many, the other entries copied into a
+    new dict.
+    """
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* key
+    cdef PyObject* item
+    cdef PyObject* removed[_REMOVED_MAX]
+    cdef Py_ssize_t n_removed = 0, n_kept = 0, i
+    cdef int field
+    cdef bint has_args = False
     cdef dict ctxt = {}
-    cdef list context_keys = None
-    msg_id = inner.get("_msg_id")
-    reply_q = inner.get("_reply_q")
+    cdef dict message
+    msg_id = reply_q = timeout = unique_id = method = args = None
+    while PyDict_Next(inner, &pos, &key, &item):
+        if type(<object>key) is not str:
+            return None
+        field = _field(<str>key)
+        if field == _F_OTHER:
+            n_kept += 1
+            continue
+        if field == _F_CONTEXT:
+            ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = <object>item
+        elif field == _F_MSG_ID:
+            msg_id = <object>item
+        elif field == _F_REPLY_Q:
+            reply_q = <object>item
+        elif field == _F_TIMEOUT:
+            timeout = <object>item
+        elif field == _F_UNIQUE_ID:
+            unique_id = <object>item
+        else:
+            # method, args, namespace, version (or a reply's names): message fields
+            if field == _F_METHOD:
+                method = <object>item
+            elif field == _F_ARGS:
+                args = <object>item
+                has_args = True
+            elif field == _F_NAMESPACE or field == _F_VERSION:
+                if item != <PyObject*>None and type(<object>item) is not str:
+                    return None
+            n_kept += 1
+            continue
+        if n_removed < _REMOVED_MAX:
+            removed[n_removed] = key
+        n_removed += 1
     if msg_id is None:
         if reply_q is not None:
             return None
     elif type(msg_id) is not str or type(reply_q) is not str or not <str>msg_id or not <str>reply_q:
         return None
-    timeout = inner.get("_timeout")
     if timeout is not None and type(timeout) is not float and type(timeout) is not int:
         return None
-    unique_id = inner.get("_unique_id")
     if unique_id is not None and type(unique_id) is not str:
         return None
-    method = inner.get("method")
     if type(method) is not str or not <str>method:
         return None
-    args = inner.get("args")
     if args is None:
-        if "args" in inner:
+        if has_args:
             return None
     elif type(args) is not dict:
         return None
     else:
-        for key in <dict>args:
-            if type(key) is not str:
+        for key_obj in <dict>args:
+            if type(key_obj) is not str:
                 return None
-    value = inner.get("namespace")
-    if value is not None and type(value) is not str:
-        return None
-    value = inner.get("version")
-    if value is not None and type(value) is not str:
-        return None
-    for key, value in inner.items():
-        if type(key) is not str:
-            return None
-        if _is_context_key(<str>key):
-            ctxt[(<str>key)[_CONTEXT_PREFIX_LEN:]] = value
-            if context_keys is None:
-                context_keys = []
-            context_keys.append(key)
-    # Valid: what is left of the parsed mapping, which nothing else holds,
-    # becomes the message.
-    inner.pop("_msg_id", None)
-    inner.pop("_reply_q", None)
-    inner.pop("_timeout", None)
-    inner.pop("_unique_id", None)
-    if context_keys is not None:
-        for key in context_keys:
-            del inner[key]
+    # Valid. A deletion costs about half an insertion into a new dict.
+    if n_removed <= _REMOVED_MAX and n_removed <= 2 * n_kept + 2:
+        # the keys are inner's own objects (found by identity) and still in
+        # it until each is deleted
+        for i in range(n_removed):
+            PyDict_DelItem(inner, <object>removed[i])
+        message = inner
+    else:
+        message = {}
+        pos = 0
+        while PyDict_Next(inner, &pos, &key, &item):
+            field = _field(<str>key)
+            if field != _F_CONTEXT and (field < _F_MSG_ID or field > _F_UNIQUE_ID):
+                message[<str>key] = <object>item
     if args is None:
-        inner["args"] = {}
-    return _ev7(_Request, ctxt, inner, unique_id, msg_id, reply_q, timeout, binary)
+        message["args"] = {}
+    return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
 
 
 def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
@@ -524,10 +827,29 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
 def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef bint binary
     cdef dict inner = _load(body, ctype, max_size, &binary)
-    msg_id = inner.get("_msg_id")
-    unique_id = inner.get("_unique_id")
-    failure = inner.get("failure")
+    cdef Py_ssize_t pos = 0
+    cdef PyObject* key
+    cdef PyObject* item
+    cdef int field
+    # One pass over the fields instead of one look-up each: with keys that
+    # are all exact str, their text says what inner.get(name) would find.
+    msg_id = unique_id = result = failure = None
+    ending = False
+    while PyDict_Next(inner, &pos, &key, &item):
+        if type(<object>key) is not str:
+            return _reply_from_inner(inner)
+        field = _field(<str>key)
+        if field == _F_MSG_ID:
+            msg_id = <object>item
+        elif field == _F_UNIQUE_ID:
+            unique_id = <object>item
+        elif field == _F_RESULT:
+            result = <object>item
+        elif field == _F_FAILURE:
+            failure = <object>item
+        elif field == _F_ENDING:
+            ending = <object>item
     if (type(msg_id) is str and <str>msg_id and (unique_id is None or type(unique_id) is str)
             and (failure is None or type(failure) is str)):
-        return _ev5(_Reply, msg_id, unique_id, inner.get("result"), failure, bool(inner.get("ending", False)))
+        return _ev5(_Reply, msg_id, unique_id, result, failure, bool(ending))
     return _reply_from_inner(inner)
