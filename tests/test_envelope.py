@@ -620,3 +620,51 @@ def test_json_nested_too_deeply_is_malformed_not_a_crash(env):
     inner = "[" * 100_000 + "]" * 100_000
     with pytest.raises(EnvelopeError, match="oslo.message is not valid JSON"):
         env.decode_request(json.dumps({"oslo.version": "2.0", "oslo.message": inner}).encode())
+
+
+# ---- the compiled encoders' shortcut for the usual message -------------------------
+# Without a context, with plain ids and a whole-number timeout (or none), the
+# compiled codec writes a request's or a reply's added fields as text after
+# orjson's JSON of the message or result, without the inner dict; a message
+# whose own keys look like those fields, or anything unusual, takes the inner
+# dict's path. The bytes (or the error) must be the pure-Python module's.
+
+_ids = st.one_of(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=130),
+                 _text, st.sampled_from(["", "u", "0" * 32, "x" * 128, "x" * 129]))
+_field_keys = st.sampled_from(["_msg_id", "_reply_q", "_timeout", "_unique_id", "_context_x", "_", "method",
+                               "args", "namespace", "version", "result", "failure", "ending"])
+_timeouts = st.one_of(st.none(), st.integers(-(2**60), 2**60), st.floats(allow_nan=True), st.booleans())
+
+
+def _encode_outcome(fn, *args, **kwargs):
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except EnvelopeError as exc:
+        return ("error", type(exc.__cause__), str(exc))
+
+
+@needs_ext
+@settings(max_examples=400, deadline=None)
+@given(extra=st.dictionaries(_field_keys | _text, _json_values | _text, max_size=4),
+       args=st.dictionaries(_text, _json_values | _text | st.floats(), max_size=3),
+       unique_id=_ids, msg_id=st.none() | _ids, reply_q=_ids, timeout=_timeouts,
+       ctxt=st.sampled_from([None, {}, {"user": "bob"}]))
+def test_request_shortcut_writes_the_pure_modules_bytes(extra, args, unique_id, msg_id, reply_q, timeout, ctxt):
+    message = {"method": "m", "args": args, **extra}
+    call = (message, ctxt, unique_id, msg_id, reply_q, timeout)
+    expected = _encode_outcome(envelope_py.encode_request, *call)
+    assert _encode_outcome(envelope_ext.encode_request, *call) == expected
+    if expected[0] == "ok":
+        _assert_same(expected[1])
+
+
+@needs_ext
+@settings(max_examples=300, deadline=None)
+@given(result=_json_values | _text | st.floats() | st.tuples(st.floats(), _text),
+       msg_id=_ids, unique_id=_ids, failure=st.none() | _text, ending=st.booleans())
+def test_reply_shortcut_writes_the_pure_modules_bytes(result, msg_id, unique_id, failure, ending):
+    reply = (msg_id, unique_id, result, failure, ending)
+    expected = _encode_outcome(envelope_py.encode_reply, *reply)
+    assert _encode_outcome(envelope_ext.encode_reply, *reply) == expected
+    if expected[0] == "ok":
+        _assert_same(expected[1])
