@@ -335,22 +335,29 @@ def test_threading_handlers_blocked_on_io_get_the_whole_pool(transports, servers
     assert not grower.is_alive()
 
 
-def test_threading_backlog_of_blocked_casts_gets_the_whole_pool(transports, servers, topic):
-    # Casts queued before the server starts, whose handlers block in turn:
-    # the workers are all busy from the first message on.
-    size = 8
+def start_on_a_backlog(transports, servers, topic, endpoint, method, count, pool_size=8):
+    """A threading server of ``endpoint`` started once ``count`` casts of
+    ``method(i=...)`` wait in its queue (declared by a first start and stop)."""
     client_t = transports()
-    endpoint = Rendezvous(size)
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=size), Target(topic=topic, server="s1"),
-                                 [endpoint], executor="threading")
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=pool_size),
+                                 Target(topic=topic, server="s1"), [endpoint], executor="threading")
     servers.append(srv)
     srv.start()
     srv.stop()
     stop_and_wait(srv)  # the queues exist now; nothing consumes them
     client = client_for(client_t, topic)
-    for i in range(2 * size):
-        client.cast({}, "meet", i=i)
+    for i in range(count):
+        client.cast({}, method, i=i)
     srv.start()
+    return srv
+
+
+def test_threading_backlog_of_blocked_casts_gets_the_whole_pool(transports, servers, topic):
+    # Casts queued before the server starts, whose handlers block in turn:
+    # the workers are all busy from the first message on.
+    size = 8
+    endpoint = Rendezvous(size)
+    srv = start_on_a_backlog(transports, servers, topic, endpoint, "meet", 2 * size, size)
     for _ in range(2 * size):
         assert endpoint.passed.acquire(timeout=WAIT)
     assert len(srv._workers) == size
@@ -364,58 +371,43 @@ def test_threading_casts_handled_at_once_do_not_grow_the_pool(monkeypatch, trans
     monkeypatch.setattr(server_module, "_GROW_AFTER", 3600.0)
     count = 300
     recorder = Recorder(expected=count)
-    client_t = transports()
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=8), Target(topic=topic, server="s1"),
-                                 [recorder], executor="threading")
-    servers.append(srv)
-    srv.start()
-    srv.stop()
-    stop_and_wait(srv)
-    client = client_for(client_t, topic)
-    for i in range(count):
-        client.cast({}, "record", i=i)
-    srv.start()
+    srv = start_on_a_backlog(transports, servers, topic, recorder, "record", count)
     assert recorder.all_done.wait(WAIT)
     assert sorted(recorder.seen) == list(range(count))
     assert set(recorder.threads) == {"fastrpc-worker_0"}
     assert len(srv._workers) == 1
 
 
-class Spinner(Recorder):
-    """A handler that keeps its CPU busy (no I/O) for ``seconds`` of its own thread's time."""
+class Sleeper(Recorder):
+    """A handler that waits ``seconds`` (time.sleep) before recording its call."""
 
     def __init__(self, expected: int, seconds: float) -> None:
         super().__init__(expected)
         self.seconds = seconds
 
-    def spin(self, ctxt, i):
-        end = time.thread_time() + self.seconds
-        while time.thread_time() < end:
-            pass
+    def nap(self, ctxt, i):
+        time.sleep(self.seconds)
         return self.record(ctxt, i)
 
 
-def test_threading_backlog_of_cpu_bound_casts_does_not_grow_the_pool(transports, servers, topic):
-    # Every worker is busy for the whole backlog, but running, not waiting:
-    # under the GIL another thread would only share the same CPU.
+def test_threading_workers_busy_running_do_not_grow_the_pool(monkeypatch, transports, servers, topic):
+    # Every worker is busy for the whole backlog; with the process's CPU time
+    # going as fast as the clock (workers running, not waiting: under the GIL
+    # another thread would only share the same CPU) the pool does not grow.
+    # The same handlers with the real CPU clock (they sleep) get more workers.
+    monkeypatch.setattr(server_module, "_process_cpu", time.monotonic)
     count = 30
-    spinner = Spinner(expected=count, seconds=0.02)  # 0.6 s of CPU in all
-    client_t = transports()
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=8), Target(topic=topic, server="s1"),
-                                 [spinner], executor="threading")
-    servers.append(srv)
-    srv.start()
-    srv.stop()
+    running = Sleeper(expected=count, seconds=0.02)
+    srv = start_on_a_backlog(transports, servers, topic, running, "nap", count)
+    assert running.all_done.wait(WAIT)
+    assert sorted(running.seen) == list(range(count))
+    assert len(srv._workers) == 1 and set(running.threads) == {"fastrpc-worker_0"}
     stop_and_wait(srv)
-    client = client_for(client_t, topic)
-    for i in range(count):
-        client.cast({}, "spin", i=i)
-    srv.start()
-    assert spinner.all_done.wait(WAIT)
-    assert sorted(spinner.seen) == list(range(count))
-    # One worker; a window in which another process held the CPU may look
-    # like waiting and add one (all 8 without the rule, within 20 ms).
-    assert len(srv._workers) <= 2, f"{len(srv._workers)} workers for CPU-bound handlers"
+    monkeypatch.undo()
+    waiting = Sleeper(expected=count, seconds=0.02)
+    srv = start_on_a_backlog(transports, servers, f"{topic}-waiting", waiting, "nap", count)
+    assert waiting.all_done.wait(WAIT)
+    assert len(srv._workers) > 1
 
 
 # ---- nested calls and heartbeats ------------------------------------------------------
