@@ -217,7 +217,8 @@ class Connection(ConnectionCore):
             return fresh_error(failed)
         writer = threading.get_ident()
         if writer == self._last_writer:
-            self._writer_run += 1
+            if self._writer_run < ONE_WRITER_RUN:  # counted no further: a C int in the compiled build
+                self._writer_run += 1
         else:
             self._last_writer = writer
             self._writer_run = 0
