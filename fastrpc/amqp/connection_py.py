@@ -205,11 +205,12 @@ class Connection(ConnectionCore):
         queued. (When one thread has made the last ONE_WRITER_RUN sends, its
         small write that the socket buffer has room for goes out at once,
         under the lock: it cannot block.) It takes at most FLUSH_BATCHES
-        such batches freely; after that, senders wait until their bytes are taken, and once the queue
-        holds a waiting sender's bytes the flusher hands over to it: no thread
-        (the reader, say) writes for others for long. Senders also wait while
-        more than OUT_LIMIT bytes are queued, so a broker that stops reading
-        holds them up instead of memory growing. ``deadline``: give up
+        such batches freely; after that, senders wait until their bytes are
+        taken, and once the queue holds a waiting sender's bytes the flusher
+        hands over to it: no thread (the reader, say) writes for others for
+        long. Senders also wait while more than OUT_LIMIT bytes are queued,
+        so a broker that stops reading holds them up instead of memory
+        growing. ``deadline``: give up
         waiting then (a close must not wait behind a stuck write for ever).
         """
         failed = self._dead or self._write_failed
