@@ -96,8 +96,10 @@ def encode_request(message: dict[str, Any], ctxt: dict[str, Any] | None, unique_
 
 def encode_reply(msg_id: str, unique_id: str, result: Any = None, failure: str | None = None,
                  ending: bool = True, binary: bool = False) -> bytes:
-    """Build a reply body (``ending=False`` is a call-monitor keepalive)."""
-    inner = {"result": result, "failure": failure, "ending": ending,
+    """Build a reply body (``ending=False`` is a call-monitor keepalive).
+    ``ending`` is written as a JSON boolean whatever its type, as the
+    compiled twin does."""
+    inner = {"result": result, "failure": failure, "ending": bool(ending),
              "_msg_id": msg_id, "_unique_id": unique_id}
     return _dump(inner, binary)
 

@@ -147,6 +147,12 @@ def test_reply_layout_and_round_trip(env):
     assert keep.ending is False and keep.result is None
 
 
+@pytest.mark.parametrize(("given", "written"), [(None, False), (0, False), (1, True), ("yes", True)])
+def test_reply_ending_is_written_as_a_boolean(env, given, written):
+    inner = json.loads(json.loads(env.encode_reply("mid", "uid", result=1, ending=given))["oslo.message"])
+    assert inner["ending"] is written
+
+
 def test_we_read_oslo_reply(env):
     raw = {"result": [1, 2], "failure": None, "ending": True, "_msg_id": "m", "_unique_id": "u"}
     rep = env.decode_reply(json.dumps(oslo_common.serialize_msg(raw)).encode(), JSON)
