@@ -27,7 +27,9 @@ Executors:
   short casts, more threads add no CPU under the GIL, only wake-ups and GIL
   handoffs, and the reads queued behind busy workers are acked together
   (see docs/benchmarks.md). A server seeing one call at a time runs one
-  worker (two if a call outlasts the 5 ms).
+  worker (two if a call outlasts the 5 ms). A worker whose polls have found
+  nothing for ``_IDLE_EXIT`` (60 s) ends, down to one: a burst of blocked
+  handlers does not leave its threads behind for good.
 
 When a request is acknowledged is the listener's business: the AMQP
 listener acks what a worker takes before it runs (as oslo's poller does), and,
@@ -80,6 +82,9 @@ _GROW_AFTER = 0.005
 _CPU_BOUND_SHARE = 0.6
 _CPU_BOUND_RECHECK = 0.05
 _process_cpu = time.process_time  # the process's CPU time (a name tests can replace)
+# A threading worker whose polls have found nothing this long ends, unless
+# it is the last one; the grower starts workers again when all are busy.
+_IDLE_EXIT = 60.0
 
 
 class MessageHandlingServer:
@@ -112,6 +117,7 @@ class MessageHandlingServer:
         # Workers of the current run; guarded by _workers_lock.
         self._workers: list[threading.Thread] = []
         self._workers_lock = threading.Lock()
+        self._spawned = 0  # workers started in this run: the next one's number
         # A token per worker waiting in a poll: whether to start another.
         self._idle: list[None] = []
         self._pool_size = 1
@@ -151,6 +157,7 @@ class MessageHandlingServer:
                 self._pool_size = 1
             self._idle = []
             self._busy_since = 0.0
+            self._spawned = 0
             self._started = True
             inline = getattr(listener, "dispatch_inline", None)
             if self.executor_type == "blocking" and inline is not None and self.dispatch_inline:
@@ -192,7 +199,8 @@ class MessageHandlingServer:
         if grower is not None and grower is not threading.current_thread():
             grower.join()
         # New workers are started only while not stopped, so once stop() was
-        # called this list can only shrink to its final content.
+        # called this list can only shrink to its final content (a worker
+        # ending idle takes itself out).
         while True:
             with self._workers_lock:
                 workers = list(self._workers)
@@ -230,7 +238,8 @@ class MessageHandlingServer:
 
     def _spawn_locked(self, listener: Listener) -> None:
         """Start one more worker (``_workers_lock`` held)."""
-        index = len(self._workers)
+        index = self._spawned
+        self._spawned += 1
         if self.executor_type == "threading":
             name = f"fastrpc-worker_{index}"
         else:
@@ -243,7 +252,8 @@ class MessageHandlingServer:
         """The threading executor's grower: starts workers while they have
         all been busy for ``_GROW_AFTER`` (one, then twice as many each time
         they are still all busy ``_GROW_AFTER`` later), until the pool is
-        full. Parked while some worker waits for messages."""
+        full. Parked while some worker waits for messages, and while the
+        pool is full (workers that ended idle make room again)."""
         stopped = self._stopped
         wake = self._grow_wake
         monotonic, process_time = time.monotonic, _process_cpu
@@ -277,8 +287,12 @@ class MessageHandlingServer:
                 start, cpu_start = monotonic(), process_time()
                 continue
             with self._workers_lock:
-                if stopped.is_set() or len(self._workers) >= self._pool_size:
+                if stopped.is_set():
                     return
+                if len(self._workers) >= self._pool_size:
+                    # Workers set _busy_since again once one ended idle.
+                    self._busy_since = 0.0
+                    continue
                 # Still the same stretch (no worker seen waiting since), and
                 # none waits now (else nothing is queued for a new one).
                 if self._busy_since != since:
@@ -292,6 +306,15 @@ class MessageHandlingServer:
                 # clock starts again for the next, larger step.
                 self._busy_since = monotonic()
             more *= 2
+
+    def _retire(self) -> bool:
+        """Take the calling worker out of the pool, unless it is the last
+        one or the server is stopping: whether it may end."""
+        with self._workers_lock:
+            if not self._started or len(self._workers) <= 1:
+                return False
+            self._workers.remove(threading.current_thread())
+            return True
 
     def _work(self, listener: Listener) -> None:
         stopped = self._stopped
@@ -308,6 +331,7 @@ class MessageHandlingServer:
         enter, leave = idle.append, idle.pop
         workers = self._workers
         monotonic = time.monotonic
+        quiet_since = 0.0  # when this worker's polls began to come back empty
         # _started is False once stop() was called (a plain attribute: read
         # per message, without Event.is_set()'s Python call).
         while self._started:
@@ -321,17 +345,24 @@ class MessageHandlingServer:
                 stopped.wait(_POLL_TIMEOUT)
                 continue
             leave()
-            if messages:
-                # The message goes to this thread. If none is left waiting
-                # for the next one, the workers are all busy: the grower
-                # starts another if that lasts (see _grow).
-                if idle:
-                    if self._busy_since:
-                        self._busy_since = 0.0
-                elif not self._busy_since and len(workers) < pool_size:
-                    self._busy_since = monotonic()
-                    if self._grower_parked:
-                        self._grow_wake.set()
+            if not messages:
+                now = monotonic()
+                if not quiet_since:
+                    quiet_since = now
+                elif now - quiet_since >= _IDLE_EXIT and self._retire():
+                    return
+                continue
+            quiet_since = 0.0
+            # The message goes to this thread. If none is left waiting for
+            # the next one, the workers are all busy: the grower starts
+            # another if that lasts (see _grow).
+            if idle:
+                if self._busy_since:
+                    self._busy_since = 0.0
+            elif not self._busy_since and len(workers) < pool_size:
+                self._busy_since = monotonic()
+                if self._grower_parked:
+                    self._grow_wake.set()
             for incoming in messages:
                 process(incoming)
         # A listener may have acknowledged more requests than it returned

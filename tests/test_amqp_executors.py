@@ -410,6 +410,62 @@ def test_threading_workers_busy_running_do_not_grow_the_pool(monkeypatch, transp
     assert len(srv._workers) > 1
 
 
+def calls_that_meet(client, size: int) -> list[int]:
+    """``size`` concurrent calls of Rendezvous.meet: their results, in order."""
+    with ThreadPoolExecutor(size) as pool:
+        futures = [pool.submit(client.call, {}, "meet", i=i) for i in range(size)]
+        return sorted(f.result(timeout=CALL_TIMEOUT + WAIT) for f in futures)
+
+
+def test_threading_idle_workers_end_down_to_one_and_the_pool_grows_again(monkeypatch, transports, servers,
+                                                                          topic):
+    # Handlers blocked on I/O grow the pool to its size; once the workers'
+    # polls have found nothing for _IDLE_EXIT, all but one end. A second such
+    # burst gets the whole pool again (the grower still starts workers).
+    monkeypatch.setattr(server_module, "_IDLE_EXIT", 0.3)
+    monkeypatch.setattr(server_module, "_POLL_TIMEOUT", 0.1)
+    size = 4
+    endpoint = Rendezvous(size)
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=size), Target(topic=topic, server="s1"),
+                                 [endpoint], executor="threading")
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic)
+    assert calls_that_meet(client, size) == list(range(size))
+    first = list(srv._workers)
+    assert len(first) == size
+    deadline = time.monotonic() + WAIT
+    while sum(t.is_alive() for t in first) > 1 and time.monotonic() < deadline:
+        for t in first:
+            t.join(timeout=0.05)
+    assert sum(t.is_alive() for t in first) == 1
+    assert srv._workers == [t for t in first if t.is_alive()]
+    assert srv._grower is not None and srv._grower.is_alive()
+
+    endpoint.barrier = threading.Barrier(size, timeout=WAIT)
+    assert calls_that_meet(client, size) == list(range(size))
+    assert len(srv._workers) == size
+    names = [t.name for t in srv._workers]
+    assert len(set(names)) == size, names  # the new workers do not reuse the names of those that ended
+    stop_and_wait(srv)
+    assert not any(t.is_alive() for t in first)
+
+
+def test_threading_last_worker_does_not_end_idle(monkeypatch, transports, servers, topic):
+    monkeypatch.setattr(server_module, "_IDLE_EXIT", 0.1)
+    monkeypatch.setattr(server_module, "_POLL_TIMEOUT", 0.05)
+    recorder = Recorder(expected=1)
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=4), Target(topic=topic, server="s1"),
+                                 [recorder], executor="threading")
+    servers.append(srv)
+    srv.start()
+    (worker,) = srv._workers
+    worker.join(timeout=1.0)  # ten idle exits' worth: it must still be there
+    assert worker.is_alive() and srv._workers == [worker]
+    assert client_for(transports(), topic).call({}, "record", i=7) == 7
+    assert recorder.threads == [worker.name]
+
+
 # ---- nested calls and heartbeats ------------------------------------------------------
 
 
