@@ -23,7 +23,8 @@ Executors:
   Handlers blocked on I/O (a database, a nested call) so get the whole pool
   in a few such steps. Messages that the busy workers take soon enough
   do not grow it, nor do workers that are busy running rather than
-  waiting (the process used most of a CPU meanwhile): under a flood of
+  waiting (the process used most of a CPU meanwhile, counting the time a
+  busy host kept it waiting for one): under a flood of
   short casts, more threads add no CPU under the GIL, only wake-ups and GIL
   handoffs, and the reads queued behind busy workers are acked together
   (see docs/benchmarks.md). A server seeing one call at a time runs one
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -76,12 +78,45 @@ _LOG_AFTER = 30.0
 # The threading executor starts one more worker once its workers have all
 # been busy this long, every message taken meanwhile finding none waiting...
 _GROW_AFTER = 0.005
-# ... unless the process used at least this share of one CPU meanwhile: its
+# ... unless the process used at least this share of one CPU meanwhile (ran,
+# or was ready to run and waited for a CPU the host gave to others): its
 # workers were running, not waiting, and under the GIL another thread would
 # only share the same CPU. It looks again this much later.
 _CPU_BOUND_SHARE = 0.6
 _CPU_BOUND_RECHECK = 0.05
-_process_cpu = time.process_time  # the process's CPU time (a name tests can replace)
+_TASKS = "/proc/self/task"
+
+
+def _cpu_wanted() -> float:
+    """Seconds the process's threads have run or waited in a run queue
+    (Linux's per-thread schedstat: run time, run-queue wait). A thread
+    waiting for the GIL sleeps, so it does not count; one the busy host
+    keeps waiting for a CPU does, as if it had run. A thread that ended
+    since the last look takes its share with it (rare: the sum then reads
+    low once, as waiting)."""
+    total = 0
+    for tid in os.listdir(_TASKS):
+        try:
+            with open(f"{_TASKS}/{tid}/schedstat", "rb") as f:
+                ran, waited, _slices = f.read().split()
+        except OSError:
+            continue  # ended meanwhile
+        total += int(ran) + int(waited)
+    return total / 1e9
+
+
+def _pick_cpu_clock() -> Callable[[], float]:
+    """The clock of the CPU rule: :func:`_cpu_wanted` where the kernel
+    offers schedstat, else the process's CPU time (which reads a process
+    a busy host keeps waiting as waiting on I/O)."""
+    try:
+        _cpu_wanted()
+    except (OSError, ValueError):
+        return time.process_time
+    return _cpu_wanted
+
+
+_process_cpu = _pick_cpu_clock()  # a name tests can replace
 # A threading worker whose polls have found nothing this long ends, unless
 # it is the last one; the grower starts workers again when all are busy.
 _IDLE_EXIT = 60.0
