@@ -23,8 +23,8 @@ Executors:
   Handlers blocked on I/O (a database, a nested call) so get the whole pool
   in a few such steps. Messages that the busy workers take soon enough
   do not grow it, nor do workers that are busy running rather than
-  waiting (the process used most of a CPU meanwhile, counting the time a
-  busy host kept it waiting for one): under a flood of
+  waiting (the process used most of a CPU meanwhile, or its threads wanted
+  a whole one, counting the time a busy host kept them waiting): under a flood of
   short casts, more threads add no CPU under the GIL, only wake-ups and GIL
   handoffs, and the reads queued behind busy workers are acked together
   (see docs/benchmarks.md). A server seeing one call at a time runs one
@@ -78,11 +78,14 @@ _LOG_AFTER = 30.0
 # The threading executor starts one more worker once its workers have all
 # been busy this long, every message taken meanwhile finding none waiting...
 _GROW_AFTER = 0.005
-# ... unless the process used at least this share of one CPU meanwhile (ran,
-# or was ready to run and waited for a CPU the host gave to others): its
+# ... unless the process used at least this share of one CPU meanwhile: its
 # workers were running, not waiting, and under the GIL another thread would
-# only share the same CPU. It looks again this much later.
+# only share the same CPU. Nor while its threads wanted at least this many
+# CPUs (ran, or were ready to run and waited for one the host gave to
+# others): a busy host keeps them waiting, which the CPU time alone reads as
+# handlers waiting on I/O. It looks again this much later.
 _CPU_BOUND_SHARE = 0.6
+_CPU_WANTED_SHARE = 1.0
 _CPU_BOUND_RECHECK = 0.05
 _TASKS = "/proc/self/task"
 
@@ -91,9 +94,9 @@ def _cpu_wanted() -> float:
     """Seconds the process's threads have run or waited in a run queue
     (Linux's per-thread schedstat: run time, run-queue wait). A thread
     waiting for the GIL sleeps, so it does not count; one the busy host
-    keeps waiting for a CPU does, as if it had run. A thread that ended
-    since the last look takes its share with it (rare: the sum then reads
-    low once, as waiting)."""
+    keeps waiting for a CPU does, as if it had run; several waiting at once
+    count several times. A thread that ended since the last look takes its
+    share with it (rare: the sum then reads low once, as waiting)."""
     total = 0
     for tid in os.listdir(_TASKS):
         try:
@@ -105,10 +108,9 @@ def _cpu_wanted() -> float:
     return total / 1e9
 
 
-def _pick_cpu_clock() -> Callable[[], float]:
-    """The clock of the CPU rule: :func:`_cpu_wanted` where the kernel
-    offers schedstat, else the process's CPU time (which reads a process
-    a busy host keeps waiting as waiting on I/O)."""
+def _pick_wanted_clock() -> Callable[[], float]:
+    """:func:`_cpu_wanted` where the kernel offers schedstat, else the
+    process's CPU time."""
     try:
         _cpu_wanted()
     except (OSError, ValueError):
@@ -116,7 +118,9 @@ def _pick_cpu_clock() -> Callable[[], float]:
     return _cpu_wanted
 
 
-_process_cpu = _pick_cpu_clock()  # a name tests can replace
+# The CPU rule's clocks (names tests can replace).
+_process_cpu = time.process_time
+_wanted_cpu = _pick_wanted_clock()
 # A threading worker whose polls have found nothing this long ends, unless
 # it is the last one; the grower starts workers again when all are busy.
 _IDLE_EXIT = 60.0
@@ -291,10 +295,11 @@ class MessageHandlingServer:
         pool is full (workers that ended idle make room again)."""
         stopped = self._stopped
         wake = self._grow_wake
-        monotonic, process_time = time.monotonic, _process_cpu
+        monotonic, process_time, wanted_time = time.monotonic, _process_cpu, _wanted_cpu
         more = 1
         watched = 0.0  # the busy stretch (its _busy_since) being watched
-        start = cpu_start = 0.0  # when watching began, and the process's CPU time then
+        # When watching began, and the process's CPU time and wanted CPU then.
+        start = cpu_start = wanted_start = 0.0
         while not stopped.is_set():
             since = self._busy_since
             if not since:
@@ -306,20 +311,20 @@ class MessageHandlingServer:
                 self._grower_parked = False
                 continue
             if since != watched:
-                watched, start, cpu_start = since, monotonic(), process_time()
+                watched, start, cpu_start, wanted_start = since, monotonic(), process_time(), wanted_time()
             now = monotonic()
             left = start + _GROW_AFTER - now
             if left > 0:
                 stopped.wait(left)
                 continue
-            cpu = process_time()
-            if cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start):
+            if (process_time() - cpu_start >= _CPU_BOUND_SHARE * (now - start)
+                    or wanted_time() - wanted_start >= _CPU_WANTED_SHARE * (now - start)):
                 # Running, not waiting: look again later (not every 5 ms,
                 # which would be a wake-up and a GIL handoff each time), and
                 # grow by one at first if they wait by then.
                 more = 1
                 stopped.wait(_CPU_BOUND_RECHECK)
-                start, cpu_start = monotonic(), process_time()
+                start, cpu_start, wanted_start = monotonic(), process_time(), wanted_time()
                 continue
             with self._workers_lock:
                 if stopped.is_set():
