@@ -99,20 +99,28 @@ def _cpu_wanted() -> float:
     share with it (rare: the sum then reads low once, as waiting)."""
     total = 0
     for tid in os.listdir(_TASKS):
+        # os.open and os.read: a third of open()'s cost, read per thread
+        # (about 5 us each).
         try:
-            with open(f"{_TASKS}/{tid}/schedstat", "rb") as f:
-                ran, waited, _slices = f.read().split()
+            fd = os.open(f"{_TASKS}/{tid}/schedstat", os.O_RDONLY)
         except OSError:
             continue  # ended meanwhile
-        total += int(ran) + int(waited)
+        try:
+            ran, waited, _slices = os.read(fd, 128).split()
+            total += int(ran) + int(waited)
+        except (OSError, ValueError):
+            continue
+        finally:
+            os.close(fd)
     return total / 1e9
 
 
 def _pick_wanted_clock() -> Callable[[], float]:
-    """:func:`_cpu_wanted` where the kernel offers schedstat, else the
-    process's CPU time."""
+    """:func:`_cpu_wanted` where the kernel offers schedstat (this thread's
+    file reads as three numbers), else the process's CPU time."""
     try:
-        _cpu_wanted()
+        with open(f"{_TASKS}/{threading.get_native_id()}/schedstat", "rb") as f:
+            _ran, _waited, _slices = (int(n) for n in f.read().split())
     except (OSError, ValueError):
         return time.process_time
     return _cpu_wanted
