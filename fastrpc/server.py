@@ -325,14 +325,16 @@ class MessageHandlingServer:
             if left > 0:
                 stopped.wait(left)
                 continue
-            if (process_time() - cpu_start >= _CPU_BOUND_SHARE * (now - start)
-                    or wanted_time() - wanted_start >= _CPU_WANTED_SHARE * (now - start)):
-                # Running, not waiting: look again later (not every 5 ms,
-                # which would be a wake-up and a GIL handoff each time), and
-                # grow by one at first if they wait by then.
+            cpu, wanted = process_time(), wanted_time()
+            if (cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start)
+                    or wanted - wanted_start >= _CPU_WANTED_SHARE * (now - start)):
+                # Running, not waiting: look again later, over the time
+                # from now (not every 5 ms, which would be a wake-up and a
+                # GIL handoff each time), and grow by one at first if they
+                # waited by then.
                 more = 1
+                start, cpu_start, wanted_start = now, cpu, wanted
                 stopped.wait(_CPU_BOUND_RECHECK)
-                start, cpu_start, wanted_start = monotonic(), process_time(), wanted_time()
                 continue
             with self._workers_lock:
                 if stopped.is_set():
