@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import threading
 import time
@@ -96,9 +97,15 @@ def _cpu_wanted() -> float:
     waiting for the GIL sleeps, so it does not count; one the busy host
     keeps waiting for a CPU does, as if it had run; several waiting at once
     count several times. A thread that ended since the last look takes its
-    share with it (rare: the sum then reads low once, as waiting)."""
+    share with it (rare: the sum then reads low once, as waiting). NaN when
+    the threads cannot be listed (no file descriptor left): the rule that
+    compares it is then off."""
     total = 0
-    for tid in os.listdir(_TASKS):
+    try:
+        tids = os.listdir(_TASKS)
+    except OSError:
+        return math.nan
+    for tid in tids:
         # os.open and os.read: a third of open()'s cost, read per thread
         # (about 5 us each).
         try:
@@ -117,13 +124,14 @@ def _cpu_wanted() -> float:
 
 def _pick_wanted_clock() -> Callable[[], float]:
     """:func:`_cpu_wanted` where the kernel offers schedstat (this thread's
-    file reads as three numbers), else the process's CPU time."""
+    file reads as three numbers, its run time above zero: a kernel without
+    sched_info writes zeros), else the process's CPU time."""
     try:
         with open(f"{_TASKS}/{threading.get_native_id()}/schedstat", "rb") as f:
-            _ran, _waited, _slices = (int(n) for n in f.read().split())
+            ran, _waited, _slices = (int(n) for n in f.read().split())
     except (OSError, ValueError):
         return time.process_time
-    return _cpu_wanted
+    return _cpu_wanted if ran > 0 else time.process_time
 
 
 # The CPU rule's clocks (names tests can replace).
@@ -292,8 +300,8 @@ class MessageHandlingServer:
         else:
             name = f"fastrpc-server-{self.target.topic}"
         worker = threading.Thread(target=self._work, args=(listener,), name=name, daemon=True)
+        worker.start()  # RuntimeError when no thread can be started: not counted then
         self._workers.append(worker)
-        worker.start()
 
     def _grow(self, listener: Listener) -> None:
         """The threading executor's grower: starts workers while they have
@@ -314,7 +322,9 @@ class MessageHandlingServer:
                 more = 1
                 wake.clear()
                 self._grower_parked = True
-                if not self._busy_since:  # else: found busy meanwhile, and maybe not woken
+                # Else found busy meanwhile, and maybe not woken; or stop()
+                # set the wake-up before the clear above.
+                if not self._busy_since and not stopped.is_set():
                     wake.wait()
                 self._grower_parked = False
                 continue
@@ -325,6 +335,12 @@ class MessageHandlingServer:
             if left > 0:
                 stopped.wait(left)
                 continue
+            if len(self._workers) >= self._pool_size:
+                with self._workers_lock:
+                    if len(self._workers) >= self._pool_size:
+                        # Workers set _busy_since again once one ended idle.
+                        self._busy_since = 0.0
+                        continue
             cpu, wanted = process_time(), wanted_time()
             if (cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start)
                     or wanted - wanted_start >= _CPU_WANTED_SHARE * (now - start)):
@@ -350,20 +366,32 @@ class MessageHandlingServer:
                 if self._idle:
                     self._busy_since = 0.0
                     continue
-                for _ in range(min(more, self._pool_size - len(self._workers))):
-                    self._spawn_locked(listener)
+                try:
+                    for _ in range(min(more, self._pool_size - len(self._workers))):
+                        self._spawn_locked(listener)
+                except RuntimeError as exc:  # the process cannot start more threads now
+                    LOG.warning("Could not start a worker for %s (%s); %d running", self.target, exc,
+                                len(self._workers))
                 # Until a worker is seen waiting, the stretch goes on: the
                 # clock starts again for the next, larger step.
                 self._busy_since = monotonic()
             more *= 2
 
     def _retire(self) -> bool:
-        """Take the calling worker out of the pool, unless it is the last
-        one or the server is stopping: whether it may end."""
+        """Take the calling worker out of the pool, unless no other worker
+        polls (all others busy: a long handler must not leave new messages
+        unread) or the server is stopping: whether it may end."""
         with self._workers_lock:
             if not self._started or len(self._workers) <= 1:
                 return False
-            self._workers.remove(threading.current_thread())
+            me = threading.current_thread()
+            # Out first, then look: a worker that stops polling meanwhile
+            # either is seen here, or sees room in the pool and wakes the
+            # grower.
+            self._workers.remove(me)
+            if not self._idle:
+                self._workers.append(me)
+                return False
             return True
 
     def _work(self, listener: Listener) -> None:

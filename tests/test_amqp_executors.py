@@ -428,7 +428,8 @@ def test_threading_idle_workers_end_down_to_one_and_the_pool_grows_again(monkeyp
     # Handlers blocked on I/O grow the pool to its size; once the workers'
     # polls have found nothing for _IDLE_EXIT, all but one end. A second such
     # burst gets the whole pool again (the grower still starts workers).
-    monkeypatch.setattr(server_module, "_IDLE_EXIT", 0.3)
+    # The idle time leaves the test 1.5 s to look at the grown pool.
+    monkeypatch.setattr(server_module, "_IDLE_EXIT", 1.5)
     monkeypatch.setattr(server_module, "_POLL_TIMEOUT", 0.1)
     size = 4
     endpoint = Rendezvous(size)
@@ -455,6 +456,33 @@ def test_threading_idle_workers_end_down_to_one_and_the_pool_grows_again(monkeyp
     assert len(set(names)) == size, names  # the new workers do not reuse the names of those that ended
     stop_and_wait(srv)
     assert not any(t.is_alive() for t in first)
+
+
+def test_threading_worker_does_not_end_idle_while_the_others_are_busy(monkeypatch, transports, servers, topic):
+    # One handler blocks for longer than the idle time; the worker started
+    # beside it is the only one polling, so it stays, and answers a call that
+    # comes meanwhile (had it ended, the call would wait for the blocked one).
+    monkeypatch.setattr(server_module, "_IDLE_EXIT", 0.2)
+    monkeypatch.setattr(server_module, "_POLL_TIMEOUT", 0.05)
+    gate = Gate()
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=4), Target(topic=topic, server="s1"),
+                                 [gate], executor="threading")
+    servers.append(srv)
+    srv.start()
+    client = client_for(transports(), topic, timeout=WAIT)
+    try:
+        client.cast({}, "work", i=1)
+        assert gate.entered.acquire(timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while len(srv._workers) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the grower starts a second worker 5 ms after the first got busy
+        assert len(srv._workers) >= 2
+        time.sleep(1.0)  # five idle times: one worker beside the blocked one polls all along
+        assert len(srv._workers) == 2
+        assert client.call({}, "ping") == "pong"
+    finally:
+        gate.release.set()
+    assert gate.calls == [1]
 
 
 def test_threading_last_worker_does_not_end_idle(monkeypatch, transports, servers, topic):

@@ -257,10 +257,13 @@ import json, os, subprocess, sys, time
 from fastrpc import server
 cpu = min(os.sched_getaffinity(0))
 os.sched_setaffinity(0, {cpu})
+# The hog spins on the same CPU, says so, and ends by itself after 10 s.
 hog = subprocess.Popen([sys.executable, "-c",
-                        "import os\\nos.sched_setaffinity(0, {%d})\\nwhile True: pass" % cpu])
+                        "import os, time\\nos.sched_setaffinity(0, {%d})\\nprint('spinning', flush=True)\\n"
+                        "end = time.monotonic() + 10\\nwhile time.monotonic() < end: pass" % cpu],
+                       stdout=subprocess.PIPE, text=True)
 try:
-    time.sleep(0.2)
+    assert hog.stdout.readline() == "spinning\\n"
     w0, c0, t0 = server._wanted_cpu(), time.process_time(), time.monotonic()
     while time.monotonic() - t0 < 0.6:
         pass
