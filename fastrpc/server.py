@@ -29,8 +29,9 @@ Executors:
   handoffs, and the reads queued behind busy workers are acked together
   (see docs/benchmarks.md). A server seeing one call at a time runs one
   worker (two if a call outlasts the 5 ms). A worker whose polls have found
-  nothing for ``_IDLE_EXIT`` (60 s) ends, down to one: a burst of blocked
-  handlers does not leave its threads behind for good.
+  nothing for ``_IDLE_EXIT`` (60 s) ends while another worker polls: a
+  burst of blocked handlers does not leave its threads behind for good, and
+  a long handler never leaves new messages without a worker to take them.
 
 When a request is acknowledged is the listener's business: the AMQP
 listener acks what a worker takes before it runs (as oslo's poller does), and,
@@ -137,8 +138,8 @@ def _pick_wanted_clock() -> Callable[[], float]:
 # The CPU rule's clocks (names tests can replace).
 _process_cpu = time.process_time
 _wanted_cpu = _pick_wanted_clock()
-# A threading worker whose polls have found nothing this long ends, unless
-# it is the last one; the grower starts workers again when all are busy.
+# A threading worker whose polls have found nothing this long ends, if
+# another worker polls; the grower starts workers again when all are busy.
 _IDLE_EXIT = 60.0
 
 
