@@ -23,8 +23,7 @@ Executors:
   Handlers blocked on I/O (a database, a nested call) so get the whole pool
   in a few such steps. Messages that the busy workers take soon enough
   do not grow it, nor do workers that are busy running rather than
-  waiting (the process used most of a CPU meanwhile, or its threads wanted
-  a whole one, counting the time a busy host kept them waiting): under a flood of
+  waiting (the process used most of a CPU meanwhile): under a flood of
   short casts, more threads add no CPU under the GIL, only wake-ups and GIL
   handoffs, and the reads queued behind busy workers are acked together
   (see docs/benchmarks.md). A server seeing one call at a time runs one
@@ -44,8 +43,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -82,62 +79,10 @@ _LOG_AFTER = 30.0
 _GROW_AFTER = 0.005
 # ... unless the process used at least this share of one CPU meanwhile: its
 # workers were running, not waiting, and under the GIL another thread would
-# only share the same CPU. Nor while its threads wanted at least this many
-# CPUs (ran, or were ready to run and waited for one the host gave to
-# others): a busy host keeps them waiting, which the CPU time alone reads as
-# handlers waiting on I/O. It looks again this much later.
+# only share the same CPU. It looks again this much later.
 _CPU_BOUND_SHARE = 0.6
-_CPU_WANTED_SHARE = 1.0
 _CPU_BOUND_RECHECK = 0.05
-_TASKS = "/proc/self/task"
-
-
-def _cpu_wanted() -> float:
-    """Seconds the process's threads have run or waited in a run queue
-    (Linux's per-thread schedstat: run time, run-queue wait). A thread
-    waiting for the GIL sleeps, so it does not count; one the busy host
-    keeps waiting for a CPU does, as if it had run; several waiting at once
-    count several times. A thread that ended since the last look takes its
-    share with it (rare: the sum then reads low once, as waiting). NaN when
-    the threads cannot be listed (no file descriptor left): the rule that
-    compares it is then off."""
-    total = 0
-    try:
-        tids = os.listdir(_TASKS)
-    except OSError:
-        return math.nan
-    for tid in tids:
-        # os.open and os.read: a third of open()'s cost, read per thread
-        # (about 5 us each).
-        try:
-            fd = os.open(f"{_TASKS}/{tid}/schedstat", os.O_RDONLY)
-        except OSError:
-            continue  # ended meanwhile
-        try:
-            ran, waited, _slices = os.read(fd, 128).split()
-            total += int(ran) + int(waited)
-        except (OSError, ValueError):
-            continue
-        finally:
-            os.close(fd)
-    return total / 1e9
-
-
-def _pick_wanted_clock() -> Callable[[], float]:
-    """:func:`_cpu_wanted` where the kernel offers schedstat (this thread's
-    file reads as three numbers, its run time above zero: a kernel without
-    sched_info writes zeros), else the process's CPU time."""
-    try:
-        with open(f"{_TASKS}/{threading.get_native_id()}/schedstat", "rb") as f:
-            ran, _waited, _slices = (int(n) for n in f.read().split())
-    except (OSError, ValueError):
-        return time.process_time
-    return _cpu_wanted if ran > 0 else time.process_time
-
-
-# The CPU rule's clocks (names tests can replace).
-_process_cpu = time.process_time
-_wanted_cpu = _pick_wanted_clock()
+_process_cpu = time.process_time  # the process's CPU time (a name tests can replace)
 # A threading worker whose polls have found nothing this long ends, if
 # another worker polls; the grower starts workers again when all are busy.
 _IDLE_EXIT = 60.0
@@ -312,11 +257,10 @@ class MessageHandlingServer:
         pool is full (workers that ended idle make room again)."""
         stopped = self._stopped
         wake = self._grow_wake
-        monotonic, process_time, wanted_time = time.monotonic, _process_cpu, _wanted_cpu
+        monotonic, process_time = time.monotonic, _process_cpu
         more = 1
         watched = 0.0  # the busy stretch (its _busy_since) being watched
-        # When watching began, and the process's CPU time and wanted CPU then.
-        start = cpu_start = wanted_start = 0.0
+        start = cpu_start = 0.0  # when watching began, and the process's CPU time then
         while not stopped.is_set():
             since = self._busy_since
             if not since:
@@ -330,7 +274,7 @@ class MessageHandlingServer:
                 self._grower_parked = False
                 continue
             if since != watched:
-                watched, start, cpu_start, wanted_start = since, monotonic(), process_time(), wanted_time()
+                watched, start, cpu_start = since, monotonic(), process_time()
             now = monotonic()
             left = start + _GROW_AFTER - now
             if left > 0:
@@ -342,16 +286,14 @@ class MessageHandlingServer:
                         # Workers set _busy_since again once one ended idle.
                         self._busy_since = 0.0
                         continue
-            cpu, wanted = process_time(), wanted_time()
-            if (cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start)
-                    or wanted - wanted_start >= _CPU_WANTED_SHARE * (now - start)):
-                # Running, not waiting: look again later, over the time
-                # from now (not every 5 ms, which would be a wake-up and a
-                # GIL handoff each time), and grow by one at first if they
-                # waited by then.
+            cpu = process_time()
+            if cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start):
+                # Running, not waiting: look again later (not every 5 ms,
+                # which would be a wake-up and a GIL handoff each time), and
+                # grow by one at first if they wait by then.
                 more = 1
-                start, cpu_start, wanted_start = now, cpu, wanted
                 stopped.wait(_CPU_BOUND_RECHECK)
+                start, cpu_start = monotonic(), process_time()
                 continue
             with self._workers_lock:
                 if stopped.is_set():
