@@ -315,19 +315,27 @@ class Rendezvous:
         return i
 
 
+def calls_that_meet(client, size: int) -> list[int]:
+    """``size`` concurrent calls of Rendezvous.meet: their results, in order."""
+    with ThreadPoolExecutor(size) as pool:
+        futures = [pool.submit(client.call, {}, "meet", i=i) for i in range(size)]
+        return sorted(f.result(timeout=CALL_TIMEOUT + WAIT) for f in futures)
+
+
+def started_threading_server(transports, servers, topic, endpoint, size):
+    """A threading server of ``endpoint`` with a pool of ``size``, started."""
+    srv = started_threading_server(transports, servers, topic, endpoint, size)
+    return srv
+
+
 @pytest.mark.parametrize("size", [2, 16])
 def test_threading_handlers_blocked_on_io_get_the_whole_pool(transports, servers, topic, size):
     # Each call waits until all the others run beside it: the pool must grow
     # to its full size while its workers are blocked.
     endpoint = Rendezvous(size)
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=size), Target(topic=topic, server="s1"),
-                                 [endpoint], executor="threading")
-    servers.append(srv)
-    srv.start()
+    srv = started_threading_server(transports, servers, topic, endpoint, size)
     client = client_for(transports(), topic)
-    with ThreadPoolExecutor(size) as pool:
-        futures = [pool.submit(client.call, {}, "meet", i=i) for i in range(size)]
-        assert sorted(f.result(timeout=CALL_TIMEOUT + WAIT) for f in futures) == list(range(size))
+    assert calls_that_meet(client, size) == list(range(size))
     assert sorted(endpoint.threads) == sorted(f"fastrpc-worker_{n}" for n in range(size))
     grower = srv._grower
     assert grower is not None
@@ -410,13 +418,6 @@ def test_threading_workers_busy_running_do_not_grow_the_pool(monkeypatch, transp
     assert len(srv._workers) > 1
 
 
-def calls_that_meet(client, size: int) -> list[int]:
-    """``size`` concurrent calls of Rendezvous.meet: their results, in order."""
-    with ThreadPoolExecutor(size) as pool:
-        futures = [pool.submit(client.call, {}, "meet", i=i) for i in range(size)]
-        return sorted(f.result(timeout=CALL_TIMEOUT + WAIT) for f in futures)
-
-
 def test_threading_idle_workers_end_down_to_one_and_the_pool_grows_again(monkeypatch, transports, servers,
                                                                           topic):
     # Handlers blocked on I/O grow the pool to its size; once the workers'
@@ -427,10 +428,7 @@ def test_threading_idle_workers_end_down_to_one_and_the_pool_grows_again(monkeyp
     monkeypatch.setattr(server_module, "_POLL_TIMEOUT", 0.1)
     size = 4
     endpoint = Rendezvous(size)
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=size), Target(topic=topic, server="s1"),
-                                 [endpoint], executor="threading")
-    servers.append(srv)
-    srv.start()
+    srv = started_threading_server(transports, servers, topic, endpoint, size)
     client = client_for(transports(), topic)
     assert calls_that_meet(client, size) == list(range(size))
     first = list(srv._workers)
@@ -459,10 +457,7 @@ def test_threading_worker_does_not_end_idle_while_the_others_are_busy(monkeypatc
     monkeypatch.setattr(server_module, "_IDLE_EXIT", 0.2)
     monkeypatch.setattr(server_module, "_POLL_TIMEOUT", 0.05)
     gate = Gate()
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=4), Target(topic=topic, server="s1"),
-                                 [gate], executor="threading")
-    servers.append(srv)
-    srv.start()
+    srv = started_threading_server(transports, servers, topic, gate, 4)
     client = client_for(transports(), topic, timeout=WAIT)
     try:
         client.cast({}, "work", i=1)
@@ -483,10 +478,7 @@ def test_threading_last_worker_does_not_end_idle(monkeypatch, transports, server
     monkeypatch.setattr(server_module, "_IDLE_EXIT", 0.1)
     monkeypatch.setattr(server_module, "_POLL_TIMEOUT", 0.05)
     recorder = Recorder(expected=1)
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=4), Target(topic=topic, server="s1"),
-                                 [recorder], executor="threading")
-    servers.append(srv)
-    srv.start()
+    srv = started_threading_server(transports, servers, topic, recorder, 4)
     (worker,) = srv._workers
     worker.join(timeout=1.0)  # ten idle exits' worth: it must still be there
     assert worker.is_alive() and srv._workers == [worker]
