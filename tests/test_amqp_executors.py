@@ -324,7 +324,10 @@ def calls_that_meet(client, size: int) -> list[int]:
 
 def started_threading_server(transports, servers, topic, endpoint, size):
     """A threading server of ``endpoint`` with a pool of ``size``, started."""
-    srv = started_threading_server(transports, servers, topic, endpoint, size)
+    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=size), Target(topic=topic, server="s1"),
+                                 [endpoint], executor="threading")
+    servers.append(srv)
+    srv.start()
     return srv
 
 
