@@ -21,8 +21,9 @@ import itertools
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
+from threading import get_ident
+from time import monotonic  # a module global: no attribute lookup per call
 from typing import TYPE_CHECKING, Any
 
 from fastrpc.amqp import spec
@@ -158,7 +159,7 @@ class ConnectionCore:
         baton = self._baton
         if leftover:
             with baton:
-                self._reader_ident = threading.get_ident()
+                self._reader_ident = get_ident()
                 try:
                     self._dispatch(leftover)
                 except BaseException as exc:
@@ -169,7 +170,7 @@ class ConnectionCore:
         seen = self._waits
         while self._dead is None:
             waits = self._waits
-            if waits != seen and not self._reader_wanted and time.monotonic() >= self._shared_until:
+            if waits != seen and not self._reader_wanted and monotonic() >= self._shared_until:
                 # One thread at a time waits for replies and reads them
                 # itself: keep out of recv (the baton would be stuck here
                 # until data came), and give it to anyone who waits now.
@@ -216,10 +217,10 @@ class ConnectionCore:
         # can only make waits look shared for a moment, never lose one.
         entered = next(self._entries)
         if entered != self._left:
-            self._shared_until = time.monotonic() + SHARED_HOLD
+            self._shared_until = monotonic() + SHARED_HOLD
         self._waits = entered + 1
         baton = self._baton
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else monotonic() + timeout
         try:
             while True:
                 if not mailbox.empty():
@@ -227,7 +228,7 @@ class ConnectionCore:
                     if item is not NUDGE:
                         return item
                     continue
-                now = time.monotonic()
+                now = monotonic()
                 remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
                     raise queue.Empty
@@ -272,7 +273,7 @@ class ConnectionCore:
 
     def _pass_baton(self) -> None:
         """After a waiting thread read while others sleep: make sure they are read for."""
-        if time.monotonic() < self._shared_until:
+        if monotonic() < self._shared_until:
             self.need_reader()
         else:
             self._hand_off()
@@ -309,7 +310,7 @@ class ConnectionCore:
         """
         transport = self._transport
         assert transport is not None
-        self._reader_ident = threading.get_ident()
+        self._reader_ident = get_ident()
         error: BaseException | None = None
         try:
             # Socket options set only when they change: none per call while
@@ -321,7 +322,7 @@ class ConnectionCore:
                 transport.set_recv_lowat(lowat)
                 self._recv_lowat = lowat
             since = self._quiet_since
-            self._recv_since = since if since is not None else time.monotonic()
+            self._recv_since = since if since is not None else monotonic()
             try:
                 data = transport.recv()
             except BlockingIOError:  # the receive timeout passed: still quiet

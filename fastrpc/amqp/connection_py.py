@@ -42,8 +42,9 @@ from __future__ import annotations
 import heapq
 import logging
 import threading
-import time
 from collections.abc import Callable
+from threading import get_ident
+from time import monotonic  # a module global: no attribute lookup per call
 from typing import Any
 
 from fastrpc.amqp import spec
@@ -128,10 +129,10 @@ class Connection(ConnectionCore):
         params = self.params
         timeout = params.connect_timeout
         if deadline is not None:
-            timeout = min(timeout, deadline - time.monotonic())
+            timeout = min(timeout, deadline - monotonic())
             if timeout <= 0:
                 raise HandshakeTimeout(f"no time left to connect to {params.address}")
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         try:
             transport = open_transport(params, timeout)
         except TimeoutError:
@@ -216,7 +217,7 @@ class Connection(ConnectionCore):
         failed = self._dead or self._write_failed
         if failed is not None:
             return fresh_error(failed)
-        writer = threading.get_ident()
+        writer = get_ident()
         if writer == self._last_writer:
             if self._writer_run < ONE_WRITER_RUN:  # counted no further: a C int in the compiled build
                 self._writer_run += 1
@@ -326,7 +327,7 @@ class Connection(ConnectionCore):
                 if deadline is None:
                     self._taken.wait()
                     continue
-                remaining = deadline - time.monotonic()
+                remaining = deadline - monotonic()
                 if remaining <= 0:
                     return ConnectionLost(f"send to {self.params.address} waited in vain behind a write in "
                                           "progress (broker not reading)")
@@ -456,7 +457,7 @@ class Connection(ConnectionCore):
 
     def in_reader_thread(self) -> bool:
         """Whether the calling thread holds the read baton (runs callbacks of this connection)."""
-        return threading.get_ident() == self._reader_ident
+        return get_ident() == self._reader_ident
 
     def _on_connection_method(self, event: spec.Method) -> None:
         name = event.name
@@ -502,7 +503,7 @@ class Connection(ConnectionCore):
         a send lock held by a stuck publisher or a broker that stopped reading
         ends the connection instead of blocking here.
         """
-        deadline = time.monotonic() + timeout
+        deadline = monotonic() + timeout
         with self._lock:
             if self._transport is None or self._dead is not None or self._closing:
                 already = True
@@ -515,20 +516,20 @@ class Connection(ConnectionCore):
             self._send_close(self.take(w), deadline)
             self.need_reader()  # close-ok must be read
             if not self.in_reader_thread():
-                self._dead_event.wait(max(deadline - time.monotonic(), 0.0))
+                self._dead_event.wait(max(deadline - monotonic(), 0.0))
             self.fail(ConnectionClosed(spec.REPLY_SUCCESS, "connection closed by client"))
         elif self._transport is not None and not self.in_reader_thread():
-            self._dead_event.wait(max(deadline - time.monotonic(), 0.0))
+            self._dead_event.wait(max(deadline - monotonic(), 0.0))
         current = threading.current_thread()
         for thread in (self._reader_thread, self._heartbeat_thread):
             if thread is not None and thread is not current:
                 # The socket is shut down by now, so the threads end promptly.
-                thread.join(max(deadline - time.monotonic(), 1.0))
+                thread.join(max(deadline - monotonic(), 1.0))
 
     def _send_close(self, data: bytes, deadline: float) -> None:
         """Send connection.close, giving up (and failing the connection) at ``deadline``."""
         lock = self.send_lock
-        if not lock.acquire(timeout=max(deadline - time.monotonic(), 0.0)):
+        if not lock.acquire(timeout=max(deadline - monotonic(), 0.0)):
             self.fail(ConnectionLost(f"close of {self.params.address}: the send lock stayed busy (broker not reading)"))
             return
         try:
@@ -537,7 +538,7 @@ class Connection(ConnectionCore):
                 try:
                     # This thread will write (nobody else does while we hold
                     # the lock), and the connection ends after this frame.
-                    transport.set_send_timeout(max(deadline - time.monotonic(), 0.001))
+                    transport.set_send_timeout(max(deadline - monotonic(), 0.001))
                 except OSError:
                     pass
             err = self.send_locked(data, deadline)

@@ -19,7 +19,7 @@ import socket
 import ssl
 import struct
 import threading
-import time
+from time import monotonic  # a module global: no attribute lookup per call
 
 from fastrpc.amqp.exceptions import ConnectionLost, ConnectionRefused, TLSError
 from fastrpc.amqp.sockio import send_nowait
@@ -142,7 +142,7 @@ class PlainTransport:
         stays valid until the next call.
         """
         size = len(self._rbuf)
-        now = time.monotonic()
+        now = monotonic()
         if n == size:
             self._small_reads = 0
             if size < RECV_MAX:
@@ -185,7 +185,7 @@ class PlainTransport:
     def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """sendall on the raw socket, recording progress (the one writing thread)."""
         sock = self.sock
-        self.send_since = time.monotonic()
+        self.send_since = monotonic()
         try:
             if len(data) <= SEND_CHUNK:
                 sock.sendall(data)
@@ -196,7 +196,7 @@ class PlainTransport:
                 chunk = view[start:start + SEND_CHUNK]
                 sock.sendall(chunk)
                 self.sent += len(chunk)
-                self.send_since = time.monotonic()
+                self.send_since = monotonic()
         finally:
             self.send_since = None
 
