@@ -280,12 +280,11 @@ class MessageHandlingServer:
             if left > 0:
                 stopped.wait(left)
                 continue
-            if len(self._workers) >= self._pool_size:
-                with self._workers_lock:
-                    if len(self._workers) >= self._pool_size:
-                        # Workers set _busy_since again once one ended idle.
-                        self._busy_since = 0.0
-                        continue
+            with self._workers_lock:
+                if len(self._workers) >= self._pool_size:
+                    # Workers set _busy_since again once one ended idle.
+                    self._busy_since = 0.0
+                    continue
             cpu = process_time()
             if cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start):
                 # Running, not waiting: look again later (not every 5 ms,
@@ -298,10 +297,7 @@ class MessageHandlingServer:
             with self._workers_lock:
                 if stopped.is_set():
                     return
-                if len(self._workers) >= self._pool_size:
-                    # Workers set _busy_since again once one ended idle.
-                    self._busy_since = 0.0
-                    continue
+                # The pool still has room (only this thread adds workers).
                 # Still the same stretch (no worker seen waiting since), and
                 # none waits now (else nothing is queued for a new one).
                 if self._busy_since != since:

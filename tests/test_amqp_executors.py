@@ -350,10 +350,7 @@ def start_on_a_backlog(transports, servers, topic, endpoint, method, count, pool
     """A threading server of ``endpoint`` started once ``count`` casts of
     ``method(i=...)`` wait in its queue (declared by a first start and stop)."""
     client_t = transports()
-    srv = fastrpc.get_rpc_server(transports(executor_thread_pool_size=pool_size),
-                                 Target(topic=topic, server="s1"), [endpoint], executor="threading")
-    servers.append(srv)
-    srv.start()
+    srv = started_threading_server(transports, servers, topic, endpoint, pool_size)
     srv.stop()
     stop_and_wait(srv)  # the queues exist now; nothing consumes them
     client = client_for(client_t, topic)
