@@ -406,11 +406,12 @@ class RPCServer(MessageHandlingServer):
         return self.transport._listen(self.target, 1, None)
 
     def _process_incoming(self, incoming: IncomingMessage) -> None:
-        try:
-            incoming.acknowledge()
-        except Exception:
-            LOG.exception("Can not acknowledge message. Skip processing")
-            return
+        if not incoming.acked_on_receipt:
+            try:
+                incoming.acknowledge()
+            except Exception:
+                LOG.exception("Can not acknowledge message. Skip processing")
+                return
 
         result: Any = None
         failure: BaseException | None = None

@@ -33,6 +33,9 @@ class IncomingMessage(ABC):
     message: dict
     msg_id: str | None
     client_timeout: float | None = None
+    # True where acknowledge() has nothing to do (the listener acks as it
+    # hands the message over): the server then skips the call.
+    acked_on_receipt = False
 
     def __init__(self, ctxt: dict, message: dict, msg_id: str | None = None) -> None:
         self.ctxt = ctxt

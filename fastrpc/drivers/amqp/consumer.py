@@ -168,18 +168,26 @@ class Consumer(Listener):
             mark = next(self._marks)
             if seen.setdefault(uid, mark) == mark:
                 if len(seen) > DEDUP_WINDOW:
-                    try:
-                        seen.popitem(last=False)
-                    except KeyError:  # emptied meanwhile (cannot be at this size)
-                        pass
+                    self.forget_oldest()
                 return False
         elif uid not in seen:
             return False
+        self.count_duplicate()
+        return True
+
+    def forget_oldest(self) -> None:
+        """Drop the oldest remembered ``_unique_id`` (the window is full)."""
+        try:
+            self._seen.popitem(last=False)
+        except KeyError:  # emptied meanwhile (cannot be at this size)
+            pass
+
+    def count_duplicate(self) -> None:
+        """Count a delivery dropped as one seen before."""
         with self._seen_lock:
             self.duplicates += 1
         if metrics.on:
             metrics.counts[metrics.DUPLICATES] += 1
-        return True
 
     def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         """Count, log and reject (without requeue) a delivery that could not be decoded."""

@@ -13,7 +13,7 @@ from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.drivers.amqp.acks import Settled
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
-from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
+from fastrpc.drivers.amqp.consumer import DEDUP_WINDOW, Consumer, ListenerDriver, Read
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import QueueSpec
 from fastrpc.envelope import EnvelopeError
@@ -45,6 +45,7 @@ class AmqpIncomingMessage(IncomingMessage):
     # noted for its trace only while tracing is on.
     exchange: str | None = None
     routing_key: str | None = None
+    acked_on_receipt = True  # by the listener: acknowledge() has nothing to do
 
     def __init__(self, driver: RpcDriver, ctxt: dict, message: dict, msg_id: str | None,
                  reply_q: str | None, binary: bool, client_timeout: float | None = None) -> None:
@@ -128,8 +129,22 @@ class AmqpListener(Consumer):
             if gen != self._gen:
                 return []
             delivery = deliveries[0]
-            req = self._decode_one(ch, settled, delivery)
-            if req is None or not self._ack_one(ch, settled, delivery.delivery_tag):
+            try:
+                req = envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
+                                              self._driver.max_body)
+            except EnvelopeError as exc:
+                self._rejected_one(ch, settled, delivery, exc)
+                return []
+            tag = delivery.delivery_tag
+            try:
+                with self._ack_lock:
+                    if tag == settled.upto + 1 and not settled.early:
+                        settled.upto = tag
+                        ch.basic_ack(tag)
+                    else:
+                        _settle_out_of_order(ch, settled, tag)
+            except amqp_exc.AMQPError as err:
+                _ack_failed(1, err, False)
                 return []
             msg = self._accept(req)
             if msg is None:
@@ -165,8 +180,11 @@ class AmqpListener(Consumer):
         if gen != self._gen:
             return
         delivery = deliveries[0]
-        req = self._decode_one(ch, settled, delivery)
-        if req is None:
+        try:
+            req = envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
+                                          self._driver.max_body)
+        except EnvelopeError as exc:
+            self._rejected_one(ch, settled, delivery, exc)
             return
         accepted = self._accept(req)
         if accepted is not None:
@@ -175,8 +193,13 @@ class AmqpListener(Consumer):
             handler(accepted)
         # Inline dispatch runs one read at a time (under the inline lock): no
         # other thread settles meanwhile, no lock needed.
+        tag = delivery.delivery_tag
         try:
-            _settle_one(ch, settled, delivery.delivery_tag)
+            if tag == settled.upto + 1 and not settled.early:
+                settled.upto = tag
+                ch.basic_ack(tag)
+            else:
+                _settle_out_of_order(ch, settled, tag)
         except amqp_exc.AMQPError as err:
             _ack_failed(1, err, True)
 
@@ -211,23 +234,24 @@ class AmqpListener(Consumer):
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
         return requests, (ch, settled, tags, ack)
 
-    def _decode_one(self, ch: Any, settled: Settled, delivery: spec.Delivery) -> Any:
-        """The request of a read of one delivery; None if it was malformed
-        (then rejected and settled here)."""
-        try:
-            return envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
-                                           self._driver.max_body)
-        except EnvelopeError as exc:
-            self.reject(ch, delivery, exc)
+    def _rejected_one(self, ch: Any, settled: Settled, delivery: spec.Delivery, exc: EnvelopeError) -> None:
+        """The one delivery of a read was malformed: reject it, and settle it."""
+        self.reject(ch, delivery, exc)
         self._ack(ch, settled, [delivery.delivery_tag], [])
-        return None
 
     def _accept(self, req: Any) -> AmqpIncomingMessage | None:
         """The incoming message for an acked request; None for a duplicate."""
         uid = req.unique_id
-        if uid is not None and self.seen_before(uid):
-            LOG.warning("Dropped duplicate request %s", uid)
-            return None
+        if uid is not None:
+            # seen_before(uid), its usual case written out: it runs per request.
+            mark = next(self._marks)
+            seen = self._seen
+            if seen.setdefault(uid, mark) != mark:
+                self.count_duplicate()
+                LOG.warning("Dropped duplicate request %s", uid)
+                return None
+            if len(seen) > DEDUP_WINDOW:
+                self.forget_oldest()
         ctxt = req.ctxt
         timeout = req.timeout
         # oslo's servers hand endpoints the context with this key added; do
@@ -249,17 +273,6 @@ class AmqpListener(Consumer):
                 taken.append(msg)
         return taken
 
-    def _ack_one(self, ch: Any, settled: Settled, tag: int) -> bool:
-        """``_ack`` of a read of one well-formed delivery taken by a poller,
-        without its lists in the usual case (every lower tag settled already)."""
-        try:
-            with self._ack_lock:
-                _settle_one(ch, settled, tag)
-        except amqp_exc.AMQPError as err:
-            _ack_failed(1, err, False)
-            return False
-        return True
-
     def _ack(self, ch: Any, settled: Settled, tags: list[int], ack: list[int], ran: bool = False) -> bool:
         """Settle the ``tags`` of one read, sending acks for ``ack``; False if
         that failed. ``ran``: the requests ran already (inline dispatch)."""
@@ -273,15 +286,12 @@ class AmqpListener(Consumer):
         return True
 
 
-def _settle_one(ch: Any, settled: Settled, tag: int) -> None:
-    """Settle and acknowledge the one delivery ``tag``: a single ack when every
-    lower tag is settled already, else through ``settled``'s lists."""
-    if tag == settled.upto + 1 and not settled.early:
-        settled.upto = tag
-        ch.basic_ack(tag)
-    else:
-        for acked, multiple in settled.settle([tag], [tag]):
-            ch.basic_ack(acked, multiple)
+def _settle_out_of_order(ch: Any, settled: Settled, tag: int) -> None:
+    """Settle and acknowledge the one delivery ``tag`` while some lower tag is
+    unsettled, through ``settled``'s lists. (When every lower tag is settled
+    already, the callers ack it alone, written out: that runs per request.)"""
+    for acked, multiple in settled.settle([tag], [tag]):
+        ch.basic_ack(acked, multiple)
 
 
 def _ack_failed(count: int, err: Exception, ran: bool) -> None:
