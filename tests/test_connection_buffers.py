@@ -18,8 +18,7 @@ import pytest
 from codec_support import HEARTBEAT
 from fake_peer import Peer, connect, open_channel
 
-from fastrpc.amqp import connection as connection_module
-from fastrpc.amqp import spec
+from fastrpc.amqp import connection_core, spec
 from fastrpc.amqp import transport as transport_module
 from fastrpc.amqp.connection import Connection
 
@@ -163,7 +162,7 @@ def test_concurrent_publishers_share_a_few_writers(broker: Any) -> None:
             t.join(WAIT * 2)
         assert errors == [] and not any(t.is_alive() for t in threads)
         assert ch.queue_declare(qname, passive=True)[1] == threads_n * each
-        assert 1 <= len(c._writers) <= connection_module.SPARE_WRITERS
+        assert 1 <= len(c._writers) <= connection_core.SPARE_WRITERS
         assert all(len(w) == 0 for w in c._writers)
 
 

@@ -5,10 +5,17 @@
 # type under the name channel_py.py imports it by (Cython needs a class it
 # derives from declared under the name it is imported by).
 
+from fastrpc.amqp.connection_core cimport ConnectionCore
+
+
 cdef class ChannelCore:
-    cdef public object _conn, on_return, on_nack, on_close, _closed, _closing, _rpc_lock, _waiter
-    cdef public object _consumers, _cancel_callbacks, _flow, _pending, _mandatory, _returned
+    cdef public ConnectionCore _conn  # typed: its send methods are called directly
+    cdef public object on_return, on_nack, on_close, _closed, _closing, _rpc_lock, _waiter
+    cdef public dict _consumers, _cancel_callbacks, _pending, _mandatory, _returned
+    cdef public object _flow
     cdef public object _next_tag, _low_tag
     cdef public int channel_id
     cdef public bint _confirm, _flow_paused
     cdef object __weakref__
+
+    cpdef _send(self, data)

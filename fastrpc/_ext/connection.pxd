@@ -7,4 +7,4 @@ from fastrpc.amqp.connection_core cimport ConnectionCore
 
 
 cdef class Connection(ConnectionCore):
-    pass
+    cpdef send_locked(self, data, deadline=*)

@@ -16,11 +16,22 @@ cdef class ConnectionCore:
     cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, _one_event, _unanswered
     cdef public int _out_waiting, _waiting, _writer_run
     cdef public object _last_writer
-    cdef public object _channels, _free_ids, _next_id, _dead, _dead_event, _unblocked, lost_acked
+    cdef public dict _channels
+    cdef public object _free_ids, _next_id, _dead, _dead_event, _unblocked, lost_acked
     cdef public object _reader_thread, _reader_ident, _heartbeat_thread
     cdef public object _baton, _sleepers, _sleepers_lock, _waits, _entries, _exits, _left
     cdef public double _shared_until, _recv_timeout
     cdef public int _recv_lowat
     cdef public list _writers
-    cdef public object _reader_wake, _recv_since, _quiet_since, _after_dispatch, _probe_channel
+    cdef public object _reader_wake, _recv_since, _quiet_since, _probe_channel
+    cdef public list _after_dispatch
     cdef object __weakref__
+
+    # Called per frame sent or read: direct C calls from this class and from
+    # channels (which hold their connection typed as this class).
+    cpdef writer(self)
+    cpdef take(self, writer)
+    cpdef send_locked(self, data, deadline=*)
+    cpdef _read_batch(self, recv_timeout, lowat=*)
+    cpdef _run_after_dispatch(self)
+    cpdef _dispatch(self, events)

@@ -27,6 +27,7 @@ from time import monotonic  # a module global: no attribute lookup per call
 from typing import TYPE_CHECKING, Any
 
 from fastrpc.amqp import spec
+from fastrpc.amqp.codec import FrameWriter
 from fastrpc.amqp.exceptions import AMQPError, ConnectionClosed, ConnectionLost, peer_ended, peer_ended_if_reset
 from fastrpc.amqp.transport import PlainTransport
 from fastrpc.amqp.url import ConnectionParams, make_params
@@ -34,8 +35,8 @@ from fastrpc.amqp.url import ConnectionParams, make_params
 if TYPE_CHECKING:
     from fastrpc.amqp.channel import Channel
 
-__all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "READER_STEP_ASIDE", "SHARED_HOLD", "WAITER_RECV_SLICE",
-           "ConnectionCore"]
+__all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "READER_STEP_ASIDE", "SHARED_HOLD", "SPARE_WRITERS",
+           "WAITER_RECV_SLICE", "ConnectionCore"]
 
 LOG = logging.getLogger("fastrpc.amqp")
 
@@ -61,6 +62,9 @@ LONE_RECV_LOWAT = 32
 LONE_RECV_SLICE = 0.05
 # Put into a waiting thread's mailbox: the baton was let go, try to take it.
 NUDGE = object()
+# Spare FrameWriters a connection keeps: about as many as threads encode at
+# once, not one per thread that ever sent (each holds a buffer).
+SPARE_WRITERS = 4
 
 _Delivery = spec.Delivery
 _Method = spec.Method
@@ -151,6 +155,34 @@ class ConnectionCore:
         self._unanswered = False
         self._one_event = False  # the read being dispatched brought one event
 
+
+    # ---- sending: what channels call per frame they send -----------------
+    # Here rather than in Connection so that a channel, which holds its
+    # connection typed as this class in the compiled build, calls them
+    # directly instead of looking them up by name on every send.
+
+    def writer(self) -> Any:
+        """A FrameWriter for the calling thread alone until it gives it back with :meth:`take`.
+
+        One that raised while encoding is simply not given back (it may hold
+        half a frame).
+        """
+        try:
+            return self._writers.pop()  # atomic: no two threads get the same one
+        except IndexError:
+            return FrameWriter(self.frame_max)
+
+    def take(self, writer: Any) -> bytes:
+        """The frames ``writer`` (from :meth:`writer`) holds; it goes back to the spares."""
+        data: bytes = writer.take()
+        if len(self._writers) < SPARE_WRITERS:
+            self._writers.append(writer)
+        return data
+
+    def send_locked(self, data: bytes, deadline: float | None = None) -> BaseException | None:
+        """Send ``data`` (with ``send_lock`` held); the error instead of raising.
+        Connection's send path (see ``Connection.send_locked``)."""
+        raise NotImplementedError
 
     # ---- reading -------------------------------------------------------
 

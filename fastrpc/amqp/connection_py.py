@@ -79,9 +79,6 @@ OUT_LIMIT = 1 << 20
 # Sends in a row from one thread after which its small writes go straight to
 # the socket (see send_locked).
 ONE_WRITER_RUN = 8
-# Spare FrameWriters a connection keeps: about as many as threads encode at
-# once, not one per thread that ever sent (each holds a buffer).
-SPARE_WRITERS = 4
 
 
 class Connection(ConnectionCore):
@@ -173,24 +170,6 @@ class Connection(ConnectionCore):
         return self
 
     # ---- sending -------------------------------------------------------
-
-    def writer(self) -> Any:
-        """A FrameWriter for the calling thread alone until it gives it back with :meth:`take`.
-
-        One that raised while encoding is simply not given back (it may hold
-        half a frame).
-        """
-        try:
-            return self._writers.pop()  # atomic: no two threads get the same one
-        except IndexError:
-            return FrameWriter(self.frame_max)
-
-    def take(self, writer: Any) -> bytes:
-        """The frames ``writer`` (from :meth:`writer`) holds; it goes back to the spares."""
-        data: bytes = writer.take()
-        if len(self._writers) < SPARE_WRITERS:
-            self._writers.append(writer)
-        return data
 
     def send_locked(self, data: bytes, deadline: float | None = None) -> BaseException | None:
         """Send ``data`` after everything queued before it; return the error instead of raising.

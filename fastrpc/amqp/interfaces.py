@@ -3,7 +3,10 @@
 A Channel is written against :class:`ChannelHost`, not against Connection:
 the channel module then imports nothing of the connection module (which
 creates channels and so imports it), and the connection's internals stay its
-own. ``fastrpc.amqp.connection.Connection`` is the one implementation.
+own. ``fastrpc.amqp.connection.Connection`` is the one implementation. (The
+compiled build of the channel modules declares the connection's type as
+``ConnectionCore``, Connection's base, which holds the per-send methods
+``writer``, ``take`` and ``send_locked``: a channel calls them directly in C.)
 """
 
 from __future__ import annotations
