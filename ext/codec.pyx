@@ -1452,10 +1452,11 @@ cdef int _w_properties(WriteBuffer wb, object properties) except -1:
 
 
 cdef class FrameWriter:
-    """Requests in, bytes out. See docs/architecture.md, "Codec contract"."""
+    """Requests in, bytes out. See docs/architecture.md, "Codec contract".
 
-    cdef WriteBuffer _wb
-    cdef public long long frame_max
+    Its attributes and the methods declared cpdef are in
+    fastrpc/_ext/codec.pxi (``_wb`` is declared an object there: cast back).
+    """
 
     def __cinit__(self):
         self._wb = WriteBuffer.__new__(WriteBuffer)
@@ -1464,32 +1465,34 @@ cdef class FrameWriter:
         self.frame_max = frame_max
 
     def __len__(self) -> int:
-        return self._wb.len + self._wb.segment_bytes
+        cdef WriteBuffer wb = <WriteBuffer>self._wb
+        return wb.len + wb.segment_bytes
 
     def __repr__(self) -> str:
         return "<FrameWriter pending=%d frame_max=%d>" % (len(self), self.frame_max)
 
-    def take(self) -> bytes:
+    cpdef bytes take(self):
         """Return every pending byte and clear the buffer."""
-        return self._wb.take()
+        return (<WriteBuffer>self._wb).take()
 
     def protocol_header(self) -> None:
-        self._wb.wraw(PyBytes_AS_STRING(_PROTOCOL_HEADER), 8)
+        (<WriteBuffer>self._wb).wraw(PyBytes_AS_STRING(_PROTOCOL_HEADER), 8)
 
     def heartbeat(self) -> None:
-        self._wb.wraw(PyBytes_AS_STRING(_HEARTBEAT_FRAME), 8)
+        (<WriteBuffer>self._wb).wraw(PyBytes_AS_STRING(_HEARTBEAT_FRAME), 8)
 
     cdef int _end_checked(self, Py_ssize_t mark) except -1:
-        cdef Py_ssize_t size = self._wb.end_frame()
+        cdef WriteBuffer wb = <WriteBuffer>self._wb
+        cdef Py_ssize_t size = wb.end_frame()
         if size + 8 > self.frame_max:
-            self._wb.truncate(mark)
+            wb.truncate(mark)
             raise ValueError("frame of %d bytes exceeds frame_max %d" % (size + 8, self.frame_max))
         return 0
 
     def method(self, channel: int, name: str, **fields) -> None:
         """Any method of spec.METHODS_BY_NAME, fields by name (missing -> 0/""/False/{})."""
         cdef _MethodInfo mi = _BY_NAME.get(name)
-        cdef WriteBuffer wb = self._wb
+        cdef WriteBuffer wb = <WriteBuffer>self._wb
         cdef Py_ssize_t mark = wb.len
         if mi is None:
             raise ValueError("unknown AMQP method %r" % (name,))
@@ -1505,7 +1508,7 @@ cdef class FrameWriter:
 
     cdef int _content_frames(self, uint16_t channel, object properties, object body) except -1:
         """Content header and body frames, the body split by frame_max - 8."""
-        cdef WriteBuffer wb = self._wb
+        cdef WriteBuffer wb = <WriteBuffer>self._wb
         cdef Py_buffer view
         cdef Py_ssize_t chunk, off, n
         cdef Py_ssize_t mark = wb.len
@@ -1545,10 +1548,10 @@ cdef class FrameWriter:
             PyBuffer_Release(&view)
         return 0
 
-    def publish(self, channel: int, exchange: str, routing_key: str, body,
-                properties: dict | None = None, mandatory: bool = False, immediate: bool = False) -> None:
+    cpdef publish(self, channel, exchange, routing_key, body, properties=None, mandatory=False,
+                  immediate=False):
         """basic.publish + content header + body frames, appended in one go."""
-        cdef WriteBuffer wb = self._wb
+        cdef WriteBuffer wb = <WriteBuffer>self._wb
         cdef Py_ssize_t mark = wb.len
         cdef int ch = _check_channel(channel)
         try:
@@ -1567,7 +1570,7 @@ cdef class FrameWriter:
     def content(self, channel: int, name: str, args: dict | None, properties: dict | None, body) -> None:
         """Any content method (basic.deliver, basic.return, basic.get-ok ...) with its content."""
         cdef _MethodInfo mi = _BY_NAME.get(name)
-        cdef WriteBuffer wb = self._wb
+        cdef WriteBuffer wb = <WriteBuffer>self._wb
         cdef Py_ssize_t mark = wb.len
         if mi is None:
             raise ValueError("unknown AMQP method %r" % (name,))
@@ -1585,7 +1588,7 @@ cdef class FrameWriter:
             raise
 
     cdef int _tag_method(self, object channel, uint32_t key, object delivery_tag, unsigned char bits) except -1:
-        cdef WriteBuffer wb = self._wb
+        cdef WriteBuffer wb = <WriteBuffer>self._wb
         cdef unsigned char* p
         cdef unsigned long long tag
         cdef int ch = _check_channel(channel)
@@ -1603,7 +1606,7 @@ cdef class FrameWriter:
         wb.len += 21
         return 0
 
-    def ack(self, channel: int, delivery_tag: int, multiple: bool = False) -> None:
+    cpdef ack(self, channel, delivery_tag, multiple=False):
         self._tag_method(channel, 0x003C0050, delivery_tag, 1 if multiple else 0)
 
     def nack(self, channel: int, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:

@@ -7,6 +7,9 @@
 # connection_py.py imports it by (Cython needs a class it derives from
 # declared under the name it is imported by).
 
+from fastrpc.amqp.codec cimport FrameWriter
+
+
 cdef class ConnectionCore:
     cdef public object params, server_properties, on_close, on_blocked, blocked_reason
     cdef public object frame_max, channel_max, heartbeat  # any int the URL allows
@@ -29,8 +32,8 @@ cdef class ConnectionCore:
 
     # Called per frame sent or read: direct C calls from this class and from
     # channels (which hold their connection typed as this class).
-    cpdef writer(self)
-    cpdef take(self, writer)
+    cpdef FrameWriter writer(self)
+    cpdef bytes take(self, FrameWriter writer)
     cpdef send_locked(self, data, deadline=*)
     cpdef _read_batch(self, recv_timeout, lowat=*)
     cpdef _run_after_dispatch(self)

@@ -1,0 +1,3 @@
+# See fastrpc/_ext/codec.pxi.
+
+include "../_ext/codec.pxi"
