@@ -44,14 +44,22 @@ class Handoff:
         self._waiting: list[_Slot] = []  # a stack: the warmest thread first
         self._slots = threading.local()  # each poller's _Slot
 
+    # put() and get() run once per message: they take the lock with
+    # acquire/release, half the instructions of a `with` block (which makes
+    # and drops two bound methods each time).
+
     def put(self, item: Any) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._waiting:
                 slot = self._waiting.pop()
                 slot.item = item
                 slot.lock.release()
                 return
             self._items.append(item)
+        finally:
+            lock.release()
 
     def put_front(self, items: list[Any], hand: bool = True) -> None:
         """Hand ``items`` to idle pollers (unless ``hand`` is false), or queue
@@ -92,7 +100,9 @@ class Handoff:
 
     def get(self, timeout: float | None) -> Any:
         """The next item, waiting up to ``timeout`` seconds; ``EMPTY`` on timeout."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._items:
                 return self._items.popleft()
             try:
@@ -100,6 +110,8 @@ class Handoff:
             except AttributeError:
                 slot = self._slots.slot = _Slot()
             self._waiting.append(slot)
+        finally:
+            lock.release()
         try:
             if slot.lock.acquire(True, -1 if timeout is None else timeout):
                 # Handed over; the lock is held again, ready for the next get.

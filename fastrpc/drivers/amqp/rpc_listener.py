@@ -136,15 +136,21 @@ class AmqpListener(Consumer):
                 self._rejected_one(ch, settled, delivery, exc)
                 return []
             tag = delivery.delivery_tag
+            failed = None
+            ack_lock = self._ack_lock
+            ack_lock.acquire()  # not `with`: half the instructions, per request
             try:
-                with self._ack_lock:
-                    if tag == settled.upto + 1 and not settled.early:
-                        settled.upto = tag
-                        ch.basic_ack(tag)
-                    else:
-                        _settle_out_of_order(ch, settled, tag)
+                if tag == settled.upto + 1 and not settled.early:
+                    settled.upto = tag
+                    ch.basic_ack(tag)
+                else:
+                    _settle_out_of_order(ch, settled, tag)
             except amqp_exc.AMQPError as err:
-                _ack_failed(1, err, False)
+                failed = err
+            finally:
+                ack_lock.release()
+            if failed is not None:
+                _ack_failed(1, failed, False)
                 return []
             msg = self._accept(req)
             if msg is None:
