@@ -153,7 +153,9 @@ class ConnectionCore:
         # the broker has not answered (a reply published on a frozen broker's
         # connection would otherwise go unnoticed until the heartbeat timeout).
         self._unanswered = False
-        self._one_event = False  # the read being dispatched brought one event
+        # Whether the read being dispatched brought only the event in hand: a
+        # callback may then do at once what it would leave to after_dispatch.
+        self.one_event_read = False
 
 
     # ---- sending: what channels call per frame they send -----------------
@@ -406,7 +408,7 @@ class ConnectionCore:
         being dispatched, ``fn`` runs at once, before this returns.
         """
         self._after_dispatch.append(fn)
-        if self._one_event:
+        if self.one_event_read:
             self._run_after_dispatch()
 
     def _run_after_dispatch(self) -> None:
@@ -422,7 +424,7 @@ class ConnectionCore:
 
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
-        self._one_event = len(events) == 1
+        self.one_event_read = len(events) == 1
         for event in events:
             kind = type(event)
             if kind is _Delivery:
