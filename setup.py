@@ -46,8 +46,10 @@ if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
         (hand_written if source.endswith(".pyx") else same_source)[name] = source
 
     # cythonize does not see a same-source twin's .pxd, nor the .pxd/.pxi
-    # files it cimports (a base class's layout), as its dependencies: any of
-    # them newer than the generated C forces that twin to be translated again.
+    # files a twin cimports (a base class's layout, the frame writer's) or a
+    # hand-written twin's own declarations (fastrpc/_ext/codec.pxi), as
+    # dependencies: any of them newer than a generated C file forces that
+    # twin to be translated again.
     pxds = [
         os.path.join(folder, f)
         for folder in ("fastrpc/_ext", "fastrpc/amqp")
@@ -55,7 +57,7 @@ if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
         if f.endswith((".pxd", ".pxi"))
     ]
     newest_pxd = max((os.path.getmtime(os.path.join(HERE, path)) for path in pxds), default=0.0)
-    for source in same_source.values():
+    for source in [*same_source.values(), *hand_written.values()]:
         c_file = os.path.splitext(source)[0] + ".c"
         if os.path.exists(c_file) and newest_pxd > os.path.getmtime(c_file):
             os.remove(c_file)

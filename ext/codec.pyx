@@ -1452,11 +1452,10 @@ cdef int _w_properties(WriteBuffer wb, object properties) except -1:
 
 
 cdef class FrameWriter:
-    """Requests in, bytes out. See docs/architecture.md, "Codec contract".
+    """Requests in, bytes out. See docs/architecture.md, "Codec contract"."""
 
-    Its attributes and the methods declared cpdef are in
-    fastrpc/_ext/codec.pxi (``_wb`` is declared an object there: cast back).
-    """
+    # Its attributes and the methods declared cpdef are in
+    # fastrpc/_ext/codec.pxi (``_wb`` is declared an object there: cast back).
 
     def __cinit__(self):
         self._wb = WriteBuffer.__new__(WriteBuffer)

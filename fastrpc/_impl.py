@@ -37,9 +37,9 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.envelope": ("fastrpc.envelope_py", "ext/envelope.pyx"),
     "fastrpc.amqp.sockio": ("fastrpc.amqp.sockio_py", "ext/sockio.pyx"),
     "fastrpc.amqp.transport": ("fastrpc.amqp.transport_py", "fastrpc/amqp/transport_py.py"),
+    "fastrpc.amqp.connection_core": ("fastrpc.amqp.connection_core_py", "fastrpc/amqp/connection_core_py.py"),
     "fastrpc.amqp.channel_core": ("fastrpc.amqp.channel_core_py", "fastrpc/amqp/channel_core_py.py"),
     "fastrpc.amqp.channel": ("fastrpc.amqp.channel_py", "fastrpc/amqp/channel_py.py"),
-    "fastrpc.amqp.connection_core": ("fastrpc.amqp.connection_core_py", "fastrpc/amqp/connection_core_py.py"),
     "fastrpc.amqp.connection": ("fastrpc.amqp.connection_py", "fastrpc/amqp/connection_py.py"),
 }
 

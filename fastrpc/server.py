@@ -406,7 +406,7 @@ class RPCServer(MessageHandlingServer):
         return self.transport._listen(self.target, 1, None)
 
     def _process_incoming(self, incoming: IncomingMessage) -> None:
-        if not incoming.acked_on_receipt:
+        if not incoming.settled_by_listener:
             try:
                 incoming.acknowledge()
             except Exception:

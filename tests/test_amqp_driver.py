@@ -13,6 +13,7 @@ import pytest
 from fastrpc import envelope
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp import DEDUP_WINDOW, AmqpDriver
+from fastrpc.drivers.amqp import consumer as consumer_module
 from fastrpc.drivers.topology import Topology, publish_properties
 from fastrpc.exceptions import CallInterrupted, MessagingTimeout, RemoteError
 from fastrpc.options import Options
@@ -476,6 +477,27 @@ def test_a_reconnect_finishing_after_cleanup_consumes_nothing(broker, topic, mon
     rows = [line.split() for line in broker.ctl("list_queues", "name", "consumers").splitlines()]
     assert [f"{topic}.s1", "0"] in rows, rows
     driver.cleanup()
+
+
+def test_unique_id_window_of_accepted_requests(broker, topic, monkeypatch):
+    # The listener's own check of each request's _unique_id (written out in
+    # _accept) keeps the window seen_before keeps, read from the same place.
+    monkeypatch.setattr(consumer_module, "DEDUP_WINDOW", 3)
+    server_driver = make_driver(broker)
+    served = Served(server_driver, Target(topic=topic, server="s1"), lambda msg: None)
+    listener = served.listener
+    try:
+        requests = [envelope.decode_request(envelope.encode_request({"method": "m", "args": {}}, {}, f"u{i}"))
+                    for i in range(5)]
+        assert all(listener._accept(req) is not None for req in requests)
+        assert listener._accept(requests[4]) is None  # remembered: a duplicate
+        assert listener.duplicates == 1
+        assert len(listener._seen) == 3
+        assert listener._accept(requests[0]) is not None  # forgotten beyond the window
+        assert listener.seen_before("u0", remember=False) and not listener.seen_before("u1", remember=False)
+    finally:
+        served.close()
+        server_driver.cleanup()
 
 
 def test_unique_id_window_under_concurrent_takers(broker, topic):

@@ -20,6 +20,7 @@ from fake_peer import Peer, connect, open_channel
 
 from fastrpc.amqp import connection_core, spec
 from fastrpc.amqp import transport as transport_module
+from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
 
 pytestmark = pytest.mark.twins
@@ -207,3 +208,23 @@ def test_frame_reader_gives_back_what_a_large_message_needed_under_small_traffic
         acks.append(writer.take())
     kept = _large_message_then(codec, acks)
     assert kept < 64 * 1024, f"the reader kept {kept} bytes after the message"
+
+
+def test_writer_take_and_channel_refuse_none() -> None:
+    # The compiled build types a channel's connection and take()'s writer and
+    # calls them without a check: None is refused where it comes in (else the
+    # first send would crash the process instead of raising).
+    conn = Connection()  # not connected: writer() and take() need no socket
+    writer = conn.writer()
+    writer.ack(1, 7)
+    assert conn.take(writer) == ack_frame(1, 7)
+    with pytest.raises(TypeError):
+        conn.take(None)
+    with pytest.raises(TypeError):
+        Channel(None, 1)
+
+
+def ack_frame(channel: int, tag: int) -> bytes:
+    """basic.ack (class 60, method 80) of ``tag`` on ``channel``, not multiple."""
+    payload = (60).to_bytes(2, "big") + (80).to_bytes(2, "big") + tag.to_bytes(8, "big") + b"\x00"
+    return b"\x01" + channel.to_bytes(2, "big") + len(payload).to_bytes(4, "big") + payload + b"\xce"

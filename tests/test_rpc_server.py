@@ -192,6 +192,27 @@ def test_acknowledge_before_dispatch_then_reply():
         t.cleanup()
 
 
+def test_message_its_listener_settles_is_not_acknowledged_again():
+    # settled_by_listener: acknowledge() would be a no-op, the server skips it.
+    events = []
+
+    class Settled(RecordingIncoming):
+        settled_by_listener = True
+
+    class Ep:
+        def m(self, ctxt):
+            events.append("dispatch")
+            return 2
+
+    t = make_transport()
+    try:
+        srv = fastrpc.get_rpc_server(t, Target(topic="t", server="s"), [Ep()])
+        srv._process_incoming(Settled(events, {"method": "m", "args": {}}))
+        assert events == ["dispatch", ("reply", 2, None)]
+    finally:
+        t.cleanup()
+
+
 def test_failed_acknowledge_skips_processing():
     events = []
 

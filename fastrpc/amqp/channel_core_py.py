@@ -78,6 +78,8 @@ class ChannelCore:
     """A channel's state, frame writing and event handling (base class of ``Channel``)."""
 
     def __init__(self, connection: ChannelHost, channel_id: int) -> None:
+        if connection is None:  # compiled, _conn is typed and used unchecked
+            raise TypeError("a channel needs its connection")
         self._conn = connection
         self.channel_id = channel_id
         self.on_return: OnReturn | None = None

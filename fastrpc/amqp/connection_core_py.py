@@ -1,5 +1,7 @@
 """The state of a connection and its read side: the read baton, the reader
-thread's loop, and dispatching what was read to the channels.
+thread's loop, and dispatching what was read to the channels; and the
+per-frame steps of a send that channels call (a spare frame writer,
+``send_locked``, declared here and implemented by the subclass).
 
 :class:`ConnectionCore` is the base class of
 :class:`fastrpc.amqp.connection.Connection`, which adds connecting, the send
@@ -72,7 +74,7 @@ _Heartbeat = spec.Heartbeat
 
 
 class ConnectionCore:
-    """A connection's state and read side (base class of ``Connection``)."""
+    """A connection's state, read side and per-frame send steps (base class of ``Connection``)."""
 
     def __init__(self, params_or_url: ConnectionParams | str | None = None, **overrides: Any) -> None:
         self.params: ConnectionParams = make_params(params_or_url, **overrides)
@@ -118,7 +120,7 @@ class ConnectionCore:
         self._closing = False
         self._unblocked = threading.Event()
         self._unblocked.set()
-        self._writers: list[Any] = []  # spare FrameWriters (Connection.writer)
+        self._writers: list[Any] = []  # spare FrameWriters (writer, take)
         self._reader_thread: threading.Thread | None = None
         self._reader_ident: int | None = None
         self._heartbeat_thread: threading.Thread | None = None
@@ -176,6 +178,8 @@ class ConnectionCore:
 
     def take(self, writer: Any) -> bytes:
         """The frames ``writer`` (from :meth:`writer`) holds; it goes back to the spares."""
+        if writer is None:  # compiled, the typed call below would not check
+            raise TypeError("take() needs a FrameWriter from writer()")
         data: bytes = writer.take()
         if len(self._writers) < SPARE_WRITERS:
             self._writers.append(writer)

@@ -33,9 +33,10 @@ class IncomingMessage(ABC):
     message: dict
     msg_id: str | None
     client_timeout: float | None = None
-    # True where acknowledge() has nothing to do (the listener acks as it
-    # hands the message over): the server then skips the call.
-    acked_on_receipt = False
+    # True where acknowledge() is a no-op because the listener settles the
+    # message itself (when a poller takes it, or after an inline run): the
+    # server then skips the call.
+    settled_by_listener = False
 
     def __init__(self, ctxt: dict, message: dict, msg_id: str | None = None) -> None:
         self.ctxt = ctxt

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from fastrpc import envelope, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
+from fastrpc.drivers.amqp import consumer
 from fastrpc.drivers.amqp.acks import Settled
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
-from fastrpc.drivers.amqp.consumer import DEDUP_WINDOW, Consumer, ListenerDriver, Read
+from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import QueueSpec
 from fastrpc.envelope import EnvelopeError
@@ -45,7 +46,7 @@ class AmqpIncomingMessage(IncomingMessage):
     # noted for its trace only while tracing is on.
     exchange: str | None = None
     routing_key: str | None = None
-    acked_on_receipt = True  # by the listener: acknowledge() has nothing to do
+    settled_by_listener = True  # see acknowledge()
 
     def __init__(self, driver: RpcDriver, ctxt: dict, message: dict, msg_id: str | None,
                  reply_q: str | None, binary: bool, client_timeout: float | None = None) -> None:
@@ -256,7 +257,7 @@ class AmqpListener(Consumer):
                 self.count_duplicate()
                 LOG.warning("Dropped duplicate request %s", uid)
                 return None
-            if len(seen) > DEDUP_WINDOW:
+            if len(seen) > consumer.DEDUP_WINDOW:  # read where seen_before reads it
                 self.forget_oldest()
         ctxt = req.ctxt
         timeout = req.timeout
@@ -293,9 +294,9 @@ class AmqpListener(Consumer):
 
 
 def _settle_out_of_order(ch: Any, settled: Settled, tag: int) -> None:
-    """Settle and acknowledge the one delivery ``tag`` while some lower tag is
-    unsettled, through ``settled``'s lists. (When every lower tag is settled
-    already, the callers ack it alone, written out: that runs per request.)"""
+    """Settle and acknowledge the one delivery ``tag`` through ``settled``'s
+    lists: some lower tag is unsettled, or a higher one was settled early.
+    (Otherwise the callers ack it alone, written out: that runs per request.)"""
     for acked, multiple in settled.settle([tag], [tag]):
         ch.basic_ack(acked, multiple)
 
