@@ -19,3 +19,4 @@ cdef class ChannelCore:
     cdef object __weakref__
 
     cpdef _send(self, data)
+    cpdef _on_confirm(self, args, error)

@@ -35,6 +35,7 @@ cdef class ConnectionCore:
     cpdef FrameWriter writer(self)
     cpdef bytes take(self, FrameWriter writer)
     cpdef send_locked(self, data, deadline=*)
+    cpdef stream_position(self)
     cpdef _read_batch(self, recv_timeout, lowat=*)
     cpdef _run_after_dispatch(self)
     cpdef _dispatch(self, events)

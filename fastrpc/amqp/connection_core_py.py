@@ -185,6 +185,12 @@ class ConnectionCore:
             self._writers.append(writer)
         return data
 
+    def stream_position(self) -> int:
+        """How many bytes went to the socket so far (called under
+        ``send_lock``: frames queued now start at or after it)."""
+        transport = self._transport
+        return transport.sent if transport is not None else 0
+
     def send_locked(self, data: bytes, deadline: float | None = None) -> BaseException | None:
         """Send ``data`` (with ``send_lock`` held); the error instead of raising.
         Connection's send path (see ``Connection.send_locked``)."""

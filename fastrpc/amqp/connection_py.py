@@ -409,12 +409,6 @@ class Connection(ConnectionCore):
         """Publishes on this connection the broker has not confirmed yet."""
         return sum(ch.pending_confirms for ch in list(self._channels.values()))
 
-    def stream_position(self) -> int:
-        """How many bytes went to the socket so far (called under
-        ``send_lock``: frames queued now start at or after it)."""
-        transport = self._transport
-        return transport.sent if transport is not None else 0
-
     def never_received(self, position: int) -> bool:
         """Whether frames that started at ``position`` (:meth:`stream_position`)
         certainly never reached the broker: it reset or closed the connection
