@@ -16,7 +16,7 @@ cdef class ConnectionCore:
     cdef public bint blocked
     cdef public object _transport, _frame_reader, _lock, send_lock, _out, _taken, _write_failed
     cdef public Py_ssize_t _out_bytes
-    cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, one_event_read, _unanswered
+    cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, _one_event, _unanswered
     cdef public int _out_waiting, _waiting, _writer_run
     cdef public object _last_writer
     cdef public dict _channels

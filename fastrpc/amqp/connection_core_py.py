@@ -155,9 +155,7 @@ class ConnectionCore:
         # the broker has not answered (a reply published on a frozen broker's
         # connection would otherwise go unnoticed until the heartbeat timeout).
         self._unanswered = False
-        # Whether the read being dispatched brought only the event in hand: a
-        # callback may then do at once what it would leave to after_dispatch.
-        self.one_event_read = False
+        self._one_event = False  # the read being dispatched brought one event
 
 
     # ---- sending: what channels call per frame they send -----------------
@@ -417,9 +415,15 @@ class ConnectionCore:
         an exception from it is logged. When the read brought only the event
         being dispatched, ``fn`` runs at once, before this returns.
         """
+        if self._one_event:
+            # Nothing else comes with this read: run fn now, without the list
+            # (the usual case of a consumer that gathers a read's deliveries).
+            try:
+                fn()
+            except Exception:
+                LOG.exception("after_dispatch function failed")
+            return
         self._after_dispatch.append(fn)
-        if self.one_event_read:
-            self._run_after_dispatch()
 
     def _run_after_dispatch(self) -> None:
         after = self._after_dispatch
@@ -434,7 +438,7 @@ class ConnectionCore:
 
     def _dispatch(self, events: list[Any]) -> None:
         channels = self._channels
-        self.one_event_read = len(events) == 1
+        self._one_event = len(events) == 1
         for event in events:
             kind = type(event)
             if kind is _Delivery:

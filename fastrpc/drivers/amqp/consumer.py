@@ -228,10 +228,7 @@ class Consumer(Listener):
             def on_message(delivery: spec.Delivery) -> None:
                 arrived.append(delivery)
                 if len(arrived) == 1:
-                    if conn.one_event_read:
-                        on_read_dispatched()  # the read brought only this: nothing to wait for
-                    else:
-                        after_read(on_read_dispatched)
+                    after_read(on_read_dispatched)  # at once when the read brought only this
                 elif len(arrived) >= ACK_BATCH:
                     on_read_dispatched()  # the registered call takes the rest
 
