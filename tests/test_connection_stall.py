@@ -527,3 +527,24 @@ def test_tls_handshake_reset_is_an_amqp_error() -> None:
     finally:
         thread.join(WAIT)
         listener.close()
+
+
+def test_probe_due_while_closing_ends_the_watchdog_quietly(peer: Peer, monkeypatch: Any) -> None:
+    """A probe falls due while connection.close waits for its close-ok: the
+    watchdog leaves the close (bounded on its own) to end the connection, and
+    ends without an uncaught error."""
+    uncaught: list[Any] = []
+    monkeypatch.setattr(threading, "excepthook", uncaught.append)
+    conn, _ = connect(peer, heartbeat=0, probe_after=0.2, probe_timeout=30)
+    watchdog = conn._heartbeat_thread
+    assert watchdog is not None
+    ch, _ = open_channel(conn, peer)
+    ch.basic_publish("", "q", b"unanswered")  # the broker owes an answer: busy
+    peer.expect("basic.publish")
+    _, closing = run_in_thread(lambda: conn.close(timeout=2.0))
+    peer.expect("connection.close")  # and never answers it
+    watchdog.join(WAIT)
+    assert not watchdog.is_alive()
+    assert closing.get(timeout=WAIT) == ("ok", None)
+    assert not conn.is_open
+    assert uncaught == []

@@ -28,7 +28,7 @@ from typing import Any
 
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.codec import FrameWriter
-from fastrpc.amqp.exceptions import ConnectionLost, HeartbeatTimeout, ProbeTimeout
+from fastrpc.amqp.exceptions import ConnectionClosed, ConnectionLost, HeartbeatTimeout, ProbeTimeout
 from fastrpc.amqp.interfaces import HeartbeatHost
 from fastrpc.amqp.transport import PlainTransport
 from fastrpc.amqp.url import ConnectionParams
@@ -110,6 +110,10 @@ def watch_connection(conn: HeartbeatHost, transport: PlainTransport) -> None:
                 probe = probe or conn.probe_frames()
                 if _try_send(conn, transport, probe):
                     probe, probe_sent = b"", now
+            except ConnectionClosed:
+                # Closing or closed already: close() is bounded on its own
+                # and a dead connection has its reason.
+                return
             except (OSError, ValueError, ConnectionLost) as exc:
                 conn.fail(ConnectionLost(f"liveness probe to {address} failed: {exc}"))
                 return
