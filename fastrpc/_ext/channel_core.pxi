@@ -19,4 +19,5 @@ cdef class ChannelCore:
     cdef object __weakref__
 
     cpdef _send(self, data)
+    cpdef _send_tracked(self, data)
     cpdef _on_confirm(self, args, error)

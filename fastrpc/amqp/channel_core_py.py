@@ -1,14 +1,16 @@
 """The state of a channel, how its frames go out, and what the broker sends it.
 
 :class:`ChannelCore` is the base class of :class:`fastrpc.amqp.channel.Channel`,
-which adds opening and closing, the synchronous AMQP methods, publishing and
-acknowledgements; it is not used alone. It holds every attribute of a channel
-(so its compiled build lays them all out in one struct), the one place its
-frames are written (:meth:`ChannelCore._write`, :meth:`ChannelCore._send`), a
-synchronous request's wait for its reply, and the ``handle_*`` methods the
-connection's reader calls for every frame of this channel: deliveries,
-replies, confirms, returns, close, cancel and flow. Both classes together run
-as one class did: no call per message is added.
+which adds opening and closing, the synchronous AMQP methods and consumers;
+it is not used alone. It holds every attribute of a channel (so its compiled
+build lays them all out in one struct), the one place its frames are written
+(:meth:`ChannelCore._write`, :meth:`ChannelCore._send`), publishing and
+acknowledgements (which run per message: compiled here, the connection's
+writer and send are called directly), a synchronous request's wait for its
+reply, and the ``handle_*`` methods the connection's reader calls for every
+frame of this channel: deliveries, replies, confirms, returns, close, cancel
+and flow. Both classes together run as one class did: no call per message is
+added.
 
 Import this module as ``fastrpc.amqp.channel_core``: it runs as it is, or
 compiled unchanged into ``fastrpc._ext.channel_core`` (see fastrpc._impl); its
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
@@ -29,18 +32,22 @@ from fastrpc.amqp.exceptions import (
     ChannelClosed,
     MessageReturned,
     OperationTimeout,
+    PublishBlocked,
     PublishNacked,
     fresh_error,
 )
 from fastrpc.amqp.interfaces import ChannelHost
 
-__all__ = ["ChannelCore", "OnCancel", "OnMessage", "OnReturn"]
+__all__ = ["ChannelCore", "OnCancel", "OnMessage", "OnReturn", "PublishItem"]
 
 LOG = logging.getLogger("fastrpc.amqp")
 
 OnMessage = Callable[[spec.Delivery], None]
 OnCancel = Callable[[str], None]
 OnReturn = Callable[[spec.Returned], None]
+PublishItem = Sequence[Any] | dict[str, Any]
+# (mandatory, exchange, routing_key) of one publish awaiting its confirm
+_Address = tuple[bool, str, str]
 # What _pending.pop returns for a tag settled already (a Future never used).
 _SETTLED: Future[Any] = Future()
 
@@ -497,3 +504,184 @@ class ChannelCore:
                 LOG.exception("on_return callback failed")
         elif not self._confirm:
             LOG.warning("%s (no on_return handler on channel %d)", exc, self.channel_id)
+
+    # ---- publishing --------------------------------------------------------
+
+    def _wait_publish_allowed(self, until: float | None = None) -> None:
+        """Wait while the broker blocks publishing: until ``until`` (a
+        ``time.monotonic()``, a call's deadline) when given, else up to the
+        connection's ``blocked_timeout``; then raise PublishBlocked."""
+        conn = self._conn
+        started = time.monotonic()
+        deadline = until if until is not None else started + conn.params.blocked_timeout
+        while conn.blocked or not self._flow.is_set():
+            self._check_open()
+            conn.check_open()
+            now = time.monotonic()
+            remaining = deadline - now
+            if remaining <= 0 or conn.in_reader_thread():
+                # The reader thread cannot wait: only it could see the unblock.
+                why = f"connection blocked by broker ({conn.blocked_reason})" if conn.blocked else "channel flow off"
+                raise PublishBlocked(f"publishing to {conn.params.address} not allowed for "
+                                     f"{now - started:.3g}s: {why}")
+            remaining = min(remaining, threading.TIMEOUT_MAX)
+            if conn.blocked:
+                conn.wait_unblocked(remaining)
+            else:
+                self._flow.wait(remaining)
+
+    def basic_publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any] | None = None,
+        mandatory: bool = False,
+        immediate: bool = False,
+        blocked_until: float | None = None,
+    ) -> Future[Any] | None:
+        """Publish one message.
+
+        With confirms on, returns a Future resolved True on ack, failed with
+        PublishNacked / MessageReturned / ChannelClosed / ConnectionLost;
+        otherwise None. Future callbacks run in the reader thread. While the
+        broker blocks publishing (connection.blocked, channel.flow), waits
+        until ``blocked_until`` (a ``time.monotonic()``) when given, else up
+        to the connection's ``blocked_timeout``, then raises PublishBlocked.
+        """
+        conn = self._conn
+        if self._closed is not None:
+            raise fresh_error(self._closed)
+        if conn.blocked or self._flow_paused:
+            self._wait_publish_allowed(blocked_until)
+        w = conn.writer()
+        w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, immediate)
+        data = conn.take(w)  # a writer that raised is dropped, half a frame with it
+        if not self._confirm:
+            self._send(data)
+            return None
+        return self._send_confirmed(data, ((mandatory, exchange, routing_key),))[0]
+
+    def basic_publish_tracked(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        properties: dict[str, Any] | None = None,
+        blocked_until: float | None = None,
+        mandatory: bool = False,
+    ) -> tuple[int, int]:
+        """Publish one message on a confirm channel without a future: returns
+        its delivery tag, with which :meth:`confirmed` says later whether the
+        broker has taken it (a ``mandatory`` one it could not route goes to
+        ``on_return`` first), and the stream position it starts at or after,
+        with which ``Connection.never_received`` says, should the broker end
+        the connection, whether it certainly never got it. Waits while the
+        broker blocks publishing as :meth:`basic_publish` does."""
+        conn = self._conn
+        if self._closed is not None:
+            raise fresh_error(self._closed)
+        if not self._confirm:
+            raise RuntimeError("basic_publish_tracked needs confirm_select() first")
+        if conn.blocked or self._flow_paused:
+            self._wait_publish_allowed(blocked_until)
+        w = conn.writer()
+        w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, False)
+        return self._send_tracked(conn.take(w))
+
+    def publish_many(self, items: Iterable[PublishItem]) -> list[Future[Any] | None]:
+        """Publish several messages with one send.
+
+        Each item is ``(exchange, routing_key, body[, properties[, mandatory]])``
+        or a dict with those keys. Returns one future per item (None entries
+        without confirms).
+        """
+        conn = self._conn
+        if self._closed is not None:
+            raise fresh_error(self._closed)
+        if conn.blocked or self._flow_paused:
+            self._wait_publish_allowed()
+        w = conn.writer()
+        addresses: list[_Address] = []
+        # Should an item fail, the writer is dropped with the items before it.
+        for item in items:
+            if isinstance(item, dict):
+                exchange = item["exchange"]
+                routing_key = item["routing_key"]
+                mandatory = bool(item.get("mandatory", False))
+                w.publish(self.channel_id, exchange, routing_key, item["body"], item.get("properties"), mandatory)
+            else:
+                exchange, routing_key = item[0], item[1]
+                mandatory = bool(item[4]) if len(item) > 4 else False
+                w.publish(self.channel_id, exchange, routing_key, item[2], item[3] if len(item) > 3 else None,
+                          mandatory)
+            addresses.append((mandatory, exchange, routing_key))
+        data = conn.take(w)
+        if not addresses:
+            return []
+        if not self._confirm:
+            self._send(data)
+            return [None] * len(addresses)
+        return list(self._send_confirmed(data, addresses))
+
+    def _send_confirmed(self, data: bytes, addresses: Sequence[_Address]) -> list[Future[Any]]:
+        """Send encoded publishes with one confirm future each, in tag order.
+
+        Tags are taken under the send lock, so their order is the order the
+        broker sees the publishes; they are given back if the send fails.
+        """
+        futures: list[Future[Any]] = []
+
+        def register() -> Callable[[], None]:
+            pending = self._pending
+            mandatory_tags = self._mandatory
+            first = tag = self._next_tag
+            for mandatory, exchange, routing_key in addresses:
+                future: Future[Any] = Future()
+                pending[tag] = future
+                if mandatory:
+                    mandatory_tags[tag] = (exchange, routing_key)
+                futures.append(future)
+                tag += 1
+            self._next_tag = tag
+
+            def undo() -> None:
+                for t in range(first, tag):
+                    pending.pop(t, None)
+                    mandatory_tags.pop(t, None)
+
+            return undo
+
+        self._write(data, register=register)
+        self._conn.need_reader()  # the confirms must be read
+        return futures
+
+    # ---- acknowledgements --------------------------------------------------
+
+    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
+        conn = self._conn
+        w = conn.writer()
+        w.ack(self.channel_id, delivery_tag, multiple)
+        self._send(conn.take(w))
+
+    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
+        conn = self._conn
+        w = conn.writer()
+        w.nack(self.channel_id, delivery_tag, multiple, requeue)
+        self._send(conn.take(w))
+
+    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
+        conn = self._conn
+        w = conn.writer()
+        w.reject(self.channel_id, delivery_tag, requeue)
+        self._send(conn.take(w))
+
+    def ack_many(self, delivery_tags: Iterable[int]) -> None:
+        """Acknowledge several deliveries with one send (one ack frame each)."""
+        conn = self._conn
+        w = conn.writer()
+        for tag in delivery_tags:
+            w.ack(self.channel_id, tag, False)
+        data = conn.take(w)
+        if data:
+            self._send(data)

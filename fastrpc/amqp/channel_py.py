@@ -7,10 +7,10 @@ is handled in the connection's reader thread: consumer callbacks
 (``on_message``), confirm future callbacks and ``on_return`` run there and
 must stay short.
 
-A channel's state, its frame writes, a request's wait for its reply and the
-handling of what the broker sends it are its base class
-:class:`fastrpc.amqp.channel_core.ChannelCore`; this module adds opening and
-closing, the synchronous methods, publishing and acknowledgements.
+A channel's state, its frame writes, publishing and acknowledgements, a
+request's wait for its reply and the handling of what the broker sends it are
+its base class :class:`fastrpc.amqp.channel_core.ChannelCore`; this module
+adds opening and closing, the synchronous methods and consumers.
 
 A channel knows its connection only through
 :class:`fastrpc.amqp.interfaces.ChannelHost`; the connection hands it what it
@@ -22,22 +22,17 @@ reads through the ``handle_*`` methods. Import this module as
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable
 from typing import Any
 
 from fastrpc.amqp import spec
-from fastrpc.amqp.channel_core import ChannelCore, OnCancel, OnMessage, OnReturn
+from fastrpc.amqp.channel_core import ChannelCore, OnCancel, OnMessage, OnReturn, PublishItem
 from fastrpc.amqp.exceptions import (
     ChannelClosed,
     ConnectionClosed,
     ConnectionLost,
     OperationTimeout,
-    PublishBlocked,
-    fresh_error,
 )
 
 __all__ = ["Channel", "ChannelCloseCallback", "OnCancel", "OnMessage", "OnReturn", "PublishItem"]
@@ -46,9 +41,6 @@ LOG = logging.getLogger("fastrpc.amqp")
 
 ChannelCloseCallback = Callable[["Channel", BaseException], None]
 
-PublishItem = Sequence[Any] | dict[str, Any]
-# (mandatory, exchange, routing_key) of one publish awaiting its confirm
-_Address = tuple[bool, str, str]
 
 
 class Channel(ChannelCore):
@@ -246,184 +238,3 @@ class Channel(ChannelCore):
             return
         self._call("confirm.select", ("confirm.select-ok",), timeout)
         self._confirm = True
-
-    # ---- publishing --------------------------------------------------------
-
-    def _wait_publish_allowed(self, until: float | None = None) -> None:
-        """Wait while the broker blocks publishing: until ``until`` (a
-        ``time.monotonic()``, a call's deadline) when given, else up to the
-        connection's ``blocked_timeout``; then raise PublishBlocked."""
-        conn = self._conn
-        started = time.monotonic()
-        deadline = until if until is not None else started + conn.params.blocked_timeout
-        while conn.blocked or not self._flow.is_set():
-            self._check_open()
-            conn.check_open()
-            now = time.monotonic()
-            remaining = deadline - now
-            if remaining <= 0 or conn.in_reader_thread():
-                # The reader thread cannot wait: only it could see the unblock.
-                why = f"connection blocked by broker ({conn.blocked_reason})" if conn.blocked else "channel flow off"
-                raise PublishBlocked(f"publishing to {conn.params.address} not allowed for "
-                                     f"{now - started:.3g}s: {why}")
-            remaining = min(remaining, threading.TIMEOUT_MAX)
-            if conn.blocked:
-                conn.wait_unblocked(remaining)
-            else:
-                self._flow.wait(remaining)
-
-    def basic_publish(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        properties: dict[str, Any] | None = None,
-        mandatory: bool = False,
-        immediate: bool = False,
-        blocked_until: float | None = None,
-    ) -> Future[Any] | None:
-        """Publish one message.
-
-        With confirms on, returns a Future resolved True on ack, failed with
-        PublishNacked / MessageReturned / ChannelClosed / ConnectionLost;
-        otherwise None. Future callbacks run in the reader thread. While the
-        broker blocks publishing (connection.blocked, channel.flow), waits
-        until ``blocked_until`` (a ``time.monotonic()``) when given, else up
-        to the connection's ``blocked_timeout``, then raises PublishBlocked.
-        """
-        conn = self._conn
-        if self._closed is not None:
-            raise fresh_error(self._closed)
-        if conn.blocked or self._flow_paused:
-            self._wait_publish_allowed(blocked_until)
-        w = conn.writer()
-        w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, immediate)
-        data = conn.take(w)  # a writer that raised is dropped, half a frame with it
-        if not self._confirm:
-            self._send(data)
-            return None
-        return self._send_confirmed(data, ((mandatory, exchange, routing_key),))[0]
-
-    def basic_publish_tracked(
-        self,
-        exchange: str,
-        routing_key: str,
-        body: bytes,
-        properties: dict[str, Any] | None = None,
-        blocked_until: float | None = None,
-        mandatory: bool = False,
-    ) -> tuple[int, int]:
-        """Publish one message on a confirm channel without a future: returns
-        its delivery tag, with which :meth:`confirmed` says later whether the
-        broker has taken it (a ``mandatory`` one it could not route goes to
-        ``on_return`` first), and the stream position it starts at or after,
-        with which ``Connection.never_received`` says, should the broker end
-        the connection, whether it certainly never got it. Waits while the
-        broker blocks publishing as :meth:`basic_publish` does."""
-        conn = self._conn
-        if self._closed is not None:
-            raise fresh_error(self._closed)
-        if not self._confirm:
-            raise RuntimeError("basic_publish_tracked needs confirm_select() first")
-        if conn.blocked or self._flow_paused:
-            self._wait_publish_allowed(blocked_until)
-        w = conn.writer()
-        w.publish(self.channel_id, exchange, routing_key, body, properties, mandatory, False)
-        return self._send_tracked(conn.take(w))
-
-    def publish_many(self, items: Iterable[PublishItem]) -> list[Future[Any] | None]:
-        """Publish several messages with one send.
-
-        Each item is ``(exchange, routing_key, body[, properties[, mandatory]])``
-        or a dict with those keys. Returns one future per item (None entries
-        without confirms).
-        """
-        conn = self._conn
-        if self._closed is not None:
-            raise fresh_error(self._closed)
-        if conn.blocked or self._flow_paused:
-            self._wait_publish_allowed()
-        w = conn.writer()
-        addresses: list[_Address] = []
-        # Should an item fail, the writer is dropped with the items before it.
-        for item in items:
-            if isinstance(item, dict):
-                exchange = item["exchange"]
-                routing_key = item["routing_key"]
-                mandatory = bool(item.get("mandatory", False))
-                w.publish(self.channel_id, exchange, routing_key, item["body"], item.get("properties"), mandatory)
-            else:
-                exchange, routing_key = item[0], item[1]
-                mandatory = bool(item[4]) if len(item) > 4 else False
-                w.publish(self.channel_id, exchange, routing_key, item[2], item[3] if len(item) > 3 else None,
-                          mandatory)
-            addresses.append((mandatory, exchange, routing_key))
-        data = conn.take(w)
-        if not addresses:
-            return []
-        if not self._confirm:
-            self._send(data)
-            return [None] * len(addresses)
-        return list(self._send_confirmed(data, addresses))
-
-    def _send_confirmed(self, data: bytes, addresses: Sequence[_Address]) -> list[Future[Any]]:
-        """Send encoded publishes with one confirm future each, in tag order.
-
-        Tags are taken under the send lock, so their order is the order the
-        broker sees the publishes; they are given back if the send fails.
-        """
-        futures: list[Future[Any]] = []
-
-        def register() -> Callable[[], None]:
-            pending = self._pending
-            mandatory_tags = self._mandatory
-            first = tag = self._next_tag
-            for mandatory, exchange, routing_key in addresses:
-                future: Future[Any] = Future()
-                pending[tag] = future
-                if mandatory:
-                    mandatory_tags[tag] = (exchange, routing_key)
-                futures.append(future)
-                tag += 1
-            self._next_tag = tag
-
-            def undo() -> None:
-                for t in range(first, tag):
-                    pending.pop(t, None)
-                    mandatory_tags.pop(t, None)
-
-            return undo
-
-        self._write(data, register=register)
-        self._conn.need_reader()  # the confirms must be read
-        return futures
-
-    # ---- acknowledgements --------------------------------------------------
-
-    def basic_ack(self, delivery_tag: int, multiple: bool = False) -> None:
-        conn = self._conn
-        w = conn.writer()
-        w.ack(self.channel_id, delivery_tag, multiple)
-        self._send(conn.take(w))
-
-    def basic_nack(self, delivery_tag: int, multiple: bool = False, requeue: bool = True) -> None:
-        conn = self._conn
-        w = conn.writer()
-        w.nack(self.channel_id, delivery_tag, multiple, requeue)
-        self._send(conn.take(w))
-
-    def basic_reject(self, delivery_tag: int, requeue: bool = True) -> None:
-        conn = self._conn
-        w = conn.writer()
-        w.reject(self.channel_id, delivery_tag, requeue)
-        self._send(conn.take(w))
-
-    def ack_many(self, delivery_tags: Iterable[int]) -> None:
-        """Acknowledge several deliveries with one send (one ack frame each)."""
-        conn = self._conn
-        w = conn.writer()
-        for tag in delivery_tags:
-            w.ack(self.channel_id, tag, False)
-        data = conn.take(w)
-        if data:
-            self._send(data)
