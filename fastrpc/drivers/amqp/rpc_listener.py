@@ -15,11 +15,10 @@ from fastrpc.drivers.amqp import consumer
 from fastrpc.drivers.amqp.acks import Settled
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
 from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
+from fastrpc.drivers.amqp.incoming import IncomingCore
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import QueueSpec
 from fastrpc.envelope import EnvelopeError
-from fastrpc.exceptions import BrokerError, MessageDeliveryFailure
-from fastrpc.failures import serialize_remote_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -38,50 +37,12 @@ class RpcDriver(ListenerDriver, Protocol):
         """Tell the caller of a malformed request why it was rejected."""
 
 
-class AmqpIncomingMessage(IncomingMessage):
+class AmqpIncomingMessage(IncomingCore, IncomingMessage):
     """A request taken from a queue; the listener acks it (when a worker takes
-    it, or after it ran with inline dispatch), as oslo's executors do."""
+    it, or after it ran with inline dispatch), as oslo's executors do. Its
+    fields and answers are :class:`IncomingCore`'s (compiled)."""
 
-    # Where it was published (the exchange and routing key of its delivery),
-    # noted for its trace only while tracing is on.
-    exchange: str | None = None
-    routing_key: str | None = None
-    settled_by_listener = True  # see acknowledge()
-
-    def __init__(self, driver: RpcDriver, ctxt: dict, message: dict, msg_id: str | None,
-                 reply_q: str | None, binary: bool, client_timeout: float | None = None) -> None:
-        # IncomingMessage's fields set here, not by super().__init__: one
-        # Python call less per request.
-        self.ctxt = ctxt
-        self.message = message
-        self.msg_id = msg_id
-        self._driver = driver
-        self.reply_q = reply_q
-        self.binary = binary
-        # The caller's call-monitor timeout: the dispatcher sends heartbeats
-        # more often than this while the call runs.
-        self.client_timeout = client_timeout
-
-    def acknowledge(self) -> None:
-        # The listener acks (see take and run_read): nothing to do here.
-        pass
-
-    def requeue(self) -> None:
-        pass
-
-    def reply(self, reply: Any = None, failure: BaseException | None = None) -> None:
-        if self.msg_id is None or self.reply_q is None:
-            return
-        data = serialize_remote_exception(failure) if failure is not None else None
-        self._driver.send_reply(self.reply_q, self.msg_id, reply, data, True, self.binary)
-
-    def heartbeat(self) -> None:
-        if self.msg_id is None or self.reply_q is None:
-            return
-        try:
-            self._driver.send_reply(self.reply_q, self.msg_id, None, None, False, self.binary)
-        except BrokerError as exc:
-            raise MessageDeliveryFailure(f"heartbeat send failed: {exc}") from exc
+    settled_by_listener = True  # acknowledge() does nothing: see AmqpListener.take and run_read
 
 
 class AmqpListener(Consumer):
