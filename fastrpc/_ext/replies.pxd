@@ -1,0 +1,10 @@
+# C layout of fastrpc/drivers/amqp/replies_py.py's class Replies in its
+# compiled build (fastrpc._ext.replies): every call waits through it and
+# every reply is handed over by it.
+
+cdef class Replies:
+    cdef public object _sender, _topology, _max_body, _lock, _rechecks
+    cdef public object name, ch, late_replies, bad_replies
+    cdef public bint consuming
+    cdef public dict waiters
+    cdef object __weakref__
