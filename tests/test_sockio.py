@@ -1,5 +1,8 @@
-"""send_nowait, both builds: what fits goes now, a full buffer takes nothing,
-and a failed write raises instead of waiting or losing bytes silently."""
+"""send_nowait and recv_into, both builds: what fits goes now, a full buffer
+takes nothing, a failed write raises instead of waiting or losing bytes
+silently; a read given the socket or its descriptor gets the same bytes, end
+of stream and receive timeout; a transport that shut down uses no descriptor
+number again."""
 
 from __future__ import annotations
 
@@ -74,3 +77,52 @@ def test_a_closed_socket_raises(sockio: ModuleType) -> None:
     ours.close()
     with pytest.raises((OSError, ValueError)):
         sockio.send_nowait(ours, b"x")
+
+
+@pytest.mark.parametrize("by_descriptor", [False, True])
+def test_recv_into_reads_what_came_then_the_end_of_stream(sockio: ModuleType, by_descriptor: bool) -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        fd = ours.fileno() if by_descriptor else -1
+        buf = bytearray(64)
+        theirs.sendall(b"frame bytes")
+        n = sockio.recv_into(ours, memoryview(buf), fd)
+        assert buf[:n] == b"frame bytes"
+        theirs.shutdown(socket.SHUT_WR)
+        assert sockio.recv_into(ours, memoryview(buf), fd) == 0
+
+
+@pytest.mark.parametrize("by_descriptor", [False, True])
+def test_recv_into_raises_blocking_io_error_when_the_receive_timeout_passes(
+        sockio: ModuleType, by_descriptor: bool) -> None:
+    from fastrpc.amqp.transport import PlainTransport
+
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        PlainTransport(ours).set_recv_timeout(0.05)  # SO_RCVTIMEO on the socket itself
+        with pytest.raises(BlockingIOError):
+            sockio.recv_into(ours, memoryview(bytearray(8)), ours.fileno() if by_descriptor else -1)
+
+
+def test_a_shut_down_transport_never_writes_to_a_reused_descriptor() -> None:
+    from fastrpc.amqp.transport import PlainTransport
+
+    ours, theirs = socket.socketpair()
+    transport = PlainTransport(ours)
+    transport.make_blocking()
+    number = ours.fileno()
+    transport.shutdown()
+    # The next socket the process opens takes the lowest free number: the one
+    # the transport's socket had.
+    reused, peer = socket.socketpair()
+    with reused, peer, theirs:
+        assert number in (reused.fileno(), peer.fileno())
+        with pytest.raises((OSError, ValueError)):
+            transport.send_now(b"stale")
+        with pytest.raises((OSError, ValueError)):
+            transport.recv()
+        reused.setblocking(False)
+        peer.setblocking(False)
+        for sock in (reused, peer):
+            with pytest.raises(BlockingIOError):
+                sock.recv(16)  # nothing was written to the socket that took the number

@@ -139,7 +139,7 @@ class Connection(ConnectionCore):
         reader = FrameReader(spec.DEFAULT_FRAME_MAX)
         try:
             done = handshake(transport, params, deadline, reader, FrameWriter(spec.DEFAULT_FRAME_MAX))
-            transport.sock.settimeout(None)
+            transport.make_blocking()
         except BaseException:
             transport.shutdown()
             raise

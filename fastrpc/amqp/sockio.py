@@ -1,4 +1,4 @@
-"""A socket write that never waits (``send_nowait``).
+"""Socket calls of the connection's hot path (``send_nowait``, ``recv_into``).
 
 Two builds with one contract: the compiled ``fastrpc._ext.sockio``
 (ext/sockio.pyx) and the pure-Python ``fastrpc.amqp.sockio_py``. This name is

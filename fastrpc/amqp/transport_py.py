@@ -22,7 +22,7 @@ import threading
 from time import monotonic  # a module global: no attribute lookup per call
 
 from fastrpc.amqp.exceptions import ConnectionLost, ConnectionRefused, TLSError
-from fastrpc.amqp.sockio import send_nowait
+from fastrpc.amqp.sockio import recv_into, send_nowait
 from fastrpc.amqp.url import ConnectionParams
 
 __all__ = ["SEND_CHUNK", "PlainTransport", "TlsTransport", "make_ssl_context", "open_socket", "open_transport",
@@ -118,6 +118,17 @@ class PlainTransport:
         # Bytes handed to the kernel so far (TLS: records), counted from the
         # connection's first byte like TCP_INFO's acknowledged bytes.
         self.sent = 0
+        # The socket's descriptor once it blocks (see make_blocking), until
+        # shutdown; -1 otherwise. Reads and small writes use it directly
+        # instead of asking the socket object each time.
+        self._fd = -1
+
+    def make_blocking(self) -> None:
+        """The handshake is over: from now on the socket blocks (its waits
+        are bounded by SO_RCVTIMEO / SO_SNDTIMEO, see set_recv_timeout and
+        set_send_timeout, not by a Python-level timeout)."""
+        self.sock.settimeout(None)
+        self._fd = self.sock.fileno()
 
     def recv(self) -> bytes | memoryview | None:
         """Block for the next bytes; None on orderly EOF.
@@ -127,7 +138,7 @@ class PlainTransport:
         is valid only until the next call (one reading thread at a time).
         """
         view = self._rview
-        n = self.sock.recv_into(view)
+        n = recv_into(self.sock, view, self._fd)
         if not n:
             return None
         size = len(view)
@@ -211,7 +222,7 @@ class PlainTransport:
         is nothing to wait for and no send in flight for the heartbeat timer
         to watch. Raises OSError as sendall does.
         """
-        n = send_nowait(self.sock, data)
+        n = send_nowait(self.sock, data, self._fd)
         self.sent += n
         return n
 
@@ -241,6 +252,7 @@ class PlainTransport:
 
     def shutdown(self) -> None:
         """Wake any thread blocked in recv/send and release the socket."""
+        self._fd = -1  # no later call may use the number (it can be reused once closed)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
