@@ -67,8 +67,8 @@ def record_reply_threads(client: AmqpDriver) -> list[int]:
         seen.append(threading.get_ident())
         original(delivery)
 
-    replies._on_reply = on_reply  # type: ignore[method-assign]
-    # The consumer callback was bound at basic_consume time: re-point it.
+    # The consumer callback was bound at basic_consume time: re-point it
+    # there (the compiled Replies' own methods cannot be replaced).
     ch = replies.ch
     for tag in list(ch._consumers):
         ch._consumers[tag] = on_reply
