@@ -1,7 +1,12 @@
 """Ack bookkeeping of one listener channel: which delivery tags are settled,
-and which ack frames settle a read."""
+and which ack frames settle a read; a read's deliveries with that channel's
+bookkeeping (:class:`Read`)."""
 
 from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from fastrpc.amqp import spec
 
 
 class Settled:
@@ -43,3 +48,12 @@ class Settled:
                 early.discard(upto)
             self.upto = upto
         return frames
+
+
+class Read(NamedTuple):
+    """The deliveries of one read of a listener's channel, taken together."""
+
+    gen: int  # the listener's connection generation they came on
+    channel: Any
+    settled: Settled  # that channel's
+    deliveries: list[spec.Delivery]

@@ -16,16 +16,17 @@ import logging
 import random
 import threading
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastrpc import metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
-from fastrpc.drivers.amqp.acks import Settled
+from fastrpc.drivers.amqp.acks import Read, Settled
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
 from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
+from fastrpc.drivers.amqp.incoming import ReadCollector
 from fastrpc.drivers.amqp.link import Link
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.base import IncomingMessage, Listener
@@ -55,15 +56,6 @@ class ListenerDriver(Protocol):
 
     def forget_listener(self, listener: Consumer) -> None:
         """``listener`` was cleaned up."""
-
-
-class Read(NamedTuple):
-    """The deliveries of one read of a listener's channel, taken together."""
-
-    gen: int  # the listener's connection generation they came on
-    channel: Any
-    settled: Settled  # that channel's
-    deliveries: list[spec.Delivery]
 
 
 class Consumer(Listener):
@@ -217,51 +209,9 @@ class Consumer(Listener):
             gen = self._gen + 1
             # Acks of this channel's tags go to this channel, with its own
             # bookkeeping, even when taken after a reconnect replaced both.
-            settled = Settled()
-            put = self._incoming.put
-            # The deliveries of one read, taken together after it: one ack
+            # The deliveries of one read are taken together after it: one ack
             # frame for all of them instead of one each.
-            arrived: list[spec.Delivery] = []
-            after_read = conn.after_dispatch
-            inline_lock = self._inline_lock
-
-            def on_message(delivery: spec.Delivery) -> None:
-                arrived.append(delivery)
-                if len(arrived) == 1:
-                    after_read(on_read_dispatched)  # at once when the read brought only this
-                elif len(arrived) >= ACK_BATCH:
-                    on_read_dispatched()  # the registered call takes the rest
-
-            def on_read_dispatched() -> None:
-                nonlocal arrived
-                if not arrived:
-                    return
-                # tuple.__new__: the NamedTuple's own __new__ is a Python call.
-                item = tuple.__new__(Read, (gen, ch, settled, arrived))
-                arrived = []
-                handler = self._inline
-                if handler is None:
-                    if self._polled:
-                        # Pollers take the reads, nothing runs inline: no lock.
-                        put(item)
-                        return
-                    # Decide under the lock: dispatch_inline() must not look at
-                    # the backlog between our check and our put.
-                    with inline_lock:
-                        handler = self._inline
-                        if handler is None:
-                            put(item)
-                            return
-                # acquire/release, not `with`: half the instructions, per read.
-                inline_lock.acquire()
-                try:
-                    # Checked under the lock: once stop() and wait_inline_idle()
-                    # returned, nothing more runs. Unacked, the message goes
-                    # back to the queue when the channel closes.
-                    if not self._stopping:
-                        self.run_read(handler, item)
-                finally:
-                    inline_lock.release()
+            on_message = ReadCollector(self, gen, ch, Settled(), conn.after_dispatch, ACK_BATCH).on_message
 
             with self._lock:
                 # Checked where cleanup() reads _conn: either it closes this
