@@ -4,7 +4,7 @@
 # a Python class, derives from IncomingCore.
 
 cdef class ReadCollector:
-    cdef object _listener, _gen, _ch, _settled, _after_read, _put, _inline_lock
+    cdef object _listener, _gen, _ch, _settled, _after_read, _put, _inline_lock, _dispatched
     cdef Py_ssize_t _ack_batch
     cdef list _arrived
 

@@ -49,12 +49,14 @@ class ReadCollector:
         self._put = listener._incoming.put
         self._inline_lock = listener._inline_lock
         self._arrived: list[Any] = []
+        # Registered with after_read once per read: bound once, not per read.
+        self._dispatched = self.on_read_dispatched
 
     def on_message(self, delivery: Any) -> None:
         arrived = self._arrived
         arrived.append(delivery)
         if len(arrived) == 1:
-            self._after_read(self.on_read_dispatched)  # at once when the read brought only this
+            self._after_read(self._dispatched)  # at once when the read brought only this
         elif len(arrived) >= self._ack_batch:
             self.on_read_dispatched()  # the registered call takes the rest
 

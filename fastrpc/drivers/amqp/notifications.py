@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from fastrpc import envelope, metrics
 from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.drivers.amqp.acks import Read
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
-from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
+from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
 from fastrpc.envelope import EnvelopeError

@@ -12,9 +12,9 @@ from fastrpc import envelope, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.drivers.amqp import consumer
-from fastrpc.drivers.amqp.acks import Settled
+from fastrpc.drivers.amqp.acks import Read, Settled
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
-from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver, Read
+from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver
 from fastrpc.drivers.amqp.incoming import IncomingCore
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import QueueSpec
