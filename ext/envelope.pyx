@@ -61,11 +61,13 @@ from fastrpc.envelope_common import (
     encode_bare,
     encode_failed,
     id_seed,
+    invalid_msgpack,
     is_msgpack_type,
     load,
     reply_from_inner,
     request_from_inner,
     to_primitive,
+    unwrap,
 )
 
 cdef bytes _JSON_PREFIX = b'{"oslo.version":"2.0","oslo.message":"'
@@ -74,6 +76,8 @@ cdef bytes _JSON_PREFIX_SPACED = b'{"oslo.version": "2.0", "oslo.message": "'
 cdef bytes _JSON_SUFFIX = b'"}'
 cdef str _JSON_TYPE = JSON
 assert JSON == "application/json"  # _is_json_type() compares with this literal
+cdef str _MSGPACK_TYPE = MSGPACK
+assert MSGPACK == "application/msgpack"  # _is_msgpack_type() compares with this literal
 cdef type _Request = Request
 cdef type _Reply = Reply
 cdef Py_ssize_t _CONTEXT_PREFIX_LEN = len(CONTEXT_PREFIX)
@@ -89,9 +93,9 @@ cdef object _loads = orjson.loads
 cdef object _JSONDecodeError = orjson.JSONDecodeError
 cdef object _JSONEncodeError = orjson.JSONEncodeError
 cdef int _SCAN_DEPTH = NONFINITE_SCAN_DEPTH
-cdef object _packb = msgpack.packb
 # The shared rules, for whatever the fast paths do not accept.
 cdef object _load_general = load
+cdef object _unwrap = unwrap
 cdef object _request_from_inner = request_from_inner
 cdef object _reply_from_inner = reply_from_inner
 
@@ -299,6 +303,8 @@ cdef extern from *:
 
 # Requests and replies are NamedTuples, built by _ev5 / _ev7.
 include "tuple_build.pxi"
+# msgpack bodies: _mp_dump_envelope, _mp_load_body.
+include "msgpack_codec.pxi"
 
 
 cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
@@ -364,8 +370,7 @@ cdef bytes _dump(dict inner, bint binary, object scanned, int depth):
     cdef bytes text
     try:
         if binary:
-            return _packb({VERSION_KEY: ENVELOPE_VERSION, MESSAGE_KEY: inner},
-                          default=to_primitive, use_bin_type=True, datetime=False)
+            return _mp_dump_envelope(inner, _to_primitive)
         text = _dumps_json(inner)
         # orjson writes NaN and the infinities as null; oslo's peers write and
         # read them as NaN / Infinity. Only a text with a null can hold one.
@@ -535,11 +540,59 @@ cdef object _plain_request_body(dict message, object unique_id, object msg_id, o
                   PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text) - 1, tail, o - tail)
 
 
+# msgpack: the fields a request or reply adds, written after the message
+# (or alone) without an inner dict; names in the order the inner dict has them.
+cdef str _K_MSG_ID = "_msg_id"
+cdef str _K_REPLY_Q = "_reply_q"
+cdef str _K_TIMEOUT = "_timeout"
+cdef str _K_UNIQUE_ID = "_unique_id"
+cdef str _K_RESULT = "result"
+cdef str _K_FAILURE = "failure"
+cdef str _K_ENDING = "ending"
+
+
+cdef object _msgpack_fields(dict message, PyObject** names, PyObject** values, Py_ssize_t n):
+    try:
+        return _mp_dump_fields(<PyObject*>message if message is not None else NULL, names, values, n,
+                               _to_primitive)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise encode_failed(exc) from None
+
+
+cdef object _msgpack_request_body(dict message, object unique_id, object msg_id, object reply_q,
+                                  object timeout):
+    """The msgpack body of encode_request for a message without context,
+    or None when a message key is one of the added fields' names."""
+    cdef PyObject* names[4]
+    cdef PyObject* values[4]
+    if msg_id is None:
+        if _K_UNIQUE_ID in message:
+            return None
+        names[0] = <PyObject*>_K_UNIQUE_ID
+        values[0] = <PyObject*>unique_id
+        return _msgpack_fields(message, names, values, 1)
+    if _K_MSG_ID in message or _K_REPLY_Q in message or _K_TIMEOUT in message or _K_UNIQUE_ID in message:
+        return None
+    names[0] = <PyObject*>_K_MSG_ID
+    values[0] = <PyObject*>msg_id
+    names[1] = <PyObject*>_K_REPLY_Q
+    values[1] = <PyObject*>reply_q
+    names[2] = <PyObject*>_K_TIMEOUT
+    values[2] = <PyObject*>timeout
+    names[3] = <PyObject*>_K_UNIQUE_ID
+    values[3] = <PyObject*>unique_id
+    return _msgpack_fields(message, names, values, 4)
+
+
 def encode_request(message, ctxt, unique_id, msg_id=None, reply_q=None, timeout=None,
                    bint binary=False):
-    if (not binary and type(message) is dict and PyDict_GET_SIZE(message)
-            and (ctxt is None or (type(ctxt) is dict and not PyDict_GET_SIZE(ctxt)))):
-        body = _plain_request_body(<dict>message, unique_id, msg_id, reply_q, timeout)
+    if type(message) is dict and (ctxt is None or (type(ctxt) is dict and not PyDict_GET_SIZE(ctxt))):
+        if binary:
+            body = _msgpack_request_body(<dict>message, unique_id, msg_id, reply_q, timeout)
+        elif PyDict_GET_SIZE(message):
+            body = _plain_request_body(<dict>message, unique_id, msg_id, reply_q, timeout)
+        else:
+            body = None
         if body is not None:
             return body
     # envelope_common.request_inner, compiled: a call into Python per request
@@ -561,7 +614,23 @@ def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
     cdef char tail[2 * _PLAIN_ID_MAX + 160]  # two ids and the added fields' names
     cdef char* o = tail
     cdef bytes text
-    if not binary and failure is None and _plain_id(msg_id) and _plain_id(unique_id):
+    cdef PyObject* names[5]
+    cdef PyObject* values[5]
+    cdef object ending_value
+    if binary:
+        ending_value = True if ending else False
+        names[0] = <PyObject*>_K_RESULT
+        values[0] = <PyObject*>result
+        names[1] = <PyObject*>_K_FAILURE
+        values[1] = <PyObject*>failure
+        names[2] = <PyObject*>_K_ENDING
+        values[2] = <PyObject*>ending_value
+        names[3] = <PyObject*>_K_MSG_ID
+        values[3] = <PyObject*>msg_id
+        names[4] = <PyObject*>_K_UNIQUE_ID
+        values[4] = <PyObject*>unique_id
+        return _msgpack_fields(None, names, values, 5)
+    if failure is None and _plain_id(msg_id) and _plain_id(unique_id):
         try:
             # in a tuple (an array to orjson), the result sits as deep as in
             # the inner dict (orjson's nesting limit), and its text is the
@@ -643,15 +712,41 @@ cdef inline bint _is_json_type(str ctype):
         and memcmp(PyUnicode_DATA(ctype), b"application/json", 16) == 0)
 
 
+cdef inline bint _is_msgpack_type(str ctype):
+    # ctype == MSGPACK, compared in place as _is_json_type does
+    return ctype is _MSGPACK_TYPE or (
+        PyUnicode_KIND(ctype) == PyUnicode_1BYTE_KIND and PyUnicode_GET_LENGTH(ctype) == 19
+        and memcmp(PyUnicode_DATA(ctype), b"application/msgpack", 19) == 0)
+
+
+cdef dict _load_msgpack(bytes body):
+    """The inner mapping of a msgpack body (read in C, then as the shared
+    rules say unless it holds the standard envelope and a map)."""
+    cdef int enveloped = 0
+    cdef const char* kind = NULL
+    try:
+        value = _mp_load_body(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), &enveloped, &kind)
+    except Exception as exc:  # as envelope_common.load reports msgpack-python's errors
+        raise invalid_msgpack((<bytes>kind).decode("ascii") if kind != NULL else type(exc).__name__) from None
+    if enveloped:
+        if type(value) is dict:
+            return <dict>value
+        value = {VERSION_KEY: ENVELOPE_VERSION, MESSAGE_KEY: value}  # for the rules' error
+    return <dict>_unwrap(value, True)
+
+
 cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out):
     """The inner mapping of a body; sets whether it came as msgpack."""
     cdef object inner
-    if (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
-            and (ctype is None or (type(ctype) is str and _is_json_type(<str>ctype)))):
-        inner = _load_oslo_json(<bytes>body)
-        if inner is not None:
-            binary_out[0] = False
-            return <dict>inner
+    if type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size:
+        if ctype is None or (type(ctype) is str and _is_json_type(<str>ctype)):
+            inner = _load_oslo_json(<bytes>body)
+            if inner is not None:
+                binary_out[0] = False
+                return <dict>inner
+        elif type(ctype) is str and _is_msgpack_type(<str>ctype):
+            binary_out[0] = True
+            return _load_msgpack(<bytes>body)
     inner, binary = _load_general(body, ctype, max_size)
     binary_out[0] = binary
     return <dict>inner

@@ -276,6 +276,11 @@ def loads_lenient(text: Any) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
+def invalid_msgpack(kind: str) -> EnvelopeError:
+    """The error for a body msgpack-python refuses with an exception named ``kind``."""
+    return EnvelopeError(f"body is not valid msgpack ({kind})", binary=True)
+
+
 def load(body: Any, ctype: str | None, max_size: int) -> tuple[dict[str, Any], bool]:
     """Parse the outer envelope; return the inner mapping and whether msgpack."""
     size = len(body)
@@ -286,17 +291,23 @@ def load(body: Any, ctype: str | None, max_size: int) -> tuple[dict[str, Any], b
         try:
             outer = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=reject_ext, timestamp=0)
         except Exception as exc:  # msgpack raises several unrelated types
-            raise EnvelopeError(f"body is not valid msgpack ({type(exc).__name__})", binary=True) from None
+            raise invalid_msgpack(type(exc).__name__) from None
     else:
         try:
             outer = loads_lenient(body)
         except ValueError:
             raise EnvelopeError("body is not valid JSON") from None
+    return unwrap(outer, binary), binary
+
+
+def unwrap(outer: Any, binary: bool) -> dict[str, Any]:
+    """The inner mapping of a parsed body: the envelope's message, or the
+    body itself when it is a bare message."""
     if type(outer) is not dict:
         raise EnvelopeError(f"envelope is not a mapping ({type(outer).__name__})", binary=binary)
     if VERSION_KEY not in outer or MESSAGE_KEY not in outer:
         # Like oslo: a mapping without the envelope keys is a bare message.
-        return outer, binary
+        return outer
     check_version(outer[VERSION_KEY])
     raw = outer[MESSAGE_KEY]
     if binary:
@@ -310,7 +321,7 @@ def load(body: Any, ctype: str | None, max_size: int) -> tuple[dict[str, Any], b
             raise EnvelopeError("oslo.message is not valid JSON") from None
     if type(inner) is not dict:
         raise EnvelopeError(f"oslo.message is not a mapping ({type(inner).__name__})", binary=binary)
-    return inner, binary
+    return inner
 
 
 def split_context(inner: dict[str, Any], msg_id: str | None = None, reply_q: str | None = None,
