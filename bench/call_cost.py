@@ -14,13 +14,15 @@ driver, threading executor; ``--skip-oslo`` leaves it out, it is slow under
 valgrind) and the C request/reply pair (librabbitmq). ``--metrics`` adds
 fastrpc with its metrics on (``?metrics=true`` in both sides' transport
 URL) beside each executor, and prints what they cost per call.
+``--msgpack`` adds fastrpc with msgpack bodies (``?serialization=msgpack``)
+beside each executor.
 
 ``--syscalls`` counts system calls instead, with ``strace -f -c`` in place of
 callgrind, the same way (N1 and N2 calls, the difference per call): how
 often each process wakes and writes per call, by system call name.
 
     python bench/call_cost.py [--calls 200,1200] [--executors blocking,threading]
-        [--skip-oslo] [--metrics] [--syscalls] [--markdown] [--json out.json]
+        [--skip-oslo] [--metrics] [--msgpack] [--syscalls] [--markdown] [--json out.json]
 """
 
 from __future__ import annotations
@@ -112,13 +114,15 @@ def calls_client(lib: str, url: str, topic: str, calls: int) -> int:  # runs in 
 class LibSides:
     """A Python library (fastrpc with one executor, or oslo): its two sides counted."""
 
-    def __init__(self, lib: str, b: common.Broker, executor: str, metrics: bool = False) -> None:
+    def __init__(self, lib: str, b: common.Broker, executor: str, metrics: bool = False,
+                 msgpack: bool = False) -> None:
         self.url = b.transport_url("fastrpc" if lib == "fastrpc" else "rabbit")
-        if metrics:
-            self.url += "?metrics=true"
+        query = (["metrics=true"] if metrics else []) + (["serialization=msgpack"] if msgpack else [])
+        if query:
+            self.url += "?" + "&".join(query)
         self.lib, self.executor = lib, executor
         self.env = common.python_env()
-        self.what = f"{lib} ({executor})" + (" +metrics" if metrics else "")
+        self.what = f"{lib} ({executor})" + (" +metrics" if metrics else "") + (" msgpack" if msgpack else "")
 
     def _server_cmd(self, topic: str) -> list[str]:
         return common.python_cmd("rpc_scenarios.py", "--serve", self.lib, "--url", self.url, "--topic", topic,
@@ -217,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--executors", default="blocking,threading", help="fastrpc executors to count")
     p.add_argument("--skip-oslo", action="store_true", help="leave oslo.messaging out")
     p.add_argument("--metrics", action="store_true", help="also count fastrpc with its metrics on")
+    p.add_argument("--msgpack", action="store_true", help="also count fastrpc with msgpack bodies")
     p.add_argument("--syscalls", action="store_true", help="count system calls (strace) instead of instructions")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -240,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             contenders.append(LibSides("fastrpc", b, e))
             if args.metrics:
                 contenders.append(LibSides("fastrpc", b, e, metrics=True))
+            if args.msgpack:
+                contenders.append(LibSides("fastrpc", b, e, msgpack=True))
         if not args.skip_oslo:
             contenders.append(LibSides("oslo", b, "threading"))
         for c in contenders:

@@ -77,15 +77,16 @@ def test_call_cost_counts_both_sides_of_fastrpc_and_c(broker, tmp_path):
     env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "call_cost.py"), "--calls", "20,60", "--executors", "blocking",
-         "--skip-oslo", "--json", str(out)],
+         "--skip-oslo", "--msgpack", "--json", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "fastrpc (blocking)" in done.stdout and "C (librabbitmq)" in done.stdout, done.stdout
+    for row in ("fastrpc (blocking)", "fastrpc (blocking) msgpack", "C (librabbitmq)"):
+        assert row in done.stdout, done.stdout
     data = json.loads(out.read_text())
     assert data["calls"] == [20, 60]
     costs = data["instructions_per_call"]
-    assert set(costs) == {"C (librabbitmq)", "fastrpc (blocking)"}
+    assert set(costs) == {"C (librabbitmq)", "fastrpc (blocking)", "fastrpc (blocking) msgpack"}
     for sides in costs.values():
         # A call cannot be free on either side: at the least a publish is
         # encoded and a delivery parsed (thousands of instructions in C).
