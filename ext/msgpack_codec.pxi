@@ -418,6 +418,58 @@ cdef extern from *:
 
     static int mp_write(mp_writer* w, PyObject* o, int depth);
 
+    /* An ExtType: its code and data read as attributes (whatever its
+       tuple holds), the data bytes or a bytearray. */
+    static int mp_ext_type_value(mp_writer* w, PyObject* o) {
+        int rc = -1;
+        PyObject* code = PyObject_GetAttrString(o, "code");
+        PyObject* data = code != NULL ? PyObject_GetAttrString(o, "data") : NULL;
+        if (data != NULL) {
+            long c = PyLong_AsLong(code);
+            if (c == -1 && PyErr_Occurred()) {
+                /* the error is set */
+            } else if (c < -128 || c > 127) {
+                PyErr_SetString(PyExc_ValueError, "ExtType code must be in -128..127");
+            } else if (PyBytes_Check(data)) {
+                rc = mp_ext(w, (int)c, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+            } else if (PyByteArray_Check(data)) {
+                rc = mp_ext(w, (int)c, PyByteArray_AS_STRING(data), PyByteArray_GET_SIZE(data));
+            } else {
+                PyErr_SetString(PyExc_TypeError, "ExtType data must be bytes");
+            }
+        }
+        Py_XDECREF(code);
+        Py_XDECREF(data);
+        return rc;
+    }
+
+    /* A msgpack.Timestamp as the extension -1 in its shortest form (32,
+       64 or 96 bits), from its seconds and nanoseconds read as
+       msgpack-python reads them (out of range: OverflowError). */
+    static int mp_timestamp(mp_writer* w, PyObject* o) {
+        unsigned char raw[12];
+        PyObject* attr = PyObject_GetAttrString(o, "seconds");
+        if (attr == NULL) return -1;
+        long long seconds = PyLong_AsLongLong(attr);
+        Py_DECREF(attr);
+        if (seconds == -1 && PyErr_Occurred()) return -1;
+        attr = PyObject_GetAttrString(o, "nanoseconds");
+        if (attr == NULL) return -1;
+        unsigned long nanoseconds = PyLong_AsUnsignedLong(attr);
+        Py_DECREF(attr);
+        if (nanoseconds == (unsigned long)-1 && PyErr_Occurred()) return -1;
+        uint32_t ns = (uint32_t)nanoseconds;
+        if (((uint64_t)seconds >> 34) == 0) {
+            uint64_t both = ((uint64_t)ns << 34) | (uint64_t)seconds;
+            int n = (both >> 32) == 0 ? 4 : 8;
+            for (int i = 0; i < n; i++) raw[i] = (unsigned char)(both >> (8 * (n - 1 - i)));
+            return mp_ext(w, -1, (const char*)raw, n);
+        }
+        for (int i = 0; i < 4; i++) raw[i] = (unsigned char)(ns >> (8 * (3 - i)));
+        for (int i = 0; i < 8; i++) raw[4 + i] = (unsigned char)((uint64_t)seconds >> (8 * (7 - i)));
+        return mp_ext(w, -1, (const char*)raw, 12);
+    }
+
     static int mp_items(mp_writer* w, PyObject* seq, Py_ssize_t n, int depth) {
         /* n items of a list or tuple whose size was written as n */
         for (Py_ssize_t i = 0; i < n; i++) {
@@ -437,7 +489,7 @@ cdef extern from *:
     /* A container at `depth` (the outermost at 0) that the reader would refuse. */
     static int mp_too_deep(int depth) {
         if (depth < MP_MAX_DEPTH) return 0;
-        PyErr_SetString(PyExc_ValueError, "recursion limit exceeded");
+        PyErr_SetString(PyExc_ValueError, "recursion limit exceeded.");  /* msgpack-python's words */
         return 1;
     }
 
@@ -445,6 +497,13 @@ cdef extern from *:
         Py_ssize_t n = Py_SIZE(o);
         if (mp_too_deep(depth) || mp_sized(w, n, 0x90, 16, 0xdc, 2, "list is too large") < 0) return -1;
         return mp_items(w, o, n, depth);
+    }
+
+    /* A default call changed a dict being written: the count already
+       written would frame the body wrongly. msgpack-python's error. */
+    static int mp_dict_changed(void) {
+        PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
+        return -1;
     }
 
     static int mp_dict(mp_writer* w, PyObject* o, int depth) {
@@ -460,6 +519,7 @@ cdef extern from *:
             Py_DECREF(key);
             Py_DECREF(value);
             if (rc < 0) return -1;
+            if (PyDict_GET_SIZE(o) != n) return mp_dict_changed();
         }
         return 0;
     }
@@ -518,21 +578,9 @@ cdef extern from *:
             } else if (PyDict_Check(o)) {
                 rc = mp_mapping(w, o, depth);
             } else if (PyObject_TypeCheck(o, (PyTypeObject*)mp_ext_type)) {
-                PyObject* code = PyTuple_GET_ITEM(o, 0);
-                PyObject* data = PyTuple_GET_ITEM(o, 1);
-                long c = PyLong_AsLong(code);
-                if (c == -1 && PyErr_Occurred()) rc = -1;
-                else if (!PyBytes_Check(data)) {
-                    PyErr_SetString(PyExc_TypeError, "ExtType data must be bytes");
-                    rc = -1;
-                } else rc = mp_ext(w, (int)c, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data));
+                rc = mp_ext_type_value(w, o);
             } else if (Py_TYPE(o) == (PyTypeObject*)mp_timestamp_type) {
-                PyObject* raw = PyObject_CallMethod(o, "to_bytes", NULL);
-                if (raw == NULL) rc = -1;
-                else {
-                    rc = PyBytes_Check(raw) ? mp_ext(w, -1, PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw)) : -1;
-                    Py_DECREF(raw);
-                }
+                rc = mp_timestamp(w, o);
             } else if (PyList_Check(o) || PyTuple_Check(o)) {
                 rc = mp_list(w, o, depth);
             } else if (PyMemoryView_Check(o)) {
@@ -555,11 +603,7 @@ cdef extern from *:
                 PyErr_SetString(PyExc_OverflowError, "Integer value out of range");
                 rc = -1;
             } else {
-                PyObject* name = PyObject_GetAttrString((PyObject*)Py_TYPE(o), "__name__");
-                if (name != NULL) {
-                    PyErr_Format(PyExc_TypeError, "can not serialize %R object", name);
-                    Py_DECREF(name);
-                }
+                PyErr_Format(PyExc_TypeError, "can not serialize '%.200s' object", Py_TYPE(o)->tp_name);
                 rc = -1;
             }
             break;
@@ -622,8 +666,8 @@ cdef extern from *:
             Py_DECREF(key);
             Py_DECREF(value);
             if (rc < 0) goto done;
-            if (--count < n) {  /* a default call grew the message */
-                PyErr_SetString(PyExc_ValueError, "dict changed size while it was written");
+            if (PyDict_GET_SIZE(message) != count - n) {
+                mp_dict_changed();
                 goto done;
             }
         }

@@ -315,3 +315,47 @@ def test_known_keys_are_the_same_strings_every_time():
     key = next(k for k in first.message if k == "method")
     assert key is next(k for k in second.message if k == "method")
     assert first == second == envelope_py.decode_request(body, MSGPACK)
+
+
+# ---- values built to break the writer ------------------------------------------------
+
+
+def _written(impl, fn):
+    try:
+        return fn(impl)
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+        return (type(exc).__name__, str(exc))
+
+
+@needs_ext
+@pytest.mark.parametrize("value", [
+    tuple.__new__(msgpack.ExtType, (5,)),  # too short for its fields
+    msgpack.ExtType(1, b"x")._replace(data=bytearray(b"y")),
+    msgpack.Timestamp(2**63 - 1, 999_999_999), msgpack.Timestamp(-(2**63), 0), msgpack.Timestamp(2**34, 1),
+    msgpack.Timestamp(2**32, 0), msgpack.Timestamp(2**32 - 1, 0), msgpack.Timestamp(-1, 5),
+])
+def test_extension_values_written_alike_without_reading_past_them(value):
+    outcomes = [_written(impl, lambda m: m.encode_reply("m", "u", value, binary=True))
+                for impl in (envelope_py, envelope_ext)]
+    assert outcomes[1] == outcomes[0]
+
+
+@needs_ext
+@pytest.mark.parametrize("where", ["message", "args"])
+def test_a_dict_changed_while_written_is_an_error_not_a_body(where):
+    # A default call (a value's to_dict) that changes a dict being written:
+    # the count already written would frame the body wrongly (and could make
+    # its bytes read as another message).
+    message: dict = {"method": "ping", "args": {}, "x": 1, "y": 2}
+
+    class Meddler:
+        def to_dict(self):
+            if where == "args":
+                message["args"]["method"] = "delete_all"
+            else:
+                message.pop("x", None)
+            return 0
+
+    message["args"]["o"] = Meddler()
+    with pytest.raises(RuntimeError, match="changed size"):
+        envelope_ext.encode_request(message, None, "uid", "mid", "rq", 5, binary=True)
