@@ -93,6 +93,25 @@ def test_call_cost_counts_both_sides_of_fastrpc_and_c(broker, tmp_path):
         assert sides["client"] > 1000 and sides["server"] > 1000, costs
 
 
+def test_envelope_cost_counts_every_step_of_both_formats(tmp_path):
+    """bench/envelope_cost.py under valgrind: a count for each step with JSON and with msgpack."""
+    out = tmp_path / "envelope.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "envelope_cost.py"), "--ops", "50,150", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["ops"] == [50, 150]
+    costs = data["instructions_per_step"]
+    assert set(costs) == {"json", "msgpack"}
+    for mode, steps in costs.items():
+        assert set(steps) == {"encode request", "decode request", "encode reply", "decode reply"}, mode
+        # each step builds or parses a body of some 300 bytes: hundreds of instructions at the least
+        assert all(count > 300 for count in steps.values()), costs
+    assert "all four" in done.stdout and "msgpack / json" in done.stdout, done.stdout
+
+
 def test_call_cost_counts_system_calls_of_both_sides(broker, tmp_path):
     """bench/call_cost.py --syscalls under strace: every side reads and writes for every call."""
     out = tmp_path / "syscalls.json"
