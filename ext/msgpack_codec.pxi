@@ -6,7 +6,10 @@
 # strict_map_key=False, extensions refused except the timestamp, which
 # becomes a msgpack.Timestamp), and an invalid body fails with the name of
 # the error msgpack-python raises for it: the two codecs are interchangeable
-# on the wire and in their results. What this saves is msgpack-python's
+# on the wire and in their results. Where they part: nesting deeper than
+# any reader accepts (MP_MAX_DEPTH) is refused when written, not sent;
+# list and tuple subclasses are written from the items they hold (an
+# overridden __iter__ is not called). What this saves is msgpack-python's
 # per-call set-up (a Packer or an unpacking context with its options), its
 # general type checks and, for the usual map keys, a new string each.
 
