@@ -6,7 +6,10 @@ the server decodes it, encodes the reply, the client decodes that), on the
 is bound to (compiled when built; ``--pure`` for the pure-Python one).
 Counted with callgrind like ``call_cost.py``: each step runs N1 and N2 times
 in a child process under valgrind, and (count(N2) - count(N1)) / (N2 - N1)
-is one step's cost, start-up cancelling out. No broker is needed.
+is one step's cost, start-up cancelling out. Every run has the same hash
+seed (with random ones start-up differs by thousands of instructions) and
+the cyclic garbage collector off while a step runs (as ``timeit`` has it:
+a collection falls at other points in the two runs). No broker is needed.
 
     python bench/envelope_cost.py [--ops 1000,6000] [--pure] [--markdown] [--json out.json]
 """
@@ -14,6 +17,7 @@ is one step's cost, start-up cancelling out. No broker is needed.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,6 +50,7 @@ def run_step(mode: str, step: str, ops: int) -> int:  # runs in its own process
         raise common.BenchError("the reply does not decode to what was encoded")
     encode_request, decode_request = envelope.encode_request, envelope.decode_request
     encode_reply, decode_reply = envelope.encode_reply, envelope.decode_reply
+    gc.disable()
     if step == "encode request":
         for _ in range(ops):
             encode_request(message, {}, UNIQUE_ID, MSG_ID, REPLY_Q, None, binary)
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_step(mode, step, int(ops))
     low, high = common.call_counts(p, args.ops)
     env = common.python_env(no_extensions=args.pure)
+    # One hash seed for every run: with random ones, start-up differs by
+    # thousands of instructions from run to run (dict and set layouts).
+    env["PYTHONHASHSEED"] = "0"
     costs: dict[str, dict[str, float]] = {mode: {} for mode in MODES}
     for mode in MODES:
         for step in STEPS:
