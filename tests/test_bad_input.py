@@ -237,3 +237,42 @@ def test_max_message_size_option_limits_both_directions(broker, request, logwatc
         srv.wait()
         small.cleanup()
         large.cleanup()
+
+
+class Unencodable:
+    """Results that no body can hold: the caller is told why, at once."""
+
+    def opaque(self, ctxt):
+        return object()
+
+    def broken(self, ctxt):
+        class Broken:
+            def to_dict(self):
+                raise KeyError("no such field")
+        return {"ok": [1, Broken()]}
+
+    def ping(self, ctxt, n):
+        return n + 1
+
+
+@pytest.mark.parametrize("serialization", ["json", "msgpack"])
+def test_a_result_that_cannot_be_encoded_is_an_error_reply(broker, request, logwatch, serialization):
+    topic = "bad_result_" + request.node.name[-20:].replace("[", "_").replace("]", "")
+    transport = get_rpc_transport(Options(serialization=serialization), url=broker.url)
+    srv = get_rpc_server(transport, Target(topic=topic, server="s1"), [Unencodable()], executor="threading")
+    srv.start()
+    try:
+        client = get_rpc_client(transport, Target(topic=topic), timeout=WAIT)
+        # a ValueError from the server, not a MessagingTimeout
+        with pytest.raises(ValueError, match="the result could not be encoded: cannot encode message"):
+            client.call({}, "opaque")
+        # the value's to_dict() raised: orjson reports it as a value it cannot
+        # encode, the msgpack writer passes the KeyError on
+        with pytest.raises(ValueError, match="could not be encoded: (KeyError|cannot encode message)"):
+            client.call({}, "broken")
+        assert len(logwatch.wait_for("could not be encoded")) == 2
+        assert client.call({}, "ping", n=1) == 2
+    finally:
+        srv.stop()
+        srv.wait()
+        transport.cleanup()

@@ -298,7 +298,14 @@ class AmqpDriver(BaseDriver):
                    binary: bool) -> None:
         """Answer a call (``ending``), or tell its caller it still runs;
         MessageDeliveryFailure or a BrokerError when that failed."""
-        body = envelope.encode_reply(msg_id, new_id(), result, failure, ending, binary)
+        try:
+            body = envelope.encode_reply(msg_id, new_id(), result, failure, ending, binary)
+        except Exception as exc:  # noqa: BLE001 - a result's own to_dict() may raise anything
+            # Without an answer the caller would wait until its timeout: tell it why instead.
+            reason = exc.reason if isinstance(exc, EnvelopeError) else f"{type(exc).__name__}: {exc}"
+            LOG.error("Reply to %s could not be encoded (%s); sending an error instead", msg_id, reason)
+            error = ValueError(f"the result could not be encoded: {reason}")
+            body = envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
         if len(body) > self.max_body:
             # The caller would reject it and wait until its timeout: tell it why instead.
             LOG.error("Reply to %s is %d bytes, more than max_message_size (%d); sending an error instead",
