@@ -26,7 +26,7 @@ from fastrpc.drivers.amqp.connecting import connection_params
 from fastrpc.options import Options
 from fastrpc.testing import RabbitCluster, TcpProxy, amqp_answers
 from fastrpc.testing.firewall import LoopbackFirewall, iptables_path
-from fastrpc.testing.node import _process_group_members, _process_state
+from fastrpc.testing.node import RabbitNodeError, _process_group_members, _process_state
 from fastrpc.testing.ports import PROTOCOL_HEADER, is_connection_start
 from fastrpc.transport_url import TransportURL
 
@@ -141,6 +141,28 @@ def test_kill_then_restart_rejoins(rabbit_cluster: RabbitCluster) -> None:
     assert not victim.running and not victim.accepts(timeout=0.5)
     _until("node 1 sees node 3 gone", lambda: victim.nodename not in rabbit_cluster.view(0).running_nodes)
     rabbit_cluster.restart(2)
+    for i in range(3):
+        assert rabbit_cluster.view(i).running_nodes == _names(rabbit_cluster)
+    assert victim.amqp_answers()
+
+
+def test_heal_boots_a_node_again_when_start_app_does_not_finish(
+        rabbit_cluster: RabbitCluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a cut-off, ``start_app`` has been seen to wait on past its
+    timeout: heal() then kills the node and boots it again, and it rejoins."""
+    victim = rabbit_cluster.nodes[2]
+    real_ctl = victim.ctl
+
+    def ctl(*args: Any, **kwargs: Any) -> Any:
+        if args[:1] == ("start_app",):
+            raise RabbitNodeError(f"rabbitmqctl start_app timed out after 0.0 s on {victim.nodename}")
+        return real_ctl(*args, **kwargs)
+
+    monkeypatch.setattr(victim, "ctl", ctl)
+    pid = victim.beam_pid()
+    rabbit_cluster.heal(2)
+    monkeypatch.undo()
+    assert victim.beam_pid() != pid  # booted again, not the app restarted
     for i in range(3):
         assert rabbit_cluster.view(i).running_nodes == _names(rabbit_cluster)
     assert victim.amqp_answers()

@@ -16,6 +16,7 @@ partitioned). :meth:`restore` undoes them all.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import shutil
@@ -45,6 +46,7 @@ _QUOTED_ATOM = re.compile(r"'([^']+)'")
 # A partition shows in the nodes' records about 2 s after the nodes meet again;
 # a cluster counts as healed only if none appeared this long after the last change.
 _SETTLE = 4.0
+LOG = logging.getLogger(__name__)
 
 
 class RabbitClusterError(RuntimeError):
@@ -413,11 +415,20 @@ class RabbitCluster:
         self.wait_running([i, *others], timeout=timeout or self.start_timeout)
 
     def heal(self, i: int, timeout: float | None = None) -> None:
-        """``stop_app`` + ``start_app`` node ``i``: a node left partitioned rejoins the cluster."""
+        """``stop_app`` + ``start_app`` node ``i``: a node left partitioned rejoins the cluster.
+
+        A node whose ``start_app`` does not finish in time (seen after a cut-off:
+        it waited on for the cluster's tables) is killed and booted again
+        from its data directory instead, which rejoins it as well.
+        """
         self._disturbed = True
         node = self.nodes[i]
-        node.ctl("stop_app", timeout=120)
-        node.ctl("start_app", timeout=timeout or self.start_timeout)
+        try:
+            node.ctl("stop_app", timeout=120)
+            node.ctl("start_app", timeout=timeout or self.start_timeout)
+        except RabbitNodeError as exc:
+            LOG.warning("heal of %s: %s; booting it again", node.nodename, exc)
+            self.restart(i, graceful=False, timeout=timeout)
         self._needs_heal.discard(i)
         self._last_change = time.monotonic()
 
@@ -479,6 +490,7 @@ class RabbitCluster:
                 self.restart(i, timeout=timeout)
         for i in sorted(self._needs_heal):
             self.heal(i, timeout=timeout)
-        self.heal_partitions(max(deadline - time.monotonic(), 1.0))
+        # at least a settling period's worth, after a heal that had to boot a node again
+        self.heal_partitions(max(deadline - time.monotonic(), 4 * _SETTLE))
         self._suspects.clear()
         self._disturbed = False
