@@ -490,7 +490,7 @@ class RabbitCluster:
                 self.restart(i, timeout=timeout)
         for i in sorted(self._needs_heal):
             self.heal(i, timeout=timeout)
-        # at least a settling period's worth, after a heal that had to boot a node again
+        # a few settling periods at least, after a heal that had to boot a node again
         self.heal_partitions(max(deadline - time.monotonic(), 4 * _SETTLE))
         self._suspects.clear()
         self._disturbed = False

@@ -304,20 +304,23 @@ class AmqpDriver(BaseDriver):
             # Without an answer the caller would wait until its timeout: tell it why instead.
             reason = exc.reason if isinstance(exc, EnvelopeError) else f"{type(exc).__name__}: {exc}"
             LOG.error("Reply to %s could not be encoded (%s); sending an error instead", msg_id, reason)
-            error = ValueError(f"the result could not be encoded: {reason}")
-            body = envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
+            body = self._error_reply(msg_id, ValueError(f"the result could not be encoded: {reason}"), binary)
         if len(body) > self.max_body:
             # The caller would reject it and wait until its timeout: tell it why instead.
             LOG.error("Reply to %s is %d bytes, more than max_message_size (%d); sending an error instead",
                       msg_id, len(body), self.max_body)
-            error = ValueError(f"the reply is {len(body)} bytes, more than max_message_size "
-                               f"({self.max_body} bytes) allows")
-            body = envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
+            body = self._error_reply(msg_id, ValueError(f"the reply is {len(body)} bytes, more than "
+                                                        f"max_message_size ({self.max_body} bytes) allows"), binary)
         try:
             self._sender.publish_reply(reply_q, body, self._reply_props[bool(binary)],
                                        self.topology.mandatory_replies)
         except amqp_exc.AMQPError as exc:
             raise messaging_error(exc) from exc
+
+    @staticmethod
+    def _error_reply(msg_id: str, error: Exception, binary: bool) -> bytes:
+        """The body of a final reply that raises ``error`` in the caller."""
+        return envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
 
     def send_error_reply(self, exc: EnvelopeError) -> None:
         """Tell the caller of a malformed request why it was rejected."""
