@@ -27,7 +27,8 @@ import datetime as _dt
 import decimal as _decimal
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_Copy
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -178,6 +179,12 @@ cdef tuple _PROP_NAMES = tuple([p[0] for p in _spec.BASIC_PROPERTIES])
 cdef bytes _PROP_TYPES_B = bytes([_TYPE_CODES[p[1]] for p in _spec.BASIC_PROPERTIES])
 cdef const unsigned char* _PROP_TYPES = <const unsigned char*>PyBytes_AS_STRING(_PROP_TYPES_B)
 cdef dict _PROP_INDEX = {p[0]: i for i, p in enumerate(_spec.BASIC_PROPERTIES)}
+# Properties holding a table (headers): never reused from the read cache,
+# whose copies are shallow.
+cdef uint16_t _TABLE_FLAGS = sum([1 << (15 - i) for i, p in enumerate(_spec.BASIC_PROPERTIES)
+                                  if p[1] == _spec.TABLE])
+# Longest property block (flags included) the read cache keeps.
+DEF PROPS_CACHE_MAX = 128
 cdef uint16_t _UNKNOWN_FLAGS = 0xFFFF & ~sum([1 << (15 - i) for i in range(len(_spec.BASIC_PROPERTIES))])
 
 
@@ -568,6 +575,8 @@ cdef class FrameReader:
     cdef dict _partial              # channel -> _Partial
     cdef object _error              # the FrameError that killed this reader
     cdef int _clean_feeds           # feeds in a row that carried nothing
+    cdef bytes _props_raw           # the last property block read (flags first), if cacheable...
+    cdef dict _props_last           # ... and what it read as (handed out as copies)
 
     def __cinit__(self):
         self._buf = NULL
@@ -591,6 +600,27 @@ cdef class FrameReader:
 
     def __repr__(self) -> str:
         return "<FrameReader buffered=%d frame_max=%d>" % (self._end - self._pos, self.frame_max)
+
+    cdef dict _properties(self, Cursor* c, uint16_t flags):
+        """_read_properties (``c`` just past the flags, up to the header's end)
+        through a one-entry cache: a connection's messages mostly carry the
+        same properties (a peer's content type, encoding, delivery mode,
+        priority, expiration), and a copy of the dict read last costs a tenth
+        of reading them again."""
+        cdef const unsigned char* raw = c.p - 2
+        cdef Py_ssize_t n = c.end - raw
+        cdef bytes cached = self._props_raw
+        cdef dict props
+        if (cached is not None and PyBytes_GET_SIZE(cached) == n
+                and memcmp(PyBytes_AS_STRING(cached), raw, n) == 0):
+            c.p = c.end
+            return PyDict_Copy(self._props_last)
+        props = _read_properties(c, flags)
+        if n <= PROPS_CACHE_MAX and not (flags & _TABLE_FLAGS) and c.p == c.end:
+            # Only values that cannot change (no table) are shared by the copies.
+            self._props_raw = PyBytes_FromStringAndSize(<const char*>raw, n)
+            self._props_last = PyDict_Copy(props)
+        return props
 
     cdef int _append(self, const unsigned char* data, Py_ssize_t n) except -1:
         cdef Py_ssize_t live = self._end - self._pos
@@ -789,7 +819,7 @@ cdef class FrameReader:
                     hc.base = c.base
                     hc.channel = c.channel
                     if body_size == 0:
-                        props = _read_properties(&hc, _u16(h + 19))
+                        props = self._properties(&hc, _u16(h + 19))
                         events.append(_ev8(_Delivery, c.channel, consumer_tag, delivery_tag, redelivered,
                                            exchange, routing_key, props, b""))
                         return hsize + 8
@@ -797,7 +827,7 @@ cdef class FrameReader:
                         bsize = _u32(b + 3)
                         if (bsize == body_size and limit - b > <Py_ssize_t>bsize + 7 and b[7 + bsize] == FRAME_END
                                 and <long long>bsize <= self.frame_max - 8):
-                            props = _read_properties(&hc, _u16(h + 19))
+                            props = self._properties(&hc, _u16(h + 19))
                             body = PyBytes_FromStringAndSize(<const char*>b + 7, bsize)
                             events.append(_ev8(_Delivery, c.channel, consumer_tag, delivery_tag, redelivered,
                                                exchange, routing_key, props, body))
@@ -845,7 +875,7 @@ cdef class FrameReader:
             raise _frame_error("body size %d exceeds max_message_size %d" % (body_size, self.max_message_size),
                                c.channel, _offset_of(c, start + 4))
         c.p += 14
-        part.props = _read_properties(c, _u16(start + 12))
+        part.props = self._properties(c, _u16(start + 12))
         part.body_size = body_size
         part.received = 0
         part.have_header = True
@@ -1406,6 +1436,10 @@ cdef int _w_properties(WriteBuffer wb, object properties) except -1:
     cdef bint in_order = True
     cdef unsigned char order[32]
     cdef list slots
+    cdef bytes packed
+    if type(properties) is PackedProperties:
+        packed = (<PackedProperties>properties).data
+        return wb.wraw(PyBytes_AS_STRING(packed), len(packed))
     if not properties:
         return wb.w16(0)
     if not isinstance(properties, dict):
@@ -1449,6 +1483,40 @@ cdef int _w_properties(WriteBuffer wb, object properties) except -1:
             _w_property(wb, i, v)
     _p16(wb.buf + flags_pos, flags)
     return 0
+
+
+cdef class PackedProperties:
+    """Basic properties encoded once, for the messages that are all published
+    with the same ones (an RPC driver's requests, replies and casts): a
+    publish copies their bytes instead of reading the dict again (about 3k
+    instructions per publish for five properties). Immutable."""
+
+    cdef readonly bytes data  # the property flags and values, as a content header carries them
+    cdef dict _fields
+
+    def __init__(self, properties: dict) -> None:
+        cdef WriteBuffer wb = WriteBuffer.__new__(WriteBuffer)
+        if not isinstance(properties, dict):
+            raise TypeError("properties must be a dict, not %s" % type(properties).__name__)
+        _w_properties(wb, properties)
+        self.data = wb.take()
+        self._fields = dict(properties)
+
+    @property
+    def properties(self) -> dict:
+        """A copy of the properties these bytes encode."""
+        return dict(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not PackedProperties:
+            return NotImplemented
+        return self.data == (<PackedProperties>other).data
+
+    def __hash__(self) -> int:
+        return hash(self.data)
+
+    def __repr__(self) -> str:
+        return "PackedProperties(%r)" % (self._fields,)
 
 
 cdef class FrameWriter:

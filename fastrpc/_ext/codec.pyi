@@ -38,6 +38,14 @@ class FrameReader:
 class WriteBuffer:
     def __len__(self) -> int: ...
 
+class PackedProperties:
+    data: bytes
+    def __init__(self, properties: dict[str, Any]) -> None: ...
+    @property
+    def properties(self) -> dict[str, Any]: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
 class FrameWriter:
     frame_max: int
     def __init__(self, frame_max: int = ...) -> None: ...
@@ -52,7 +60,7 @@ class FrameWriter:
         exchange: str,
         routing_key: str,
         body: _Buffer,
-        properties: dict[str, Any] | None = None,
+        properties: dict[str, Any] | PackedProperties | None = None,
         mandatory: bool = False,
         immediate: bool = False,
     ) -> None: ...
@@ -61,7 +69,7 @@ class FrameWriter:
         channel: int,
         name: str,
         args: dict[str, Any] | None,
-        properties: dict[str, Any] | None,
+        properties: dict[str, Any] | PackedProperties | None,
         body: _Buffer,
     ) -> None: ...
     def ack(self, channel: int, delivery_tag: int, multiple: bool = False) -> None: ...

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastrpc.amqp import spec
 from fastrpc.amqp.exceptions import (
@@ -37,6 +37,9 @@ from fastrpc.amqp.exceptions import (
     fresh_error,
 )
 from fastrpc.amqp.interfaces import ChannelHost
+
+if TYPE_CHECKING:
+    from fastrpc.amqp.codec import PackedProperties
 
 __all__ = ["ChannelCore", "OnCancel", "OnMessage", "OnReturn", "PublishItem"]
 
@@ -535,7 +538,7 @@ class ChannelCore:
         exchange: str,
         routing_key: str,
         body: bytes,
-        properties: dict[str, Any] | None = None,
+        properties: dict[str, Any] | PackedProperties | None = None,
         mandatory: bool = False,
         immediate: bool = False,
         blocked_until: float | None = None,
@@ -567,7 +570,7 @@ class ChannelCore:
         exchange: str,
         routing_key: str,
         body: bytes,
-        properties: dict[str, Any] | None = None,
+        properties: dict[str, Any] | PackedProperties | None = None,
         blocked_until: float | None = None,
         mandatory: bool = False,
     ) -> tuple[int, int]:

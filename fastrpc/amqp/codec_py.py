@@ -53,7 +53,7 @@ from fastrpc.amqp.spec import (
     Returned,
 )
 
-__all__ = ["FrameReader", "FrameWriter"]
+__all__ = ["FrameReader", "FrameWriter", "PackedProperties"]
 
 _U8 = struct.Struct(">B")
 _I8 = struct.Struct(">b")
@@ -664,7 +664,47 @@ def _encode_fields(buf: bytearray, mspec: MethodSpec, plan: _Plan, values: dict[
             _enc_unsigned(buf, get(name, 0), kind, f"{mspec.name}.{name}")
 
 
-def _encode_properties(buf: bytearray, properties: dict[str, Any] | None) -> None:
+class PackedProperties:
+    """Basic properties encoded once, for the messages that are all published
+    with the same ones (an RPC driver's requests, replies and casts): a
+    publish copies their bytes instead of reading the dict again. Immutable."""
+
+    __slots__ = ("_data", "_fields")
+
+    def __init__(self, properties: dict[str, Any]) -> None:
+        if not isinstance(properties, dict):
+            raise TypeError(f"properties must be a dict, not {type(properties).__name__}")
+        buf = bytearray()
+        _encode_properties(buf, properties)
+        self._data = bytes(buf)
+        self._fields = dict(properties)
+
+    @property
+    def data(self) -> bytes:
+        """The property flags and values, as a content header carries them."""
+        return self._data
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        """A copy of the properties these bytes encode."""
+        return dict(self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not PackedProperties:
+            return NotImplemented
+        return self._data == other._data
+
+    def __hash__(self) -> int:
+        return hash(self._data)
+
+    def __repr__(self) -> str:
+        return f"PackedProperties({self._fields!r})"
+
+
+def _encode_properties(buf: bytearray, properties: dict[str, Any] | PackedProperties | None) -> None:
+    if isinstance(properties, PackedProperties):
+        buf += properties.data
+        return
     start = len(buf)
     buf += b"\x00\x00"
     if not properties:
@@ -729,7 +769,7 @@ class FrameWriter:
         exchange: str,
         routing_key: str,
         body: bytes | bytearray | memoryview,
-        properties: dict[str, Any] | None = None,
+        properties: dict[str, Any] | PackedProperties | None = None,
         mandatory: bool = False,
         immediate: bool = False,
     ) -> None:
@@ -754,7 +794,7 @@ class FrameWriter:
         channel: int,
         name: str,
         args: dict[str, Any],
-        properties: dict[str, Any] | None,
+        properties: dict[str, Any] | PackedProperties | None,
         body: bytes | bytearray | memoryview,
     ) -> None:
         mspec = spec.METHODS_BY_NAME.get(name)
@@ -812,7 +852,7 @@ class FrameWriter:
         buf.append(FRAME_END)
 
     def _write_content(
-        self, channel: int, class_id: int, properties: dict[str, Any] | None, body: bytes | bytearray | memoryview
+        self, channel: int, class_id: int, properties: dict[str, Any] | PackedProperties | None, body: bytes | bytearray | memoryview
     ) -> None:
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise TypeError(f"body must be bytes, got {type(body).__name__}")

@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 from fastrpc import envelope, metrics, tracing
 from fastrpc.amqp import exceptions as amqp_exc
+from fastrpc.amqp.codec import PackedProperties
 from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
 from fastrpc.drivers.amqp.errors import messaging_error
@@ -80,9 +81,12 @@ class AmqpDriver(BaseDriver):
         # (exchange, topic, server, fanout) -> (ExchangeSpec, routing key)
         self._routes: dict[tuple[Any, ...], tuple[ExchangeSpec, str]] = {}
         self._ctype = envelope.content_type(self.binary)
-        self._cast_props = publish_properties(self._ctype)
-        self._call_props: dict[float | None, dict[str, Any]] = {}
-        self._reply_props = {b: publish_properties(envelope.content_type(b)) for b in (False, True)}
+        # Every publish of a kind carries the same properties: encoded once
+        # (a publish copies their bytes).
+        self._cast_props = PackedProperties(publish_properties(self._ctype))
+        self._call_props: dict[float | None, PackedProperties] = {}
+        self._reply_props = {b: PackedProperties(publish_properties(envelope.content_type(b)))
+                             for b in (False, True)}
         # Turns a reply's failure into the exception a call raises: oslo's
         # own function when this driver serves oslo.messaging's API.
         self.rebuild_failure: Callable[[str, list[str]], BaseException] = deserialize_remote_exception
@@ -176,7 +180,7 @@ class AmqpDriver(BaseDriver):
                 self._refuse_size(body, message)
             props = self._call_props.get(timeout)
             if props is None:
-                props = publish_properties(self._ctype, timeout)
+                props = PackedProperties(publish_properties(self._ctype, timeout))
                 if len(self._call_props) < 64:  # timeouts are few; do not grow without bound
                     self._call_props[timeout] = props
             replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
@@ -235,7 +239,7 @@ class AmqpDriver(BaseDriver):
         if span is not None:
             span.end(exc)
 
-    def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+    def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: PackedProperties,
                            retry: int | None, deadline: float | None, message: dict) -> None:
         """The sender's confirmed publish, its refusals as fastrpc's exceptions:
         MessageUndeliverable when no queue took the message, MessageDeliveryFailure

@@ -17,6 +17,7 @@ from typing import Any
 from fastrpc import metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
+from fastrpc.amqp.codec import PackedProperties
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, declare_exchange, declare_queue, open_connection
@@ -24,6 +25,9 @@ from fastrpc.drivers.amqp.link import Link
 from fastrpc.drivers.broker_rules import is_deprecation_refusal
 from fastrpc.drivers.topology import ExchangeSpec, QueueSpec
 from fastrpc.exceptions import MessageDeliveryFailure, MessagingTimeout
+
+# A message's properties: a dict, or encoded once for many publishes.
+Properties = dict[str, Any] | PackedProperties
 
 LOG = logging.getLogger(__name__)
 
@@ -327,7 +331,7 @@ class Sender:
 
     # -- publishing ----------------------------------------------------------
 
-    def publish(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+    def publish(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: Properties,
                 retry: int | None, deadline: float | None) -> None:
         # Usual case: the channel is open and the exchange declared, so no
         # lock and no retry machinery; any failure takes the full path below.
@@ -344,11 +348,11 @@ class Sender:
         self.with_retry(functools.partial(self._publish_once, ex, routing_key, body, props, deadline),
                         retry, deadline)
 
-    def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+    def _publish_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: Properties,
                       deadline: float | None) -> None:
         self.ensure_exchange(ex, deadline).basic_publish_tracked(ex.name, routing_key, body, props, deadline)
 
-    def publish_call(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+    def publish_call(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: Properties,
                      retry: int | None, deadline: float | None) -> tuple[Any, int, int]:
         """Publish a call's request; returns the channel, its delivery tag
         and its stream position, which tell later whether the broker took the
@@ -368,12 +372,12 @@ class Sender:
         return self.with_retry(functools.partial(self._call_once, ex, routing_key, body, props, deadline),
                                retry, deadline)
 
-    def _call_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+    def _call_once(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: Properties,
                    deadline: float | None) -> tuple[Any, int, int]:
         ch = self.ensure_exchange(ex, deadline)
         return ch, *ch.basic_publish_tracked(ex.name, routing_key, body, props, deadline, True)
 
-    def publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: dict[str, Any],
+    def publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: Properties,
                           retry: int | None, deadline: float | None) -> None:
         """Publish mandatory on the confirm channel and wait for the broker's
         answer: ``amqp.exceptions.MessageReturned`` when it returned the
@@ -418,7 +422,7 @@ class Sender:
 
         self.with_retry(attempt, retry, deadline)
 
-    def publish_reply(self, reply_q: str, body: bytes, props: dict[str, Any], mandatory: bool) -> None:
+    def publish_reply(self, reply_q: str, body: bytes, props: Properties, mandatory: bool) -> None:
         """Publish a reply to ``reply_q`` through the default exchange."""
         ch = self.reply_ch
         if ch is not None:
@@ -433,7 +437,7 @@ class Sender:
         # survives it, so the answer is still worth sending.
         self.with_retry(functools.partial(self._reply_once, reply_q, body, props, mandatory), REPLY_RETRIES, None)
 
-    def _reply_once(self, reply_q: str, body: bytes, props: dict[str, Any], mandatory: bool) -> None:
+    def _reply_once(self, reply_q: str, body: bytes, props: Properties, mandatory: bool) -> None:
         conn = self.connection()
         with self.lock:
             ch = self.reply_ch
