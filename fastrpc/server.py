@@ -23,10 +23,12 @@ Executors:
   Handlers blocked on I/O (a database, a nested call) so get the whole pool
   in a few such steps. Messages that the busy workers take soon enough
   do not grow it, nor do workers that are busy running rather than
-  waiting (the process used most of a CPU meanwhile): under a flood of
-  short casts, more threads add no CPU under the GIL, only wake-ups and GIL
-  handoffs, and the reads queued behind busy workers are acked together
-  (see docs/benchmarks.md). A server seeing one call at a time runs one
+  waiting (the process used most of a CPU meanwhile), nor workers that
+  each take a message every ``_SHORT_HANDLER`` (100 µs) or faster (their
+  CPU time can read low while they wait for the GIL or for a CPU the
+  broker uses): under a flood of short casts, more threads add no CPU
+  under the GIL, only wake-ups and GIL handoffs, and the reads queued
+  behind busy workers are acked together (see docs/benchmarks.md). A server seeing one call at a time runs one
   worker (two if a call outlasts the 5 ms). A worker whose polls have found
   nothing for ``_IDLE_EXIT`` (60 s) ends while another worker polls: a
   burst of blocked handlers does not leave its threads behind for good, and
@@ -82,6 +84,12 @@ _GROW_AFTER = 0.005
 # only share the same CPU. It looks again this much later.
 _CPU_BOUND_SHARE = 0.6
 _CPU_BOUND_RECHECK = 0.05
+# ... or unless the workers took a message per this many seconds each
+# meanwhile: handlers that short gain nothing from one more thread under the
+# GIL (it only adds a wake-up per message handed to it), and the process's
+# CPU time reads low while its threads wait for the GIL or for a CPU the
+# broker beside it uses. Handlers blocked on I/O take far longer each.
+_SHORT_HANDLER = 0.0001
 _process_cpu = time.process_time  # the process's CPU time (a name tests can replace)
 # A threading worker whose polls have found nothing this long ends, if
 # another worker polls; the grower starts workers again when all are busy.
@@ -126,6 +134,9 @@ class MessageHandlingServer:
         # none waited), 0.0 once one was seen waiting; the grower thread
         # starts a worker when that lasts _GROW_AFTER.
         self._busy_since = 0.0
+        # Messages the workers have taken (an estimate for the grower: two
+        # workers may each add one at once and count it once).
+        self._taken = 0
         self._grower: threading.Thread | None = None
         self._grower_parked = False
         self._grow_wake = threading.Event()
@@ -261,6 +272,7 @@ class MessageHandlingServer:
         more = 1
         watched = 0.0  # the busy stretch (its _busy_since) being watched
         start = cpu_start = 0.0  # when watching began, and the process's CPU time then
+        taken_start = 0  # and the messages taken by then
         while not stopped.is_set():
             since = self._busy_since
             if not since:
@@ -274,7 +286,7 @@ class MessageHandlingServer:
                 self._grower_parked = False
                 continue
             if since != watched:
-                watched, start, cpu_start = since, monotonic(), process_time()
+                watched, start, cpu_start, taken_start = since, monotonic(), process_time(), self._taken
             now = monotonic()
             left = start + _GROW_AFTER - now
             if left > 0:
@@ -286,13 +298,15 @@ class MessageHandlingServer:
                     self._busy_since = 0.0
                     continue
             cpu = process_time()
-            if cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start):
-                # Running, not waiting: look again later (not every 5 ms,
-                # which would be a wake-up and a GIL handoff each time), and
-                # grow by one at first if they wait by then.
+            if (cpu - cpu_start >= _CPU_BOUND_SHARE * (now - start)
+                    or self._taken - taken_start >= len(self._workers) * (now - start) / _SHORT_HANDLER):
+                # Running, not waiting (or handlers too short to wait for
+                # long): look again later (not every 5 ms, which would be a
+                # wake-up and a GIL handoff each time), and grow by one at
+                # first if they wait by then.
                 more = 1
                 stopped.wait(_CPU_BOUND_RECHECK)
-                start, cpu_start = monotonic(), process_time()
+                start, cpu_start, taken_start = monotonic(), process_time(), self._taken
                 continue
             with self._workers_lock:
                 if stopped.is_set():
@@ -370,6 +384,7 @@ class MessageHandlingServer:
                     return
                 continue
             quiet_since = 0.0
+            self._taken += len(messages)
             # The message goes to this thread. If none is left waiting for
             # the next one, the workers are all busy: the grower starts
             # another if that lasts (see _grow).

@@ -418,6 +418,43 @@ def test_threading_workers_busy_running_do_not_grow_the_pool(monkeypatch, transp
     assert len(srv._workers) > 1
 
 
+class Spinner(Recorder):
+    """A handler that keeps its worker running for ``seconds`` (a bounded busy loop)."""
+
+    def __init__(self, expected: int, seconds: float) -> None:
+        super().__init__(expected)
+        self.seconds = seconds
+
+    def spin(self, ctxt, i):
+        until = time.perf_counter() + self.seconds
+        while time.perf_counter() < until:
+            pass
+        return self.record(ctxt, i)
+
+
+def test_threading_short_handlers_do_not_grow_the_pool_whatever_the_cpu_clock_says(monkeypatch, transports,
+                                                                                    servers, topic):
+    # A process whose CPU time does not advance (its threads waiting for the
+    # GIL, or for a CPU the broker uses) looks like one whose handlers wait
+    # on I/O. Workers busy with handlers shorter than _SHORT_HANDLER each
+    # do not grow the pool all the same; handlers that take longer each
+    # (they sleep) do, with the same clock.
+    monkeypatch.setattr(server_module, "_process_cpu", lambda: 0.0)
+    monkeypatch.setattr(server_module, "_SHORT_HANDLER", 0.05)  # far from both handlers' times
+    count = 60
+    short = Spinner(expected=count, seconds=0.001)
+    srv = start_on_a_backlog(transports, servers, topic, short, "spin", count)
+    assert short.all_done.wait(WAIT)
+    assert sorted(short.seen) == list(range(count))
+    assert len(srv._workers) == 1 and set(short.threads) == {"fastrpc-worker_0"}
+    stop_and_wait(srv)
+    waiting = Sleeper(expected=16, seconds=0.1)
+    srv = start_on_a_backlog(transports, servers, f"{topic}-waiting", waiting, "nap", 16)
+    assert waiting.all_done.wait(WAIT)
+    assert sorted(waiting.seen) == list(range(16))
+    assert len(srv._workers) > 1
+
+
 def test_threading_idle_workers_end_down_to_one_and_the_pool_grows_again(monkeypatch, transports, servers,
                                                                           topic):
     # Handlers blocked on I/O grow the pool to its size; once the workers'
