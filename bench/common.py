@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -58,6 +59,9 @@ class Broker:
     username: str
     password: str
     virtual_host: str
+    # The Erlang VM's pid when the node is this run's own (its CPU time can
+    # then be read from /proc); None for a broker named by FASTRPC_BENCH_URL.
+    pid: int | None = None
 
     def __repr__(self) -> str:
         return f"Broker(host={self.host!r}, port={self.port}, user={self.username!r}, vhost={self.virtual_host!r})"
@@ -102,9 +106,16 @@ def broker() -> Iterator[Broker]:
         info(f"starting a private RabbitMQ node in {workdir}")
         node = RabbitNode(workdir)
         try:
-            yield broker_from_url(node.url)
+            yield dataclasses.replace(broker_from_url(node.url), pid=node.beam_pid())
         finally:
             node.stop()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far, all its threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def info(message: str) -> None:

@@ -15,7 +15,9 @@ within a round (to C, and to the first SERVER, S1) and the medians over the roun
 are reported, with every round's ratio to C listed. Around each run the
 server reports its worker threads (the threading executor's pool as grown)
 and its process's CPU time and context switches (getrusage), printed per
-request (the client's and the broker's are not in them).
+request (the client's are not in them); with the benchmark's own broker
+node, the broker's CPU time per request too, for the C pair as for each
+server (the broker takes the larger share of this host's CPUs).
 
     python bench/tree_ab.py [--scenarios casts,concurrent-16,sequential] [--executor threading]
         [--rounds 8] [--seconds 2] [--json out.json] SERVER [SERVER ...]
@@ -100,6 +102,12 @@ def parse_server(spec: str) -> tuple[Path, int]:
     return tree, size
 
 
+def _median_of(results: list[dict[str, Any]], key: str) -> float | None:
+    """The median of ``key`` over a scenario's rounds; None where it was not measured."""
+    values = [x[key] for x in results if x.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("servers", nargs="+", metavar="SERVER", help="PATH or PATH:POOL")
@@ -143,6 +151,7 @@ def main() -> int:
                     shift = r % len(order)
                     order = order[shift:] + order[:shift]
                     for who in order:
+                        broker_before = None if b.pid is None else common.process_cpu_seconds(b.pid)
                         if isinstance(who, TreeServer):
                             before = who.usage()
                             res = who.run(s, SCENARIOS[s], args.seconds)
@@ -152,9 +161,13 @@ def main() -> int:
                             res["workers"] = after["workers"]
                             res["cpu_us"] = (after["cpu"] - before["cpu"]) / requests * 1e6
                             res["switches"] = (after["switches"] - before["switches"]) / requests
-                            raw[who.label][s].append(res)
                         else:
-                            raw[C_TOPIC][s].append(who.run(s, SCENARIOS[s], args.seconds))
+                            res = who.run(s, SCENARIOS[s], args.seconds)
+                        if b.pid is not None and broker_before is not None:
+                            # The broker's CPU per request (the run's start and end included).
+                            res["broker_us"] = ((common.process_cpu_seconds(b.pid) - broker_before)
+                                                / max(1, res["n"]) * 1e6)
+                        raw[who.label if isinstance(who, TreeServer) else C_TOPIC][s].append(res)
         finally:
             for srv in servers:
                 srv.close()
@@ -167,7 +180,10 @@ def main() -> int:
     for s in chosen:
         c_rates = [x["rate"] for x in raw[C_TOPIC][s]]
         first = [x["rate"] for x in raw[labels[0]][s]]
-        print(f"\n{s}: C median {statistics.median(c_rates):.0f}/s")
+        c_broker = _median_of(raw[C_TOPIC][s], "broker_us")
+        print(f"\n{s}: C median {statistics.median(c_rates):.0f}/s"
+              + ("" if c_broker is None else f", broker CPU {c_broker:.1f} µs per request"))
+        summary.setdefault(C_TOPIC, {})[s] = {"rate": statistics.median(c_rates), "broker_us": c_broker}
         for label in labels:
             rates = [x["rate"] for x in raw[label][s]]
             vs_c = [a / b for a, b in zip(rates, c_rates, strict=True)]
@@ -175,13 +191,15 @@ def main() -> int:
             workers = [x["workers"] for x in raw[label][s]]
             cpu_us = statistics.median(x["cpu_us"] for x in raw[label][s])
             switches = statistics.median(x["switches"] for x in raw[label][s])
+            broker_us = _median_of(raw[label][s], "broker_us")
             summary.setdefault(label, {})[s] = {"vs_c": statistics.median(vs_c), "vs_s1": statistics.median(vs_s1),
                                                 "vs_c_rounds": vs_c, "workers": workers,
                                                 "rate": statistics.median(rates), "cpu_us": cpu_us,
-                                                "switches": switches}
+                                                "switches": switches, "broker_us": broker_us}
             print(f"  {label}: vs C {statistics.median(vs_c):.2f}x  vs S1 {statistics.median(vs_s1):.3f}  "
                   f"server CPU {cpu_us:.1f} µs and {switches:.2f} context switches per request  "
-                  f"rounds vs C [{', '.join(f'{x:.2f}' for x in vs_c)}]  workers {workers}")
+                  + ("" if broker_us is None else f"broker CPU {broker_us:.1f} µs  ")
+                  + f"rounds vs C [{', '.join(f'{x:.2f}' for x in vs_c)}]  workers {workers}")
     common.write_json(args.json, {"benchmark": "tree_ab", "executor": args.executor, "rounds": args.rounds,
                                   "seconds": args.seconds, "summary": summary, "rounds_raw": raw})
     return 0

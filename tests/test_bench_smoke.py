@@ -154,9 +154,10 @@ def test_pair_ab_compares_two_trees_call_by_call(broker, tmp_path):
     assert bad.returncode == 2 and "not a fastrpc source tree" in bad.stderr
 
 
-def test_tree_ab_runs_servers_of_trees_and_pool_sizes_beside_c(broker, tmp_path):
+def test_tree_ab_runs_servers_of_trees_and_pool_sizes_beside_c(tmp_path):
     out = tmp_path / "ab.json"
-    env = dict(os.environ, FASTRPC_BENCH_URL=broker.url)
+    # Its own broker node (no FASTRPC_BENCH_URL): the broker's CPU is measured then.
+    env = {k: v for k, v in os.environ.items() if k != "FASTRPC_BENCH_URL"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "tree_ab.py"), "--scenarios", "casts,sequential", "--rounds", "2",
          "--seconds", "0.3", str(ROOT), f"{ROOT}:2", "--json", str(out)],
@@ -164,16 +165,19 @@ def test_tree_ab_runs_servers_of_trees_and_pool_sizes_beside_c(broker, tmp_path)
     )
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert set(data["summary"]) == {f"S1 {ROOT}", f"S2 {ROOT} pool 2"}
-    for label, scenarios in data["summary"].items():
+    servers = {f"S1 {ROOT}", f"S2 {ROOT} pool 2"}
+    assert set(data["summary"]) == servers | {C_TOPIC}
+    for label in servers:
+        scenarios = data["summary"][label]
         assert set(scenarios) == {"casts", "sequential"}
         for result in scenarios.values():
             assert result["rate"] > 0 and len(result["vs_c_rounds"]) == 2
-            assert result["cpu_us"] > 0 and result["switches"] >= 0
+            assert result["cpu_us"] > 0 and result["switches"] >= 0 and result["broker_us"] > 0
             # Each round's server reports its workers; the pool of B never exceeds its size.
             assert all(1 <= n <= (2 if "pool 2" in label else 64) for n in result["workers"])
     assert data["summary"][f"S1 {ROOT}"]["casts"]["vs_s1"] == pytest.approx(1.0)
     assert len(data["rounds_raw"][C_TOPIC]["casts"]) == 2
+    assert all(data["summary"][C_TOPIC][s]["broker_us"] > 0 for s in ("casts", "sequential"))
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "tree_ab.py"), str(tmp_path)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a fastrpc source tree" in bad.stderr
