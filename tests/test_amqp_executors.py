@@ -440,8 +440,11 @@ def test_threading_short_handlers_do_not_grow_the_pool_whatever_the_cpu_clock_sa
     # do not grow the pool all the same; handlers that take longer each
     # (they sleep) do, with the same clock.
     monkeypatch.setattr(server_module, "_process_cpu", lambda: 0.0)
-    monkeypatch.setattr(server_module, "_SHORT_HANDLER", 0.05)  # far from both handlers' times
-    count = 60
+    # Far from both handlers' times; a window of 50 ms, so that a worker
+    # stalled for a few ms on a loaded host still takes messages in each.
+    monkeypatch.setattr(server_module, "_SHORT_HANDLER", 0.05)
+    monkeypatch.setattr(server_module, "_GROW_AFTER", 0.05)
+    count = 200
     short = Spinner(expected=count, seconds=0.001)
     srv = start_on_a_backlog(transports, servers, topic, short, "spin", count)
     assert short.all_done.wait(WAIT)

@@ -147,3 +147,26 @@ def test_headers_are_never_shared_between_deliveries(codec: ModuleType, split: b
     first.properties["headers"]["k"] = "changed"
     first.properties["headers"]["nested"]["x"] = 2
     assert second.properties["headers"] == {"k": "v", "nested": {"x": 1}}
+
+
+@TWINS
+def test_packed_headers_do_not_change_with_the_callers_dict(codec: ModuleType) -> None:
+    headers = {"x-a": 1, "nested": {"k": "v"}}
+    packed = codec.PackedProperties({"content_type": "a", "headers": headers})
+    headers["x-b"] = 2
+    headers["nested"]["k"] = "changed"
+    packed.properties["headers"]["x-c"] = 3
+    assert packed.properties == {"content_type": "a", "headers": {"x-a": 1, "nested": {"k": "v"}}}
+    event = codec.FrameReader().feed(_published(codec, packed))[0]
+    assert event.properties == packed.properties
+
+
+@TWINS
+def test_packed_properties_are_not_packed_again_nor_subclassed(codec: ModuleType) -> None:
+    packed = codec.PackedProperties({"content_type": "a"})
+    with pytest.raises(TypeError, match="cannot be changed"):
+        packed.__init__({"content_type": "zzz"})
+    assert packed.properties == {"content_type": "a"}
+    assert _published(codec, packed) == _published(codec, {"content_type": "a"})
+    with pytest.raises(TypeError):
+        type("Sub", (codec.PackedProperties,), {})

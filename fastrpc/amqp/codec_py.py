@@ -20,11 +20,12 @@ compiler to bind them.
 
 from __future__ import annotations
 
+import copy
 import datetime
 import decimal
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, final
 
 from fastrpc.amqp import spec
 from fastrpc.amqp.spec import (
@@ -664,20 +665,27 @@ def _encode_fields(buf: bytearray, mspec: MethodSpec, plan: _Plan, values: dict[
             _enc_unsigned(buf, get(name, 0), kind, f"{mspec.name}.{name}")
 
 
+@final
 class PackedProperties:
     """Basic properties encoded once, for the messages that are all published
     with the same ones (an RPC driver's requests, replies and casts): a
-    publish copies their bytes instead of reading the dict again. Immutable."""
+    publish copies their bytes instead of reading the dict again. Immutable,
+    and shared by every thread that publishes with it; not to be subclassed."""
 
     __slots__ = ("_data", "_fields")
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        raise TypeError("PackedProperties cannot be subclassed")
+
     def __init__(self, properties: dict[str, Any]) -> None:
+        if getattr(self, "_data", None) is not None:
+            raise TypeError("PackedProperties cannot be changed")
         if not isinstance(properties, dict):
             raise TypeError(f"properties must be a dict, not {type(properties).__name__}")
         buf = bytearray()
         _encode_properties(buf, properties)
+        self._fields = copy.deepcopy(properties)  # tables (headers) included
         self._data = bytes(buf)
-        self._fields = dict(properties)
 
     @property
     def data(self) -> bytes:
@@ -687,7 +695,7 @@ class PackedProperties:
     @property
     def properties(self) -> dict[str, Any]:
         """A copy of the properties these bytes encode."""
-        return dict(self._fields)
+        return copy.deepcopy(self._fields)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not PackedProperties:
