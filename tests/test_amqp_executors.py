@@ -398,24 +398,33 @@ class Sleeper(Recorder):
         return self.record(ctxt, i)
 
 
+def run_on_one_worker(transports, servers, topic, endpoint, method, count):
+    """A backlog of ``count`` casts of ``method`` all run, on one worker only."""
+    srv = start_on_a_backlog(transports, servers, topic, endpoint, method, count)
+    assert endpoint.all_done.wait(WAIT)
+    assert sorted(endpoint.seen) == list(range(count))
+    assert len(srv._workers) == 1 and set(endpoint.threads) == {"fastrpc-worker_0"}
+    stop_and_wait(srv)
+
+
+def sleepers_grow_the_pool(transports, servers, topic, count, seconds):
+    """A backlog of ``count`` casts whose handlers sleep ``seconds`` all run, on more than one worker."""
+    waiting = Sleeper(expected=count, seconds=seconds)
+    srv = start_on_a_backlog(transports, servers, f"{topic}-waiting", waiting, "nap", count)
+    assert waiting.all_done.wait(WAIT)
+    assert sorted(waiting.seen) == list(range(count))
+    assert len(srv._workers) > 1
+
+
 def test_threading_workers_busy_running_do_not_grow_the_pool(monkeypatch, transports, servers, topic):
     # Every worker is busy for the whole backlog; with the process's CPU time
     # going as fast as the clock (workers running, not waiting: under the GIL
     # another thread would only share the same CPU) the pool does not grow.
     # The same handlers with the real CPU clock (they sleep) get more workers.
     monkeypatch.setattr(server_module, "_process_cpu", time.monotonic)
-    count = 30
-    running = Sleeper(expected=count, seconds=0.02)
-    srv = start_on_a_backlog(transports, servers, topic, running, "nap", count)
-    assert running.all_done.wait(WAIT)
-    assert sorted(running.seen) == list(range(count))
-    assert len(srv._workers) == 1 and set(running.threads) == {"fastrpc-worker_0"}
-    stop_and_wait(srv)
+    run_on_one_worker(transports, servers, topic, Sleeper(expected=30, seconds=0.02), "nap", 30)
     monkeypatch.undo()
-    waiting = Sleeper(expected=count, seconds=0.02)
-    srv = start_on_a_backlog(transports, servers, f"{topic}-waiting", waiting, "nap", count)
-    assert waiting.all_done.wait(WAIT)
-    assert len(srv._workers) > 1
+    sleepers_grow_the_pool(transports, servers, topic, 30, 0.02)
 
 
 class Spinner(Recorder):
@@ -444,18 +453,8 @@ def test_threading_short_handlers_do_not_grow_the_pool_whatever_the_cpu_clock_sa
     # stalled for a few ms on a loaded host still takes messages in each.
     monkeypatch.setattr(server_module, "_SHORT_HANDLER", 0.05)
     monkeypatch.setattr(server_module, "_GROW_AFTER", 0.05)
-    count = 200
-    short = Spinner(expected=count, seconds=0.001)
-    srv = start_on_a_backlog(transports, servers, topic, short, "spin", count)
-    assert short.all_done.wait(WAIT)
-    assert sorted(short.seen) == list(range(count))
-    assert len(srv._workers) == 1 and set(short.threads) == {"fastrpc-worker_0"}
-    stop_and_wait(srv)
-    waiting = Sleeper(expected=16, seconds=0.1)
-    srv = start_on_a_backlog(transports, servers, f"{topic}-waiting", waiting, "nap", 16)
-    assert waiting.all_done.wait(WAIT)
-    assert sorted(waiting.seen) == list(range(16))
-    assert len(srv._workers) > 1
+    run_on_one_worker(transports, servers, topic, Spinner(expected=200, seconds=0.001), "spin", 200)
+    sleepers_grow_the_pool(transports, servers, topic, 16, 0.1)
 
 
 def test_threading_idle_workers_end_down_to_one_and_the_pool_grows_again(monkeypatch, transports, servers,
