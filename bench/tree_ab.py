@@ -153,6 +153,7 @@ def main() -> int:
                     for who in order:
                         broker_before = None if b.pid is None else common.process_cpu_seconds(b.pid)
                         if isinstance(who, TreeServer):
+                            key = who.label
                             before = who.usage()
                             res = who.run(s, SCENARIOS[s], args.seconds)
                             after = who.usage()
@@ -162,12 +163,13 @@ def main() -> int:
                             res["cpu_us"] = (after["cpu"] - before["cpu"]) / requests * 1e6
                             res["switches"] = (after["switches"] - before["switches"]) / requests
                         else:
+                            key = C_TOPIC
                             res = who.run(s, SCENARIOS[s], args.seconds)
-                        if b.pid is not None and broker_before is not None:
+                        if broker_before is not None:
                             # The broker's CPU per request (the run's start and end included).
                             res["broker_us"] = ((common.process_cpu_seconds(b.pid) - broker_before)
                                                 / max(1, res["n"]) * 1e6)
-                        raw[who.label if isinstance(who, TreeServer) else C_TOPIC][s].append(res)
+                        raw[key][s].append(res)
         finally:
             for srv in servers:
                 srv.close()

@@ -28,8 +28,9 @@ Executors:
   CPU time can read low while they wait for the GIL or for a CPU the
   broker uses): under a flood of short casts, more threads add no CPU
   under the GIL, only wake-ups and GIL handoffs, and the reads queued
-  behind busy workers are acked together (see docs/benchmarks.md). A server seeing one call at a time runs one
-  worker (two if a call outlasts the 5 ms). A worker whose polls have found
+  behind busy workers are acked together (see docs/benchmarks.md). A
+  server seeing one call at a time runs one worker (two if a call outlasts
+  the 5 ms). A worker whose polls have found
   nothing for ``_IDLE_EXIT`` (60 s) ends while another worker polls: a
   burst of blocked handlers does not leave its threads behind for good, and
   a long handler never leaves new messages without a worker to take them.

@@ -388,17 +388,13 @@ class Consumer(Listener):
             item = incoming.get(wait)
             if item is EMPTY:
                 return []
-            if type(item) is Read:
-                if batch_size == 1 and len(item.deliveries) == 1 and not incoming.queued:
-                    # The usual poll: one read of one request, nothing queued behind it.
-                    result = self.take(item)
-                    if result:
-                        return result
-                else:
-                    result = self._take_batch(item, batch_size)
-                    if result:
-                        return result
-            elif batch_size == 1 and item is not STOP:
+            kind = type(item)
+            if kind is Read and batch_size == 1 and len(item.deliveries) == 1 and not incoming.queued:
+                # The usual poll: one read of one request, nothing queued behind it.
+                result = self.take(item)
+                if result:
+                    return result
+            elif kind is not Read and batch_size == 1 and item is not STOP:
                 # Taken (acked) with the rest of its read by another poll: the
                 # usual poll under a flood.
                 return [item]
