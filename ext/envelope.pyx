@@ -305,6 +305,8 @@ cdef extern from *:
 include "tuple_build.pxi"
 # msgpack bodies: _mp_dump_envelope, _mp_load_body.
 include "msgpack_codec.pxi"
+# the inner JSON of the usual envelope: _js_load_object.
+include "json_reader.pxi"
 
 
 cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
@@ -662,30 +664,64 @@ cdef inline object _loads_bytes(object text):
     return _vectorcall_positional(_loads, args, 1, NULL)
 
 
-cdef object _load_oslo_json(bytes body):
-    """The inner mapping of a JSON body laid out exactly as oslo and fastrpc
-    write it, with one parse instead of two; None for anything else.
+cdef Py_ssize_t _oslo_inner_span(bytes body, Py_ssize_t* start_out):
+    """Where the quoted inner JSON text of a JSON body laid out exactly as
+    oslo and fastrpc write it starts (*start_out) and its length; -1 for
+    anything else.
 
     Accepts only ``{"oslo.version": "2.0", "oslo.message": "<string>"}`` in the
     compact or the json.dumps spacing, nothing after the closing brace, and a
     string that unescapes without help. Whatever is accepted is therefore a
-    valid envelope that the general path would read to the same mapping; every
-    other body, including every invalid one, goes to the general path, which
-    gives the result or the error.
+    valid envelope if its text is valid JSON, which the general path would
+    read to the same mapping; every other body, including every invalid one,
+    goes to the general path, which gives the result or the error.
     """
     cdef const char* p = PyBytes_AS_STRING(body)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
     cdef Py_ssize_t start
     if n < 2 or p[n - 1] != b"}" or p[n - 2] != b'"':
-        return None
+        return -1
     start = PyBytes_GET_SIZE(_JSON_PREFIX)
     if n < start + 2 or memcmp(p, PyBytes_AS_STRING(_JSON_PREFIX), start) != 0:
         start = PyBytes_GET_SIZE(_JSON_PREFIX_SPACED)
         if n < start + 2 or memcmp(p, PyBytes_AS_STRING(_JSON_PREFIX_SPACED), start) != 0:
-            return None
-    text = _unescape(p + start, n - 2 - start)
+            return -1
+    start_out[0] = start
+    return n - 2 - start
+
+
+cdef object _oslo_inner_text(bytes body):
+    """The inner JSON text, unescaped, of a body _oslo_inner_span accepts
+    (None for others, and for a string that does not unescape without help)."""
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t n = _oslo_inner_span(body, &start)
+    if n < 0:
+        return None
+    return _unescape(PyBytes_AS_STRING(body) + start, n)
+
+
+cdef bint _load_fields(bytes body, int mode, js_fields* f) except -1:
+    """Reads a usual JSON body's inner text into *f (see js_load_fields):
+    in place while still quoted, else unescaped first."""
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t n = _oslo_inner_span(body, &start)
+    if n < 0:
+        return False
+    if _js_load_fields(PyBytes_AS_STRING(body) + start, n, True, mode, f):
+        return True
+    text = _unescape(PyBytes_AS_STRING(body) + start, n)
+    return text is not None and _js_load_fields(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text), False, mode, f)
+
+
+cdef object _load_oslo_json(bytes body):
+    """The inner mapping of a JSON body laid out as _oslo_inner_text accepts,
+    with one parse instead of two; None for anything else."""
+    text = _oslo_inner_text(body)
     if text is None:
         return None
+    inner = _js_load_object(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+    if inner is not None:
+        return inner
     try:
         # also rejects invalid UTF-8, which would make the whole body invalid
         inner = _loads_bytes(text)
@@ -694,6 +730,111 @@ cdef object _load_oslo_json(bytes body):
     if type(inner) is not dict:
         return None
     return inner
+
+
+cdef inline bint _one_parse_body(object body, object ctype, Py_ssize_t max_size):
+    # A body _load would read with _load_oslo_json first.
+    return (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
+            and (ctype is None or (type(ctype) is str and _is_json_type(<str>ctype))))
+
+
+cdef inline object _field_value(js_fields* f, int i):
+    return <object>f.field[i] if f.field[i] != NULL else None
+
+
+cdef object _request_from_fields(bytes body):
+    """decode_request's result for a usual JSON request read by the C reader
+    straight into its parts (no inner mapping); None when the body is not
+    such a request, and the general path decides."""
+    cdef js_fields f
+    if not _load_fields(body, JS_REQUEST, &f):
+        return None
+    try:
+        message = <dict>f.message
+        ctxt = <dict>f.context if f.context != NULL else {}
+        msg_id = _field_value(&f, JS_MSG_ID)
+        reply_q = _field_value(&f, JS_REPLY_Q)
+        timeout = _field_value(&f, JS_TIMEOUT)
+        unique_id = _field_value(&f, JS_UNIQUE_ID)
+    finally:
+        _js_fields_clear(&f)
+    # the checks _plain_request makes (JSON keys are always str)
+    if msg_id is None:
+        if reply_q is not None:
+            return None
+    elif type(msg_id) is not str or type(reply_q) is not str or not <str>msg_id or not <str>reply_q:
+        return None
+    if timeout is not None and type(timeout) is not float and type(timeout) is not int:
+        return None
+    if unique_id is not None and type(unique_id) is not str:
+        return None
+    method = message.get("method")
+    if type(method) is not str or not <str>method:
+        return None
+    for name in ("namespace", "version"):
+        value = message.get(name)
+        if value is not None and type(value) is not str:
+            return None
+    if "args" in message:
+        if type(message["args"]) is not dict:
+            return None
+    else:
+        message["args"] = {}
+    return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, False)
+
+
+cdef object _reply_from_fields(bytes body):
+    """decode_reply's result for a usual JSON reply read by the C reader
+    straight into its fields; None when the body is not such a reply."""
+    cdef js_fields f
+    if not _load_fields(body, JS_REPLY, &f):
+        return None
+    try:
+        msg_id = _field_value(&f, JS_MSG_ID)
+        unique_id = _field_value(&f, JS_UNIQUE_ID)
+        result = _field_value(&f, JS_RESULT)
+        failure = _field_value(&f, JS_FAILURE)
+        ending = _field_value(&f, JS_ENDING)
+    finally:
+        _js_fields_clear(&f)
+    if (type(msg_id) is str and <str>msg_id and (unique_id is None or type(unique_id) is str)
+            and (failure is None or type(failure) is str)):
+        return _ev5(_Reply, msg_id, unique_id, result, failure, True if ending else False)
+    return None
+
+
+def _fields_read(body, bint reply):
+    """How a usual JSON request (or reply) body is read into its parts:
+    "in place" (still quoted), "unescaped" (read again after unescaping), or
+    None when it is left to the inner mapping's path.
+
+    Lets the tests check which bodies take which path; not part of the API.
+    """
+    cdef js_fields f
+    cdef Py_ssize_t start = 0
+    cdef Py_ssize_t n
+    cdef int mode = JS_REPLY if reply else JS_REQUEST
+    if type(body) is not bytes:
+        return None
+    n = _oslo_inner_span(<bytes>body, &start)
+    if n < 0:
+        return None
+    if _js_load_fields(PyBytes_AS_STRING(body) + start, n, True, mode, &f):
+        _js_fields_clear(&f)
+        return "in place"
+    if _load_fields(<bytes>body, mode, &f):
+        _js_fields_clear(&f)
+        return "unescaped"
+    return None
+
+
+def _json_read(text):
+    """The dict the C reader makes of a JSON text (bytes), or None when it
+    leaves the text to orjson.
+
+    Lets the tests compare the reader with orjson; not part of the API.
+    """
+    return _js_load_object(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
 
 
 def _one_parse(body):
@@ -738,15 +879,15 @@ cdef dict _load_msgpack(bytes body):
 cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out):
     """The inner mapping of a body; sets whether it came as msgpack."""
     cdef object inner
-    if type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size:
-        if ctype is None or (type(ctype) is str and _is_json_type(<str>ctype)):
-            inner = _load_oslo_json(<bytes>body)
-            if inner is not None:
-                binary_out[0] = False
-                return <dict>inner
-        elif type(ctype) is str and _is_msgpack_type(<str>ctype):
-            binary_out[0] = True
-            return _load_msgpack(<bytes>body)
+    if _one_parse_body(body, ctype, max_size):
+        inner = _load_oslo_json(<bytes>body)
+        if inner is not None:
+            binary_out[0] = False
+            return <dict>inner
+    elif (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
+            and type(ctype) is str and _is_msgpack_type(<str>ctype)):
+        binary_out[0] = True
+        return _load_msgpack(<bytes>body)
     inner, binary = _load_general(body, ctype, max_size)
     binary_out[0] = binary
     return <dict>inner
@@ -912,6 +1053,10 @@ cdef object _plain_request(dict inner, bint binary):
 
 def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef bint binary
+    if _one_parse_body(body, ctype, max_size):
+        request = _request_from_fields(<bytes>body)
+        if request is not None:
+            return request
     cdef dict inner = _load(body, ctype, max_size, &binary)
     request = _plain_request(inner, binary)
     if request is None:
@@ -921,6 +1066,10 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
 
 def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef bint binary
+    if _one_parse_body(body, ctype, max_size):
+        reply = _reply_from_fields(<bytes>body)
+        if reply is not None:
+            return reply
     cdef dict inner = _load(body, ctype, max_size, &binary)
     cdef Py_ssize_t pos = 0
     cdef PyObject* key
