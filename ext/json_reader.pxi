@@ -551,6 +551,7 @@ cdef extern from *:
         Py_ssize_t n;
         PyObject* key = NULL;
         int field = JS_OTHER;
+        int routing = 0;  /* a request's method, version or namespace */
         js_skip_space(r);
         int quote = js_quote_at(r);
         if (!quote) goto leave;
@@ -558,6 +559,9 @@ cdef extern from *:
         switch (js_scan_string(r, &s, &n)) {
         case JS_ASCII:
             field = js_classify(s, n, mode);
+            routing = mode == JS_REQUEST && ((n == 6 && memcmp(s, "method", 6) == 0)
+                                             || (n == 7 && memcmp(s, "version", 7) == 0)
+                                             || (n == 9 && memcmp(s, "namespace", 9) == 0));
             if (field == JS_OTHER) key = n <= JS_KEY_LEN_MAX ? js_key(s, n) : js_ascii_str(s, n);
             else if (field == JS_CONTEXT) key = js_ascii_str(s + 9, n - 9);
             else break;
@@ -580,7 +584,15 @@ cdef extern from *:
         if (r->p >= r->end || *r->p != ':') goto leave;
         r->p++;
         js_skip_space(r);
-        PyObject* value = js_value(r, 1);
+        PyObject* value;
+        if (routing && (quote = js_quote_at(r)) != 0) {
+            /* The same few strings in every request, hashed by the
+               dispatcher to find its endpoint: kept as keys are. */
+            r->p += quote;
+            value = js_string(r, 1);
+        } else {
+            value = js_value(r, 1);
+        }
         if (value == NULL) {
             Py_XDECREF(key);
             return -1;

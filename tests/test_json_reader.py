@@ -209,6 +209,10 @@ def test_usual_bodies_are_read_into_parts(raw, reply, path):
     '{"\\u005fcontext_user": "bob", "method": "x"}',
     '{"_context_\\u20ac": 1, "_context_\\u00e9": 2, "_context_": 3, "method": "x"}',
     '{"_context_\u20ac": 1, "_context_\u00e9": 2, "method": "x"}',
+    # routing values (kept as keys are): escaped, wide, long, not strings
+    '{"method": "\\u00e9x", "version": "1.\\u0030", "namespace": "n\u20ac"}',
+    '{"method": "%s", "version": "2.0", "namespace": null}' % ("m" * 40),
+    '{"method": "m", "version": 2, "namespace": ["x"]}',
     # repeated fields: the last value
     '{"_msg_id": "a", "_reply_q": "q", "_msg_id": "b", "method": "x", "method": "y"}',
     '{"result": 1, "result": 2, "_msg_id": "m", "ending": false, "ending": 1}',
