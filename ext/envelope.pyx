@@ -305,8 +305,10 @@ cdef extern from *:
 include "tuple_build.pxi"
 # msgpack bodies: _mp_dump_envelope, _mp_load_body.
 include "msgpack_codec.pxi"
-# the inner JSON of the usual envelope: _js_load_object.
+# the inner JSON of the usual envelope: _js_load_object, _js_load_fields.
 include "json_reader.pxi"
+# JSON written into the envelope's string: _jw_dump.
+include "json_writer.pxi"
 
 
 cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
@@ -508,22 +510,6 @@ cdef object _plain_request_body(dict message, object unique_id, object msg_id, o
             if overflow or t >= _TIMEOUT_INT_MAX or t <= -_TIMEOUT_INT_MAX:
                 return None
             ndigits = snprintf(digits, sizeof(digits), "%lld", t)
-    try:
-        text = _dumps_json(message)
-    except Exception:
-        # The inner dict's path gives the error, or none: an added field
-        # may replace the value that failed.
-        return None
-    # A message key that an added field would replace: orjson writes every
-    # key it accepts that can equal one of theirs as a string starting "_,
-    # so a text without one needs no look-up.
-    if _quote_underscore(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text)) and (
-            "_unique_id" in message
-            or (msg_id is not None and ("_msg_id" in message or "_reply_q" in message or "_timeout" in message))):
-        return None
-    # as in _dump; the added fields hold no float
-    if _has_null(text) and _nonfinite_item(<PyObject*>message, -1):
-        return None
     if msg_id is not None:
         o = _put_bytes(o, _REQUEST_MSG_ID)
         o = _put_id(o, msg_id)
@@ -537,9 +523,32 @@ cdef object _plain_request_body(dict message, object unique_id, object msg_id, o
     o = _put_bytes(o, _REQUEST_UNIQUE_ID)
     o = _put_id(o, unique_id)
     o = _put_bytes(o, _TAIL_END)
-    # the message's text without its closing brace, then the added fields
-    return _quote(PyBytes_AS_STRING(_JSON_PREFIX), PyBytes_GET_SIZE(_JSON_PREFIX),
-                  PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text) - 1, tail, o - tail)
+    # the message's members, then the added fields: written here, or by orjson
+    cdef int underscore = 0
+    body = _jw_dump(message, True, PyBytes_AS_STRING(_JSON_PREFIX), PyBytes_GET_SIZE(_JSON_PREFIX),
+                    tail, o - tail, &underscore)
+    if body is None:
+        try:
+            text = _dumps_json(message)
+        except Exception:
+            # The inner dict's path gives the error, or none: an added field
+            # may replace the value that failed.
+            return None
+        # orjson writes every key it accepts that can equal one of the added
+        # fields' names as a string starting "_
+        underscore = _quote_underscore(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text))
+        # as in _dump; the added fields hold no float
+        if _has_null(text) and _nonfinite_item(<PyObject*>message, -1):
+            return None
+        body = _quote(PyBytes_AS_STRING(_JSON_PREFIX), PyBytes_GET_SIZE(_JSON_PREFIX),
+                      PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text) - 1, tail, o - tail)
+    # A message key that an added field would replace: only a key starting
+    # with "_" can, so most messages need no look-up.
+    if underscore and (
+            "_unique_id" in message
+            or (msg_id is not None and ("_msg_id" in message or "_reply_q" in message or "_timeout" in message))):
+        return None
+    return body
 
 
 # msgpack: the fields a request or reply adds, written after the message
@@ -633,6 +642,15 @@ def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
         values[4] = <PyObject*>unique_id
         return _msgpack_fields(None, names, values, 5)
     if failure is None and _plain_id(msg_id) and _plain_id(unique_id):
+        o = _put_bytes(o, _REPLY_ENDING_TRUE if ending else _REPLY_ENDING_FALSE)
+        o = _put_id(o, msg_id)
+        o = _put_bytes(o, _ID_UNIQUE_ID)
+        o = _put_id(o, unique_id)
+        o = _put_bytes(o, _TAIL_END)
+        body = _jw_dump(result, False, PyBytes_AS_STRING(_REPLY_HEAD), PyBytes_GET_SIZE(_REPLY_HEAD),
+                        tail, o - tail, NULL)
+        if body is not None:
+            return body
         try:
             # in a tuple (an array to orjson), the result sits as deep as in
             # the inner dict (orjson's nesting limit), and its text is the
@@ -643,11 +661,6 @@ def encode_reply(msg_id, unique_id, result=None, failure=None, bint ending=True,
         except (TypeError, ValueError, OverflowError, _JSONEncodeError) as exc:
             raise encode_failed(exc) from None
         if text is not None:
-            o = _put_bytes(o, _REPLY_ENDING_TRUE if ending else _REPLY_ENDING_FALSE)
-            o = _put_id(o, msg_id)
-            o = _put_bytes(o, _ID_UNIQUE_ID)
-            o = _put_id(o, unique_id)
-            o = _put_bytes(o, _TAIL_END)
             return _quote(PyBytes_AS_STRING(_REPLY_HEAD), PyBytes_GET_SIZE(_REPLY_HEAD),
                           PyBytes_AS_STRING(text) + 1, PyBytes_GET_SIZE(text) - 2, tail, o - tail)
     cdef dict inner = {"result": result, "failure": failure, "ending": ending,
@@ -826,6 +839,15 @@ def _fields_read(body, bint reply):
         _js_fields_clear(&f)
         return "unescaped"
     return None
+
+
+def _json_written(value):
+    """``value``'s JSON as the C writer puts it into the envelope's string
+    (quoted), or None when it leaves the value to orjson.
+
+    Lets the tests compare the writer with orjson; not part of the API.
+    """
+    return _jw_dump(value, False, b"", 0, b"", 0, NULL)
 
 
 def _json_read(text):
