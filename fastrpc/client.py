@@ -54,11 +54,6 @@ class _CallContext:
         self.call_monitor_timeout = call_monitor_timeout
         self.transport_options = transport_options
 
-    @property
-    def _at_least_once(self) -> bool:
-        options = self.transport_options
-        return options is not None and options.at_least_once
-
     def _make_message(self, ctxt: Any, method: str, args: dict[str, Any]) -> dict[str, Any]:
         if type(self.serializer) is NoOpSerializer:
             # ``args`` is the caller's fresh **kwargs dict: nothing to convert.
@@ -111,12 +106,16 @@ class _CallContext:
         client's ``timeout`` when it has one (else ``rpc_response_timeout``).
         """
         msg = self._make_message(ctxt, method, kwargs)
-        msg_ctxt = self.serializer.serialize_context(ctxt)
-        self._check_version_cap(msg.get("version"))
-        at_least_once = self._at_least_once
+        serializer = self.serializer
+        msg_ctxt = ctxt if type(serializer) is NoOpSerializer else serializer.serialize_context(ctxt)
+        if self.version_cap is not None:
+            self._check_version_cap(msg.get("version"))
+        options = self.transport_options
+        at_least_once = options is not None and options.at_least_once
         try:
-            self.transport._send(self.target, msg_ctxt, msg, retry=self.retry, at_least_once=at_least_once,
-                                 timeout=self.timeout if at_least_once else None)
+            # Positional, as in call(): this runs once per cast.
+            self.transport._send(self.target, msg_ctxt, msg, False, self.timeout if at_least_once else None,
+                                 None, self.retry, at_least_once)
         except TransportDriverError as exc:
             raise ClientSendError(self.target, exc) from exc
 

@@ -104,6 +104,31 @@ def test_cast_is_delivered(transport, serve):
     assert ep.casts == [7]
 
 
+class TaggingSerializer(fastrpc.NoOpSerializer):
+    """Marks what it serializes, so the server shows it ran."""
+
+    def serialize_entity(self, ctxt, entity):
+        return ["tagged", entity]
+
+    def serialize_context(self, ctxt):
+        return dict(ctxt, tagged=True)
+
+
+def test_a_client_serializer_converts_casts_and_calls(transport, serve):
+    class Recorder(Endpoint):
+        def record(self, ctxt, value):
+            self.casts.append((ctxt.get("tagged"), value))
+            self.cast_event.set()
+
+    ep = Recorder()
+    serve([ep])
+    c = client(transport, serializer=TaggingSerializer())
+    c.cast({"user": "u"}, "record", value=7)
+    assert ep.cast_event.wait(WAIT)
+    assert ep.casts == [(True, ["tagged", 7])]
+    assert c.call({"user": "u"}, "echo_ctxt") == {"user": "u", "tagged": True}
+
+
 def test_allowed_remote_exception_is_rebuilt(transport, serve):
     serve([Endpoint()])
     with pytest.raises(AppError) as info:
