@@ -44,6 +44,7 @@ acked before they run. Each is answered through ``incoming.reply``.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import threading
@@ -128,8 +129,10 @@ class MessageHandlingServer:
         self._workers: list[threading.Thread] = []
         self._workers_lock = threading.Lock()
         self._spawned = 0  # workers started in this run: the next one's number
-        # A token per worker waiting in a poll: whether to start another.
-        self._idle: list[None] = []
+        # A token per worker waiting in a poll: whether to start another. A
+        # deque: a list that empties and fills again on every poll frees and
+        # allocates its storage each time.
+        self._idle: collections.deque[None] = collections.deque()
         self._pool_size = 1
         # When the workers were last found all busy (a message taken while
         # none waited), 0.0 once one was seen waiting; the grower thread
@@ -168,7 +171,7 @@ class MessageHandlingServer:
                 self._pool_size = max(1, int(override_pool_size or self.conf.executor_thread_pool_size))
             else:
                 self._pool_size = 1
-            self._idle = []
+            self._idle = collections.deque()
             self._busy_since = 0.0
             self._spawned = 0
             self._started = True

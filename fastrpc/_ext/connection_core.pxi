@@ -25,7 +25,7 @@ cdef class ConnectionCore:
     cdef public object _baton, _sleepers, _sleepers_lock, _waits, _entries, _exits, _left
     cdef public double _shared_until, _recv_timeout
     cdef public int _recv_lowat
-    cdef public list _writers
+    cdef public object _writers
     cdef public object _reader_wake, _recv_since, _quiet_since, _probe_channel
     cdef public list _after_dispatch
     cdef object __weakref__

@@ -19,6 +19,7 @@ fastrpc._impl); its C layout is fastrpc/_ext/connection_core.pxd.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import queue
@@ -120,7 +121,10 @@ class ConnectionCore:
         self._closing = False
         self._unblocked = threading.Event()
         self._unblocked.set()
-        self._writers: list[Any] = []  # spare FrameWriters (writer, take)
+        # Spare FrameWriters (writer, take). A deque: a list whose last item
+        # is taken and given back on every send frees and allocates its
+        # storage each time.
+        self._writers: collections.deque[Any] = collections.deque()
         self._reader_thread: threading.Thread | None = None
         self._reader_ident: int | None = None
         self._heartbeat_thread: threading.Thread | None = None

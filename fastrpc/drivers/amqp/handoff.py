@@ -41,7 +41,9 @@ class Handoff:
         self._items: collections.deque[Any] = collections.deque()
         # Read-only for others: truthy while items wait (a test without a call).
         self.queued = self._items
-        self._waiting: list[_Slot] = []  # a stack: the warmest thread first
+        # A stack, the warmest thread first; a deque: a list that empties and
+        # fills again per message frees and allocates its storage each time.
+        self._waiting: collections.deque[_Slot] = collections.deque()
         self._slots = threading.local()  # each poller's _Slot
 
     # put() and get() run once per message: they take the lock with
@@ -65,9 +67,9 @@ class Handoff:
         """Hand ``items`` to idle pollers (unless ``hand`` is false), or queue
         them in order ahead of the rest."""
         with self._lock:
-            waiting = self._waiting if hand else []
+            waiting = self._waiting
             i = 0
-            while waiting and i < len(items):
+            while hand and waiting and i < len(items):
                 slot = waiting.pop()
                 slot.item = items[i]
                 slot.lock.release()
