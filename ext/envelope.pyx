@@ -850,7 +850,7 @@ def _json_written(value):
     return _jw_dump(value, False, b"", 0, b"", 0, NULL)
 
 
-def _json_read(text):
+def _json_read(bytes text not None):
     """The dict the C reader makes of a JSON text (bytes), or None when it
     leaves the text to orjson.
 

@@ -145,6 +145,13 @@ def test_edges(text, read):
     assert (check_text(text) is not None) is read
 
 
+@pytest.mark.parametrize("text", ["{}", bytearray(b"{}"), memoryview(b"{}"), None, 2**1000])
+def test_only_bytes_are_read(text):
+    # the reader takes a bytes object's buffer (its NUL byte included)
+    with pytest.raises(TypeError):
+        envelope_ext._json_read(text)
+
+
 def test_many_keys_through_the_key_cache():
     # more distinct keys than the cache has slots, long ones and known ones
     keys = [f"key_{i}" for i in range(600)] + ["k" * 33, "k" * 32, "method", "args", "ending"]
