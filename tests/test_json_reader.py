@@ -248,6 +248,18 @@ def test_field_edges_match_the_pure_codec(inner):
         check_body(prefix + b"  " + quoted + b'  "}')
 
 
+@pytest.mark.parametrize("inner", [b'{\\"method\\":\\', b'{\\"method\\":\\"m\\",\\', b'{\\', b'\\',
+                                   b'{\\"method\\":1.5', b'{\\"method\\":-'])
+def test_quoted_text_cut_short_before_the_envelopes_closing_quote(inner):
+    # the byte after the quoted text is the envelope's closing quote: a
+    # backslash just before it is no quote of the inner text
+    for prefix in (COMPACT, SPACED):
+        body = prefix + inner + b'"}'
+        assert envelope_ext._fields_read(body, False) is None
+        assert envelope_ext._fields_read(body, True) is None
+        check_body(body)
+
+
 def test_raw_whitespace_other_than_spaces_is_left_in_the_quoted_text():
     # a raw tab or line break in the envelope's string makes the body invalid
     for ws in (b"\t", b"\n", b"\r"):
