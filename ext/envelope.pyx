@@ -683,11 +683,11 @@ cdef Py_ssize_t _oslo_inner_span(bytes body, Py_ssize_t* start_out):
     anything else.
 
     Accepts only ``{"oslo.version": "2.0", "oslo.message": "<string>"}`` in the
-    compact or the json.dumps spacing, nothing after the closing brace, and a
-    string that unescapes without help. Whatever is accepted is therefore a
-    valid envelope if its text is valid JSON, which the general path would
-    read to the same mapping; every other body, including every invalid one,
-    goes to the general path, which gives the result or the error.
+    compact or the json.dumps spacing, nothing after the closing brace.
+    Whatever is accepted, with a string that reads as JSON, is therefore a
+    valid envelope, which the general path would read to the same mapping;
+    every other body, including every invalid one, goes to the general path,
+    which gives the result or the error.
     """
     cdef const char* p = PyBytes_AS_STRING(body)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
@@ -755,6 +755,32 @@ cdef inline object _field_value(js_fields* f, int i):
     return <object>f.field[i] if f.field[i] != NULL else None
 
 
+cdef inline bint _plain_call_fields(object msg_id, object reply_q, object timeout, object unique_id,
+                                    object method):
+    """Whether a request's fields have the types senders write (else the
+    general rules judge it)."""
+    if msg_id is None:
+        if reply_q is not None:
+            return False
+    elif type(msg_id) is not str or type(reply_q) is not str or not <str>msg_id or not <str>reply_q:
+        return False
+    if timeout is not None and type(timeout) is not float and type(timeout) is not int:
+        return False
+    if unique_id is not None and type(unique_id) is not str:
+        return False
+    return type(method) is str and PyUnicode_GET_LENGTH(method) > 0
+
+
+cdef inline object _plain_reply(object msg_id, object unique_id, object result, object failure,
+                                object ending):
+    """The Reply of fields with the types senders write; None for others
+    (the general rules judge them)."""
+    if (type(msg_id) is str and <str>msg_id and (unique_id is None or type(unique_id) is str)
+            and (failure is None or type(failure) is str)):
+        return _ev5(_Reply, msg_id, unique_id, result, failure, True if ending else False)
+    return None
+
+
 cdef object _request_from_fields(bytes body):
     """decode_request's result for a usual JSON request read by the C reader
     straight into its parts (no inner mapping); None when the body is not
@@ -772,17 +798,7 @@ cdef object _request_from_fields(bytes body):
     finally:
         _js_fields_clear(&f)
     # the checks _plain_request makes (JSON keys are always str)
-    if msg_id is None:
-        if reply_q is not None:
-            return None
-    elif type(msg_id) is not str or type(reply_q) is not str or not <str>msg_id or not <str>reply_q:
-        return None
-    if timeout is not None and type(timeout) is not float and type(timeout) is not int:
-        return None
-    if unique_id is not None and type(unique_id) is not str:
-        return None
-    method = message.get("method")
-    if type(method) is not str or not <str>method:
+    if not _plain_call_fields(msg_id, reply_q, timeout, unique_id, message.get("method")):
         return None
     for name in ("namespace", "version"):
         value = message.get(name)
@@ -810,10 +826,7 @@ cdef object _reply_from_fields(bytes body):
         ending = _field_value(&f, JS_ENDING)
     finally:
         _js_fields_clear(&f)
-    if (type(msg_id) is str and <str>msg_id and (unique_id is None or type(unique_id) is str)
-            and (failure is None or type(failure) is str)):
-        return _ev5(_Reply, msg_id, unique_id, result, failure, True if ending else False)
-    return None
+    return _plain_reply(msg_id, unique_id, result, failure, ending)
 
 
 def _fields_read(body, bint reply):
@@ -1034,16 +1047,7 @@ cdef object _plain_request(dict inner, bint binary):
         if n_removed < _REMOVED_MAX:
             removed[n_removed] = key
         n_removed += 1
-    if msg_id is None:
-        if reply_q is not None:
-            return None
-    elif type(msg_id) is not str or type(reply_q) is not str or not <str>msg_id or not <str>reply_q:
-        return None
-    if timeout is not None and type(timeout) is not float and type(timeout) is not int:
-        return None
-    if unique_id is not None and type(unique_id) is not str:
-        return None
-    if type(method) is not str or not <str>method:
+    if not _plain_call_fields(msg_id, reply_q, timeout, unique_id, method):
         return None
     if args is None:
         if has_args:
@@ -1115,7 +1119,7 @@ def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
             failure = <object>item
         elif field == _F_ENDING:
             ending = <object>item
-    if (type(msg_id) is str and <str>msg_id and (unique_id is None or type(unique_id) is str)
-            and (failure is None or type(failure) is str)):
-        return _ev5(_Reply, msg_id, unique_id, result, failure, bool(ending))
-    return _reply_from_inner(inner)
+    reply = _plain_reply(msg_id, unique_id, result, failure, ending)
+    if reply is None:
+        return _reply_from_inner(inner)
+    return reply
