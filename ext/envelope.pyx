@@ -713,17 +713,26 @@ cdef object _oslo_inner_text(bytes body):
     return _unescape(PyBytes_AS_STRING(body) + start, n)
 
 
-cdef bint _load_fields(bytes body, int mode, js_fields* f) except -1:
+cdef enum:
+    _FIELDS_LEFT
+    _FIELDS_IN_PLACE
+    _FIELDS_UNESCAPED
+
+
+cdef int _load_fields(bytes body, int mode, js_fields* f) except -1:
     """Reads a usual JSON body's inner text into *f (see js_load_fields):
-    in place while still quoted, else unescaped first."""
+    in place while still quoted, else unescaped first; says which, or
+    _FIELDS_LEFT (0) when *f holds nothing."""
     cdef Py_ssize_t start = 0
     cdef Py_ssize_t n = _oslo_inner_span(body, &start)
     if n < 0:
-        return False
+        return _FIELDS_LEFT
     if _js_load_fields(PyBytes_AS_STRING(body) + start, n, True, mode, f):
-        return True
+        return _FIELDS_IN_PLACE
     text = _unescape(PyBytes_AS_STRING(body) + start, n)
-    return text is not None and _js_load_fields(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text), False, mode, f)
+    if text is not None and _js_load_fields(PyBytes_AS_STRING(text), PyBytes_GET_SIZE(text), False, mode, f):
+        return _FIELDS_UNESCAPED
+    return _FIELDS_LEFT
 
 
 cdef object _load_oslo_json(bytes body):
@@ -837,21 +846,13 @@ def _fields_read(body, bint reply):
     Lets the tests check which bodies take which path; not part of the API.
     """
     cdef js_fields f
-    cdef Py_ssize_t start = 0
-    cdef Py_ssize_t n
-    cdef int mode = JS_REPLY if reply else JS_REQUEST
     if type(body) is not bytes:
         return None
-    n = _oslo_inner_span(<bytes>body, &start)
-    if n < 0:
+    cdef int path = _load_fields(<bytes>body, JS_REPLY if reply else JS_REQUEST, &f)
+    if path == _FIELDS_LEFT:
         return None
-    if _js_load_fields(PyBytes_AS_STRING(body) + start, n, True, mode, &f):
-        _js_fields_clear(&f)
-        return "in place"
-    if _load_fields(<bytes>body, mode, &f):
-        _js_fields_clear(&f)
-        return "unescaped"
-    return None
+    _js_fields_clear(&f)
+    return "in place" if path == _FIELDS_IN_PLACE else "unescaped"
 
 
 def _json_written(value):

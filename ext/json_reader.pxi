@@ -477,7 +477,9 @@ cdef extern from *:
     enum { JS_REQUEST, JS_REPLY };
     /* The top-level fields kept aside, and what else a key can be. */
     enum { JS_MSG_ID, JS_REPLY_Q, JS_TIMEOUT, JS_UNIQUE_ID, JS_RESULT, JS_FAILURE, JS_ENDING, JS_FIELDS };
-    enum { JS_OTHER = -1, JS_CONTEXT = -2 };
+    /* JS_ROUTING: a message key whose string value every request repeats
+       (method, version, namespace), kept as keys are */
+    enum { JS_OTHER = -1, JS_CONTEXT = -2, JS_ROUTING = -3 };
 
     typedef struct {
         PyObject* field[JS_FIELDS];  /* the value of each field read, NULL for one absent */
@@ -501,6 +503,9 @@ cdef extern from *:
             if (n == 8 && memcmp(s, "_reply_q", 8) == 0) return JS_REPLY_Q;
             if (n == 8 && memcmp(s, "_timeout", 8) == 0) return JS_TIMEOUT;
             if (n == 10 && memcmp(s, "_unique_id", 10) == 0) return JS_UNIQUE_ID;
+            if ((n == 6 && memcmp(s, "method", 6) == 0) || (n == 7 && memcmp(s, "version", 7) == 0)
+                    || (n == 9 && memcmp(s, "namespace", 9) == 0))
+                return JS_ROUTING;
             return JS_OTHER;
         }
         if (n == 6 && memcmp(s, "result", 6) == 0) return JS_RESULT;
@@ -530,7 +535,7 @@ cdef extern from *:
                 Py_DECREF(head);
             }
         }
-        if (*field == JS_OTHER) return key;
+        if (*field == JS_OTHER || *field == JS_ROUTING) return key;
         if (*field == JS_CONTEXT) {
             PyObject* name = PyUnicode_Substring(key, 9, n);
             Py_DECREF(key);
@@ -551,7 +556,6 @@ cdef extern from *:
         Py_ssize_t n;
         PyObject* key = NULL;
         int field = JS_OTHER;
-        int routing = 0;  /* a request's method, version or namespace */
         js_skip_space(r);
         int quote = js_quote_at(r);
         if (!quote) goto leave;
@@ -559,10 +563,7 @@ cdef extern from *:
         switch (js_scan_string(r, &s, &n)) {
         case JS_ASCII:
             field = js_classify(s, n, mode);
-            routing = mode == JS_REQUEST && ((n == 6 && memcmp(s, "method", 6) == 0)
-                                             || (n == 7 && memcmp(s, "version", 7) == 0)
-                                             || (n == 9 && memcmp(s, "namespace", 9) == 0));
-            if (field == JS_OTHER) key = n <= JS_KEY_LEN_MAX ? js_key(s, n) : js_ascii_str(s, n);
+            if (field == JS_OTHER || field == JS_ROUTING) key = n <= JS_KEY_LEN_MAX ? js_key(s, n) : js_ascii_str(s, n);
             else if (field == JS_CONTEXT) key = js_ascii_str(s + 9, n - 9);
             else break;
             if (key == NULL) return -1;
@@ -575,7 +576,7 @@ cdef extern from *:
             break;
         case JS_ESCAPED:
             key = js_escaped_key(r, s, mode, &field);
-            if (key == NULL && (field == JS_OTHER || field == JS_CONTEXT || PyErr_Occurred())) return -1;
+            if (key == NULL && (field < 0 || PyErr_Occurred())) return -1;
             break;
         default:
             goto leave;
@@ -585,7 +586,7 @@ cdef extern from *:
         r->p++;
         js_skip_space(r);
         PyObject* value;
-        if (routing && (quote = js_quote_at(r)) != 0) {
+        if (field == JS_ROUTING && (quote = js_quote_at(r)) != 0) {
             /* The same few strings in every request, hashed by the
                dispatcher to find its endpoint: kept as keys are. */
             r->p += quote;

@@ -127,6 +127,13 @@ cdef extern from *:
         return rc;
     }
 
+    /* A dict, without its closing brace unless `close`. */
+    static int jw_dict(mp_writer* w, PyObject* o, int depth, int close, int* underscore) {
+        int rc = jw_put(w, "{", 1);
+        if (rc == JW_DONE) rc = jw_members(w, o, depth, underscore);
+        return rc == JW_DONE && close ? jw_put(w, "}", 1) : rc;
+    }
+
     static int jw_value(mp_writer* w, PyObject* o, int depth) {
         PyTypeObject* t = Py_TYPE(o);
         if (o == Py_None) return jw_put(w, "null", 4);
@@ -140,9 +147,7 @@ cdef extern from *:
         if (depth >= JW_MAX_DEPTH) return JW_LEFT;
         if (t == &PyDict_Type) {
             int underscore = 0;
-            int rc = jw_put(w, "{", 1);
-            if (rc == JW_DONE) rc = jw_members(w, o, depth, &underscore);
-            return rc == JW_DONE ? jw_put(w, "}", 1) : rc;
+            return jw_dict(w, o, depth, 1, &underscore);
         }
         if (t == &PyList_Type) return jw_items(w, ((PyListObject*)o)->ob_item, PyList_GET_SIZE(o), depth);
         if (t == &PyTuple_Type) return jw_items(w, ((PyTupleObject*)o)->ob_item, PyTuple_GET_SIZE(o), depth);
@@ -161,13 +166,8 @@ cdef extern from *:
         PyObject* out = NULL;
         int rc = jw_put(&w, prefix, plen);
         if (rc == JW_DONE) {
-            if (members) {
-                rc = jw_put(&w, "{", 1);
-                if (rc == JW_DONE) rc = jw_members(&w, value, 0, underscore);
-            } else {
-                /* as deep as the result sits in the reply's inner dict */
-                rc = jw_value(&w, value, 1);
-            }
+            /* a result sits one level deep in the reply's inner dict */
+            rc = members ? jw_dict(&w, value, 0, 0, underscore) : jw_value(&w, value, 1);
         }
         if (rc == JW_DONE) rc = jw_put(&w, suffix, slen);
         if (rc == JW_DONE) out = PyBytes_FromStringAndSize((const char*)w.p, w.len);
