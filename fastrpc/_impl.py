@@ -36,6 +36,7 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.amqp.codec": ("fastrpc.amqp.codec_py", "ext/codec.pyx"),
     "fastrpc.envelope": ("fastrpc.envelope_py", "ext/envelope.pyx"),
     "fastrpc.amqp.sockio": ("fastrpc.amqp.sockio_py", "ext/sockio.pyx"),
+    "fastrpc.amqp.sync": ("fastrpc.amqp.sync_py", "ext/sync.pyx"),
     "fastrpc.amqp.transport": ("fastrpc.amqp.transport_py", "fastrpc/amqp/transport_py.py"),
     "fastrpc.amqp.connection_core": ("fastrpc.amqp.connection_core_py", "fastrpc/amqp/connection_core_py.py"),
     "fastrpc.amqp.channel_core": ("fastrpc.amqp.channel_core_py", "fastrpc/amqp/channel_core_py.py"),

@@ -14,6 +14,7 @@ import pytest
 from fastrpc.amqp import connection as connection_mod
 from fastrpc.amqp import connection_core
 from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.sync import Mailbox
 from fastrpc.drivers.amqp import AmqpDriver
 from fastrpc.exceptions import MessagingTimeout
 from fastrpc.options import Options
@@ -247,7 +248,7 @@ def test_wait_for_reads_in_the_calling_thread(broker):
     try:
         ch = conn.channel()
         qname = ch.queue_declare("", exclusive=True)[0]
-        mailbox: queue.SimpleQueue = queue.SimpleQueue()
+        mailbox: Mailbox = Mailbox()
         readers: list[int] = []
 
         def on_message(delivery):

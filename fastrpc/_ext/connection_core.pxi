@@ -8,13 +8,16 @@
 # declared under the name it is imported by).
 
 from fastrpc.amqp.codec cimport FrameWriter
+from fastrpc.amqp.sync cimport Lock, Mailbox
 
 
 cdef class ConnectionCore:
     cdef public object params, server_properties, on_close, on_blocked, blocked_reason
     cdef public object frame_max, channel_max, heartbeat  # any int the URL allows
     cdef public bint blocked
-    cdef public object _transport, _frame_reader, _lock, send_lock, _out, _taken, _write_failed
+    # Locks taken per message: fastrpc.amqp.sync's, called directly.
+    cdef public Lock _lock, send_lock, _baton, _sleepers_lock
+    cdef public object _transport, _frame_reader, _out, _taken, _write_failed
     cdef public Py_ssize_t _out_bytes
     cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, _one_event, _unanswered
     cdef public int _out_waiting, _waiting, _writer_run
@@ -22,7 +25,7 @@ cdef class ConnectionCore:
     cdef public dict _channels
     cdef public object _free_ids, _next_id, _dead, _dead_event, _unblocked, lost_acked
     cdef public object _reader_thread, _reader_ident, _heartbeat_thread
-    cdef public object _baton, _sleepers, _sleepers_lock, _waits, _entries, _exits, _left
+    cdef public object _sleepers, _waits, _entries, _exits, _left
     cdef public double _shared_until, _recv_timeout
     cdef public int _recv_lowat
     cdef public object _writers
@@ -39,3 +42,6 @@ cdef class ConnectionCore:
     cpdef _read_batch(self, recv_timeout, lowat=*)
     cpdef _run_after_dispatch(self)
     cpdef _dispatch(self, events)
+    # Once per call waiting for its reply: the mailbox's methods called directly.
+    cpdef wait_for(self, Mailbox mailbox, timeout)
+    cpdef done_waiting(self, Mailbox mailbox)

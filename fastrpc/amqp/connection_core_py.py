@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from fastrpc.amqp import spec
 from fastrpc.amqp.codec import FrameWriter
 from fastrpc.amqp.exceptions import AMQPError, ConnectionClosed, ConnectionLost, peer_ended, peer_ended_if_reset
+from fastrpc.amqp.sync import Lock, Mailbox
 from fastrpc.amqp.transport import PlainTransport
 from fastrpc.amqp.url import ConnectionParams, make_params
 
@@ -91,11 +92,11 @@ class ConnectionCore:
 
         self._transport: PlainTransport | None = None
         self._frame_reader: Any = None
-        self._lock = threading.Lock()
+        self._lock = Lock()
         # Frames to write are queued under send_lock (together with the
         # channel state checks that decide whether they may be sent); the
         # flusher writes them out with the lock released (see send_locked).
-        self.send_lock = threading.Lock()
+        self.send_lock = Lock()
         self._out: list[bytes] = []
         self._out_bytes = 0
         self._flushing = False
@@ -130,9 +131,9 @@ class ConnectionCore:
         self._heartbeat_thread: threading.Thread | None = None
         # The read baton (see the module docstring) and the mailboxes of the
         # threads sleeping in wait_for while somebody else reads.
-        self._baton = threading.Lock()
-        self._sleepers: list[queue.SimpleQueue[Any]] = []
-        self._sleepers_lock = threading.Lock()
+        self._baton = Lock()
+        self._sleepers: list[Mailbox[Any]] = []
+        self._sleepers_lock = Lock()
         self._waits = 0  # wait_for calls so far: the reader thread steps aside while it moves
         # Threads in wait_for now: entries minus _left.
         self._entries = itertools.count()
@@ -248,7 +249,7 @@ class ConnectionCore:
         if self._reader_parked:
             self._reader_wake.set()
 
-    def wait_for(self, mailbox: queue.SimpleQueue[Any], timeout: float | None) -> Any:
+    def wait_for(self, mailbox: Mailbox[Any], timeout: float | None) -> Any:
         """The next item a callback of this connection puts into ``mailbox``.
 
         While nobody else reads and no other thread waits, the calling thread
@@ -259,6 +260,8 @@ class ConnectionCore:
         ``timeout`` seconds. Call :meth:`done_waiting` when the mailbox is no
         longer used.
         """
+        if mailbox is None:  # compiled, the typed calls below would not check
+            raise TypeError("wait_for() needs a Mailbox")
         # Counted without a lock (next() is atomic): a late store of _left
         # can only make waits look shared for a moment, never lose one.
         entered = next(self._entries)
@@ -324,8 +327,10 @@ class ConnectionCore:
         else:
             self._hand_off()
 
-    def done_waiting(self, mailbox: queue.SimpleQueue[Any]) -> None:
+    def done_waiting(self, mailbox: Mailbox[Any]) -> None:
         """Release ``mailbox``: a baton handed to it meanwhile goes to another sleeper."""
+        if mailbox is None:  # compiled, the typed calls below would not check
+            raise TypeError("done_waiting() needs a Mailbox")
         nudged = False
         while not mailbox.empty():
             if mailbox.get_nowait() is NUDGE:
@@ -333,7 +338,7 @@ class ConnectionCore:
         if nudged:
             self._hand_off()
 
-    def _forget_sleeper(self, mailbox: queue.SimpleQueue[Any]) -> None:
+    def _forget_sleeper(self, mailbox: Mailbox[Any]) -> None:
         with self._sleepers_lock:
             try:
                 self._sleepers.remove(mailbox)

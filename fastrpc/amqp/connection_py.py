@@ -502,7 +502,7 @@ class Connection(ConnectionCore):
     def _send_close(self, data: bytes, deadline: float) -> None:
         """Send connection.close, giving up (and failing the connection) at ``deadline``."""
         lock = self.send_lock
-        if not lock.acquire(timeout=max(deadline - monotonic(), 0.0)):
+        if not lock.acquire(True, max(deadline - monotonic(), 0.0)):
             self.fail(ConnectionLost(f"close of {self.params.address}: the send lock stayed busy (broker not reading)"))
             return
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 from fastrpc import envelope, metrics, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp.codec import PackedProperties
+from fastrpc.amqp.sync import Mailbox
 from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
 from fastrpc.drivers.amqp.errors import messaging_error
@@ -183,7 +183,7 @@ class AmqpDriver(BaseDriver):
                 props = PackedProperties(publish_properties(self._ctype, timeout))
                 if len(self._call_props) < 64:  # timeouts are few; do not grow without bound
                     self._call_props[timeout] = props
-            replies: queue.SimpleQueue[Reply] = queue.SimpleQueue()
+            replies: Mailbox[Reply] = Mailbox()
             waiters = rq.waiters
             waiters[msg_id] = replies
             try:

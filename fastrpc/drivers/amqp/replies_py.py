@@ -22,6 +22,7 @@ from fastrpc import envelope, metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.sync import Mailbox
 from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
 from fastrpc.drivers.amqp.sending import RETURNED_RESEND_DELAY, Sender, held_until, op_timeout
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
@@ -90,7 +91,7 @@ class Replies:
         self.name: str | None = None
         self.ch: Any = None
         self.consuming = False
-        self.waiters: dict[str, queue.SimpleQueue[Reply]] = {}
+        self.waiters: dict[str, Mailbox[Reply]] = {}
         # Guards declaring and consuming the reply queue. Its own lock, not
         # the sender's: a declaration the cluster holds up (a hung member,
         # on RabbitMQ 3.x) must not hold up casts and other publishes.
@@ -173,7 +174,7 @@ class Replies:
         LOG.warning("Reply queue %s cannot be consumed again (%s); calls use a new reply queue", q.name, why)
         return False
 
-    def wait(self, replies: queue.SimpleQueue[Reply], msg_id: str, deadline: float | None,
+    def wait(self, replies: Mailbox[Reply], msg_id: str, deadline: float | None,
              call_monitor_timeout: float | None,
              sent: tuple[Any, int, int] | None = None) -> Reply | Unroutable | Lost | Nacked:
         """The final reply to ``msg_id``; call-monitor keepalives extend the
