@@ -3,8 +3,12 @@
 # struct fields. AmqpIncomingMessage (fastrpc/drivers/amqp/rpc_listener.py),
 # a Python class, derives from IncomingCore.
 
+from fastrpc.amqp.sync cimport Lock
+
+
 cdef class ReadCollector:
-    cdef object _listener, _gen, _ch, _settled, _after_read, _put, _inline_lock, _dispatched
+    cdef object _listener, _gen, _ch, _settled, _after_read, _put, _dispatched
+    cdef Lock _inline_lock  # taken per read: called directly
     cdef Py_ssize_t _ack_batch
     cdef list _arrived
 

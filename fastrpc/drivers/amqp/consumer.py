@@ -22,6 +22,7 @@ from fastrpc import metrics
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
+from fastrpc.amqp.sync import Lock
 from fastrpc.amqp.url import ConnectionParams
 from fastrpc.drivers.amqp.acks import Read, Settled
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
@@ -95,7 +96,7 @@ class Consumer(Listener):
         self._seen_lock = threading.Lock()  # the counts
         # Set by dispatch_inline(): requests run in the reader thread.
         self._inline: Any = None
-        self._inline_lock = threading.Lock()
+        self._inline_lock = Lock()  # taken per read: see fastrpc.amqp.sync
         # Set by the first poll: then dispatch_inline() is refused (one or the other).
         self._polled = False
         self._stopped = threading.Event()

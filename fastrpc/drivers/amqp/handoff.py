@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from fastrpc.amqp.sync import Lock
+
 EMPTY = object()  # what a get returns when nothing came
 STOP = object()  # put by stop(): each poller that meets it returns
 
@@ -22,7 +24,7 @@ class _Slot:
     __slots__ = ("lock", "item")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = Lock()
         self.lock.acquire()
         self.item: Any = EMPTY
 
@@ -37,7 +39,7 @@ class Handoff:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = Lock()
         self._items: collections.deque[Any] = collections.deque()
         # Read-only for others: truthy while items wait (a test without a call).
         self.queued = self._items

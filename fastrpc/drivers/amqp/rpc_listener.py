@@ -5,12 +5,12 @@ takes them, or after an inline run of one) and answers through the driver."""
 from __future__ import annotations
 
 import logging
-import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastrpc import envelope, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
+from fastrpc.amqp.sync import Lock
 from fastrpc.drivers.amqp import consumer
 from fastrpc.drivers.amqp.acks import Read, Settled
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
@@ -55,7 +55,7 @@ class AmqpListener(Consumer):
         self._target = target
         self._exchange = topo.exchange_name(target.exchange, driver.default_exchange)
         self.fanout_queue = topo.fanout_queue(target.topic).name
-        self._ack_lock = threading.Lock()  # guards each channel's Settled
+        self._ack_lock = Lock()  # guards each channel's Settled
         queues = [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server),
                   self.fanout_queue]
         super().__init__(driver, queues, target.topic)
