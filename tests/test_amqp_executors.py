@@ -24,6 +24,7 @@ from fastrpc import server as server_module
 from fastrpc.amqp.channel import Channel
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers import amqp
+from fastrpc.drivers.amqp import consumer as consumer_mod
 from fastrpc.drivers.amqp import handoff
 from fastrpc.server import RPCServer
 
@@ -612,15 +613,16 @@ def test_blocking_request_delivered_while_start_installs_inline_handler(monkeypa
 
     in_put = threading.Event()
     installed = threading.Event()
-    original_put = handoff.Handoff.put
     original_inline = amqp.AmqpListener.dispatch_inline
 
-    def put(self, item):
-        if item is not handoff.STOP and threading.current_thread().name.startswith("fastrpc-reader") \
-                and not installed.is_set():
-            in_put.set()
-            installed.wait(WAIT)
-        original_put(self, item)
+    class PausingHandoff(handoff.Handoff):
+        # A subclass, as the compiled Handoff's methods cannot be replaced.
+        def put(self, item):
+            if item is not handoff.STOP and threading.current_thread().name.startswith("fastrpc-reader") \
+                    and not installed.is_set():
+                in_put.set()
+                installed.wait(WAIT)
+            super().put(item)
 
     def dispatch_inline(self, handler):
         try:
@@ -630,7 +632,7 @@ def test_blocking_request_delivered_while_start_installs_inline_handler(monkeypa
         finally:
             installed.set()
 
-    monkeypatch.setattr(handoff.Handoff, "put", put)
+    monkeypatch.setattr(consumer_mod, "Handoff", PausingHandoff)
     monkeypatch.setattr(amqp.AmqpListener, "dispatch_inline", dispatch_inline)
     servers.append(srv)
     srv.start()
