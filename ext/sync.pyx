@@ -48,6 +48,8 @@ cdef inline double _now():
 
 cdef PY_TIMEOUT_T _microseconds(double seconds) except -2:
     """``seconds`` (>= 0) as a wait for PyThread_acquire_lock_timed, rounded up."""
+    if seconds != seconds:
+        raise ValueError("Invalid value NaN (not a number)")
     cdef double us = seconds * 1e6
     if us > <double>PY_TIMEOUT_MAX:
         raise OverflowError("timeout value is too large")
@@ -103,8 +105,8 @@ cdef class Lock:
             timeout = 0
         elif timeout < 0 and timeout != -1:
             raise ValueError("timeout value must be a non-negative number")
-        elif timeout > 0:
-            _microseconds(timeout)  # OverflowError before taking the lock, as threading.Lock
+        elif timeout != -1:
+            _microseconds(timeout)  # NaN and OverflowError before taking the lock, as threading.Lock
         if _acquire(self._lock, timeout):
             self._held = True
             return True
@@ -175,7 +177,7 @@ cdef class Mailbox:
             wait = timeout
             if wait < 0:
                 raise ValueError("'timeout' must be a non-negative number")
-            _microseconds(wait)  # OverflowError before taking an item, as SimpleQueue
+            _microseconds(wait)  # NaN and OverflowError before taking an item, as SimpleQueue
         if self._head < PyList_GET_SIZE(self._items):
             return self._take()  # the lock is not held: nobody waits on it now
         if wait > 0:

@@ -123,6 +123,8 @@ def test_a_lock_refuses_what_threading_lock_refuses(build: ModuleType) -> None:
         lock.acquire(True, 1e30)
     with pytest.raises(TypeError):
         lock.acquire(True, None)
+    with pytest.raises(ValueError):
+        lock.acquire(True, float("nan"))
     assert not lock.locked()
 
 
@@ -222,6 +224,10 @@ def test_a_mailbox_refuses_what_simplequeue_refuses(build: ModuleType) -> None:
         box.get(True, -1)
     with pytest.raises(TypeError):
         box.get(True, "soon")
+    with pytest.raises(ValueError):
+        box.get(True, float("nan"))
+    with pytest.raises(OverflowError):
+        box.get(True, 1e30)
     assert box.get() == 1  # still there
 
 
