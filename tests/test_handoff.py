@@ -6,12 +6,12 @@ whose wait was interrupted is not lost."""
 from __future__ import annotations
 
 import importlib
-import signal
 import threading
 import time
 from types import ModuleType
 
 import pytest
+from signals import Interrupted, raise_interrupted, sigusr1_storm
 
 from fastrpc import _impl
 
@@ -109,31 +109,9 @@ def test_many_items_between_threads_none_lost(build: ModuleType) -> None:
 
 
 def test_an_interrupted_get_leaves_nothing_behind(build: ModuleType) -> None:
-    class Interrupted(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Interrupted
-
-    old = signal.signal(signal.SIGUSR1, handler)
     h = build.Handoff()
-    done = threading.Event()
-
-    def send() -> None:
-        for _ in range(250):
-            if done.wait(0.02):
-                return
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    try:
-        with pytest.raises(Interrupted):
-            h.get(WAIT)
-    finally:
-        done.set()
-        sender.join(WAIT)
-        signal.signal(signal.SIGUSR1, old)
+    with sigusr1_storm(raise_interrupted), pytest.raises(Interrupted):
+        h.get(WAIT)
     assert not h._waiting  # no slot left to swallow the next item
     h.put("next")
     assert h.get(WAIT) == "next"

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import importlib
 import queue
-import signal
 import threading
 import time
 from types import ModuleType
 
 import pytest
+from signals import Interrupted, raise_interrupted, sigusr1_storm
 
 from fastrpc import _impl
 from fastrpc.amqp import connection_core
@@ -27,31 +27,6 @@ WAIT = 10.0  # bound on any wait that should end at once
 @pytest.fixture(params=BUILDS)
 def build(request: pytest.FixtureRequest) -> ModuleType:
     return importlib.import_module(request.param)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def _signal_until(done: threading.Event) -> threading.Thread:
-    """A thread that sends SIGUSR1 to this process every 20 ms until ``done``
-    (at most 250 times): the main thread, blocked in a wait, runs the handler."""
-    def send() -> None:
-        for _ in range(250):
-            if done.wait(0.02):
-                return
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
-    thread = threading.Thread(target=send, daemon=True)
-    thread.start()
-    return thread
-
-
-@pytest.fixture
-def sigusr1():
-    """Install a SIGUSR1 handler for the test (given the handler); restored after."""
-    old = signal.getsignal(signal.SIGUSR1)
-    yield lambda handler: signal.signal(signal.SIGUSR1, handler)
-    signal.signal(signal.SIGUSR1, old)
 
 
 # --- Lock -------------------------------------------------------------------
@@ -145,39 +120,23 @@ def test_a_condition_works_on_a_lock(build: ModuleType) -> None:
         cond.notify()  # not held
 
 
-def test_a_signal_handler_that_raises_ends_a_lock_wait(build: ModuleType, sigusr1) -> None:
-    def handler(signum, frame):
-        raise Interrupted
-
-    sigusr1(handler)
+def test_a_signal_handler_that_raises_ends_a_lock_wait(build: ModuleType) -> None:
     lock = build.Lock()
     lock.acquire()
-    done = threading.Event()
-    sender = _signal_until(done)
-    try:
-        with pytest.raises(Interrupted):
-            lock.acquire(True, WAIT)
-    finally:
-        done.set()
-        sender.join(WAIT)
+    with sigusr1_storm(raise_interrupted), pytest.raises(Interrupted):
+        lock.acquire(True, WAIT)
     assert lock.locked()  # still the first holder's
     lock.release()
     assert lock.acquire(False) is True
 
 
-def test_a_lock_wait_goes_on_after_a_signal_handler_returns(build: ModuleType, sigusr1) -> None:
+def test_a_lock_wait_goes_on_after_a_signal_handler_returns(build: ModuleType) -> None:
     calls: list[int] = []
-    sigusr1(lambda signum, frame: calls.append(signum))
     lock = build.Lock()
     lock.acquire()
-    done = threading.Event()
-    sender = _signal_until(done)
     start = time.monotonic()
-    try:
+    with sigusr1_storm(lambda signum, frame: calls.append(signum)):
         assert lock.acquire(True, 0.3) is False  # the timeout holds across the interruptions
-    finally:
-        done.set()
-        sender.join(WAIT)
     assert 0.29 <= time.monotonic() - start < WAIT
     assert calls, "the handler never ran during the wait"
 
@@ -280,20 +239,10 @@ def test_no_item_is_lost_or_doubled_between_threads(build: ModuleType) -> None:
             assert mine == sorted(mine)
 
 
-def test_a_signal_handler_that_raises_ends_a_mailbox_wait(build: ModuleType, sigusr1) -> None:
-    def handler(signum, frame):
-        raise Interrupted
-
-    sigusr1(handler)
+def test_a_signal_handler_that_raises_ends_a_mailbox_wait(build: ModuleType) -> None:
     box = build.Mailbox()
-    done = threading.Event()
-    sender = _signal_until(done)
-    try:
-        with pytest.raises(Interrupted):
-            box.get(True, WAIT)
-    finally:
-        done.set()
-        sender.join(WAIT)
+    with sigusr1_storm(raise_interrupted), pytest.raises(Interrupted):
+        box.get(True, WAIT)
     box.put("after")  # still usable
     assert box.get(True, WAIT) == "after"
 
