@@ -310,6 +310,8 @@ include "json_reader.pxi"
 # JSON written into the envelope's string: _jw_dump.
 include "json_writer.pxi"
 
+include "msgpack_fields.pxi"
+
 
 cdef inline bint _nonfinite_item(PyObject* item, int depth) except -1:
     cdef object value = <object>item
@@ -760,6 +762,12 @@ cdef inline bint _one_parse_body(object body, object ctype, Py_ssize_t max_size)
             and (ctype is None or (type(ctype) is str and _is_json_type(<str>ctype))))
 
 
+cdef inline bint _msgpack_body(object body, object ctype, Py_ssize_t max_size):
+    # A body _load would read as msgpack.
+    return (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
+            and type(ctype) is str and _is_msgpack_type(<str>ctype))
+
+
 cdef inline object _field_value(js_fields* f, int i):
     return <object>f.field[i] if f.field[i] != NULL else None
 
@@ -790,12 +798,15 @@ cdef inline object _plain_reply(object msg_id, object unique_id, object result, 
     return None
 
 
-cdef object _request_from_fields(bytes body):
-    """decode_request's result for a usual JSON request read by the C reader
-    straight into its parts (no inner mapping); None when the body is not
-    such a request, and the general path decides."""
+cdef object _request_from_fields(bytes body, bint binary):
+    """decode_request's result for a usual JSON (or, ``binary``, msgpack)
+    request read straight into its parts (no inner mapping); None when the
+    body is not such a request, and the general path decides."""
     cdef js_fields f
-    if not _load_fields(body, JS_REQUEST, &f):
+    if binary:
+        if not _mp_load_fields(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), JS_REQUEST, &f):
+            return None
+    elif not _load_fields(body, JS_REQUEST, &f):
         return None
     try:
         message = <dict>f.message
@@ -806,7 +817,7 @@ cdef object _request_from_fields(bytes body):
         unique_id = _field_value(&f, JS_UNIQUE_ID)
     finally:
         _js_fields_clear(&f)
-    # the checks _plain_request makes (JSON keys are always str)
+    # the checks _plain_request makes (the top level's keys are str here)
     if not _plain_call_fields(msg_id, reply_q, timeout, unique_id, message.get("method")):
         return None
     for name in ("namespace", "version"):
@@ -814,18 +825,26 @@ cdef object _request_from_fields(bytes body):
         if value is not None and type(value) is not str:
             return None
     if "args" in message:
-        if type(message["args"]) is not dict:
+        args = message["args"]
+        if type(args) is not dict:
             return None
+        if binary:  # msgpack's argument names may be of any type
+            for name in <dict>args:
+                if type(name) is not str:
+                    return None
     else:
         message["args"] = {}
-    return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, False)
+    return _ev7(_Request, ctxt, message, unique_id, msg_id, reply_q, timeout, binary)
 
 
-cdef object _reply_from_fields(bytes body):
-    """decode_reply's result for a usual JSON reply read by the C reader
-    straight into its fields; None when the body is not such a reply."""
+cdef object _reply_from_fields(bytes body, bint binary):
+    """decode_reply's result for a usual JSON (or, ``binary``, msgpack) reply
+    read straight into its fields; None when the body is not such a reply."""
     cdef js_fields f
-    if not _load_fields(body, JS_REPLY, &f):
+    if binary:
+        if not _mp_load_fields(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), JS_REPLY, &f):
+            return None
+    elif not _load_fields(body, JS_REPLY, &f):
         return None
     try:
         msg_id = _field_value(&f, JS_MSG_ID)
@@ -853,6 +872,21 @@ def _fields_read(body, bint reply):
         return None
     _js_fields_clear(&f)
     return "in place" if path == _FIELDS_IN_PLACE else "unescaped"
+
+
+def _msgpack_fields_read(body, bint reply):
+    """Whether a usual msgpack request (or reply) body is read straight into
+    its parts (else it is left to the inner mapping's path).
+
+    Lets the tests check which bodies take which path; not part of the API.
+    """
+    cdef js_fields f
+    if type(body) is not bytes:
+        return False
+    if not _mp_load_fields(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), JS_REPLY if reply else JS_REQUEST, &f):
+        return False
+    _js_fields_clear(&f)
+    return True
 
 
 def _json_written(value):
@@ -920,8 +954,7 @@ cdef dict _load(object body, object ctype, Py_ssize_t max_size, bint* binary_out
         if inner is not None:
             binary_out[0] = False
             return <dict>inner
-    elif (type(body) is bytes and PyBytes_GET_SIZE(body) <= max_size
-            and type(ctype) is str and _is_msgpack_type(<str>ctype)):
+    elif _msgpack_body(body, ctype, max_size):
         binary_out[0] = True
         return _load_msgpack(<bytes>body)
     inner, binary = _load_general(body, ctype, max_size)
@@ -1081,7 +1114,11 @@ cdef object _plain_request(dict inner, bint binary):
 def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef bint binary
     if _one_parse_body(body, ctype, max_size):
-        request = _request_from_fields(<bytes>body)
+        request = _request_from_fields(<bytes>body, False)
+        if request is not None:
+            return request
+    elif _msgpack_body(body, ctype, max_size):
+        request = _request_from_fields(<bytes>body, True)
         if request is not None:
             return request
     cdef dict inner = _load(body, ctype, max_size, &binary)
@@ -1094,7 +1131,11 @@ def decode_request(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
 def decode_reply(body, ctype=JSON, Py_ssize_t max_size=DEFAULT_MAX_BODY):
     cdef bint binary
     if _one_parse_body(body, ctype, max_size):
-        reply = _reply_from_fields(<bytes>body)
+        reply = _reply_from_fields(<bytes>body, False)
+        if reply is not None:
+            return reply
+    elif _msgpack_body(body, ctype, max_size):
+        reply = _reply_from_fields(<bytes>body, True)
         if reply is not None:
             return reply
     cdef dict inner = _load(body, ctype, max_size, &binary)

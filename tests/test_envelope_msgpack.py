@@ -359,3 +359,63 @@ def test_a_dict_changed_while_written_is_an_error_not_a_body(where):
     message["args"]["o"] = Meddler()
     with pytest.raises(RuntimeError, match="changed size"):
         envelope_ext.encode_request(message, None, "uid", "mid", "rq", 5, binary=True)
+
+
+# ---- the usual bodies read straight into their parts (ext/msgpack_fields.pxi) ----
+
+
+def _request_body(message, ctxt=None, **fields):
+    inner = {f"_context_{k}": v for k, v in (ctxt or {}).items()}
+    inner.update(message)
+    inner.update(fields)
+    return _packb({"oslo.version": "2.0", "oslo.message": inner})
+
+
+@needs_ext
+@pytest.mark.parametrize("body, reply", [
+    (_request_body({"method": "echo", "args": {"payload": "x"}, "namespace": None, "version": "1.0"},
+                   {"user": "u", "réseau": [1, 2]}, _msg_id="m", _reply_q="r", _timeout=30,
+                   _unique_id="u"), False),
+    (_request_body({"method": "cast_only", "args": {}}, _unique_id="u"), False),  # a cast
+    (_request_body({"method": "m", "args": {f"a{i}": i for i in range(20)}, "version": "2.3"},
+                   {f"k{i}": i for i in range(20)}), False),  # a map16 at the top
+    (_request_body({"method": "m", "args": {}, "x" * 40: b"\x00bytes"}), False),  # a str8 key
+    (_request_body({"method": "m", "args": {}, "когда": datetime.datetime(2020, 1, 1)}), False),
+    (_packb({"oslo.version": "2.0", "oslo.message": {"result": {"a": [1, 2.5]}, "failure": None,
+                                                     "ending": True, "_msg_id": "m", "_unique_id": "u",
+                                                     "extra": "ignored"}}), True),
+    (_packb({"oslo.version": "2.0", "oslo.message": {"result": None, "failure": "{}",
+                                                     "_msg_id": "m"}}), True),
+])
+def test_usual_bodies_are_read_straight_into_their_parts(body, reply):
+    assert envelope_ext._msgpack_fields_read(body, reply) is True
+    _assert_same_reading(body)
+
+
+@needs_ext
+@pytest.mark.parametrize("body, taken", [
+    # keys of another type: at the top, among the arguments
+    (HEAD + b"\x82\xa6method\xa1m\x05\xa1x", False),
+    (_request_body({"method": "m", "args": {5: "five"}}), True),
+    # fields of another type than senders write
+    (_request_body({"method": "m", "args": {}, "namespace": 5}), True),
+    (_request_body({"method": 5, "args": {}}), True),
+    (_request_body({"method": "m", "args": None}), True),
+    (_request_body({"method": "m", "args": {}}, _msg_id="m"), True),  # a call without its reply queue
+    # repeated keys: the last value, in the first place
+    (HEAD + b"\x84\xa6method\xa1a\xa7_msg_id\xa1m\xa4args\x80\xa7_msg_id\xa1n", True),
+    (HEAD + b"\x83\xa6method\xa1a\xa4args\x80\xa6method\xa1b", True),
+    # invalid UTF-8 in a key, in a context key, in a value
+    (HEAD + b"\x82\xa6method\xa1m\xa2\xc3\x28\x01", False),
+    (HEAD + b"\x82\xa6method\xa1m\xab_context_\xc3\x28\x01", False),
+    (HEAD + b"\x82\xa6method\xa2\xc3\x28\xa4args\x80", False),
+    # cut short, a byte too many, a count larger than the body
+    (HEAD + b"\x82\xa6method\xa1m\xa4args", False),
+    (HEAD + b"\x82\xa6method\xa1m\xa4args\x80\x00", False),
+    (HEAD + b"\xdf\x7f\xff\xff\xff\xa6method", False),
+    # an extension type other than the timestamp
+    (HEAD + b"\x82\xa6method\xa1m\xa4args\xd4\x05\x00", False),
+])
+def test_bodies_the_parts_reader_takes_or_leaves_are_read_alike(body, taken):
+    assert envelope_ext._msgpack_fields_read(body, False) is taken
+    _assert_same_reading(body)
