@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from time import monotonic  # a module global: no attribute lookup per call
 from typing import Any
 
 from fastrpc import envelope, metrics
@@ -27,7 +28,7 @@ from fastrpc.drivers.amqp.connecting import Backoff, declare_queue
 from fastrpc.drivers.amqp.sending import RETURNED_RESEND_DELAY, Sender, held_until, op_timeout
 from fastrpc.drivers.amqp.settling import RECHECK_TIMEOUT, Rechecks
 from fastrpc.drivers.topology import QueueSpec, Topology
-from fastrpc.envelope import EnvelopeError, Reply
+from fastrpc.envelope import EnvelopeError, Reply, decode_reply
 from fastrpc.exceptions import CallInterrupted, MessagingException, MessagingTimeout
 
 __all__ = ["CLEANUP_TIMEOUT", "REDECLARE_TIMEOUT", "REDECLARE_TRIES", "Lost", "Nacked", "Replies", "Unroutable"]
@@ -191,9 +192,9 @@ class Replies:
         (at-least-once calls pass None: always confirmed). Unroutable, after
         a short pause, when the broker returned the request and the deadline
         leaves time to send it again."""
-        now = time.monotonic()
+        now = monotonic()
         monitor = None if not call_monitor_timeout else now + call_monitor_timeout
-        wait = None if deadline is None else max(0.0, deadline - now)
+        wait = None if deadline is None else (deadline - now if deadline > now else 0.0)
         if call_monitor_timeout:
             wait = call_monitor_timeout if wait is None else min(wait, call_monitor_timeout)
         sender = self._sender
@@ -207,7 +208,7 @@ class Replies:
                 raise MessagingTimeout(f"Timed out waiting for a reply to message ID {msg_id}") from None
             if reply.ending:
                 return reply
-            now = time.monotonic()
+            now = monotonic()
             if type(reply) is Lost:
                 if sent is not None and sent[0].connection is reply.conn and not sent[0].confirmed(sent[1]):
                     if not reply.conn.never_received(sent[2]):
@@ -270,7 +271,7 @@ class Replies:
     def _on_reply(self, delivery: spec.Delivery) -> None:
         # Runs in the thread reading the connection: decode, hand over, return.
         try:
-            reply = envelope.decode_reply(delivery.body, delivery.properties.get("content_type"),
+            reply = decode_reply(delivery.body, delivery.properties.get("content_type"),
                                           self._max_body)
         except EnvelopeError as exc:
             self.bad_replies += 1
