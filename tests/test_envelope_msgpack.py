@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import datetime
 import enum
+import struct
 
 import msgpack
 import pytest
@@ -418,4 +419,101 @@ def test_usual_bodies_are_read_straight_into_their_parts(body, reply):
 ])
 def test_bodies_the_parts_reader_takes_or_leaves_are_read_alike(body, taken):
     assert envelope_ext._msgpack_fields_read(body, False) is taken
+    _assert_same_reading(body)
+
+
+_TOP_KEYS = ["method", "args", "namespace", "version", "_msg_id", "_reply_q", "_timeout", "_unique_id",
+             "result", "failure", "ending", "_context_", "_context_user", "_context_réseau", "_context_\U0001F600",
+             "_context", "extra", "когда", "x" * 40]
+
+# keys of another type (an int, nil, bin, an array), or a str that is not UTF-8
+_OTHER_KEYS = [b"\x05", b"\xc0", b"\xc4\x06method", b"\x91\x01", b"\xa2\xc3\x28", b"\xab_context_\xed\xa0\x80"]
+
+# the fields' values of the types senders write
+_USUAL_VALUES = {
+    "method": st.sampled_from(["m", "echo", "é"]),
+    "args": st.dictionaries(st.text(max_size=6), _values, max_size=3),
+    "namespace": st.none() | st.just("ns"),
+    "version": st.none() | st.just("1.0"),
+    "_msg_id": st.just("m"),
+    "_reply_q": st.just("r"),
+    "_timeout": st.none() | st.integers(0, 60) | st.floats(0, 60),
+    "_unique_id": st.just("u"),
+    "result": _values,
+    "failure": st.none() | st.just("{}"),
+    "ending": st.booleans(),
+}
+
+_any_values = (st.sampled_from(["m", "r", "", "1.0"]) | st.none() | st.booleans() | st.integers(-2, 40)
+               | st.floats() | st.binary(max_size=3)
+               | st.dictionaries(st.integers(-2, 2) | st.binary(max_size=2), st.none(), min_size=1, max_size=2)
+               | _values)
+
+
+@st.composite
+def _top_level(draw):
+    """A message's top level as (key, key width, value): usually a
+    request's or a reply's fields, mostly of the types senders write, then
+    any keys (context keys, the bare prefix, keys of other types, repeated
+    ones) with values of any type."""
+    names = draw(st.sampled_from([
+        [], ["method", "args"], ["method", "_unique_id"],
+        ["method", "args", "namespace", "version", "_msg_id", "_reply_q", "_timeout", "_unique_id"],
+        ["result", "failure", "ending", "_msg_id", "_unique_id"], ["_msg_id", "result"],
+    ]))
+    names = draw(st.permutations(names + draw(st.lists(
+        st.sampled_from(_TOP_KEYS) | st.text(max_size=12) | st.sampled_from(_OTHER_KEYS), max_size=4))))
+    entries = []
+    for name in names:
+        values = _USUAL_VALUES.get(name) if draw(st.integers(0, 9)) else None
+        width = draw(st.sampled_from([0, 0, 1, 2, 3]))
+        entries.append((name, width, draw(_any_values if values is None else values)))
+    return entries
+
+
+def _str_head(n, width):
+    """The head of a str of n bytes: a fixstr (width 0) where it fits, else
+    a str 8, 16 or 32 (width 1, 2, 3), the smallest that holds n from there."""
+    if width == 0 and n < 32:
+        return bytes([0xA0 | n])
+    if width <= 1 and n < 256:
+        return b"\xd9" + struct.pack(">B", n)
+    if width <= 2 and n < 65536:
+        return b"\xda" + struct.pack(">H", n)
+    return b"\xdb" + struct.pack(">I", n)
+
+
+def _map_head(n, width):
+    if width == 0 and n < 16:
+        return bytes([0x80 | n])
+    return b"\xde" + struct.pack(">H", n) if width <= 1 else b"\xdf" + struct.pack(">I", n)
+
+
+@needs_ext
+@settings(max_examples=500, deadline=None)
+@given(entries=_top_level(), width=st.sampled_from([0, 0, 1, 2]), damaged=st.booleans(), cut=st.integers(0, 3),
+       flips=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=2),
+       tail=st.binary(max_size=2))
+def test_top_levels_read_straight_or_left_are_read_as_msgpack_python_reads_them(entries, width, damaged, cut,
+                                                                                  flips, tail):
+    parts = []
+    for key, key_width, value in entries:
+        if isinstance(key, bytes):
+            parts.append(key)
+        else:
+            raw = key.encode()
+            parts.append(_str_head(len(raw), key_width) + raw)
+        try:
+            parts.append(_packb(value))
+        except (TypeError, ValueError, OverflowError):
+            parts.append(b"\xc0")
+    body = HEAD + _map_head(len(entries), width) + b"".join(parts)
+    if damaged:
+        damage = bytearray(body)
+        for at, byte in flips:
+            if len(HEAD) + at < len(damage):
+                damage[len(HEAD) + at] = byte
+        body = bytes(damage[:len(damage) - cut]) + tail
+    for reply in (False, True):
+        assert envelope_ext._msgpack_fields_read(body, reply) in (True, False)
     _assert_same_reading(body)
