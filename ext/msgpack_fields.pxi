@@ -11,8 +11,9 @@ cdef extern from *:
        is a map with str keys, into *f as js_load_fields reads a JSON one: 1
        when read, 0 when the body is left to the general path (another
        layout, a key of another type, or anything that path judges invalid:
-       the exception is dropped, for that path to raise its own), -1 on an
-       error (an exception set; only a dict that cannot be made). *f holds
+       the exception is dropped, for that path to meet it again), -1 when
+       the message's dict cannot be made or a signal handler raised while
+       a value was made (an exception set: not the body's). *f holds
        nothing but on 1. */
     static int mp_load_fields(const char* body, Py_ssize_t size, int mode, js_fields* f) {
         mp_reader r;
@@ -61,10 +62,8 @@ cdef extern from *:
             } else {
                 r.p += len;
             }
-            /* The value, at the depth the general path reads it: method,
-               version and namespace as keys are (the same few strings in
-               every request). */
-            PyObject* value = mp_read(&r, 2, field == JS_ROUTING);
+            /* The value, at the depth the general path reads it. */
+            PyObject* value = mp_read(&r, 2, 0);
             if (value == NULL) {
                 Py_XDECREF(key);
                 goto leave;
@@ -88,6 +87,9 @@ cdef extern from *:
         if (r.p == r.end) return 1;
     leave:
         js_fields_clear(f);
+        /* KeyboardInterrupt from a handler run while a timestamp was made:
+           raised, as the general path would let it through */
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
         PyErr_Clear();
         return 0;
     }
