@@ -217,8 +217,15 @@ cdef class Mailbox:
         item = items[head]
         items[head] = None
         head += 1
-        if head == PyList_GET_SIZE(items):
+        cdef Py_ssize_t size = PyList_GET_SIZE(items)
+        if head == size:
             del items[:]
+            head = 0
+        elif head > size - head:
+            # More taken than left: drop the taken slots, or a mailbox that
+            # never empties (its reader always an item behind) would keep
+            # every slot it ever used, as SimpleQueue does not.
+            del items[:head]
             head = 0
         self._head = head
         return item

@@ -10,6 +10,8 @@ import importlib
 import queue
 import threading
 import time
+import tracemalloc
+import weakref
 from types import ModuleType
 
 import pytest
@@ -249,6 +251,28 @@ def test_a_signal_handler_that_raises_ends_a_mailbox_wait(build: ModuleType) -> 
 
 def test_a_mailbox_is_subscriptable_as_simplequeue_is(build: ModuleType) -> None:
     assert build.Mailbox[int] is not None
+
+
+def test_a_mailbox_that_never_empties_does_not_grow(build: ModuleType) -> None:
+    box = build.Mailbox()
+    box.put(-1)  # the reader stays an item behind: the mailbox is never empty
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(200_000):
+            box.put(i)
+            assert box.get_nowait() == i - 1
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert box.qsize() == 1
+    assert grown < 100_000  # 8 bytes per item ever put if the taken slots stayed
+
+
+def test_locks_and_mailboxes_take_weak_references(build: ModuleType) -> None:
+    lock, box = build.Lock(), build.Mailbox()
+    assert weakref.ref(lock)() is lock
+    assert weakref.ref(box)() is box
 
 
 # --- in the connection --------------------------------------------------------

@@ -12,6 +12,7 @@ cdef extern from "pythread.h":
 cdef class Lock:
     cdef PyThread_type_lock _lock
     cdef bint _held
+    cdef object __weakref__  # as threading.Lock's: weakref.ref(lock)
 
     cpdef bint acquire(self, bint blocking=*, double timeout=*) except -1
     cpdef release(self)
@@ -23,6 +24,7 @@ cdef class Mailbox:
     cdef Py_ssize_t _head  # the next item to take is _items[_head]
     cdef PyThread_type_lock _lock  # held while there is nothing to take
     cdef bint _held
+    cdef object __weakref__  # as SimpleQueue's
 
     cpdef put(self, item, bint block=*, timeout=*)
     cpdef get(self, bint block=*, timeout=*)
