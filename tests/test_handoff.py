@@ -115,3 +115,16 @@ def test_an_interrupted_get_leaves_nothing_behind(build: ModuleType) -> None:
     assert not h._waiting  # no slot left to swallow the next item
     h.put("next")
     assert h.get(WAIT) == "next"
+
+
+def test_a_handoff_whose_init_did_not_run_raises(build: ModuleType) -> None:
+    # Compiled, its lock is a typed field (None until __init__ sets it) whose
+    # methods are called directly: without a check that would crash.
+    class Bare(build.Handoff):
+        def __init__(self) -> None:
+            pass
+
+    with pytest.raises((TypeError, AttributeError)):
+        Bare().put(1)
+    with pytest.raises((TypeError, AttributeError)):
+        Bare().get(0.01)

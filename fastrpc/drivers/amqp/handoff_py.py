@@ -62,6 +62,8 @@ class Handoff:
 
     def put(self, item: Any) -> None:
         lock = self._lock
+        if lock is None:  # compiled, the typed call below would not check
+            raise TypeError("Handoff.__init__ was not run")
         lock.acquire()
         try:
             if self._waiting:
@@ -113,6 +115,8 @@ class Handoff:
     def get(self, timeout: float | None) -> Any:
         """The next item, waiting up to ``timeout`` seconds; ``EMPTY`` on timeout."""
         lock = self._lock
+        if lock is None:  # compiled, the typed call below would not check
+            raise TypeError("Handoff.__init__ was not run")
         lock.acquire()
         try:
             if self._items:

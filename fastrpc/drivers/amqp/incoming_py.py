@@ -47,7 +47,10 @@ class ReadCollector:
         self._after_read = after_read
         self._ack_batch = ack_batch
         self._put = listener._incoming.put
-        self._inline_lock = listener._inline_lock
+        inline_lock = listener._inline_lock
+        if inline_lock is None:  # compiled, the typed calls per read would not check
+            raise TypeError("ReadCollector needs its listener's Lock")
+        self._inline_lock = inline_lock
         self._arrived: list[Any] = []
         # Registered with after_read once per read: bound once, not per read.
         self._dispatched = self.on_read_dispatched
