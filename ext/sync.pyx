@@ -74,8 +74,8 @@ cdef int _acquire(PyThread_type_lock lock, double timeout) except -1:
         Py_MakePendingCalls()  # raises what a signal handler raised
         if timeout > 0:
             timeout = deadline - _now()
-            if timeout <= 0:
-                return PyThread_acquire_lock_timed(lock, 0, 0) == PY_LOCK_ACQUIRED
+            if timeout < 0:
+                return 0  # the handler used up the time: not taken, as threading.Lock
             us = _microseconds(timeout)
 
 
@@ -96,7 +96,7 @@ cdef class Lock:
                 PyThread_release_lock(self._lock)
             PyThread_free_lock(self._lock)
 
-    cpdef bint acquire(self, bint blocking=True, double timeout=-1) except -1:
+    cpdef bint acquire(self, int blocking=True, double timeout=-1) except -1:
         """Take the lock; False when ``blocking`` is false or ``timeout``
         seconds passed first."""
         if not blocking:

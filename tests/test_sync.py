@@ -102,6 +102,8 @@ def test_a_lock_refuses_what_threading_lock_refuses(build: ModuleType) -> None:
         lock.acquire(True, None)
     with pytest.raises(ValueError):
         lock.acquire(True, float("nan"))
+    with pytest.raises(TypeError):
+        lock.acquire(None)  # blocking is an int
     assert not lock.locked()
 
 

@@ -16,7 +16,7 @@ cdef class ConnectionCore:
     cdef public object frame_max, channel_max, heartbeat  # any int the URL allows
     cdef public bint blocked
     # Locks taken per message: fastrpc.amqp.sync's, called directly.
-    cdef public Lock _lock, send_lock, _baton, _sleepers_lock
+    cdef readonly Lock _lock, send_lock, _baton, _sleepers_lock  # never None: not replaced
     cdef public object _transport, _frame_reader, _out, _taken, _write_failed
     cdef public Py_ssize_t _out_bytes
     cdef public bint _flushing, _hand_over, _closing, _reader_parked, _reader_wanted, _one_event, _unanswered

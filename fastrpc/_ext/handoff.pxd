@@ -8,7 +8,7 @@ from fastrpc.amqp.sync cimport Lock
 
 
 cdef class _Slot:
-    cdef public Lock lock
+    cdef readonly Lock lock  # never None: not replaced
     cdef public object item
 
 

@@ -14,7 +14,7 @@ cdef class Lock:
     cdef bint _held
     cdef object __weakref__  # as threading.Lock's: weakref.ref(lock)
 
-    cpdef bint acquire(self, bint blocking=*, double timeout=*) except -1
+    cpdef bint acquire(self, int blocking=*, double timeout=*) except -1  # an int, as threading.Lock's
     cpdef release(self)
 
 
