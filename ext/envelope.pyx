@@ -798,15 +798,20 @@ cdef inline object _plain_reply(object msg_id, object unique_id, object result, 
     return None
 
 
+cdef inline bint _read_fields(bytes body, bint binary, int mode, js_fields* f) except -1:
+    """A usual JSON (or, ``binary``, msgpack) body's top level read into *f;
+    False when it is left to the general path (*f then holds nothing)."""
+    if binary:
+        return _mp_load_fields(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), mode, f) != 0
+    return _load_fields(body, mode, f) != _FIELDS_LEFT
+
+
 cdef object _request_from_fields(bytes body, bint binary):
     """decode_request's result for a usual JSON (or, ``binary``, msgpack)
     request read straight into its parts (no inner mapping); None when the
     body is not such a request, and the general path decides."""
     cdef js_fields f
-    if binary:
-        if not _mp_load_fields(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), JS_REQUEST, &f):
-            return None
-    elif not _load_fields(body, JS_REQUEST, &f):
+    if not _read_fields(body, binary, JS_REQUEST, &f):
         return None
     try:
         message = <dict>f.message
@@ -841,10 +846,7 @@ cdef object _reply_from_fields(bytes body, bint binary):
     """decode_reply's result for a usual JSON (or, ``binary``, msgpack) reply
     read straight into its fields; None when the body is not such a reply."""
     cdef js_fields f
-    if binary:
-        if not _mp_load_fields(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), JS_REPLY, &f):
-            return None
-    elif not _load_fields(body, JS_REPLY, &f):
+    if not _read_fields(body, binary, JS_REPLY, &f):
         return None
     try:
         msg_id = _field_value(&f, JS_MSG_ID)
@@ -883,7 +885,7 @@ def _msgpack_fields_read(body, bint reply):
     cdef js_fields f
     if type(body) is not bytes:
         return False
-    if not _mp_load_fields(PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body), JS_REPLY if reply else JS_REQUEST, &f):
+    if not _read_fields(<bytes>body, True, JS_REPLY if reply else JS_REQUEST, &f):
         return False
     _js_fields_clear(&f)
     return True

@@ -548,6 +548,29 @@ cdef extern from *:
         return NULL;
     }
 
+    /* Keeps one top-level member in *f, taking the references to key (NULL
+       for a field) and value: a field aside (a repeated one: the last
+       value, as in a dict), a request's context key in its context, any
+       other key of a request in its message (a reply's are dropped). 0, or
+       -1 on an error. Shared with msgpack_fields.pxi's reader. */
+    static int js_fields_store(js_fields* f, int mode, int field, PyObject* key, PyObject* value) {
+        int rc = 0;
+        if (field >= 0) {
+            Py_XSETREF(f->field[field], value);
+            Py_XDECREF(key);
+            return 0;
+        }
+        if (field == JS_CONTEXT) {
+            if (f->context == NULL && (f->context = PyDict_New()) == NULL) rc = -1;
+            if (rc == 0) rc = PyDict_SetItem(f->context, key, value);
+        } else if (mode == JS_REQUEST) {
+            rc = PyDict_SetItem(f->message, key, value);
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        return rc;
+    }
+
     /* One member of the top level: its key sorted, its value stored. 1 when
        the object closed after it, 0 when a member follows, -1 when the text
        is left to orjson or on an error. */
@@ -598,20 +621,7 @@ cdef extern from *:
             Py_XDECREF(key);
             return -1;
         }
-        int rc = 0;
-        if (field >= 0) {
-            Py_XSETREF(f->field[field], value);  /* a repeated field: the last value, as in a dict */
-        } else {
-            if (field == JS_CONTEXT) {
-                if (f->context == NULL && (f->context = PyDict_New()) == NULL) rc = -1;
-                if (rc == 0) rc = PyDict_SetItem(f->context, key, value);
-            } else if (mode == JS_REQUEST) {
-                rc = PyDict_SetItem(f->message, key, value);
-            }
-            Py_DECREF(key);
-            Py_DECREF(value);
-            if (rc < 0) return -1;
-        }
+        if (js_fields_store(f, mode, field, key, value) < 0) return -1;
         int next = js_after_item(r, '}');
         if (next >= 0) return next;
         js_leave(r);

@@ -1,6 +1,7 @@
 # A msgpack request's or reply's top level read straight into its parts:
 # msgpack's counterpart of json_reader.pxi's js_load_fields, with its
-# js_fields, field kinds and js_classify, on msgpack_codec.pxi's reader.
+# js_fields, field kinds, js_classify and js_fields_store, on
+# msgpack_codec.pxi's reader.
 # Included by envelope.pyx after both. No inner mapping is made and taken
 # apart again: the fields go aside, a request's context keys into their own
 # dict, the rest into the message.
@@ -68,21 +69,7 @@ cdef extern from *:
                 Py_XDECREF(key);
                 goto leave;
             }
-            int rc = 0;
-            if (field >= 0) {
-                Py_XSETREF(f->field[field], value);  /* a repeated field: the last value, as in a dict */
-                Py_XDECREF(key);
-            } else {
-                if (field == JS_CONTEXT) {
-                    if (f->context == NULL && (f->context = PyDict_New()) == NULL) rc = -1;
-                    if (rc == 0) rc = PyDict_SetItem(f->context, key, value);
-                } else if (mode == JS_REQUEST) {
-                    rc = PyDict_SetItem(f->message, key, value);
-                }
-                Py_DECREF(key);
-                Py_DECREF(value);
-                if (rc < 0) goto leave;
-            }
+            if (js_fields_store(f, mode, field, key, value) < 0) goto leave;
         }
         if (r.p == r.end) return 1;
     leave:
