@@ -553,7 +553,7 @@ cdef extern from *:
        value, as in a dict), a request's context key in its context, any
        other key of a request in its message (a reply's are dropped). 0, or
        -1 on an error. Shared with msgpack_fields.pxi's reader. */
-    static int js_fields_store(js_fields* f, int mode, int field, PyObject* key, PyObject* value) {
+    static inline int js_fields_store(js_fields* f, int mode, int field, PyObject* key, PyObject* value) {
         int rc = 0;
         if (field >= 0) {
             Py_XSETREF(f->field[field], value);
