@@ -78,14 +78,20 @@ setup: system-deps $(STAMPS)/installed $(STAMPS)/ext
 # the target fails if any did. pytest's exit status 5 (nothing collected) is a
 # failure like any other non-zero status. The pure-Python pass runs the tests
 # marked `twins` (those that exercise a compiled/pure twin; see tests/conftest.py).
+# Each step's output is also kept, so the end of the run lists the tests that
+# failed in every pytest pass (a long run's first lines scroll out of sight).
 test: setup
-	@failed=""; \
-	run() { name=$$1; shift; echo "==> $$name"; "$$@" || failed="$$failed $$name"; }; \
+	@failed=""; log=$(STAMPS)/test-step.log; : > $(STAMPS)/test-failures; \
+	run() { name=$$1; shift; echo "==> $$name"; \
+	  { "$$@"; echo $$? > $(STAMPS)/test-step.rc; } 2>&1 | tee $$log; \
+	  [ "$$(cat $(STAMPS)/test-step.rc)" = 0 ] || failed="$$failed $$name"; \
+	  grep -E '^(FAILED|ERROR) ' $$log | sed "s|^|[$$name] |" >> $(STAMPS)/test-failures || true; }; \
 	run "pytest (compiled)" $(VPY) -m pytest tests -q; \
 	run "pytest (pure Python)" env FASTRPC_NO_EXTENSIONS=1 $(VPY) -m pytest tests -q -m twins; \
 	run "ruff" $(VENV)/bin/ruff check fastrpc; \
 	run "mypy" $(VENV)/bin/mypy fastrpc; \
-	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi; \
+	if [ -n "$$failed" ]; then \
+	  echo "FAILED:$$failed"; cat $(STAMPS)/test-failures; exit 1; fi; \
 	echo "All checks passed."
 
 # --- demo --------------------------------------------------------------------
