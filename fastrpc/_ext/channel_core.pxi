@@ -5,10 +5,10 @@
 # type under the name channel_py.py imports it by (Cython needs a class it
 # derives from declared under the name it is imported by).
 
-from fastrpc.amqp.connection_core cimport ConnectionCore
+from fastrpc.amqp.connection_core cimport ChannelEvents, ConnectionCore
 
 
-cdef class ChannelCore:
+cdef class ChannelCore(ChannelEvents):
     cdef public ConnectionCore _conn  # typed: its send methods are called directly
     cdef public object on_return, on_nack, on_close, _closed, _closing, _rpc_lock, _waiter
     cdef public dict _consumers, _cancel_callbacks, _pending, _mandatory, _returned
@@ -21,3 +21,7 @@ cdef class ChannelCore:
     cpdef _send(self, data)
     cpdef _send_tracked(self, data)
     cpdef _on_confirm(self, args, error)
+    # Called by the connection's reader (typed as ChannelEvents there).
+    cpdef handle_delivery(self, delivery)
+    cpdef handle_method(self, event)
+    cpdef handle_content(self, event)

@@ -7,8 +7,19 @@
 # connection_py.py imports it by (Cython needs a class it derives from
 # declared under the name it is imported by).
 
+cimport cython
+
 from fastrpc.amqp.codec cimport FrameWriter
 from fastrpc.amqp.sync cimport Lock, Mailbox
+
+
+# The base class of ChannelCore (fastrpc/_ext/channel_core.pxi), declared here
+# because channel_core cimports this module: the reader's dispatch calls a
+# channel's handlers through this class's table, without a method look-up.
+cdef class ChannelEvents:
+    cpdef handle_delivery(self, delivery)
+    cpdef handle_method(self, event)
+    cpdef handle_content(self, event)
 
 
 cdef class ConnectionCore:
@@ -41,6 +52,7 @@ cdef class ConnectionCore:
     cpdef stream_position(self)
     cpdef _read_batch(self, recv_timeout, lowat=*)
     cpdef _run_after_dispatch(self)
+    @cython.locals(ch=ChannelEvents)
     cpdef _dispatch(self, events)
     # Once per call waiting for its reply: the mailbox's methods called directly.
     cpdef wait_for(self, Mailbox mailbox, timeout)

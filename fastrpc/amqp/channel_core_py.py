@@ -27,6 +27,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from fastrpc.amqp import spec
+from fastrpc.amqp.connection_core import ChannelEvents
 from fastrpc.amqp.exceptions import (
     AMQPError,
     ChannelClosed,
@@ -84,7 +85,7 @@ class _Waiter:
             self.event.set()
 
 
-class ChannelCore:
+class ChannelCore(ChannelEvents):
     """A channel's state, frame writing and event handling (base class of ``Channel``)."""
 
     def __init__(self, connection: ChannelHost, channel_id: int) -> None:

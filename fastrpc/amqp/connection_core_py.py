@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from threading import get_ident
 from time import monotonic  # a module global: no attribute lookup per call
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastrpc.amqp import spec
 from fastrpc.amqp.codec import FrameWriter
@@ -36,11 +36,8 @@ from fastrpc.amqp.sync import Lock, Mailbox
 from fastrpc.amqp.transport import PlainTransport
 from fastrpc.amqp.url import ConnectionParams, make_params
 
-if TYPE_CHECKING:
-    from fastrpc.amqp.channel import Channel
-
 __all__ = ["LONE_RECV_LOWAT", "LONE_RECV_SLICE", "NUDGE", "READER_STEP_ASIDE", "SHARED_HOLD", "SPARE_WRITERS",
-           "WAITER_RECV_SLICE", "ConnectionCore"]
+           "WAITER_RECV_SLICE", "ChannelEvents", "ConnectionCore"]
 
 LOG = logging.getLogger("fastrpc.amqp")
 
@@ -73,6 +70,25 @@ SPARE_WRITERS = 4
 _Delivery = spec.Delivery
 _Method = spec.Method
 _Heartbeat = spec.Heartbeat
+
+
+class ChannelEvents:
+    """What the reader thread hands a channel: the base class of
+    :class:`fastrpc.amqp.channel_core.ChannelCore`, declared here so that
+    the connection's compiled build calls these methods directly (a
+    delivery and a method or two per call on each side)."""
+
+    def handle_delivery(self, delivery: spec.Delivery) -> None:
+        """A delivery to one of the channel's consumers."""
+        raise NotImplementedError
+
+    def handle_method(self, event: spec.Method) -> None:
+        """A method frame for the channel."""
+        raise NotImplementedError
+
+    def handle_content(self, event: Any) -> None:
+        """A content-bearing method other than a delivery."""
+        raise NotImplementedError
 
 
 class ConnectionCore:
@@ -111,7 +127,7 @@ class ConnectionCore:
         self._out_waiting = 0  # senders waiting for the queue now in _out
         self._waiting = 0  # senders waiting in _taken (some may be told already)
         self._write_failed: BaseException | None = None
-        self._channels: dict[int, Channel] = {}
+        self._channels: dict[int, Any] = {}  # id -> Channel (a ChannelEvents)
         self._free_ids: list[int] = []
         self._next_id = 1
         self._dead: BaseException | None = None
