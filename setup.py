@@ -52,7 +52,7 @@ if os.environ.get("FASTRPC_NO_EXTENSIONS", "") in ("", "0"):
     # twin to be translated again.
     pxds = [
         os.path.join(folder, f)
-        for folder in ("fastrpc/_ext", "fastrpc/amqp")
+        for folder in ("fastrpc/_ext", "fastrpc/amqp", "fastrpc/drivers/amqp")
         for f in os.listdir(os.path.join(HERE, folder))
         if f.endswith((".pxd", ".pxi"))
     ]

@@ -44,6 +44,7 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.amqp.connection": ("fastrpc.amqp.connection_py", "fastrpc/amqp/connection_py.py"),
     "fastrpc.drivers.amqp.handoff": ("fastrpc.drivers.amqp.handoff_py", "fastrpc/drivers/amqp/handoff_py.py"),
     "fastrpc.drivers.amqp.replies": ("fastrpc.drivers.amqp.replies_py", "fastrpc/drivers/amqp/replies_py.py"),
+    "fastrpc.drivers.amqp.calls": ("fastrpc.drivers.amqp.calls_py", "fastrpc/drivers/amqp/calls_py.py"),
     "fastrpc.drivers.amqp.incoming": ("fastrpc.drivers.amqp.incoming_py", "fastrpc/drivers/amqp/incoming_py.py"),
 }
 

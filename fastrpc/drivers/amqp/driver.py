@@ -8,17 +8,14 @@ own (:mod:`.rpc_listener`, :mod:`.notifications`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
 from fastrpc import envelope, metrics, tracing
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.amqp.codec import PackedProperties
-from fastrpc.amqp.sync import Mailbox
+from fastrpc.drivers.amqp.calls import Calls
 from fastrpc.drivers.amqp.connecting import Backoff, connection_params
 from fastrpc.drivers.amqp.consumer import Consumer
 from fastrpc.drivers.amqp.errors import messaging_error
@@ -28,9 +25,9 @@ from fastrpc.drivers.amqp.rpc_listener import AmqpListener
 from fastrpc.drivers.amqp.sending import Sender
 from fastrpc.drivers.base import BaseDriver
 from fastrpc.drivers.broker_rules import is_deprecation_refusal
-from fastrpc.drivers.topology import ExchangeSpec, Topology, publish_properties
-from fastrpc.envelope import EnvelopeError, Reply, encode_bare
-from fastrpc.exceptions import BrokerError, ConfigurationError, MessageDeliveryFailure, MessageUndeliverable
+from fastrpc.drivers.topology import Topology
+from fastrpc.envelope import EnvelopeError, encode_bare
+from fastrpc.exceptions import BrokerError, ConfigurationError, MessageDeliveryFailure
 from fastrpc.failures import deserialize_remote_exception, serialize_remote_exception
 from fastrpc.options import DEFAULT_OPTIONS, Options
 
@@ -38,7 +35,6 @@ LOG = logging.getLogger(__name__)
 
 # Ids for _unique_id / _msg_id, from the envelope codec (compiled: no formatting call).
 new_id = envelope.new_id
-ROUTE_CACHE_SIZE = 1024  # targets whose exchange and routing key are remembered
 _L = TypeVar("_L", bound=Consumer)
 # What no wait for the broker can cure: raised at once by listen().
 REFUSALS = (amqp_exc.ChannelClosed, amqp_exc.LoginRefused)
@@ -72,24 +68,31 @@ class AmqpDriver(BaseDriver):
         self.topology = Topology(conf)
         self.params = connection_params(conf, url)
         self.binary = conf.serialization == "msgpack"
-        self.max_body = int(conf.max_message_size)
+        max_body = int(conf.max_message_size)
         self._lock = threading.Lock()  # the listener list and the closed flag, taken together
         self._closed = threading.Event()  # set by cleanup(); also ends waits for the broker
         self._sender = Sender(conf, self.params, self._closed)
-        self._replies = Replies(self._sender, self.topology, self.max_body)
+        self._replies = Replies(self._sender, self.topology, max_body)
+        self._calls = Calls(self, self.topology, self.default_exchange, self._sender, self._replies, self.binary,
+                            max_body)
+        # Transport._send and a request's reply call the compiled Calls'
+        # methods themselves: no Python frame in between (send() and
+        # send_reply() below say the same for readers and type checkers).
+        self.send = self._calls.send  # type: ignore[method-assign]
+        self.send_reply = self._calls.send_reply  # type: ignore[method-assign]
         self._listeners: list[Consumer] = []
-        # (exchange, topic, server, fanout) -> (ExchangeSpec, routing key)
-        self._routes: dict[tuple[Any, ...], tuple[ExchangeSpec, str]] = {}
-        self._ctype = envelope.content_type(self.binary)
-        # Every publish of a kind carries the same properties: encoded once
-        # (a publish copies their bytes).
-        self._cast_props = PackedProperties(publish_properties(self._ctype))
-        self._call_props: dict[float | None, PackedProperties] = {}
-        self._reply_props = {b: PackedProperties(publish_properties(envelope.content_type(b)))
-                             for b in (False, True)}
         # Turns a reply's failure into the exception a call raises: oslo's
         # own function when this driver serves oslo.messaging's API.
         self.rebuild_failure: Callable[[str, list[str]], BaseException] = deserialize_remote_exception
+
+    @property
+    def max_body(self) -> int:
+        """``max_message_size``: the largest body sent or taken, in bytes."""
+        return self._calls.max_body
+
+    @max_body.setter
+    def max_body(self, size: int) -> None:
+        self._calls.max_body = size
 
     @property
     def sending_connection(self) -> Any:
@@ -118,140 +121,12 @@ class AmqpDriver(BaseDriver):
 
     # -- sending -------------------------------------------------------------
 
-    def _new_route(self, target: Any, key: tuple[Any, ...]) -> tuple[ExchangeSpec, str]:
-        """The exchange and routing key of ``target``, cached under ``key``
-        (send() looks the cache up itself: a method call per message costs more)."""
-        topo = self.topology
-        route: tuple[ExchangeSpec, str]
-        if target.fanout:
-            route = (topo.fanout_exchange(target.topic), target.topic)
-        else:
-            route = (topo.topic_exchange(topo.exchange_name(target.exchange, self.default_exchange)),
-                     topo.routing_key(target.topic, target.server))
-        if len(self._routes) >= ROUTE_CACHE_SIZE:
-            self._routes.clear()
-        self._routes[key] = route
-        return route
-
     def send(self, target: Any, ctxt: dict, message: dict, wait_for_reply: bool = False,
              timeout: float | None = None, call_monitor_timeout: float | None = None,
              retry: int | None = None, at_least_once: bool = False) -> Any:
-        """``at_least_once``: publish mandatory and wait for the broker's
-        confirm, raising MessageUndeliverable at once when no queue is bound
-        for the target (oslo's ``TransportOptions(at_least_once=True)``); a
-        cast's ``timeout``, if any, bounds that wait and everything before it."""
-        span = None
-        try:
-            key = (target.exchange, target.topic, target.server, target.fanout)
-            route = self._routes.get(key)
-            ex, routing_key = route if route is not None else self._new_route(target, key)
-            unique_id = new_id()
-            sender = self._sender
-            if not wait_for_reply:
-                if tracing.on:
-                    span, message = tracing.start_send(ex.name, routing_key, message, None)
-                body = envelope.encode_request(message, ctxt, unique_id, binary=self.binary)
-                if len(body) > self.max_body:  # checked inline: a method call per message costs more
-                    self._refuse_size(body, message)
-                if at_least_once:
-                    deadline = None if timeout is None else time.monotonic() + timeout
-                    self._publish_confirmed(ex, routing_key, body, self._cast_props, retry, deadline, message)
-                else:
-                    sender.publish(ex, routing_key, body, self._cast_props, retry, None)
-                if metrics.on:
-                    metrics.counts[metrics.CASTS] += 1
-                if span is not None:
-                    span.end()
-                return None
-
-            started = time.monotonic()  # also the call's start for its latency
-            deadline = None if timeout is None else started + timeout
-            rq = self._replies
-            reply_q = rq.name
-            ch = rq.ch
-            if reply_q is None or ch is None or not ch.is_open or not rq.consuming:
-                reply_q = sender.with_retry(functools.partial(rq.ensure, deadline), retry, deadline)
-            msg_id = new_id()
-            if tracing.on:
-                span, message = tracing.start_send(ex.name, routing_key, message, msg_id)
-            body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q, call_monitor_timeout,
-                                           self.binary)
-            if len(body) > self.max_body:
-                self._refuse_size(body, message)
-            props = self._call_props.get(timeout)
-            if props is None:
-                props = PackedProperties(publish_properties(self._ctype, timeout))
-                if len(self._call_props) < 64:  # timeouts are few; do not grow without bound
-                    self._call_props[timeout] = props
-            replies: Mailbox[Reply] = Mailbox()
-            waiters = rq.waiters
-            waiters[msg_id] = replies
-            try:
-                if at_least_once:
-                    # Confirmed, so in its queue: a lost connection does not lose it.
-                    self._publish_confirmed(ex, routing_key, body, props, retry, deadline, message)
-                    sent = None
-                else:
-                    sent = sender.publish_call(ex, routing_key, body, props, retry, deadline)
-                # The same deadline: a publish that had to reconnect took some of the timeout.
-                reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent)
-                while not isinstance(reply, Reply):
-                    # Returned (no queue took it), refused (nacked) or lost
-                    # before the broker got it: send it again, to the reply
-                    # queue of now.
-                    if rq.name is not None and rq.name != reply_q:
-                        reply_q = rq.name
-                        body = envelope.encode_request(message, ctxt, unique_id, msg_id, reply_q,
-                                                       call_monitor_timeout, self.binary)
-                    sent = sender.publish_call(ex, routing_key, body, props, retry, deadline)
-                    reply = rq.wait(replies, msg_id, deadline, call_monitor_timeout, sent)
-            finally:
-                waiters.pop(msg_id, None)
-                conn = sender.conn
-                if conn is not None:
-                    conn.done_waiting(replies)  # a read baton handed to this call goes on
-        except amqp_exc.AMQPError as exc:
-            error = messaging_error(exc)
-            self._send_failed(wait_for_reply, error, span)
-            raise error from exc
-        except Exception as exc:
-            self._send_failed(wait_for_reply, exc, span)
-            raise
-        # Outside the boundary: a remote exception is the caller's, whatever its class.
-        if reply.failure is not None:
-            remote = self.rebuild_failure(reply.failure, self.allowed_remote_exmods)
-            if metrics.on:
-                metrics.remote_error(started, remote)
-            if span is not None:
-                span.end(remote)
-            raise remote
-        if metrics.on:
-            metrics.call_answered(started)
-        if span is not None:
-            span.end()
-        return reply.result
-
-    @staticmethod
-    def _send_failed(call: bool, exc: BaseException, span: tracing.Span | None) -> None:
-        """A call or cast raises ``exc`` (not a remote one): count it, end its span."""
-        if metrics.on:
-            metrics.send_failed(call, exc)
-        if span is not None:
-            span.end(exc)
-
-    def _publish_confirmed(self, ex: ExchangeSpec, routing_key: str, body: bytes, props: PackedProperties,
-                           retry: int | None, deadline: float | None, message: dict) -> None:
-        """The sender's confirmed publish, its refusals as fastrpc's exceptions:
-        MessageUndeliverable when no queue took the message, MessageDeliveryFailure
-        when the broker refused it."""
-        try:
-            self._sender.publish_confirmed(ex, routing_key, body, props, retry, deadline)
-        except amqp_exc.MessageReturned as exc:
-            raise MessageUndeliverable(exc, ex.name, routing_key, message) from exc
-        except amqp_exc.ChannelClosed as exc:
-            raise messaging_error(exc) from exc  # a refused declaration, say
-        except amqp_exc.AMQPError as exc:
-            raise MessageDeliveryFailure(f"the broker did not take the message: {exc}") from exc
+        """Send a call or cast: see :meth:`fastrpc.drivers.amqp.calls.Calls.send`."""
+        return self._calls.send(target, ctxt, message, wait_for_reply, timeout, call_monitor_timeout, retry,
+                                at_least_once)
 
     def send_notification(self, target: Any, ctxt: dict, message: dict, version: float,
                           retry: int | None = None) -> None:
@@ -276,7 +151,7 @@ class AmqpDriver(BaseDriver):
             # Bad input as much as an unencodable payload: no retry can send it.
             raise EnvelopeError(f"the notification is {len(body)} bytes, more than max_message_size "
                                 f"({self.max_body} bytes)")
-        props = self._reply_props[False]  # JSON, no expiration
+        props = self._calls.reply_props[False]  # JSON, no expiration
         sender = self._sender
 
         def attempt() -> None:
@@ -300,31 +175,8 @@ class AmqpDriver(BaseDriver):
 
     def send_reply(self, reply_q: str, msg_id: str, result: Any, failure: str | None, ending: bool,
                    binary: bool) -> None:
-        """Answer a call (``ending``), or tell its caller it still runs;
-        MessageDeliveryFailure or a BrokerError when that failed."""
-        try:
-            body = envelope.encode_reply(msg_id, new_id(), result, failure, ending, binary)
-        except Exception as exc:  # noqa: BLE001 - a result's own to_dict() may raise anything
-            # Without an answer the caller would wait until its timeout: tell it why instead.
-            reason = exc.reason if isinstance(exc, EnvelopeError) else f"{type(exc).__name__}: {exc}"
-            LOG.error("Reply to %s could not be encoded (%s); sending an error instead", msg_id, reason)
-            body = self._error_reply(msg_id, ValueError(f"the result could not be encoded: {reason}"), binary)
-        if len(body) > self.max_body:
-            # The caller would reject it and wait until its timeout: tell it why instead.
-            LOG.error("Reply to %s is %d bytes, more than max_message_size (%d); sending an error instead",
-                      msg_id, len(body), self.max_body)
-            body = self._error_reply(msg_id, ValueError(f"the reply is {len(body)} bytes, more than "
-                                                        f"max_message_size ({self.max_body} bytes) allows"), binary)
-        try:
-            self._sender.publish_reply(reply_q, body, self._reply_props[bool(binary)],
-                                       self.topology.mandatory_replies)
-        except amqp_exc.AMQPError as exc:
-            raise messaging_error(exc) from exc
-
-    @staticmethod
-    def _error_reply(msg_id: str, error: Exception, binary: bool) -> bytes:
-        """The body of a final reply that raises ``error`` in the caller."""
-        return envelope.encode_reply(msg_id, new_id(), None, serialize_remote_exception(error), True, binary)
+        """Answer a call: see :meth:`fastrpc.drivers.amqp.calls.Calls.send_reply`."""
+        self._calls.send_reply(reply_q, msg_id, result, failure, ending, binary)
 
     def send_error_reply(self, exc: EnvelopeError) -> None:
         """Tell the caller of a malformed request why it was rejected."""

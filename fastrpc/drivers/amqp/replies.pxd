@@ -1,0 +1,3 @@
+# See fastrpc/_ext/replies.pxi.
+
+include "../../_ext/replies.pxi"
