@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from fastrpc import envelope, metrics, tracing
 from fastrpc.amqp import exceptions as amqp_exc
@@ -68,7 +68,9 @@ class AmqpDriver(BaseDriver):
         self.topology = Topology(conf)
         self.params = connection_params(conf, url)
         self.binary = conf.serialization == "msgpack"
-        max_body = int(conf.max_message_size)
+        # max_message_size: the largest body taken (the listeners read it per
+        # request) and, in Calls (a copy), sent.
+        self.max_body = max_body = int(conf.max_message_size)
         self._lock = threading.Lock()  # the listener list and the closed flag, taken together
         self._closed = threading.Event()  # set by cleanup(); also ends waits for the broker
         self._sender = Sender(conf, self.params, self._closed)
@@ -84,15 +86,6 @@ class AmqpDriver(BaseDriver):
         # Turns a reply's failure into the exception a call raises: oslo's
         # own function when this driver serves oslo.messaging's API.
         self.rebuild_failure: Callable[[str, list[str]], BaseException] = deserialize_remote_exception
-
-    @property
-    def max_body(self) -> int:
-        """``max_message_size``: the largest body sent or taken, in bytes."""
-        return self._calls.max_body
-
-    @max_body.setter
-    def max_body(self, size: int) -> None:
-        self._calls.max_body = size
 
     @property
     def sending_connection(self) -> Any:
@@ -164,12 +157,6 @@ class AmqpDriver(BaseDriver):
             sender.with_retry(attempt, retry, None)
         except amqp_exc.AMQPError as exc:
             raise messaging_error(exc) from exc
-
-    def _refuse_size(self, body: bytes, message: dict) -> NoReturn:
-        """Refuse a request its receiver would reject as too large (no timeout later)."""
-        raise MessageDeliveryFailure(
-            f"request for method {message.get('method')!r} is {len(body)} bytes, more than "
-            f"max_message_size ({self.max_body} bytes); not sent")
 
     # -- replies (for the RPC listener's incoming messages) ------------------
 
