@@ -13,7 +13,7 @@ import pytest
 from fastrpc import envelope
 from fastrpc.amqp.connection import Connection
 from fastrpc.drivers.amqp import DEDUP_WINDOW, AmqpDriver
-from fastrpc.drivers.amqp import consumer as consumer_module
+from fastrpc.drivers.amqp import incoming as incoming_module
 from fastrpc.drivers.topology import Topology, publish_properties
 from fastrpc.exceptions import CallInterrupted, MessagingTimeout, RemoteError
 from fastrpc.options import Options
@@ -481,8 +481,8 @@ def test_a_reconnect_finishing_after_cleanup_consumes_nothing(broker, topic, mon
 
 def test_unique_id_window_of_accepted_requests(broker, topic, monkeypatch):
     # The listener's own check of each request's _unique_id (written out in
-    # _accept) keeps the window seen_before keeps, read from the same place.
-    monkeypatch.setattr(consumer_module, "DEDUP_WINDOW", 3)
+    # RequestIntake.accept) keeps the window seen_before keeps, read from the same place.
+    monkeypatch.setattr(incoming_module, "DEDUP_WINDOW", 3)
     server_driver = make_driver(broker)
     served = Served(server_driver, Target(topic=topic, server="s1"), lambda msg: None)
     listener = served.listener

@@ -25,3 +25,5 @@ cdef class ChannelCore(ChannelEvents):
     cpdef handle_delivery(self, delivery)
     cpdef handle_method(self, event)
     cpdef handle_content(self, event)
+    # Called per request by the RPC listener (fastrpc/_ext/incoming.pxd).
+    cpdef basic_ack(self, delivery_tag, multiple=*)

@@ -25,8 +25,9 @@ One job per module (names and declare arguments are in
 """
 
 from fastrpc.drivers.amqp.connecting import connection_params, open_connection
-from fastrpc.drivers.amqp.consumer import DEDUP_WINDOW, Consumer
+from fastrpc.drivers.amqp.consumer import Consumer
 from fastrpc.drivers.amqp.driver import AmqpDriver
+from fastrpc.drivers.amqp.incoming import DEDUP_WINDOW
 from fastrpc.drivers.amqp.notifications import AmqpNotificationListener
 from fastrpc.drivers.amqp.rpc_listener import AmqpIncomingMessage, AmqpListener
 

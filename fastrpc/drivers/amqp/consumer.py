@@ -24,6 +24,7 @@ from fastrpc.amqp import spec
 from fastrpc.amqp.connection import Connection
 from fastrpc.amqp.sync import Lock
 from fastrpc.amqp.url import ConnectionParams
+from fastrpc.drivers.amqp import incoming
 from fastrpc.drivers.amqp.acks import Read, Settled
 from fastrpc.drivers.amqp.connecting import Backoff, HostOrder, open_connection
 from fastrpc.drivers.amqp.handoff import EMPTY, STOP, Handoff
@@ -37,13 +38,14 @@ from fastrpc.envelope import EnvelopeError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from fastrpc.drivers.amqp.incoming import RequestIntake
+
 LOG = logging.getLogger(__name__)
 
 # Deliveries acked with one frame at most. Acked ones still run after stop(),
 # so this also bounds what a stopping server finishes: up to this many per
 # worker of the threading executor beyond those running.
 ACK_BATCH = 16
-DEDUP_WINDOW = 8192  # _unique_ids remembered per listener (oslo keeps 16)
 
 
 class ListenerDriver(Protocol):
@@ -115,6 +117,7 @@ class Consumer(Listener):
         self.link = Link(f"listener for {label}", "listener")
         self._restart_reason: str | None = None  # why _restart() closes the connection
         self._rechecks = Rechecks("fastrpc-listener-recheck", self._stopped)
+        self.intake = self.request_intake()
         self._connect()
         metrics.track_listener(self)
 
@@ -140,6 +143,12 @@ class Consumer(Listener):
         for msg in self.take(item):
             handler(msg)
 
+    def request_intake(self) -> RequestIntake | None:
+        """The compiled path of one delivered request, for a listener of RPC
+        requests (a read of one request then skips :meth:`run_read`); None
+        for other kinds."""
+        return None
+
     def owned_queues(self) -> list[str]:
         """Queues only this listener uses: deleted at cleanup, not left until they expire."""
         return []
@@ -160,7 +169,7 @@ class Consumer(Listener):
         if remember:
             mark = next(self._marks)
             if seen.setdefault(uid, mark) == mark:
-                if len(seen) > DEDUP_WINDOW:
+                if len(seen) > incoming.DEDUP_WINDOW:  # read where RequestIntake reads it
                     self.forget_oldest()
                 return False
         elif uid not in seen:

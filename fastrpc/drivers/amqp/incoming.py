@@ -1,4 +1,6 @@
-"""A request's fields and answers: the base of the RPC listener's messages.
+"""The per-message path of listeners: reads gathered, a request taken from
+its delivery (decoded, checked for duplicates, acked), a request's fields
+and answers.
 
 The code is in fastrpc/drivers/amqp/incoming_py.py, which runs as it is or
 compiled unchanged into ``fastrpc._ext.incoming``. This name is bound to the

@@ -1,14 +1,17 @@
 """What reaches a listener, on the per-message path: the deliveries of one
-read gathered and handed on, and a request's fields and answers.
+read gathered and handed on, a request taken from its delivery, and a
+request's fields and answers.
 
 :class:`ReadCollector` is a listener channel's consumer callback: it gathers
 the deliveries one read brings and, once the read is dispatched, hands them
 on together (one ack frame for all of them), to the inline handler in the
-reader thread or to the listener's pollers. :class:`IncomingCore` holds a
-request's fields and answers it through the driver;
-:class:`fastrpc.drivers.amqp.rpc_listener.AmqpIncomingMessage` adds the
-:class:`fastrpc.drivers.base.IncomingMessage` interface on top. Both run for
-every message: compiled, they run no Python frame.
+reader thread or to the listener's pollers. :class:`RequestIntake` is an RPC
+listener's path from one delivered request to the message its server runs:
+decoded, checked against the ``_unique_id`` window, acked.
+:class:`IncomingCore` holds a request's fields and answers it through the
+driver; :class:`fastrpc.drivers.amqp.rpc_listener.AmqpIncomingMessage` adds
+the :class:`fastrpc.drivers.base.IncomingMessage` interface on top. All of
+them run for every message: compiled, they run no Python frame.
 
 Import this module as ``fastrpc.drivers.amqp.incoming``: it runs as it is, or
 compiled unchanged into ``fastrpc._ext.incoming`` (see fastrpc._impl); its C
@@ -17,13 +20,22 @@ layout is fastrpc/_ext/incoming.pxd.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from fastrpc import envelope, tracing
+from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.acks import Read
+from fastrpc.envelope import EnvelopeError
 from fastrpc.exceptions import BrokerError, MessageDeliveryFailure
 from fastrpc.failures import serialize_remote_exception
 
-__all__ = ["IncomingCore", "ReadCollector"]
+__all__ = ["DEDUP_WINDOW", "IncomingCore", "ReadCollector", "RequestIntake", "ack_failed", "ack_one"]
+
+# The RPC listener's log, where what happens to its requests is told.
+LOG = logging.getLogger("fastrpc.drivers.amqp.rpc_listener")
+
+DEDUP_WINDOW = 8192  # _unique_ids remembered per listener (oslo keeps 16)
 
 
 class ReadCollector:
@@ -47,6 +59,9 @@ class ReadCollector:
         self._after_read = after_read
         self._ack_batch = ack_batch
         self._put = listener._incoming.put
+        # An RPC listener's one-request path (None for other kinds): a read
+        # of one request, run inline, goes through it without a Read.
+        self._intake = listener.intake
         inline_lock = listener._inline_lock
         if inline_lock is None:  # compiled, the typed calls per read would not check
             raise TypeError("ReadCollector needs its listener's Lock")
@@ -67,12 +82,20 @@ class ReadCollector:
         arrived = self._arrived
         if not arrived:
             return
-        # tuple.__new__: the NamedTuple's own __new__ is a Python call.
-        item = tuple.__new__(Read, (self._gen, self._ch, self._settled, arrived))
         self._arrived = []
         listener = self._listener
         handler = listener._inline
         lock = self._inline_lock
+        if handler is not None and self._intake is not None and len(arrived) == 1:
+            lock.acquire()
+            try:
+                if not listener._stopping:  # as below
+                    self._intake.run_one(handler, self._gen, self._ch, self._settled, arrived[0])
+            finally:
+                lock.release()
+            return
+        # tuple.__new__: the NamedTuple's own __new__ is a Python call.
+        item = tuple.__new__(Read, (self._gen, self._ch, self._settled, arrived))
         if handler is None:
             if listener._polled:
                 # Pollers take the reads, nothing runs inline: no lock.
@@ -98,6 +121,128 @@ class ReadCollector:
                 listener.run_read(handler, item)
         finally:
             lock.release()
+
+
+class RequestIntake:
+    """An RPC listener's path from one delivered request to the message its
+    server runs, and the ack of that delivery.
+
+    ``listener`` is the :class:`fastrpc.drivers.amqp.rpc_listener.AmqpListener`
+    it serves (its connection generation, ``_unique_id`` window, ack lock and
+    rejections are read or called here, as its own code would);
+    ``message_class`` makes each request's message (an
+    :class:`IncomingCore`).
+    """
+
+    def __init__(self, listener: Any, message_class: Any) -> None:
+        self._listener = listener
+        self._driver = listener._driver
+        self._message_class = message_class
+        self._seen = listener._seen
+        self._marks = listener._marks
+        self._ack_lock = listener._ack_lock
+
+    def accept(self, req: Any) -> Any:
+        """The incoming message of a decoded request; None for a duplicate."""
+        uid = req.unique_id
+        if uid is not None:
+            # Consumer.seen_before(uid), its usual case written out.
+            mark = next(self._marks)
+            seen = self._seen
+            if seen.setdefault(uid, mark) != mark:
+                self._listener.count_duplicate()
+                LOG.warning("Dropped duplicate request %s", uid)
+                return None
+            if len(seen) > DEDUP_WINDOW:
+                self._listener.forget_oldest()
+        ctxt = req.ctxt
+        timeout = req.timeout
+        # oslo's servers hand endpoints the context with this key added; do
+        # the same so an endpoint sees one context whichever server runs it.
+        ctxt["client_timeout"] = timeout
+        return self._message_class(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
+                                   timeout)
+
+    def _decoded(self, ch: Any, settled: Any, delivery: Any) -> Any:
+        """The request ``delivery`` carries; None once a malformed one was
+        rejected and settled."""
+        try:
+            return envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
+                                           self._driver.max_body)
+        except EnvelopeError as exc:
+            self._listener.rejected_one(ch, settled, delivery, exc)
+            return None
+
+    def take_one(self, gen: Any, ch: Any, settled: Any, delivery: Any) -> list:
+        """The message of a read of one request, acked before it runs (for
+        pollers); ``[]`` when there is none to run."""
+        if gen != self._listener._gen:
+            return []  # a lost connection's: the broker requeued it
+        req = self._decoded(ch, settled, delivery)
+        if req is None:
+            return []
+        tag = delivery.delivery_tag
+        failed = None
+        lock = self._ack_lock
+        lock.acquire()  # not `with`: half the instructions, per request
+        try:
+            ack_one(ch, settled, tag)
+        except amqp_exc.AMQPError as err:
+            failed = err
+        finally:
+            lock.release()
+        if failed is not None:
+            ack_failed(1, failed, False)
+            return []
+        msg = self.accept(req)
+        if msg is None:
+            return []
+        if tracing.on:
+            msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
+        return [msg]
+
+    def run_one(self, handler: Any, gen: Any, ch: Any, settled: Any, delivery: Any) -> None:
+        """Run ``handler`` for the message of a read of one request, in this
+        thread (inline dispatch), then ack it: see
+        :meth:`fastrpc.drivers.amqp.rpc_listener.AmqpListener.run_read`."""
+        if gen != self._listener._gen:
+            return
+        req = self._decoded(ch, settled, delivery)
+        if req is None:
+            return
+        msg = self.accept(req)
+        if msg is not None:
+            if tracing.on:
+                msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
+            handler(msg)
+        # Inline dispatch runs one read at a time (under the inline lock): no
+        # other thread settles meanwhile, no lock needed.
+        try:
+            ack_one(ch, settled, delivery.delivery_tag)
+        except amqp_exc.AMQPError as err:
+            ack_failed(1, err, True)
+
+
+def ack_one(ch: Any, settled: Any, tag: int) -> None:
+    """Settle and acknowledge the one delivery ``tag`` of ``ch`` (its
+    bookkeeping ``settled``), under the lock that guards it."""
+    if tag == settled.upto + 1 and not settled.early:  # the usual case, written out
+        settled.upto = tag
+        ch.basic_ack(tag)
+        return
+    # Some lower tag is unsettled, or a higher one was settled early.
+    for acked, multiple in settled.settle([tag], [tag]):
+        ch.basic_ack(acked, multiple)
+
+
+def ack_failed(count: int, err: Exception, ran: bool) -> None:
+    """Log that the ack of ``count`` requests failed (``ran``: they ran already)."""
+    if ran:
+        LOG.warning("Could not acknowledge %d request(s) that ran: %s (the broker will deliver them "
+                    "again; this listener drops them as duplicates)", count, err)
+    else:
+        # Not acked means the broker will deliver them again: do not run them twice.
+        LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", count, err)
 
 
 class IncomingCore:

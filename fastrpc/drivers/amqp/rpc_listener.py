@@ -11,11 +11,10 @@ from fastrpc import envelope, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.amqp import spec
 from fastrpc.amqp.sync import Lock
-from fastrpc.drivers.amqp import consumer
 from fastrpc.drivers.amqp.acks import Read, Settled
 from fastrpc.drivers.amqp.connecting import declare_exchange, declare_queue
 from fastrpc.drivers.amqp.consumer import Consumer, ListenerDriver
-from fastrpc.drivers.amqp.incoming import IncomingCore
+from fastrpc.drivers.amqp.incoming import IncomingCore, RequestIntake, ack_failed
 from fastrpc.drivers.base import IncomingMessage
 from fastrpc.drivers.topology import QueueSpec
 from fastrpc.envelope import EnvelopeError
@@ -49,6 +48,7 @@ class AmqpListener(Consumer):
     """Consumes the three queues of one RPC target on its own connection."""
 
     _driver: RpcDriver
+    intake: RequestIntake  # never None here: see request_intake
 
     def __init__(self, driver: RpcDriver, target: Any) -> None:
         topo = driver.topology
@@ -59,6 +59,9 @@ class AmqpListener(Consumer):
         queues = [topo.routing_key(target.topic), topo.routing_key(target.topic, target.server),
                   self.fanout_queue]
         super().__init__(driver, queues, target.topic)
+
+    def request_intake(self) -> RequestIntake:
+        return RequestIntake(self, AmqpIncomingMessage)
 
     def owned_queues(self) -> list[str]:
         # Our uniquely named fanout queue has no other user: do not leave it
@@ -88,44 +91,13 @@ class AmqpListener(Consumer):
         """
         gen, ch, settled, deliveries = item
         if len(deliveries) == 1:  # the usual read: one request, without the lists
-            if gen != self._gen:
-                return []
-            delivery = deliveries[0]
-            try:
-                req = envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
-                                              self._driver.max_body)
-            except EnvelopeError as exc:
-                self._rejected_one(ch, settled, delivery, exc)
-                return []
-            tag = delivery.delivery_tag
-            failed = None
-            ack_lock = self._ack_lock
-            ack_lock.acquire()  # not `with`: half the instructions, per request
-            try:
-                if tag == settled.upto + 1 and not settled.early:
-                    settled.upto = tag
-                    ch.basic_ack(tag)
-                else:
-                    _settle_out_of_order(ch, settled, tag)
-            except amqp_exc.AMQPError as err:
-                failed = err
-            finally:
-                ack_lock.release()
-            if failed is not None:
-                _ack_failed(1, failed, False)
-                return []
-            msg = self._accept(req)
-            if msg is None:
-                return []
-            if tracing.on:
-                msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
-            return [msg]
+            return self.intake.take_one(gen, ch, settled, deliveries[0])
         requests, settle = self._decode(item)
         if settle is None or not self._ack(*settle):
             return []
         if tracing.on:
             return self._accepted_traced(requests, item, settle[3])
-        return [msg for msg in map(self._accept, requests) if msg is not None]
+        return [msg for msg in map(self.intake.accept, requests) if msg is not None]
 
     def run_read(self, handler: Callable[[IncomingMessage], Any], item: Read) -> None:
         """Run the requests of one read in this thread (inline dispatch).
@@ -145,31 +117,7 @@ class AmqpListener(Consumer):
             for msg in self.take(item):
                 handler(msg)
             return
-        if gen != self._gen:
-            return
-        delivery = deliveries[0]
-        try:
-            req = envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
-                                          self._driver.max_body)
-        except EnvelopeError as exc:
-            self._rejected_one(ch, settled, delivery, exc)
-            return
-        accepted = self._accept(req)
-        if accepted is not None:
-            if tracing.on:
-                accepted.exchange, accepted.routing_key = delivery.exchange, delivery.routing_key
-            handler(accepted)
-        # Inline dispatch runs one read at a time (under the inline lock): no
-        # other thread settles meanwhile, no lock needed.
-        tag = delivery.delivery_tag
-        try:
-            if tag == settled.upto + 1 and not settled.early:
-                settled.upto = tag
-                ch.basic_ack(tag)
-            else:
-                _settle_out_of_order(ch, settled, tag)
-        except amqp_exc.AMQPError as err:
-            _ack_failed(1, err, True)
+        self.intake.run_one(handler, gen, ch, settled, deliveries[0])
 
     def reject(self, ch: Any, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         super().reject(ch, delivery, exc)
@@ -202,30 +150,14 @@ class AmqpListener(Consumer):
         tags = ack if len(ack) == len(deliveries) else [d.delivery_tag for d in deliveries]
         return requests, (ch, settled, tags, ack)
 
-    def _rejected_one(self, ch: Any, settled: Settled, delivery: spec.Delivery, exc: EnvelopeError) -> None:
+    def rejected_one(self, ch: Any, settled: Settled, delivery: spec.Delivery, exc: EnvelopeError) -> None:
         """The one delivery of a read was malformed: reject it, and settle it."""
         self.reject(ch, delivery, exc)
         self._ack(ch, settled, [delivery.delivery_tag], [])
 
     def _accept(self, req: Any) -> AmqpIncomingMessage | None:
         """The incoming message for an acked request; None for a duplicate."""
-        uid = req.unique_id
-        if uid is not None:
-            # seen_before(uid), its usual case written out: it runs per request.
-            mark = next(self._marks)
-            seen = self._seen
-            if seen.setdefault(uid, mark) != mark:
-                self.count_duplicate()
-                LOG.warning("Dropped duplicate request %s", uid)
-                return None
-            if len(seen) > consumer.DEDUP_WINDOW:  # read where seen_before reads it
-                self.forget_oldest()
-        ctxt = req.ctxt
-        timeout = req.timeout
-        # oslo's servers hand endpoints the context with this key added; do
-        # the same so an endpoint sees one context whichever server runs it.
-        ctxt["client_timeout"] = timeout
-        return AmqpIncomingMessage(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary, timeout)
+        return self.intake.accept(req)  # type: ignore[no-any-return]
 
     def _accepted_traced(self, requests: list[Any], item: Read, tags: list[int]) -> list[IncomingMessage]:
         """The incoming messages of a read's decoded ``requests`` (``tags``:
@@ -234,7 +166,7 @@ class AmqpListener(Consumer):
         deliveries = {delivery.delivery_tag: delivery for delivery in item.deliveries}
         taken: list[IncomingMessage] = []
         for req, tag in zip(requests, tags, strict=True):
-            msg = self._accept(req)
+            msg = self.intake.accept(req)
             if msg is not None:
                 delivery = deliveries[tag]
                 msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
@@ -249,23 +181,7 @@ class AmqpListener(Consumer):
                 for tag, multiple in settled.settle(tags, ack):
                     ch.basic_ack(tag, multiple)
         except amqp_exc.AMQPError as err:
-            _ack_failed(len(ack), err, ran)
+            ack_failed(len(ack), err, ran)
             return False
         return True
 
-
-def _settle_out_of_order(ch: Any, settled: Settled, tag: int) -> None:
-    """Settle and acknowledge the one delivery ``tag`` through ``settled``'s
-    lists: some lower tag is unsettled, or a higher one was settled early.
-    (Otherwise the callers ack it alone, written out: that runs per request.)"""
-    for acked, multiple in settled.settle([tag], [tag]):
-        ch.basic_ack(acked, multiple)
-
-
-def _ack_failed(count: int, err: Exception, ran: bool) -> None:
-    if ran:
-        LOG.warning("Could not acknowledge %d request(s) that ran: %s (the broker will deliver them "
-                    "again; this listener drops them as duplicates)", count, err)
-    else:
-        # Not acked means the broker will deliver them again: do not run them twice.
-        LOG.warning("Discarding %d request(s) after a failed acknowledge: %s", count, err)
