@@ -11,7 +11,7 @@ APT_PKGS_BASE := rabbitmq-server librabbitmq-dev openssl valgrind strace iptable
 # What the compiled modules are built from (fastrpc/_impl.py lists the twins;
 # the connection layer's pure modules are compiled unchanged).
 EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h fastrpc/_ext/*.pxd fastrpc/_ext/*.pxi fastrpc/amqp/*.pxd fastrpc/amqp/*_py.py \
-                 fastrpc/drivers/amqp/*.pxd fastrpc/drivers/amqp/*_py.py) \
+                 fastrpc/drivers/amqp/*.pxd fastrpc/drivers/amqp/*_py.py fastrpc/*_py.py) \
                fastrpc/_impl.py
 C_BENCH     := bench/c_client/amqp_bench
 

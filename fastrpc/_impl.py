@@ -46,6 +46,7 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.drivers.amqp.replies": ("fastrpc.drivers.amqp.replies_py", "fastrpc/drivers/amqp/replies_py.py"),
     "fastrpc.drivers.amqp.calls": ("fastrpc.drivers.amqp.calls_py", "fastrpc/drivers/amqp/calls_py.py"),
     "fastrpc.drivers.amqp.incoming": ("fastrpc.drivers.amqp.incoming_py", "fastrpc/drivers/amqp/incoming_py.py"),
+    "fastrpc.dispatcher": ("fastrpc.dispatcher_py", "fastrpc/dispatcher_py.py"),
 }
 
 # public module -> whether its compiled build was chosen (set by bind()).
