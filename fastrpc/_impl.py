@@ -45,6 +45,7 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.drivers.amqp.handoff": ("fastrpc.drivers.amqp.handoff_py", "fastrpc/drivers/amqp/handoff_py.py"),
     "fastrpc.drivers.amqp.replies": ("fastrpc.drivers.amqp.replies_py", "fastrpc/drivers/amqp/replies_py.py"),
     "fastrpc.drivers.amqp.calls": ("fastrpc.drivers.amqp.calls_py", "fastrpc/drivers/amqp/calls_py.py"),
+    "fastrpc.drivers.amqp.acks": ("fastrpc.drivers.amqp.acks_py", "fastrpc/drivers/amqp/acks_py.py"),
     "fastrpc.drivers.amqp.incoming": ("fastrpc.drivers.amqp.incoming_py", "fastrpc/drivers/amqp/incoming_py.py"),
     "fastrpc.dispatcher": ("fastrpc.dispatcher_py", "fastrpc/dispatcher_py.py"),
 }

@@ -8,6 +8,7 @@ cimport cython
 
 from fastrpc.amqp.channel_core cimport ChannelCore
 from fastrpc.amqp.sync cimport Lock
+from fastrpc.drivers.amqp.acks cimport Settled
 
 
 cdef class RequestIntake:
@@ -16,13 +17,14 @@ cdef class RequestIntake:
     cdef Lock _ack_lock  # taken per request: called directly
 
     cpdef accept(self, req)
-    cdef _decoded(self, ch, settled, delivery)
-    cpdef list take_one(self, gen, ch, settled, delivery)
-    cpdef run_one(self, handler, gen, ch, settled, delivery)
+    cdef _decoded(self, ch, Settled settled, delivery, properties, body)
+    cpdef list take_one(self, gen, ch, Settled settled, delivery)
+    cpdef run_one(self, handler, gen, ch, Settled settled, delivery)
 
 
 cdef class ReadCollector:
-    cdef object _listener, _gen, _ch, _settled, _after_read, _put, _dispatched
+    cdef object _listener, _gen, _ch, _after_read, _put, _dispatched
+    cdef Settled _settled
     cdef RequestIntake _intake  # None for listeners of other kinds
     cdef Lock _inline_lock  # taken per read: called directly
     cdef Py_ssize_t _ack_batch
@@ -34,6 +36,7 @@ cdef class IncomingCore:
     cdef public bint binary
 
 
-# Once per request: the channel's basic_ack (cpdef) called directly.
-@cython.locals(ch=ChannelCore)
-cpdef ack_one(ch, settled, tag)
+# Once per request: the channel's basic_ack (cpdef) called directly, the
+# bookkeeping read as C fields.
+@cython.locals(ch=ChannelCore, n=Py_ssize_t)
+cpdef ack_one(ch, Settled settled, tag)

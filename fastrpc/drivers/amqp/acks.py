@@ -1,59 +1,15 @@
-"""Ack bookkeeping of one listener channel: which delivery tags are settled,
-and which ack frames settle a read; a read's deliveries with that channel's
-bookkeeping (:class:`Read`)."""
+"""Ack bookkeeping of one listener channel, and a read's deliveries with it.
 
-from __future__ import annotations
+The code is in fastrpc/drivers/amqp/acks_py.py, which runs as it is or
+compiled unchanged into ``fastrpc._ext.acks``. This name is bound to the
+one fastrpc._impl chooses; import it, not an implementation.
+"""
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING
 
-from fastrpc.amqp import spec
+from fastrpc import _impl
 
-
-class Settled:
-    """Which delivery tags of a listener's channel are settled (acked or rejected).
-
-    The requests of one read are acked with one ``multiple`` ack of the
-    highest tag; that is only right when every lower tag is settled already
-    (otherwise it would also ack a request another thread is still taking,
-    whose own ack would then fail the channel). Tags run 1, 2, 3, ... per
-    channel in delivery order. Use under a lock, and send what ``settle``
-    returns under the same lock, so that frames leave in the order decided.
-    """
-
-    __slots__ = ("upto", "early")
-
-    def __init__(self) -> None:
-        self.upto = 0  # every tag <= upto is settled
-        self.early: set[int] = set()  # settled tags above upto
-
-    def settle(self, tags: list[int], ack: list[int]) -> list[tuple[int, bool]]:
-        """Mark ``tags`` (ascending) settled, of which ``ack`` still need an
-        ack (the others were rejected); return the acks to send as
-        ``(delivery_tag, multiple)``."""
-        first = tags[0]
-        last = tags[-1]
-        if first == self.upto + 1 and last - first == len(tags) - 1:
-            self.upto = last
-            frames = [(ack[-1], len(ack) > 1)] if ack else []
-            if not self.early:  # the usual case
-                return frames
-        else:
-            frames = [(tag, False) for tag in ack]
-            self.early.update(tags)
-        early = self.early
-        if early:
-            upto = self.upto
-            while upto + 1 in early:
-                upto += 1
-                early.discard(upto)
-            self.upto = upto
-        return frames
-
-
-class Read(NamedTuple):
-    """The deliveries of one read of a listener's channel, taken together."""
-
-    gen: int  # the listener's connection generation they came on
-    channel: Any
-    settled: Settled  # that channel's
-    deliveries: list[spec.Delivery]
+if TYPE_CHECKING:
+    from fastrpc.drivers.amqp.acks_py import *  # noqa: F403
+else:
+    _impl.bind(__name__)

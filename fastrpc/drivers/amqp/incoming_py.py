@@ -25,7 +25,7 @@ from typing import Any
 
 from fastrpc import envelope, tracing
 from fastrpc.amqp import exceptions as amqp_exc
-from fastrpc.drivers.amqp.acks import Read
+from fastrpc.drivers.amqp.acks import Read, Settled
 from fastrpc.envelope import EnvelopeError
 from fastrpc.exceptions import BrokerError, MessageDeliveryFailure
 from fastrpc.failures import serialize_remote_exception
@@ -143,8 +143,9 @@ class RequestIntake:
         self._ack_lock = listener._ack_lock
 
     def accept(self, req: Any) -> Any:
-        """The incoming message of a decoded request; None for a duplicate."""
-        uid = req.unique_id
+        """The incoming message of a decoded request (a
+        :class:`fastrpc.envelope.Request`); None for a duplicate."""
+        ctxt, message, uid, msg_id, reply_q, timeout, binary = req  # one unpacking, not seven lookups
         if uid is not None:
             # Consumer.seen_before(uid), its usual case written out.
             mark = next(self._marks)
@@ -153,35 +154,34 @@ class RequestIntake:
                 self._listener.count_duplicate()
                 LOG.warning("Dropped duplicate request %s", uid)
                 return None
-            if len(seen) > DEDUP_WINDOW:
-                self._listener.forget_oldest()
-        ctxt = req.ctxt
-        timeout = req.timeout
+            if len(seen) > DEDUP_WINDOW:  # Consumer.forget_oldest(), written out
+                try:
+                    seen.popitem(False)
+                except KeyError:  # emptied meanwhile (cannot be at this size)
+                    pass
         # oslo's servers hand endpoints the context with this key added; do
         # the same so an endpoint sees one context whichever server runs it.
         ctxt["client_timeout"] = timeout
-        return self._message_class(self._driver, ctxt, req.message, req.msg_id, req.reply_q, req.binary,
-                                   timeout)
+        return self._message_class(self._driver, ctxt, message, msg_id, reply_q, binary, timeout)
 
-    def _decoded(self, ch: Any, settled: Any, delivery: Any) -> Any:
-        """The request ``delivery`` carries; None once a malformed one was
-        rejected and settled."""
+    def _decoded(self, ch: Any, settled: Settled, delivery: Any, properties: Any, body: Any) -> Any:
+        """The request ``delivery`` carries (its ``properties`` and ``body``);
+        None once a malformed one was rejected and settled."""
         try:
-            return envelope.decode_request(delivery.body, delivery.properties.get("content_type"),
-                                           self._driver.max_body)
+            return envelope.decode_request(body, properties.get("content_type"), self._driver.max_body)
         except EnvelopeError as exc:
             self._listener.rejected_one(ch, settled, delivery, exc)
             return None
 
-    def take_one(self, gen: Any, ch: Any, settled: Any, delivery: Any) -> list:
+    def take_one(self, gen: Any, ch: Any, settled: Settled, delivery: Any) -> list:
         """The message of a read of one request, acked before it runs (for
         pollers); ``[]`` when there is none to run."""
         if gen != self._listener._gen:
             return []  # a lost connection's: the broker requeued it
-        req = self._decoded(ch, settled, delivery)
+        _channel_id, _consumer_tag, tag, _redelivered, exchange, routing_key, properties, body = delivery
+        req = self._decoded(ch, settled, delivery, properties, body)
         if req is None:
             return []
-        tag = delivery.delivery_tag
         failed = None
         lock = self._ack_lock
         lock.acquire()  # not `with`: half the instructions, per request
@@ -198,36 +198,38 @@ class RequestIntake:
         if msg is None:
             return []
         if tracing.on:
-            msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
+            msg.exchange, msg.routing_key = exchange, routing_key
         return [msg]
 
-    def run_one(self, handler: Any, gen: Any, ch: Any, settled: Any, delivery: Any) -> None:
+    def run_one(self, handler: Any, gen: Any, ch: Any, settled: Settled, delivery: Any) -> None:
         """Run ``handler`` for the message of a read of one request, in this
         thread (inline dispatch), then ack it: see
         :meth:`fastrpc.drivers.amqp.rpc_listener.AmqpListener.run_read`."""
         if gen != self._listener._gen:
             return
-        req = self._decoded(ch, settled, delivery)
+        _channel_id, _consumer_tag, tag, _redelivered, exchange, routing_key, properties, body = delivery
+        req = self._decoded(ch, settled, delivery, properties, body)
         if req is None:
             return
         msg = self.accept(req)
         if msg is not None:
             if tracing.on:
-                msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
+                msg.exchange, msg.routing_key = exchange, routing_key
             handler(msg)
         # Inline dispatch runs one read at a time (under the inline lock): no
         # other thread settles meanwhile, no lock needed.
         try:
-            ack_one(ch, settled, delivery.delivery_tag)
+            ack_one(ch, settled, tag)
         except amqp_exc.AMQPError as err:
             ack_failed(1, err, True)
 
 
-def ack_one(ch: Any, settled: Any, tag: int) -> None:
+def ack_one(ch: Any, settled: Settled, tag: int) -> None:
     """Settle and acknowledge the one delivery ``tag`` of ``ch`` (its
     bookkeeping ``settled``), under the lock that guards it."""
-    if tag == settled.upto + 1 and not settled.early:  # the usual case, written out
-        settled.upto = tag
+    n = tag  # a C integer, compiled
+    if n == settled.upto + 1 and not settled.early:  # the usual case, written out
+        settled.upto = n
         ch.basic_ack(tag)
         return
     # Some lower tag is unsettled, or a higher one was settled early.

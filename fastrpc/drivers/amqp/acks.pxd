@@ -1,0 +1,3 @@
+# See fastrpc/_ext/acks.pxi.
+
+include "../../_ext/acks.pxi"
