@@ -178,8 +178,8 @@ class RequestIntake:
         pollers); ``[]`` when there is none to run."""
         if gen != self._listener._gen:
             return []  # a lost connection's: the broker requeued it
-        _channel_id, _consumer_tag, tag, _redelivered, exchange, routing_key, properties, body = delivery
-        req = self._decoded(ch, settled, delivery, properties, body)
+        tag = delivery.delivery_tag
+        req = self._decoded(ch, settled, delivery, delivery.properties, delivery.body)
         if req is None:
             return []
         failed = None
@@ -198,7 +198,7 @@ class RequestIntake:
         if msg is None:
             return []
         if tracing.on:
-            msg.exchange, msg.routing_key = exchange, routing_key
+            msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
         return [msg]
 
     def run_one(self, handler: Any, gen: Any, ch: Any, settled: Settled, delivery: Any) -> None:
@@ -207,14 +207,14 @@ class RequestIntake:
         :meth:`fastrpc.drivers.amqp.rpc_listener.AmqpListener.run_read`."""
         if gen != self._listener._gen:
             return
-        _channel_id, _consumer_tag, tag, _redelivered, exchange, routing_key, properties, body = delivery
-        req = self._decoded(ch, settled, delivery, properties, body)
+        tag = delivery.delivery_tag
+        req = self._decoded(ch, settled, delivery, delivery.properties, delivery.body)
         if req is None:
             return
         msg = self.accept(req)
         if msg is not None:
             if tracing.on:
-                msg.exchange, msg.routing_key = exchange, routing_key
+                msg.exchange, msg.routing_key = delivery.exchange, delivery.routing_key
             handler(msg)
         # Inline dispatch runs one read at a time (under the inline lock): no
         # other thread settles meanwhile, no lock needed.
