@@ -9,13 +9,16 @@ cimport cython
 from fastrpc.amqp.channel_core cimport ChannelCore
 from fastrpc.amqp.sync cimport Lock
 from fastrpc.drivers.amqp.acks cimport Settled
+from fastrpc.drivers.amqp.handoff cimport Handoff
 
 
 cdef class RequestIntake:
     cdef object _listener, _driver, _message_class, _marks
     cdef object _seen  # an OrderedDict: its own methods, not dict's, keep its order
     cdef Lock _ack_lock  # taken per request: called directly
+    cdef Handoff _incoming  # a poll's get called directly
 
+    cpdef list poll(self, timeout=*, batch_size=*)
     cpdef accept(self, req)
     cdef _decoded(self, ch, Settled settled, delivery, properties, body)
     cpdef list take_one(self, gen, ch, Settled settled, delivery)

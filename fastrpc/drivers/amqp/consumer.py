@@ -118,6 +118,10 @@ class Consumer(Listener):
         self._restart_reason: str | None = None  # why _restart() closes the connection
         self._rechecks = Rechecks("fastrpc-listener-recheck", self._stopped)
         self.intake = self.request_intake()
+        if self.intake is not None:
+            # The usual poll of one request compiled (like the driver's send):
+            # no Python frame between a worker's poll and the handoff.
+            self.poll = self.intake.poll  # type: ignore[method-assign]
         self._connect()
         metrics.track_listener(self)
 
@@ -388,16 +392,26 @@ class Consumer(Listener):
     # -- polling -------------------------------------------------------------
 
     def poll(self, timeout: float | None = None, batch_size: int = 1) -> list[IncomingMessage]:
+        # An RPC listener's instance binds poll to its intake's (compiled),
+        # which comes here through poll_until for all but the usual poll.
         self._polled = True
         deadline = None if timeout is None else time.monotonic() + timeout
+        return self.poll_until(deadline, batch_size, EMPTY, timeout)
+
+    def poll_until(self, deadline: float | None, batch_size: int, item: Any,
+                   wait: float | None) -> list[IncomingMessage]:
+        """:meth:`poll`'s loop: up to ``batch_size`` messages, waiting until
+        ``deadline`` (None: no limit) for them; ``item``: one gotten from the
+        handoff already (else EMPTY: the next get waits up to ``wait``)."""
         incoming = self._incoming
-        wait = timeout
+        result: list[IncomingMessage] = []
         while True:
-            if self._stopping:
-                return self._taken_leftovers(batch_size)
-            item = incoming.get(wait)
             if item is EMPTY:
-                return []
+                if self._stopping:
+                    return self._taken_leftovers(batch_size)
+                item = incoming.get(wait)
+                if item is EMPTY:
+                    return []
             kind = type(item)
             if kind is Read and batch_size == 1 and len(item.deliveries) == 1 and not incoming.queued:
                 # The usual poll: one read of one request, nothing queued behind it.
@@ -413,6 +427,7 @@ class Consumer(Listener):
                 if result or item is STOP:
                     return result
             # All dropped (duplicates, malformed): wait on for what is left.
+            item = EMPTY
             if deadline is not None:
                 wait = deadline - time.monotonic()
                 if wait <= 0:

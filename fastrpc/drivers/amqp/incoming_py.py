@@ -21,11 +21,13 @@ layout is fastrpc/_ext/incoming.pxd.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from fastrpc import envelope, tracing
 from fastrpc.amqp import exceptions as amqp_exc
 from fastrpc.drivers.amqp.acks import Read, Settled
+from fastrpc.drivers.amqp.handoff import EMPTY, Handoff
 from fastrpc.envelope import EnvelopeError
 from fastrpc.exceptions import BrokerError, MessageDeliveryFailure
 from fastrpc.failures import serialize_remote_exception
@@ -141,6 +143,37 @@ class RequestIntake:
         self._seen = listener._seen
         self._marks = listener._marks
         self._ack_lock = listener._ack_lock
+        self._incoming: Handoff = listener._incoming
+
+    def poll(self, timeout: float | None = None, batch_size: int = 1) -> list:
+        """The listener's poll (:meth:`fastrpc.drivers.amqp.consumer.Consumer.poll`),
+        its usual case compiled: one read of one request, nothing queued
+        behind it, taken (acked) at once. Everything else goes on in the
+        listener's ``poll_until``."""
+        listener = self._listener
+        listener._polled = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if batch_size != 1 or listener._stopping:
+            return listener.poll_until(deadline, batch_size, EMPTY, timeout)  # type: ignore[no-any-return]
+        incoming = self._incoming
+        item = incoming.get(timeout)
+        if item is EMPTY:
+            return []
+        if type(item) is not Read or incoming.queued:
+            return listener.poll_until(deadline, 1, item, None)  # type: ignore[no-any-return]
+        deliveries = item.deliveries
+        if len(deliveries) != 1:
+            return listener.poll_until(deadline, 1, item, None)  # type: ignore[no-any-return]
+        result = self.take_one(item.gen, item.channel, item.settled, deliveries[0])
+        if result:
+            return result
+        # Dropped (a duplicate, malformed): wait on for what is left.
+        wait = None
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return result
+        return listener.poll_until(deadline, 1, EMPTY, wait)  # type: ignore[no-any-return]
 
     def accept(self, req: Any) -> Any:
         """The incoming message of a decoded request (a

@@ -1,0 +1,3 @@
+# See fastrpc/_ext/handoff.pxi.
+
+include "../../_ext/handoff.pxi"
