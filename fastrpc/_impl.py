@@ -48,6 +48,7 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.drivers.amqp.acks": ("fastrpc.drivers.amqp.acks_py", "fastrpc/drivers/amqp/acks_py.py"),
     "fastrpc.drivers.amqp.incoming": ("fastrpc.drivers.amqp.incoming_py", "fastrpc/drivers/amqp/incoming_py.py"),
     "fastrpc.dispatcher": ("fastrpc.dispatcher_py", "fastrpc/dispatcher_py.py"),
+    "fastrpc.client": ("fastrpc.client_py", "fastrpc/client_py.py"),
 }
 
 # public module -> whether its compiled build was chosen (set by bind()).
