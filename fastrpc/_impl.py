@@ -43,6 +43,7 @@ TWINS: dict[str, tuple[str, str]] = {
     "fastrpc.amqp.channel": ("fastrpc.amqp.channel_py", "fastrpc/amqp/channel_py.py"),
     "fastrpc.amqp.connection": ("fastrpc.amqp.connection_py", "fastrpc/amqp/connection_py.py"),
     "fastrpc.drivers.amqp.handoff": ("fastrpc.drivers.amqp.handoff_py", "fastrpc/drivers/amqp/handoff_py.py"),
+    "fastrpc.drivers.amqp.sending": ("fastrpc.drivers.amqp.sending_py", "fastrpc/drivers/amqp/sending_py.py"),
     "fastrpc.drivers.amqp.replies": ("fastrpc.drivers.amqp.replies_py", "fastrpc/drivers/amqp/replies_py.py"),
     "fastrpc.drivers.amqp.calls": ("fastrpc.drivers.amqp.calls_py", "fastrpc/drivers/amqp/calls_py.py"),
     "fastrpc.drivers.amqp.acks": ("fastrpc.drivers.amqp.acks_py", "fastrpc/drivers/amqp/acks_py.py"),

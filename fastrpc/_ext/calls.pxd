@@ -4,11 +4,13 @@
 cimport cython
 
 from fastrpc.drivers.amqp.replies cimport Replies
+from fastrpc.drivers.amqp.sending cimport Sender
 from fastrpc.amqp.connection_core cimport ConnectionCore
 
 
 cdef class Calls:
-    cdef public object driver, topology, default_exchange, sender, ctype, cast_props
+    cdef public object driver, topology, default_exchange, ctype, cast_props
+    cdef public Sender sender  # its publish methods (cpdef) called directly
     cdef public Replies replies  # never None: its name, state and wait read directly
     cdef public bint binary
     cdef public Py_ssize_t max_body

@@ -27,3 +27,8 @@ cdef class ChannelCore(ChannelEvents):
     cpdef handle_content(self, event)
     # Called per request by the RPC listener (fastrpc/_ext/incoming.pxd).
     cpdef basic_ack(self, delivery_tag, multiple=*)
+    # Called per call, cast and reply by the driver's Sender (fastrpc/_ext/sending.pxi).
+    cpdef basic_publish(self, exchange, routing_key, body, properties=*, mandatory=*, immediate=*,
+                        blocked_until=*)
+    cpdef tuple basic_publish_tracked(self, exchange, routing_key, body, properties=*, blocked_until=*,
+                                      mandatory=*)

@@ -1,0 +1,3 @@
+# See fastrpc/_ext/sending.pxi.
+
+include "sending.pxi"
