@@ -28,16 +28,15 @@ def test_opcode_profile_attributes_each_side(broker: Any, tmp_path: Path) -> Non
     def in_files(side: str, needle: str) -> float:
         return sum(n for key, n in counts[side].items() if needle in key.rsplit(":", 2)[0])
 
-    # Each side runs some of fastrpc's Python (its RPC layer and driver, much
-    # of both compiled: what is left is the transport's send, the sender's
-    # publish, the server's handling of a request); only the oslo contender
-    # runs oslo.messaging.
+    # Each side runs some of fastrpc's Python (most of its RPC layer and
+    # driver is compiled: what is left is the transport's send, the server's
+    # loop and handling of a request, the oslo driver's shim); only the oslo
+    # contender runs oslo.messaging.
     ours = ("fastrpc/drivers/", "fastrpc/client", "fastrpc/server.py", "fastrpc/dispatcher",
             "fastrpc/transport.py", "fastrpc/oslo_driver.py")
     for side in counts:
-        assert in_files(side, "fastrpc/drivers/") > 0, side
-        assert sum(in_files(side, needle) for needle in ours) > 20, side
+        assert sum(in_files(side, needle) for needle in ours) > 0, side
     assert in_files("oslo-fastrpc client", "oslo_messaging") > 50
     assert in_files("oslo-fastrpc server", "oslo_messaging") > 50
     assert in_files("fastrpc client", "oslo_messaging") == 0
-    assert "oslo-fastrpc server:" in done.stdout and "fastrpc: AMQP driver" in done.stdout
+    assert "oslo-fastrpc server:" in done.stdout and "fastrpc: oslo driver" in done.stdout
