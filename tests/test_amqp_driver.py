@@ -489,11 +489,11 @@ def test_unique_id_window_of_accepted_requests(broker, topic, monkeypatch):
     try:
         requests = [envelope.decode_request(envelope.encode_request({"method": "m", "args": {}}, {}, f"u{i}"))
                     for i in range(5)]
-        assert all(listener._accept(req) is not None for req in requests)
-        assert listener._accept(requests[4]) is None  # remembered: a duplicate
+        assert all(listener.intake.accept(req) is not None for req in requests)
+        assert listener.intake.accept(requests[4]) is None  # remembered: a duplicate
         assert listener.duplicates == 1
         assert len(listener._seen) == 3
-        assert listener._accept(requests[0]) is not None  # forgotten beyond the window
+        assert listener.intake.accept(requests[0]) is not None  # forgotten beyond the window
         assert listener.seen_before("u0", remember=False) and not listener.seen_before("u1", remember=False)
     finally:
         served.close()

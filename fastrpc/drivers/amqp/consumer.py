@@ -402,11 +402,17 @@ class Consumer(Listener):
                    wait: float | None) -> list[IncomingMessage]:
         """:meth:`poll`'s loop: up to ``batch_size`` messages, waiting until
         ``deadline`` (None: no limit) for them; ``item``: one gotten from the
-        handoff already (else EMPTY: the next get waits up to ``wait``)."""
+        handoff already (else EMPTY: the next get waits up to ``wait``, or,
+        when None, for the time left until ``deadline``)."""
         incoming = self._incoming
         result: list[IncomingMessage] = []
         while True:
             if item is EMPTY:
+                if wait is None and deadline is not None:
+                    # After dropped messages: wait on for what is left.
+                    wait = deadline - time.monotonic()
+                    if wait <= 0:
+                        return result
                 if self._stopping:
                     return self._taken_leftovers(batch_size)
                 item = incoming.get(wait)
@@ -427,11 +433,7 @@ class Consumer(Listener):
                 if result or item is STOP:
                     return result
             # All dropped (duplicates, malformed): wait on for what is left.
-            item = EMPTY
-            if deadline is not None:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    return result
+            item, wait = EMPTY, None
 
     def _take_batch(self, item: Any, batch_size: int) -> list[IncomingMessage]:
         """Up to ``batch_size`` messages, from ``item`` (gotten from the

@@ -167,13 +167,8 @@ class RequestIntake:
         result = self.take_one(item.gen, item.channel, item.settled, deliveries[0])
         if result:
             return result
-        # Dropped (a duplicate, malformed): wait on for what is left.
-        wait = None
-        if deadline is not None:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                return result
-        return listener.poll_until(deadline, 1, EMPTY, wait)  # type: ignore[no-any-return]
+        # Dropped (a duplicate, malformed): wait on for the time left.
+        return listener.poll_until(deadline, 1, EMPTY, None)  # type: ignore[no-any-return]
 
     def accept(self, req: Any) -> Any:
         """The incoming message of a decoded request (a

@@ -155,10 +155,6 @@ class AmqpListener(Consumer):
         self.reject(ch, delivery, exc)
         self._ack(ch, settled, [delivery.delivery_tag], [])
 
-    def _accept(self, req: Any) -> AmqpIncomingMessage | None:
-        """The incoming message for an acked request; None for a duplicate."""
-        return self.intake.accept(req)  # type: ignore[no-any-return]
-
     def _accepted_traced(self, requests: list[Any], item: Read, tags: list[int]) -> list[IncomingMessage]:
         """The incoming messages of a read's decoded ``requests`` (``tags``:
         their delivery tags, in the same order), duplicates left out, each
